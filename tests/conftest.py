@@ -1,0 +1,93 @@
+"""Fixtures: a Rasa stand-in and the bridge, both over real HTTP on 127.0.0.1, and a phone that plays Twilio."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from twilio_bridge.app import create_app
+from twilio_bridge.config import Settings
+from twilio_bridge.phone import TwilioPhone
+from twilio_bridge.standin import RasaStandIn
+
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+HUMAN = "+525511112222"
+
+
+@pytest.fixture(scope="session")
+def standin_server() -> Iterator[RasaStandIn]:
+    with RasaStandIn().start() as server:
+        yield server
+
+
+@pytest.fixture
+def standin(standin_server: RasaStandIn) -> Iterator[RasaStandIn]:
+    standin_server.clear()
+    standin_server.mode = "ok"
+    standin_server.delay = 0.0
+    yield standin_server
+    standin_server.mode = "ok"
+    standin_server.delay = 0.0
+
+
+@pytest.fixture
+def settings(standin: RasaStandIn, tmp_path: Path) -> Settings:
+    return Settings(
+        rasa_webhook_url=standin.webhook_url,
+        rasa_timeout=1.5,
+        twilio_auth_token=AUTH_TOKEN,
+        fallback_phone_number=HUMAN,
+        state_url=f"sqlite:///{tmp_path / 'state.db'}",
+    )
+
+
+class LiveServer:
+    """A WSGI app served over real HTTP in a thread."""
+
+    def __init__(self, app: object):
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Settings], LiveServer]]:
+    servers: list[LiveServer] = []
+
+    def start(settings: Settings) -> LiveServer:
+        servers.append(LiveServer(create_app(settings)))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def bridge_url(serve: Callable[[Settings], LiveServer], settings: Settings) -> str:
+    return serve(settings).url
+
+
+@pytest.fixture
+def phone(bridge_url: str) -> TwilioPhone:
+    return TwilioPhone(bridge_url, AUTH_TOKEN)
+
+
+@pytest.fixture
+def reconfigure(serve: Callable[[Settings], LiveServer], settings: Settings) -> Callable[..., TwilioPhone]:
+    """A phone to a bridge started with some settings changed."""
+
+    def start(**changes: object) -> TwilioPhone:
+        changed = dataclasses.replace(settings, **changes)
+        return TwilioPhone(serve(changed).url, changed.twilio_auth_token)
+
+    return start

@@ -1,0 +1,1 @@
+"""A bridge that puts a Rasa assistant on the phone and on WhatsApp through Twilio."""

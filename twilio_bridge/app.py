@@ -1,0 +1,63 @@
+"""The application factory: what the app talks to is passed in, so tests inject their own."""
+from __future__ import annotations
+
+import os
+import time
+
+import structlog
+from flask import Flask, Response, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import health, voice
+from .config import Settings, load_settings
+from .logs import log
+from .rasa_client import RasaClient
+from .security import SignatureCheck
+from .services import EXTENSION, Bridge
+from .state import StateStore, open_store
+
+
+def create_app(settings: Settings | None = None, rasa: RasaClient | None = None,
+               store: StateStore | None = None) -> Flask:
+    settings = settings or load_settings(os.environ)
+    app = Flask(__name__, static_folder=None)
+    app.extensions[EXTENSION] = Bridge(
+        settings=settings,
+        rasa=rasa or RasaClient(settings.rasa_webhook_url, settings.rasa_timeout),
+        store=store or open_store(settings.state_url),
+        signatures=SignatureCheck(settings.twilio_auth_token, settings.shared_keys, settings.public_base_url),
+    )
+    trust_proxies(app, settings)
+    register_blueprints(app)
+    register_request_log(app)
+    if not settings.validate_signature:
+        log.warning("signature.validation_disabled", detail="TWILIO_VALIDATE_SIGNATURE=false: anyone can call these webhooks")
+    return app
+
+
+def trust_proxies(app: Flask, settings: Settings) -> None:
+    """Believe X-Forwarded-Proto/Host only from as many proxies as the operator says stand in front."""
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
+
+
+def register_blueprints(app: Flask) -> None:
+    app.register_blueprint(voice.bp)
+    app.register_blueprint(health.bp)
+
+
+def register_request_log(app: Flask) -> None:
+    """One summary line per webhook, carrying whatever the route bound (call_sid, turn, rasa_ms, outcome)."""
+
+    @app.before_request
+    def start_request() -> None:
+        structlog.contextvars.clear_contextvars()
+        g.started = time.monotonic()
+
+    @app.after_request
+    def summarise(response: Response) -> Response:
+        elapsed = round((time.monotonic() - g.get("started", time.monotonic())) * 1000)
+        method = log.debug if request.path == "/health" else log.info
+        method("webhook", route=request.path, status=response.status_code, ms=elapsed)
+        return response

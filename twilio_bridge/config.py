@@ -1,0 +1,202 @@
+"""Settings: one frozen object built from the environment at start.
+
+Every problem is reported at once, one line per variable, so an operator fixes
+the whole file in one pass instead of one restart per mistake.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+GATHER_INPUTS = ("dtmf", "speech", "dtmf speech")
+
+
+class ConfigError(Exception):
+    """Bad or missing settings; each line of the message names one variable."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 5001
+    rasa_webhook_url: str = "http://localhost:5005/webhooks/rest/webhook"
+    rasa_timeout: float = 8.0
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    validate_signature: bool = True
+    shared_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
+    public_base_url: str | None = None
+    trusted_proxies: int = 0
+    fallback_phone_number: str | None = None
+    voice_language: str = "es-MX"
+    voice_name: str = "Polly.Mia"
+    voice_greeting: str | None = None
+    voice_max_silences: int = 2
+    twilio_whatsapp_from: str | None = None
+    twilio_api_base_url: str = "https://api.twilio.com"
+    state_url: str = "sqlite:///state/bridge.db"
+    log_level: str = "INFO"
+
+    @property
+    def rasa_origin(self) -> str:
+        parts = urlsplit(self.rasa_webhook_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def summary(self) -> dict[str, object]:
+        """What /health and `check` may show: no secret, no credential."""
+        return {
+            "rasa_webhook_url": self.rasa_webhook_url,
+            "rasa_timeout": self.rasa_timeout,
+            "signature_validation": self.validate_signature,
+            "shared_keys": sorted(self.shared_keys),
+            "public_base_url": self.public_base_url,
+            "trusted_proxies": self.trusted_proxies,
+            "fallback_phone_configured": self.fallback_phone_number is not None,
+            "voice_language": self.voice_language,
+            "voice_name": self.voice_name,
+            "whatsapp_rest_replies": self.whatsapp_rest_mode,
+            "state_backend": self.state_url.split(":", 1)[0],
+        }
+
+    @property
+    def whatsapp_rest_mode(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_whatsapp_from)
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http(s) URL")
+    return value.rstrip("/") if not parts.path.strip("/") else value
+
+
+def _public_base_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query:
+        raise ValueError("must be an origin such as https://ivr.example.com (no path)")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _seconds(limit: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        seconds = float(value)
+        if not 0 < seconds <= limit:
+            raise ValueError(f"must be a number of seconds above 0 and at most {limit:g}")
+        return seconds
+    return parse
+
+
+def _count(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}")
+        return number
+    return parse
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _phone(value: str) -> str:
+    if not E164.match(value):
+        raise ValueError("must be an E.164 number such as +5215512345678")
+    return value
+
+
+def _whatsapp_address(value: str) -> str:
+    if not value.startswith("whatsapp:") or not E164.match(value.removeprefix("whatsapp:")):
+        raise ValueError("must look like whatsapp:+14155238886")
+    return value
+
+
+def _shared_keys(value: str) -> dict[str, str]:
+    keys = {}
+    for pair in filter(None, (p.strip() for p in value.split(","))):
+        key_id, _, secret = pair.partition(":")
+        if not key_id or not secret:
+            raise ValueError("must be comma-separated KEY_ID:SECRET pairs")
+        keys[key_id.strip()] = secret.strip()
+    return keys
+
+
+def _state_url(value: str) -> str:
+    scheme = value.split(":", 1)[0]
+    if scheme == "sqlite" and value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+        return value
+    if scheme in ("redis", "rediss") and urlsplit(value).netloc:
+        return value
+    raise ValueError("must be sqlite:///path/state.db or redis://host:6379/0")
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Settings:
+    """Build Settings from environment variables; raise ConfigError naming every bad one."""
+    problems: list[str] = []
+    values: dict[str, object] = {}
+
+    def read(name: str, attr: str, parse: Callable[[str], T]) -> None:
+        raw = environ.get(name, "").strip()
+        if not raw:
+            return
+        try:
+            values[attr] = parse(raw)
+        except ValueError as exc:
+            detail = str(exc) if not str(exc).startswith(("could not convert", "invalid literal")) else "is not a number"
+            problems.append(f"{name}={raw[:40]!r}: {detail}")
+
+    read("PORT", "port", _count(1, 65535))
+    read("RASA_WEBHOOK_URL", "rasa_webhook_url", _http_url)
+    read("RASA_TIMEOUT", "rasa_timeout", _seconds(13))
+    read("TWILIO_ACCOUNT_SID", "twilio_account_sid", _text)
+    read("TWILIO_AUTH_TOKEN", "twilio_auth_token", _text)
+    read("TWILIO_VALIDATE_SIGNATURE", "validate_signature", _boolean)
+    read("TWILIO_WEBHOOK_SHARED_KEYS", "shared_keys", _shared_keys)
+    read("PUBLIC_BASE_URL", "public_base_url", _public_base_url)
+    read("TRUSTED_PROXIES", "trusted_proxies", _count(0, 5))
+    read("FALLBACK_PHONE_NUMBER", "fallback_phone_number", _phone)
+    read("VOICE_LANGUAGE", "voice_language", _text)
+    read("VOICE_NAME", "voice_name", _text)
+    read("VOICE_GREETING", "voice_greeting", _text)
+    read("VOICE_MAX_SILENCES", "voice_max_silences", _count(0, 5))
+    read("TWILIO_WHATSAPP_FROM", "twilio_whatsapp_from", _whatsapp_address)
+    read("TWILIO_API_BASE_URL", "twilio_api_base_url", _http_url)
+    read("STATE_URL", "state_url", _state_url)
+    read("LOG_LEVEL", "log_level", _log_level)
+
+    if "state_url" not in values and workdir is not None:
+        values["state_url"] = f"sqlite:///{workdir / 'state' / 'bridge.db'}"
+    validate = values.get("validate_signature", True)
+    if validate and not values.get("twilio_auth_token"):
+        problems.append(
+            "TWILIO_AUTH_TOKEN: required to check Twilio's signatures "
+            "(set TWILIO_VALIDATE_SIGNATURE=false only for local experiments)"
+        )
+    if problems:
+        raise ConfigError(problems)
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,25 @@
+"""GET /health: liveness, Rasa reachability and a configuration summary (never a secret)."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+
+from .rasa_client import RasaError
+from .services import bridge
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def health() -> ResponseReturnValue:
+    current = bridge()
+    try:
+        rasa = {"reachable": True, "version": current.rasa.version(current.settings.rasa_origin, timeout=2.0)}
+    except RasaError as exc:
+        rasa = {"reachable": False, "error": exc.detail}
+    try:
+        state = {"reachable": current.store.ping()}
+    except Exception as exc:  # any backend failure is a health fact, not a crash
+        state = {"reachable": False, "error": type(exc).__name__}
+    status = "ok" if rasa["reachable"] and state["reachable"] else "degraded"
+    return jsonify(status=status, rasa=rasa, state=state, config=current.settings.summary())

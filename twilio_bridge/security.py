@@ -1,0 +1,63 @@
+"""Checking that a webhook really comes from Twilio.
+
+Twilio signs the exact URL it called plus the sorted POST parameters. Behind nginx the URL
+Flask sees differs from that one, so the public origin comes from PUBLIC_BASE_URL, or from
+X-Forwarded-* headers set by a configured number of trusted proxies (ProxyFix), never from
+headers a client could forge.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from flask import Request
+from twilio.request_validator import (
+    HMAC_SHA1,
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+
+
+class SignatureCheck:
+    def __init__(self, auth_token: str | None, shared_keys: Mapping[str, str], public_base_url: str | None):
+        self.token_validator = RequestValidator(auth_token) if auth_token else None
+        self.key_validators = {key_id: RequestValidator(secret) for key_id, secret in shared_keys.items()}
+        self.public_base_url = public_base_url
+
+    def public_url(self, request: Request) -> str:
+        """The URL Twilio called, as it signed it."""
+        if self.public_base_url is None:
+            return request.url
+        query = request.query_string.decode("latin-1")
+        return self.public_base_url + request.root_path + request.path + (f"?{query}" if query else "")
+
+    def is_valid(self, request: Request) -> bool:
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        if not signature:
+            return False
+        settings = request.headers.get(SIGNATURE_SETTINGS_HEADER, "")
+        algorithm = get_signature_algorithm(settings)
+        validator = self._validator(settings)
+        if validator is None:
+            return False
+        params: object = request.form
+        if request.mimetype == "application/json":
+            params = request.get_data(as_text=True)
+        return validator.validate(self.public_url(request), params, signature, algorithm=algorithm)
+
+    def _validator(self, settings: str) -> RequestValidator | None:
+        """The auth token for classic signatures; for shared-key ones, the key the header names."""
+        if not settings:
+            return self.token_validator
+        key_id = next(
+            (value.strip() for name, _, value in (p.partition("=") for p in settings.split(","))
+             if name.strip() == "key"),
+            None,
+        )
+        return self.key_validators.get(key_id or "")
+
+
+def sign(auth_token: str, url: str, params: Mapping[str, str], algorithm: str = HMAC_SHA1) -> str:
+    """Twilio's signature for a request, as Twilio computes it (used by the phone simulator and tests)."""
+    return RequestValidator(auth_token).compute_signature(url, params, algorithm=algorithm)

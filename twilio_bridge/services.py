@@ -1,0 +1,51 @@
+"""What every route needs, built once per app: settings, Rasa client, state store, signature check."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from flask import Response, current_app, request
+
+from .config import Settings
+from .logs import log
+from .rasa_client import Metadata, RasaClient
+from .security import SignatureCheck
+from .state import StateStore
+
+EXTENSION = "twilio_bridge"
+
+
+@dataclass
+class Bridge:
+    settings: Settings
+    rasa: RasaClient
+    store: StateStore
+    signatures: SignatureCheck
+
+    def ask_rasa(self, sender: str, message: str, metadata: Metadata, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Send one message; record Rasa's latency on the request's log line. Raises RasaError."""
+        started = time.monotonic()
+        try:
+            return self.rasa.send(sender, message, metadata, timeout=timeout)
+        finally:
+            structlog.contextvars.bind_contextvars(rasa_ms=round((time.monotonic() - started) * 1000))
+
+
+def bridge() -> Bridge:
+    return current_app.extensions[EXTENSION]
+
+
+def require_twilio_signature() -> Response | None:
+    """before_request hook of every Twilio-facing blueprint: 403 unless Twilio signed it."""
+    current = bridge()
+    if not current.settings.validate_signature:
+        log.warning("signature.unchecked", reason="TWILIO_VALIDATE_SIGNATURE=false", path=request.path)
+        return None
+    if current.signatures.is_valid(request):
+        return None
+    structlog.contextvars.bind_contextvars(outcome="forbidden")
+    log.warning("signature.rejected", path=request.path, url=current.signatures.public_url(request),
+                has_signature=bool(request.headers.get("X-Twilio-Signature")))
+    return Response("Forbidden: invalid Twilio signature\n", status=403, mimetype="text/plain")

@@ -1,0 +1,128 @@
+"""The bridge's own state, shared by every worker and host: SQLite by default, Redis to scale out.
+
+A small key-value interface with expiry. Values are JSON objects.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+Value = dict[str, Any]
+
+
+class StateStore(Protocol):
+    def get(self, key: str) -> Value | None: ...
+    def put(self, key: str, value: Value, ttl: float) -> None: ...
+    def add(self, key: str, value: Value, ttl: float) -> bool:
+        """Store only if the key is absent (or expired); True when this call stored it."""
+    def delete(self, key: str) -> None: ...
+    def incr(self, key: str, ttl: float) -> int:
+        """Add one to a counter that expires `ttl` seconds after its first increment."""
+    def ping(self) -> bool: ...
+
+
+class SqliteStore:
+    """One file, one connection per thread, WAL so readers never wait for the writer."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._db() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL)"
+            )
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def get(self, key: str) -> Value | None:
+        row = self._db().execute("SELECT value FROM kv WHERE key = ? AND expires > ?", (key, time.time())).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, value: Value, ttl: float) -> None:
+        self._db().execute(
+            "INSERT INTO kv (key, value, expires) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires",
+            (key, json.dumps(value), time.time() + ttl),
+        )
+
+    def add(self, key: str, value: Value, ttl: float) -> bool:
+        now = time.time()
+        cursor = self._db().execute(
+            "INSERT INTO kv (key, value, expires) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires WHERE kv.expires <= ?",
+            (key, json.dumps(value), now + ttl, now),
+        )
+        return cursor.rowcount == 1
+
+    def delete(self, key: str) -> None:
+        self._db().execute("DELETE FROM kv WHERE key = ?", (key,))
+
+    def incr(self, key: str, ttl: float) -> int:
+        now = time.time()
+        row = self._db().execute(
+            "INSERT INTO kv (key, value, expires) VALUES (?, '1', ?) "
+            "ON CONFLICT(key) DO UPDATE SET "
+            "value = CASE WHEN kv.expires <= ? THEN '1' ELSE CAST(CAST(kv.value AS INTEGER) + 1 AS TEXT) END, "
+            "expires = CASE WHEN kv.expires <= ? THEN excluded.expires ELSE kv.expires END "
+            "RETURNING value",
+            (key, now + ttl, now, now),
+        ).fetchone()
+        return int(row[0])
+
+    def purge_expired(self) -> int:
+        return self._db().execute("DELETE FROM kv WHERE expires <= ?", (time.time(),)).rowcount
+
+    def ping(self) -> bool:
+        return self._db().execute("SELECT 1").fetchone() == (1,)
+
+
+class RedisStore:
+    def __init__(self, url: str, prefix: str = "twilio-bridge:"):
+        import redis
+
+        self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        self.prefix = prefix
+
+    def get(self, key: str) -> Value | None:
+        raw = self.redis.get(self.prefix + key)
+        return json.loads(raw) if raw is not None else None
+
+    def put(self, key: str, value: Value, ttl: float) -> None:
+        self.redis.set(self.prefix + key, json.dumps(value), px=int(ttl * 1000))
+
+    def add(self, key: str, value: Value, ttl: float) -> bool:
+        return bool(self.redis.set(self.prefix + key, json.dumps(value), px=int(ttl * 1000), nx=True))
+
+    def delete(self, key: str) -> None:
+        self.redis.delete(self.prefix + key)
+
+    def incr(self, key: str, ttl: float) -> int:
+        pipe = self.redis.pipeline()
+        pipe.incr(self.prefix + key)
+        pipe.pexpire(self.prefix + key, int(ttl * 1000), nx=True)
+        count, _ = pipe.execute()
+        return int(count)
+
+    def ping(self) -> bool:
+        return bool(self.redis.ping())
+
+
+def open_store(url: str) -> StateStore:
+    """`sqlite:///relative/or//absolute/path.db` or `redis://host:port/db`."""
+    if url.startswith("sqlite:///"):
+        return SqliteStore(url.removeprefix("sqlite:///"))
+    if url.startswith(("redis://", "rediss://")):
+        return RedisStore(url)
+    raise ValueError(f"unsupported STATE_URL scheme: {url.split(':', 1)[0]}")

@@ -1,0 +1,236 @@
+"""Voice webhooks: a phone call as a conversation with Rasa (sender = CallSid)."""
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from flask import Blueprint, Response, request
+from twilio.twiml.voice_response import VoiceResponse
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException
+
+from .assistant import AssistantTurn, Button, read_turn
+from .logs import log
+from .phrases import phrases_for
+from .rasa_client import RasaError
+from .services import Bridge, bridge, require_twilio_signature
+from .text import fold, from_user
+from .twiml import Voice, gather_response, goodbye_response, handoff_response, turn_response
+
+bp = Blueprint("voice", __name__, url_prefix="/webhook/twilio")
+bp.before_request(require_twilio_signature)
+
+CALL_TTL = 6 * 3600
+FINAL_CALL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
+SPOKEN_NUMBERS = {
+    "uno": 1, "una": 1, "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6, "siete": 7, "ocho": 8, "nueve": 9,
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+}
+
+
+def voice_of(current: Bridge) -> Voice:
+    settings = current.settings
+    return Voice(settings.voice_language, settings.voice_name, phrases_for(settings.voice_language))
+
+
+def twiml(response: VoiceResponse) -> Response:
+    return Response(str(response), status=200, mimetype="text/xml")
+
+
+def call_metadata(form: MultiDict[str, str], **extra: Any) -> dict[str, Any]:
+    metadata = {
+        "channel": "voice",
+        "call_sid": form.get("CallSid"),
+        "account_sid": form.get("AccountSid"),
+        "from": form.get("From"),
+        "to": form.get("To"),
+        "direction": form.get("Direction"),
+        "caller_country": form.get("FromCountry"),
+    }
+    metadata.update(extra)
+    return {key: value for key, value in metadata.items() if value is not None}
+
+
+class Call:
+    """One call's state between webhooks, kept in the shared store (any worker may get the next turn)."""
+
+    def __init__(self, current: Bridge, sid: str):
+        self.current = current
+        self.sid = sid
+        self.state: dict[str, Any] = current.store.get(self.key) or {"turn": 0, "silences": 0}
+        structlog.contextvars.bind_contextvars(call_sid=sid, turn=self.state["turn"])
+
+    @property
+    def key(self) -> str:
+        return f"call:{self.sid}"
+
+    @property
+    def buttons(self) -> list[Button]:
+        return [Button(**b) for b in self.state.get("buttons", [])]
+
+    def ask(self, message: str, metadata: dict[str, Any]) -> AssistantTurn | None:
+        """Rasa's answer, or None when it gave none we can use (the caller then reaches a person)."""
+        try:
+            turn = read_turn(self.current.ask_rasa(self.sid, message, metadata))
+        except RasaError as exc:
+            log.warning("rasa.failed", kind=exc.kind, detail=exc.detail)
+            structlog.contextvars.bind_contextvars(rasa_error=exc.kind)
+            return None
+        if turn.is_empty:
+            structlog.contextvars.bind_contextvars(rasa_error="empty")
+        return turn
+
+    def answer(self, turn: AssistantTurn) -> Response:
+        """Speak the assistant's turn and remember what the caller was asked, for a reprompt."""
+        self.state.update(
+            silences=0,
+            buttons=[b.__dict__ for b in turn.buttons],
+            gather=turn.gather,
+            last_prompt=list(turn.texts[-1:]) if turn.texts else self.state.get("last_prompt", []),
+        )
+        self.save()
+        structlog.contextvars.bind_contextvars(
+            outcome="hangup" if turn.hangup else "handoff" if turn.handoff else "gather"
+        )
+        return twiml(turn_response(turn, voice_of(self.current), self.current.settings.fallback_phone_number))
+
+    def give_up(self, *spoken: str) -> Response:
+        """Hand the caller to a person, or say goodbye when there is none to call."""
+        self.save()
+        structlog.contextvars.bind_contextvars(outcome="handoff")
+        voice = voice_of(self.current)
+        return twiml(handoff_response(list(spoken), voice, self.current.settings.fallback_phone_number))
+
+    def save(self) -> None:
+        self.current.store.put(self.key, self.state, CALL_TTL)
+
+
+@bp.post("/voice")
+def incoming_call() -> Response:
+    current = bridge()
+    call = Call(current, request.form.get("CallSid", "unknown"))
+    turn = call.ask("/session_start", call_metadata(request.form, input="call_start"))
+    voice = voice_of(current)
+    if turn is None:
+        return call.give_up(voice.phrases.trouble)
+    if turn.is_empty:
+        turn = AssistantTurn(texts=(current.settings.voice_greeting or voice.phrases.greeting,))
+    return call.answer(turn)
+
+
+@bp.post("/speech")
+def caller_turn() -> Response:
+    current = bridge()
+    call = Call(current, request.form.get("CallSid", "unknown"))
+    message, kind = caller_message(request.form, call.buttons)
+    if not message:
+        return silence(call)
+    call.state["turn"] += 1
+    structlog.contextvars.bind_contextvars(turn=call.state["turn"], input=kind)
+    metadata = call_metadata(request.form, input=kind, confidence=_confidence(request.form))
+    turn = call.ask(message, metadata)
+    if turn is None or turn.is_empty:
+        return call.give_up(voice_of(current).phrases.trouble)
+    return call.answer(turn)
+
+
+def caller_message(form: MultiDict[str, str], buttons: list[Button]) -> tuple[str, str]:
+    """What goes to Rasa, and how the caller said it: a menu choice becomes its button's payload."""
+    digits = (form.get("Digits") or "").strip()
+    speech = from_user(form.get("SpeechResult"))
+    if buttons:
+        choice = _choice(digits, speech, buttons)
+        if choice is not None:
+            return choice.payload, "button"
+    if digits:
+        return from_user(digits), "dtmf"
+    return speech, "speech"
+
+
+def _choice(digits: str, speech: str, buttons: list[Button]) -> Button | None:
+    folded = fold(speech)
+    number = int(digits) if digits.isdigit() else SPOKEN_NUMBERS.get(folded) or (int(folded) if folded.isdigit() else None)
+    if number is not None and 1 <= number <= len(buttons):
+        return buttons[number - 1]
+    return next((b for b in buttons if folded and fold(b.title) == folded), None)
+
+
+def _confidence(form: MultiDict[str, str]) -> float | None:
+    try:
+        return float(form["Confidence"])
+    except (KeyError, ValueError):
+        return None
+
+
+def silence(call: Call) -> Response:
+    """Ask again, at most VOICE_MAX_SILENCES times; then a person, or goodbye. Never a loop."""
+    current = call.current
+    voice = voice_of(current)
+    call.state["silences"] = call.state.get("silences", 0) + 1
+    structlog.contextvars.bind_contextvars(input="silence", silences=call.state["silences"])
+    if call.state["silences"] > current.settings.voice_max_silences:
+        call.save()
+        structlog.contextvars.bind_contextvars(outcome="handoff" if current.settings.fallback_phone_number else "hangup")
+        if current.settings.fallback_phone_number:
+            return twiml(handoff_response([], voice, current.settings.fallback_phone_number))
+        return twiml(goodbye_response([], voice))
+    call.save()
+    structlog.contextvars.bind_contextvars(outcome="reprompt")
+    prompt = [voice.phrases.reprompt, *call.state.get("last_prompt", [])]
+    return twiml(gather_response(prompt, voice, call.state.get("gather"), call.buttons))
+
+
+@bp.post("/dial-result")
+def dial_result() -> Response:
+    """After <Dial>: the call ends after a conversation with a person, or with a goodbye if nobody answered."""
+    status = request.form.get("DialCallStatus", "")
+    structlog.contextvars.bind_contextvars(call_sid=request.form.get("CallSid"), dial_status=status)
+    response = VoiceResponse()
+    if status != "completed":
+        response = goodbye_response([voice_of(bridge()).phrases.nobody_available], voice_of(bridge()))
+    else:
+        response.hangup()
+    structlog.contextvars.bind_contextvars(outcome="hangup")
+    return twiml(response)
+
+
+@bp.post("/fallback")
+def fallback() -> Response:
+    """Twilio's Fallback URL (our primary failed) and the bridge's own hand-off: never involves Rasa."""
+    current = bridge()
+    structlog.contextvars.bind_contextvars(
+        call_sid=request.form.get("CallSid"), error_code=request.form.get("ErrorCode"), outcome="handoff"
+    )
+    voice = voice_of(current)
+    return twiml(handoff_response([voice.phrases.trouble], voice, current.settings.fallback_phone_number))
+
+
+@bp.post("/status")
+def call_status() -> Response:
+    """Call status callback: a finished call ends its Rasa session."""
+    current = bridge()
+    sid = request.form.get("CallSid", "")
+    status = request.form.get("CallStatus", "")
+    structlog.contextvars.bind_contextvars(call_sid=sid, call_status=status, outcome="ignored")
+    if sid and status in FINAL_CALL_STATUSES:
+        current.store.delete(f"call:{sid}")
+        try:
+            current.ask_rasa(sid, "/session_end", call_metadata(request.form, input="call_end", call_status=status))
+            structlog.contextvars.bind_contextvars(outcome="session_ended")
+        except RasaError as exc:
+            structlog.contextvars.bind_contextvars(outcome="session_end_failed", rasa_error=exc.kind)
+    return Response(status=204)
+
+
+@bp.errorhandler(Exception)
+def unexpected_error(exc: Exception) -> Response | HTTPException:
+    """Whatever broke, the caller hears an apology and reaches a person: never a 500 to Twilio."""
+    if isinstance(exc, HTTPException):
+        return exc
+    log.exception("voice.unexpected_error")
+    structlog.contextvars.bind_contextvars(outcome="error_handoff")
+    if request.path.endswith("/status"):
+        return Response(status=204)
+    current = bridge()
+    voice = voice_of(current)
+    return twiml(handoff_response([voice.phrases.trouble], voice, current.settings.fallback_phone_number))

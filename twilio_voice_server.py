@@ -1,0 +1,61 @@
+"""The Twilio <-> Rasa bridge.
+
+    gunicorn twilio_voice_server:app        production (see gunicorn.conf.py)
+    python twilio_voice_server.py           development server on $PORT
+
+Settings come from the environment, and from `twilio.env` beside this file or in the
+working directory (variables already set win).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from dotenv import load_dotenv
+from flask import Flask
+
+from twilio_bridge.app import create_app
+from twilio_bridge.config import ConfigError, Settings, load_settings
+from twilio_bridge.logs import configure_logging
+
+HERE = Path(__file__).resolve().parent
+
+
+def settings_from_environment() -> Settings:
+    """Load twilio.env, then the environment; exit with one line per bad variable."""
+    for env_file in (Path.cwd() / "twilio.env", HERE / "twilio.env"):
+        if env_file.is_file():
+            load_dotenv(env_file, override=False)
+            break
+    try:
+        return load_settings(os.environ, workdir=Path.cwd())
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"twilio-bridge: configuration error: {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def build_app() -> Flask:
+    settings = settings_from_environment()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def __getattr__(name: str) -> Flask:
+    """`twilio_voice_server:app` is built on first use, so importing this module has no side effects."""
+    if name == "app":
+        globals()["app"] = application = build_app()
+        return application
+    raise AttributeError(name)
+
+
+def main(argv: list[str]) -> int:
+    application = build_app()
+    settings = application.extensions["twilio_bridge"].settings
+    application.run(host=os.environ.get("HOST", "127.0.0.1"), port=settings.port, threaded=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
