@@ -1,0 +1,1 @@
+"""Twilio voice and WhatsApp bridge for a Rasa Pro assistant."""
