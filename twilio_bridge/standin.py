@@ -15,10 +15,13 @@ import threading
 import time
 import unicodedata
 from collections import defaultdict, deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 MODES = ("ok", "hang", "error500", "html", "invalid_json", "empty", "huge", "nasty", "drop")
 NASTY_TEXT = 'Hola <b>cliente</b> & "amigo" \x00\x07 ✅🚀 **importante** _nota_ [enlace](https://x.y) # Título'
@@ -61,7 +64,7 @@ class RasaStandIn:
 
     def __init__(self, delay: float = 0.0, mode: str = "ok") -> None:
         self.delay = delay
-        self.mode = mode
+        self.mode = mode  # validated by the property below
         self.hang_seconds = 60.0
         self.received: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -71,6 +74,16 @@ class RasaStandIn:
         self._stopping = threading.Event()
         self._server: ThreadedWSGIServer | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        self._mode = mode
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> RasaStandIn:
         self._stopping.clear()
@@ -113,7 +126,7 @@ class RasaStandIn:
             self._states.clear()
             self._canned.clear()
 
-    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
+    def _wsgi(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
         request = Request(environ)
         route = (request.method, request.path)
         if route == ("GET", "/"):
@@ -127,11 +140,15 @@ class RasaStandIn:
         return response(environ, start_response)
 
     def _control(self, request: Request) -> Response:
-        body = request.get_json(silent=True) or {}
-        if body.get("mode", self.mode) not in MODES:
-            return _json({"error": f"mode must be one of {', '.join(MODES)}"}, status=400)
-        self.mode = body.get("mode", self.mode)
-        self.delay = float(body.get("delay", self.delay))
+        body = request.get_json(silent=True)
+        try:
+            if not isinstance(body, dict):
+                raise TypeError("the body must be a JSON object")
+            delay = float(body.get("delay", self.delay))
+            self.mode = body.get("mode", self.mode)
+        except (TypeError, ValueError):
+            return _json({"error": 'expected {"mode": ..., "delay": seconds}', "modes": list(MODES)}, status=400)
+        self.delay = delay
         return _json({"mode": self.mode, "delay": self.delay})
 
     def _webhook(self, request: Request) -> Response:
@@ -141,7 +158,8 @@ class RasaStandIn:
         sender = str(body.get("sender") or "default")
         message = body.get("message")
         with self._lock:
-            self.received.append({"sender": sender, "message": message, "metadata": body.get("metadata"), "at": time.time()})
+            record = {"sender": sender, "message": message, "metadata": body.get("metadata"), "at": time.time()}
+            self.received.append(record)
             sender_lock = self._sender_locks[sender]
         with sender_lock:
             self._stopping.wait(self.delay)
@@ -159,7 +177,7 @@ class RasaStandIn:
             request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
             return Response(status=200)
         if mode == "error500":
-            return Response("<html><body><h1>500 Internal Server Error</h1></body></html>", 500, mimetype="text/html")
+            return Response("<html><body><h1>Internal Server Error</h1></body></html>", 500, mimetype="text/html")
         if mode == "html":
             return Response("<html><body>Rasa is starting</body></html>", mimetype="text/html")
         if mode == "invalid_json":
@@ -174,7 +192,7 @@ class RasaStandIn:
         if state["step"] == "ended" or not isinstance(message, str):
             return []
         raw, text = message.strip(), _normalise(message)
-        step, state["step"] = state["step"], "idle"
+        step, state["step"] = state["step"], "idle"  # a turn settles what was pending unless it asks again
         if raw == "/session_end":
             state["step"] = "ended"
             return []
@@ -189,7 +207,8 @@ class RasaStandIn:
         digits = _four_digits(text) if step == "digits" else None
         if digits:
             state["step"] = "confirm"
-            return [{"text": f"La tarjeta que termina en {' '.join(digits)}. ¿La bloqueo?", "buttons": CONFIRM_BUTTONS}]
+            question = f"La tarjeta que termina en {' '.join(digits)}. ¿La bloqueo?"
+            return [{"text": question, "buttons": CONFIRM_BUTTONS}]
         if _mentions(text, "agente|persona|humano|asesor"):
             return [{"text": HANDOFF}, {"custom": {"handoff": True}}]
         if _mentions(text, "perd|rob|extravi|bloque"):
