@@ -1,0 +1,16 @@
+"""gunicorn settings for the bridge: `gunicorn -c gunicorn.conf.py twilio_voice_server:app`.
+
+Threads, because a webhook spends nearly all its time waiting for Rasa: one thread per
+call in flight costs a little memory, not a process.
+"""
+import os
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5001')}"
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "50"))
+timeout = 30  # a worker silent this long is stuck: every webhook answers within RASA_TIMEOUT (< 15 s)
+graceful_timeout = 20  # lets calls in flight finish their turn on reload (SIGHUP) or stop (SIGTERM)
+keepalive = 5
+accesslog = None  # the app logs one structured line per webhook
+errorlog = "-"
