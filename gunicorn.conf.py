@@ -4,6 +4,11 @@ Threads, because a webhook spends nearly all its time waiting for Rasa: one thre
 call in flight costs a little memory, not a process.
 """
 import os
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+load_dotenv(Path.cwd() / "twilio.env", override=False)
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5001')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
@@ -14,3 +19,10 @@ graceful_timeout = 20  # lets calls in flight finish their turn on reload (SIGHU
 keepalive = 5
 accesslog = None  # the app logs one structured line per webhook
 errorlog = "-"
+
+
+def on_starting(server):
+    """Check the settings once in the master: a bad one stops gunicorn with one line naming it."""
+    from twilio_voice_server import settings_from_environment
+
+    settings_from_environment()
