@@ -8,8 +8,10 @@ import structlog
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import health, voice
+from . import health, voice, whatsapp
 from .config import Settings, load_settings
+from .delivery import start_delivery
+from .jobqueue import JobQueue, open_queue
 from .logs import log
 from .rasa_client import RasaClient
 from .security import SignatureCheck
@@ -18,7 +20,7 @@ from .state import StateStore, open_store
 
 
 def create_app(settings: Settings | None = None, rasa: RasaClient | None = None,
-               store: StateStore | None = None) -> Flask:
+               store: StateStore | None = None, queue: JobQueue | None = None) -> Flask:
     settings = settings or load_settings(os.environ)
     app = Flask(__name__, static_folder=None)
     app.extensions[EXTENSION] = Bridge(
@@ -26,10 +28,12 @@ def create_app(settings: Settings | None = None, rasa: RasaClient | None = None,
         rasa=rasa or RasaClient(settings.rasa_webhook_url, settings.rasa_timeout),
         store=store or open_store(settings.state_url),
         signatures=SignatureCheck(settings.twilio_auth_token, settings.shared_keys, settings.public_base_url),
+        queue=queue or (open_queue(settings.state_url) if settings.whatsapp_rest_mode else None),
     )
     trust_proxies(app, settings)
     register_blueprints(app)
     register_request_log(app)
+    start_background_work(app)
     if not settings.validate_signature:
         log.warning("signature.validation_disabled", detail="TWILIO_VALIDATE_SIGNATURE=false: anyone can call these webhooks")
     return app
@@ -44,7 +48,23 @@ def trust_proxies(app: Flask, settings: Settings) -> None:
 
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(voice.bp)
+    app.register_blueprint(whatsapp.bp)
     app.register_blueprint(health.bp)
+
+
+def start_background_work(app: Flask) -> None:
+    """WhatsApp delivery threads, in this process: messages stored before a restart go out after it."""
+    current: Bridge = app.extensions[EXTENSION]
+    if current.queue is not None and current.settings.whatsapp_rest_mode:
+        current.workers = start_delivery(current, current.queue)
+
+
+def close_app(app: Flask, timeout: float = 15.0) -> None:
+    """Stop the background work (gunicorn's worker_exit, tests): jobs in hand finish or stay queued."""
+    current: Bridge = app.extensions[EXTENSION]
+    if current.workers is not None:
+        current.workers.stop(timeout)
+        current.workers = None
 
 
 def register_request_log(app: Flask) -> None:

@@ -43,6 +43,9 @@ class Settings:
     voice_max_silences: int = 2
     twilio_whatsapp_from: str | None = None
     twilio_api_base_url: str = "https://api.twilio.com"
+    whatsapp_rate_limit: int = 20
+    whatsapp_retry_window: float = 300.0
+    whatsapp_workers: int = 4
     state_url: str = "sqlite:///state/bridge.db"
     log_level: str = "INFO"
 
@@ -64,6 +67,9 @@ class Settings:
             "voice_language": self.voice_language,
             "voice_name": self.voice_name,
             "whatsapp_rest_replies": self.whatsapp_rest_mode,
+            "whatsapp_rate_limit": self.whatsapp_rate_limit,
+            "whatsapp_retry_window": self.whatsapp_retry_window,
+            "whatsapp_workers": self.whatsapp_workers,
             "state_backend": self.state_url.split(":", 1)[0],
         }
 
@@ -186,6 +192,9 @@ def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Se
     read("VOICE_MAX_SILENCES", "voice_max_silences", _count(0, 5))
     read("TWILIO_WHATSAPP_FROM", "twilio_whatsapp_from", _whatsapp_address)
     read("TWILIO_API_BASE_URL", "twilio_api_base_url", _http_url)
+    read("WHATSAPP_RATE_LIMIT", "whatsapp_rate_limit", _count(1, 10_000))
+    read("WHATSAPP_RETRY_WINDOW", "whatsapp_retry_window", _seconds(86_400))
+    read("WHATSAPP_WORKERS", "whatsapp_workers", _count(1, 64))
     read("STATE_URL", "state_url", _state_url)
     read("LOG_LEVEL", "log_level", _log_level)
 

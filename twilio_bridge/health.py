@@ -6,6 +6,7 @@ from flask.typing import ResponseReturnValue
 
 from .rasa_client import RasaError
 from .services import bridge
+from .whatsapp import delivery_counts
 
 bp = Blueprint("health", __name__)
 
@@ -22,4 +23,11 @@ def health() -> ResponseReturnValue:
     except Exception as exc:  # any backend failure is a health fact, not a crash
         state = {"reachable": False, "error": type(exc).__name__}
     status = "ok" if rasa["reachable"] and state["reachable"] else "degraded"
-    return jsonify(status=status, rasa=rasa, state=state, config=current.settings.summary())
+    whatsapp: dict[str, object] = {"replies": "rest" if current.queue is not None else "twiml"}
+    try:
+        whatsapp["counts"] = delivery_counts(current)
+        if current.queue is not None:
+            whatsapp["pending"] = current.queue.pending()
+    except Exception as exc:
+        whatsapp["error"] = type(exc).__name__
+    return jsonify(status=status, rasa=rasa, state=state, whatsapp=whatsapp, config=current.settings.summary())

@@ -1,4 +1,4 @@
-"""What the bridge itself says, in the caller's language (by VOICE_LANGUAGE's prefix)."""
+"""What the bridge itself says, on the phone and in chats, in the language of VOICE_LANGUAGE's prefix."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,6 +15,10 @@ class Phrases:
     cut_short: str
     menu_intro: str
     menu_option: str  # "{number}" and "{title}"
+    chat_trouble: str
+    chat_handoff: str  # "{number}"
+    chat_no_person: str
+    chat_slow_down: str
 
 
 SPANISH = Phrases(
@@ -27,6 +31,11 @@ SPANISH = Phrases(
     cut_short="El resto del mensaje es demasiado largo para leerlo por teléfono.",
     menu_intro="Diga o marque",
     menu_option="{number} para {title}",
+    chat_trouble="Lo siento, tengo un problema técnico y no pude responder a su mensaje. "
+                 "Por favor, escríbame de nuevo en unos minutos.",
+    chat_handoff="Para hablar con una persona, llame al {number}.",
+    chat_no_person="En este momento no hay una persona disponible. Por favor, inténtelo más tarde.",
+    chat_slow_down="Recibí muchos mensajes suyos en poco tiempo. Por favor, espere un minuto antes de escribir de nuevo.",
 )
 
 ENGLISH = Phrases(
@@ -39,6 +48,11 @@ ENGLISH = Phrases(
     cut_short="The rest of this message is too long to read over the phone.",
     menu_intro="Say or press",
     menu_option="{number} for {title}",
+    chat_trouble="I'm sorry, I'm having a technical problem and could not answer your message. "
+                 "Please write again in a few minutes.",
+    chat_handoff="To talk to a person, call {number}.",
+    chat_no_person="Nobody is available right now. Please try again later.",
+    chat_slow_down="I got many messages from you in a short time. Please wait a minute before writing again.",
 )
 
 

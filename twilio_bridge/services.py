@@ -1,4 +1,5 @@
-"""What every route needs, built once per app: settings, Rasa client, state store, signature check."""
+"""What every route needs, built once per app: settings, Rasa client, state store, signature check,
+and in WhatsApp's REST mode the durable queue and the background workers that empty it."""
 from __future__ import annotations
 
 import time
@@ -9,10 +10,12 @@ import structlog
 from flask import Response, current_app, request
 
 from .config import Settings
+from .jobqueue import JobQueue
 from .logs import log
 from .rasa_client import Metadata, RasaClient
 from .security import SignatureCheck
 from .state import StateStore
+from .workers import LaneWorkers
 
 EXTENSION = "twilio_bridge"
 
@@ -23,6 +26,8 @@ class Bridge:
     rasa: RasaClient
     store: StateStore
     signatures: SignatureCheck
+    queue: JobQueue | None = None
+    workers: LaneWorkers | None = None
 
     def ask_rasa(self, sender: str, message: str, metadata: Metadata, timeout: float | None = None) -> list[dict[str, Any]]:
         """Send one message; record Rasa's latency on the request's log line. Raises RasaError."""

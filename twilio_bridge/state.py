@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 Value = dict[str, Any]
+COUNTER_TTL = 400 * 24 * 3600  # counters shown by /health: totals over roughly a year
 
 
 class StateStore(Protocol):
@@ -22,6 +23,8 @@ class StateStore(Protocol):
     def delete(self, key: str) -> None: ...
     def incr(self, key: str, ttl: float) -> int:
         """Add one to a counter that expires `ttl` seconds after its first increment."""
+    def count(self, key: str) -> int:
+        """A counter's value; 0 when it does not exist."""
     def ping(self) -> bool: ...
 
 
@@ -81,6 +84,10 @@ class SqliteStore:
         ).fetchone()
         return int(row[0])
 
+    def count(self, key: str) -> int:
+        row = self._db().execute("SELECT value FROM kv WHERE key = ? AND expires > ?", (key, time.time())).fetchone()
+        return int(row[0]) if row else 0
+
     def purge_expired(self) -> int:
         return self._db().execute("DELETE FROM kv WHERE expires <= ?", (time.time(),)).rowcount
 
@@ -114,6 +121,9 @@ class RedisStore:
         pipe.pexpire(self.prefix + key, int(ttl * 1000), nx=True)
         count, _ = pipe.execute()
         return int(count)
+
+    def count(self, key: str) -> int:
+        return int(self.redis.get(self.prefix + key) or 0)
 
     def ping(self) -> bool:
         return bool(self.redis.ping())

@@ -13,6 +13,13 @@ _HTML_TAG = re.compile(r"</?[a-zA-Z][^<>]{0,200}>")
 _STRAY_MARKS = re.compile(r"(?<!\S)[#*_~`>|]+(?!\S)")
 _SENTENCE_END = re.compile(r"(?<=[.!?…;:])\s+")
 _LONG_DIGITS = re.compile(r"(?<!\d)(\+?\d[\d \-]{5,}\d)(?!\d)")
+_LINK_WITH_URL = re.compile(r"!?\[([^\]]*)\]\(([^()\s]+)\)")
+_HEADING_LINE = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+_ITALIC_STAR = re.compile(r"(?<![*\w])\*(?=[^\s*])([^*\n]+?)(?<=\S)\*(?![*\w])")
+_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+_BOLD_MARK = "\x02"  # stands for WhatsApp's '*' while single '*' (markdown italics) become '_'
 
 
 def _is_xml_char(char: str) -> bool:
@@ -50,6 +57,35 @@ def for_speech(text: str) -> str:
     text = _STRAY_MARKS.sub(" ", text)
     text = text.replace("\n", " ").replace("\t", " ")
     return _SPACES.sub(" ", text).strip()
+
+
+def for_whatsapp(text: str) -> str:
+    """Markdown as WhatsApp writes it: *bold*, _italic_, ~strike~, links as "text (url)"; no HTML tags."""
+    text = plain(text).replace(_BOLD_MARK, " ")
+    text = _LINK_WITH_URL.sub(lambda m: f"{m[1]} ({m[2]})" if m[1].strip() and m[1] != m[2] else m[2], text)
+    text = _HTML_TAG.sub("", text)
+    text = _HEADING_LINE.sub(lambda m: _BOLD_MARK + m[1].strip("*_ ") + _BOLD_MARK, text)
+    text = _BOLD.sub(lambda m: _BOLD_MARK + m[2] + _BOLD_MARK, text)
+    text = _ITALIC_STAR.sub(r"_\1_", text)
+    text = _STRIKE.sub(r"~\1~", text)
+    return text.replace(_BOLD_MARK, "*").strip()
+
+
+def split_message(text: str, limit: int) -> list[str]:
+    """Pieces of at most `limit` characters, cut between paragraphs, else between sentences."""
+    pieces: list[str] = []
+    current = ""
+    for paragraph in filter(None, (p.strip() for p in _PARAGRAPH_BREAK.split(text))):
+        for part in [paragraph] if len(paragraph) <= limit else split_text(paragraph, limit):
+            joined = f"{current}\n\n{part}" if current else part
+            if len(joined) <= limit:
+                current = joined
+            else:
+                pieces.append(current)
+                current = part
+    if current:
+        pieces.append(current)
+    return pieces
 
 
 def split_text(text: str, limit: int) -> list[str]:

@@ -1,0 +1,136 @@
+"""WhatsApp (and SMS) webhooks: a chat with Rasa whose sender is the user's `From` address.
+
+REST mode (account SID, auth token and TWILIO_WHATSAPP_FROM set): the message is stored in the
+durable queue, the answer is an empty <Response/> at once, and background workers send Rasa's
+replies through the Messages API. TwiML mode (otherwise): the replies are <Message>s in the answer.
+"""
+from __future__ import annotations
+
+import structlog
+from flask import Blueprint, Response, request
+from twilio.twiml.messaging_response import MessagingResponse
+from werkzeug.exceptions import HTTPException
+
+from .conversation import Conversation, Inbound
+from .logs import log
+from .messaging import Outgoing, messaging_twiml
+from .rasa_client import RasaError
+from .services import Bridge, bridge, require_twilio_signature
+from .state import COUNTER_TTL
+
+bp = Blueprint("whatsapp", __name__, url_prefix="/webhook/twilio/whatsapp")
+bp.before_request(require_twilio_signature)
+
+SEEN_TTL = 3 * 24 * 3600
+RATE_WINDOW = 60
+DELIVERY_STATUSES = ("queued", "sending", "sent", "delivered", "read", "undelivered", "failed", "canceled")
+
+
+def twiml(response: MessagingResponse) -> Response:
+    return Response(str(response), status=200, mimetype="text/xml")
+
+
+@bp.post("")
+def incoming_message() -> Response:
+    current = bridge()
+    inbound = Inbound.from_form(request.form)
+    structlog.contextvars.bind_contextvars(message_sid=inbound.sid, user=inbound.user, channel=inbound.channel,
+                                           retry=bool(request.headers.get("I-Twilio-Idempotency-Token")))
+    if current.queue is not None and current.settings.whatsapp_rest_mode:
+        try:
+            return store_for_delivery(current, inbound)
+        except Exception as exc:  # the queue is unreachable: answer now rather than lose the message
+            log.error("whatsapp.queue_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+    return answer_now(current, inbound)
+
+
+def store_for_delivery(current: Bridge, inbound: Inbound) -> Response:
+    """Durable before the answer: once Twilio has its 200, the message is in the queue."""
+    assert current.queue is not None
+    if current.queue.seen(inbound.sid):
+        return _empty("duplicate")
+    notice = rate_limited(current, inbound)
+    if notice == []:
+        return _empty("rate_limited")
+    job = {"inbound": inbound.as_dict()}
+    if notice:
+        job.update(outgoing=[message.as_dict() for message in notice], sent=0)
+    if not current.queue.enqueue(inbound.sid, inbound.user, job):
+        return _empty("duplicate")
+    if current.workers is not None:
+        current.workers.wake()
+    return _empty("rate_notice" if notice else "queued")
+
+
+def answer_now(current: Bridge, inbound: Inbound) -> Response:
+    """TwiML mode: Rasa's replies in the answer, within RASA_TIMEOUT; Twilio's retry gets the same answer."""
+    seen_key = f"whatsapp:seen:{inbound.sid}"
+    if not current.store.add(seen_key, {}, SEEN_TTL):
+        structlog.contextvars.bind_contextvars(outcome="duplicate")
+        return Response((current.store.get(seen_key) or {}).get("twiml") or str(MessagingResponse()),
+                        status=200, mimetype="text/xml")
+    conversation = Conversation(current, inbound.user)
+    messages = rate_limited(current, inbound)
+    if messages is None:
+        try:
+            messages = conversation.reply(inbound)
+            structlog.contextvars.bind_contextvars(outcome="replied")
+        except RasaError as exc:
+            log.warning("rasa.failed", kind=exc.kind, detail=exc.detail)
+            structlog.contextvars.bind_contextvars(outcome="apology", rasa_error=exc.kind)
+            messages = conversation.apology()
+    answer = str(messaging_twiml(messages))
+    current.store.put(seen_key, {"twiml": answer}, SEEN_TTL)
+    return Response(answer, status=200, mimetype="text/xml")
+
+
+def rate_limited(current: Bridge, inbound: Inbound) -> list[Outgoing] | None:
+    """None while the user is within WHATSAPP_RATE_LIMIT a minute; past it, one notice, then nothing."""
+    count = current.store.incr(f"whatsapp:rate:{inbound.user}", RATE_WINDOW)
+    limit = current.settings.whatsapp_rate_limit
+    if count <= limit:
+        return None
+    structlog.contextvars.bind_contextvars(outcome="rate_limited", rate=count)
+    if count > limit + 1:
+        return []
+    log.warning("whatsapp.rate_limited", limit=limit)
+    return [Outgoing(Conversation(current, inbound.user).phrases.chat_slow_down)]
+
+
+@bp.post("/status")
+def delivery_status() -> Response:
+    """Status callback of a message the bridge sent: logged, and counted for /health."""
+    store = bridge().store
+    status = request.form.get("MessageStatus") or request.form.get("SmsStatus") or "unknown"
+    code = request.form.get("ErrorCode")
+    structlog.contextvars.bind_contextvars(twilio_sid=request.form.get("MessageSid"), message_status=status,
+                                           user=request.form.get("To"), outcome="counted")
+    store.incr(f"whatsapp:status:{status if status in DELIVERY_STATUSES else 'other'}", COUNTER_TTL)
+    if status in ("failed", "undelivered"):
+        store.incr(f"whatsapp:status_error:{code or 'none'}", COUNTER_TTL)
+        log.warning("whatsapp.delivery_failed", error_code=code, error_message=request.form.get("ErrorMessage"))
+    return Response(status=204)
+
+
+def delivery_counts(current: Bridge) -> dict[str, int]:
+    """Counters for /health: delivery statuses reported by Twilio, and the bridge's own sends."""
+    keys = [f"whatsapp:status:{status}" for status in (*DELIVERY_STATUSES, "other")] + ["whatsapp:sent"]
+    counts = {key.removeprefix("whatsapp:").replace("status:", ""): current.store.count(key) for key in keys}
+    return {name: value for name, value in counts.items() if value}
+
+
+@bp.errorhandler(Exception)
+def unexpected_error(exc: Exception) -> Response | HTTPException:
+    """Whatever broke, Twilio gets a 200 and the user an apology, never a 500."""
+    if isinstance(exc, HTTPException):
+        return exc
+    log.exception("whatsapp.unexpected_error")
+    structlog.contextvars.bind_contextvars(outcome="error")
+    if request.path.endswith("/status"):
+        return Response(status=204)
+    return twiml(messaging_twiml(Conversation(bridge(), "").apology()))
+
+
+def _empty(outcome: str) -> Response:
+    structlog.contextvars.bind_contextvars(outcome=outcome)
+    return twiml(MessagingResponse())

@@ -1,0 +1,119 @@
+"""Plays a WhatsApp (or SMS) user writing to the bridge: posts inbound messages signed as Twilio signs them.
+
+Replies come back in the webhook's TwiML (TwiML mode; checked the way Twilio takes them) or through
+the Messages API (REST mode; a `FakeTwilioAPI` records them). Used by the tests and the chat simulator.
+"""
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+from .phone import Answer, TwilioPhone, TwilioWouldFail, sid
+
+WEBHOOK = "/webhook/twilio/whatsapp"
+STATUS_WEBHOOK = "/webhook/twilio/whatsapp/status"
+MESSAGING_WEBHOOK_TIMEOUT = 15.0
+BODY_LIMIT = 1600
+
+
+@dataclass(frozen=True)
+class Reply:
+    body: str
+    media: tuple[str, ...] = ()
+
+
+@dataclass
+class Posted:
+    """One inbound message as Twilio posted it, and the bridge's answer."""
+    sid: str
+    params: dict[str, str]
+    answer: Answer
+    replies: list[Reply] = field(default_factory=list)  # the <Message>s in the answer
+
+    @property
+    def seconds(self) -> float:
+        return self.answer.seconds
+
+
+class WhatsAppUser:
+    def __init__(self, bridge_url: str, auth_token: str | None, number: str = "+5215512345678",
+                 bridge_number: str = "+14155238886", profile_name: str = "Ana", channel: str = "whatsapp",
+                 public_base_url: str | None = None):
+        self.twilio = TwilioPhone(bridge_url, auth_token, public_base_url)
+        prefix = "whatsapp:" if channel == "whatsapp" else ""
+        self.address = prefix + number
+        self.bridge_address = prefix + bridge_number
+        self.number = number
+        self.profile_name = profile_name
+        self.channel = channel
+
+    def params(self, body: str = "", media: tuple[tuple[str, str], ...] = (), button_payload: str | None = None,
+               button_text: str | None = None, message_sid: str | None = None) -> dict[str, str]:
+        message_sid = message_sid or sid("SM")
+        params = {"MessageSid": message_sid, "SmsMessageSid": message_sid, "SmsSid": message_sid,
+                  "AccountSid": self.twilio.account_sid, "From": self.address, "To": self.bridge_address,
+                  "Body": body, "NumMedia": str(len(media)), "NumSegments": "1", "SmsStatus": "received",
+                  "ApiVersion": "2010-04-01",
+                  "MessageType": "button" if button_payload else "image" if media and not body else "text"}
+        if self.channel == "whatsapp":
+            params.update(ProfileName=self.profile_name, WaId=self.number.lstrip("+"))
+        for index, (url, content_type) in enumerate(media):
+            params[f"MediaUrl{index}"] = url
+            params[f"MediaContentType{index}"] = content_type
+        if button_payload is not None:
+            params.update(ButtonPayload=button_payload, ButtonText=button_text or body)
+        return params
+
+    def send(self, body: str = "", media: tuple[tuple[str, str], ...] = (), button_payload: str | None = None,
+             button_text: str | None = None, message_sid: str | None = None) -> Posted:
+        """Write one message; `media` is ((url, content type), ...)."""
+        return self.post(self.params(body, media, button_payload, button_text, message_sid))
+
+    def post(self, params: dict[str, str], headers: dict[str, str] | None = None) -> Posted:
+        started = time.monotonic()
+        response = self.twilio.post(self.twilio.public(WEBHOOK), params, headers)
+        answer = Answer(self.twilio.public(WEBHOOK), response.status_code, time.monotonic() - started, response.text)
+        answer.root = check_messaging_answer(answer, response.headers.get("Content-Type", ""))
+        replies = [Reply((m.findtext("Body") or m.text or "").strip(), tuple((e.text or "") for e in m.findall("Media")))
+                   for m in answer.root.iter("Message")]
+        return Posted(params["MessageSid"], params, answer, replies)
+
+    def resend(self, posted: Posted) -> Posted:
+        """Twilio's retry of the same message after a connection failure."""
+        return self.post(posted.params, {"I-Twilio-Idempotency-Token": f"{posted.sid}-retry"})
+
+    def report_status(self, message_sid: str, status: str, error_code: str | None = None) -> int:
+        """Twilio's status callback for a message the bridge sent to this user."""
+        params = {"MessageSid": message_sid, "SmsSid": message_sid, "AccountSid": self.twilio.account_sid,
+                  "MessageStatus": status, "SmsStatus": status, "From": self.bridge_address, "To": self.address,
+                  "ApiVersion": "2010-04-01"}
+        if error_code:
+            params["ErrorCode"] = error_code
+        return self.twilio.post(self.twilio.public(STATUS_WEBHOOK), params).status_code
+
+
+def check_messaging_answer(answer: Answer, content_type: str) -> ET.Element:
+    """Twilio's rules for a messaging webhook's answer; the parsed <Response> when they hold."""
+    where = f"{answer.url} answered"
+    if answer.status != 200:
+        raise TwilioWouldFail(f"{where} HTTP {answer.status}")
+    if answer.seconds > MESSAGING_WEBHOOK_TIMEOUT:
+        raise TwilioWouldFail(f"{where} after {answer.seconds:.1f}s; Twilio waits {MESSAGING_WEBHOOK_TIMEOUT:g}s")
+    if content_type.split(";")[0].strip() not in ("text/xml", "application/xml"):
+        raise TwilioWouldFail(f"{where} with content type {content_type!r}")
+    try:
+        root = ET.fromstring(answer.body.encode("utf-8"))
+    except ET.ParseError as exc:
+        raise TwilioWouldFail(f"{where} XML that does not parse: {exc}") from exc
+    if root.tag != "Response":
+        raise TwilioWouldFail(f"{where} <{root.tag}>, not <Response>")
+    for message in root:
+        if message.tag not in ("Message", "Redirect"):
+            raise TwilioWouldFail(f"{where} <{message.tag}>, not a messaging verb")
+        body = message.findtext("Body") or message.text or ""
+        if len(body) > BODY_LIMIT:
+            raise TwilioWouldFail(f"{where} a <Message> of {len(body)} characters; the limit is {BODY_LIMIT}")
+        if message.tag == "Message" and not body.strip() and message.find("Media") is None:
+            raise TwilioWouldFail(f"{where} an empty <Message> (error 14103)")
+    return root
