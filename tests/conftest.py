@@ -1,4 +1,5 @@
-"""Fixtures: a Rasa stand-in and the bridge, both over real HTTP on 127.0.0.1, and a phone that plays Twilio."""
+"""Fixtures: a Rasa stand-in, a fake Twilio Messages API and the bridge, all over real HTTP on 127.0.0.1,
+and a phone and a WhatsApp user that play Twilio."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,15 +8,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from werkzeug.serving import make_server
 
-from twilio_bridge.app import create_app
+from twilio_bridge.app import close_app, create_app
 from twilio_bridge.config import Settings
+from twilio_bridge.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.phone import TwilioPhone
 from twilio_bridge.standin import RasaStandIn
 
+from .servers import redis_url  # noqa: F401  (a fixture, shared with every module)
+
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 HUMAN = "+525511112222"
+WHATSAPP_FROM = "whatsapp:+14155238886"
 
 
 @pytest.fixture(scope="session")
@@ -48,15 +54,17 @@ def settings(standin: RasaStandIn, tmp_path: Path) -> Settings:
 class LiveServer:
     """A WSGI app served over real HTTP in a thread."""
 
-    def __init__(self, app: object):
+    def __init__(self, app: Flask):
+        self.app = app
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        close_app(self.app)
 
 
 @pytest.fixture
@@ -91,3 +99,24 @@ def reconfigure(serve: Callable[[Settings], LiveServer], settings: Settings) -> 
         return TwilioPhone(serve(changed).url, changed.twilio_auth_token)
 
     return start
+
+
+@pytest.fixture(scope="session")
+def fake_api_server() -> Iterator[FakeTwilioAPI]:
+    with FakeTwilioAPI(auth_token=AUTH_TOKEN).start() as api:
+        yield api
+
+
+@pytest.fixture
+def fake_api(fake_api_server: FakeTwilioAPI) -> Iterator[FakeTwilioAPI]:
+    fake_api_server.clear()
+    fake_api_server.final_status, fake_api_server.final_error_code = "delivered", None
+    yield fake_api_server
+    fake_api_server.heal()
+
+
+@pytest.fixture
+def rest_settings(settings: Settings, fake_api: FakeTwilioAPI) -> Settings:
+    """WhatsApp replies through the (fake) Messages API."""
+    return dataclasses.replace(settings, twilio_account_sid=fake_api.account_sid, twilio_whatsapp_from=WHATSAPP_FROM,
+                               twilio_api_base_url=fake_api.base_url)
