@@ -26,3 +26,13 @@ def on_starting(server):
     from twilio_voice_server import settings_from_environment
 
     settings_from_environment()
+
+
+def worker_exit(server, worker):
+    """A worker stopping (reload, SIGTERM) lets its WhatsApp deliveries in hand finish; queued ones stay queued."""
+    import twilio_voice_server
+    from twilio_bridge.app import close_app
+
+    application = vars(twilio_voice_server).get("app")
+    if application is not None:
+        close_app(application, timeout=graceful_timeout / 2)

@@ -134,7 +134,7 @@ def test_outside_the_24_hour_window_is_not_retried_and_is_logged_with_its_code(
     time.sleep(0.6)
     assert len(fake_api.attempts) == 1 and fake_api.messages == []
     health = requests.get(rest_url + "/health").json()
-    assert health["whatsapp"]["pending"] == 0
+    assert health["whatsapp"]["pending"] == 0 and health["whatsapp"]["counts"]["send_errors"] == 1
 
 
 def test_past_the_rate_limit_one_notice_through_the_api_then_nothing(
@@ -159,7 +159,7 @@ def test_status_callbacks_are_checked_logged_and_counted(rest_url: str, fake_api
     warnings = [(e["error_code"], e["log_level"]) for e in logs if e["event"] == "whatsapp.delivery_failed"]
     assert warnings == [("63016", "warning"), ("30008", "warning")]
     counts = requests.get(rest_url + "/health").json()["whatsapp"]["counts"]
-    assert counts == {"delivered": 1, "undelivered": 1, "failed": 1}
+    assert counts == {"statuses": {"delivered": 1, "undelivered": 1, "failed": 1}, "sent": 0, "send_errors": 0}
 
 
 def test_sms_replies_come_from_the_number_written_to(rest_url: str, fake_api: FakeTwilioAPI) -> None:

@@ -80,6 +80,7 @@ class Courier:
                 log.info("whatsapp.sent", twilio_sid=sid, index=data["sent"])
                 self.current.store.incr("whatsapp:sent", COUNTER_TTL)
             except SendError as exc:
+                self.current.store.incr("whatsapp:send_errors", COUNTER_TTL)
                 self.current.store.incr(f"whatsapp:send_error:{exc.code or exc.status or 'network'}", COUNTER_TTL)
                 if exc.retryable and self._retry_later(job, "twilio", status=exc.status, code=exc.code):
                     return "send_retry"

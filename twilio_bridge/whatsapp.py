@@ -112,11 +112,11 @@ def delivery_status() -> Response:
     return Response(status=204)
 
 
-def delivery_counts(current: Bridge) -> dict[str, int]:
-    """Counters for /health: delivery statuses reported by Twilio, and the bridge's own sends."""
-    keys = [f"whatsapp:status:{status}" for status in (*DELIVERY_STATUSES, "other")] + ["whatsapp:sent"]
-    counts = {key.removeprefix("whatsapp:").replace("status:", ""): current.store.count(key) for key in keys}
-    return {name: value for name, value in counts.items() if value}
+def delivery_counts(current: Bridge) -> dict[str, object]:
+    """Counters for /health: the statuses Twilio reported, and the bridge's own sends and failed sends."""
+    statuses = {status: current.store.count(f"whatsapp:status:{status}") for status in (*DELIVERY_STATUSES, "other")}
+    return {"statuses": {status: n for status, n in statuses.items() if n},
+            "sent": current.store.count("whatsapp:sent"), "send_errors": current.store.count("whatsapp:send_errors")}
 
 
 @bp.errorhandler(Exception)
