@@ -61,6 +61,9 @@ class SqliteJobQueue:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        # Threads of one process take turns here, woken at once, instead of in SQLite's busy handler,
+        # which sleeps in steps of up to 100 ms: that sleep was the webhook's slowest answers.
+        self._writing = threading.Lock()
         with self._transaction() as db:
             for statement in self.SCHEMA:
                 db.execute(statement)
@@ -77,13 +80,14 @@ class SqliteJobQueue:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._writing:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def enqueue(self, job_id: str, user: str, data: dict[str, Any]) -> bool:
         now = time.time()
@@ -122,16 +126,17 @@ class SqliteJobQueue:
         return Job(head[0], lane[0], json.loads(head[1]), token)
 
     def renew(self, job: Job, lease: float) -> bool:
-        return self._db().execute(
-            "UPDATE queue_lanes SET due = ? WHERE user = ? AND token = ?", (time.time() + lease, job.user, job.token)
-        ).rowcount == 1
+        with self._transaction() as db:
+            return db.execute("UPDATE queue_lanes SET due = ? WHERE user = ? AND token = ?",
+                              (time.time() + lease, job.user, job.token)).rowcount == 1
 
     def save(self, job: Job) -> bool:
-        return self._db().execute(
-            "UPDATE queue_jobs SET data = ? WHERE id = ?"
-            " AND EXISTS (SELECT 1 FROM queue_lanes WHERE user = ? AND token = ?)",
-            (json.dumps(job.data), job.id, job.user, job.token),
-        ).rowcount == 1
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE queue_jobs SET data = ? WHERE id = ?"
+                " AND EXISTS (SELECT 1 FROM queue_lanes WHERE user = ? AND token = ?)",
+                (json.dumps(job.data), job.id, job.user, job.token),
+            ).rowcount == 1
 
     def postpone(self, job: Job, delay: float) -> bool:
         with self._transaction() as db:
