@@ -91,3 +91,17 @@ def reconfigure(serve: Callable[[Settings], LiveServer], settings: Settings) -> 
         return TwilioPhone(serve(changed).url, changed.twilio_auth_token)
 
     return start
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Callable[[], list[dict]]]:
+    """The JSON log lines written while the test runs."""
+    import io
+    import json
+
+    from twilio_bridge.logs import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("DEBUG", json=True, stream=stream)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    configure_logging("INFO", json=True)
