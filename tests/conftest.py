@@ -29,6 +29,7 @@ def standin(standin_server: RasaStandIn) -> Iterator[RasaStandIn]:
     standin_server.clear()
     standin_server.mode = "ok"
     standin_server.delay = 0.0
+    standin_server.hang_seconds = 5.0  # a hung request holds its sender's lock: keep that short
     yield standin_server
     standin_server.mode = "ok"
     standin_server.delay = 0.0
