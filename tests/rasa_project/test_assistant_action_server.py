@@ -1,25 +1,17 @@
 """The action server started for real and called over HTTP the way Rasa calls it."""
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 import requests
 
+from assistant_processes import action_server as start_action_server
+from assistant_processes import free_port
 from assistant_trackers import user_event
 
 CALL_METADATA = {"channel": "voice", "call_sid": "CA42", "from": "+525512345678", "to": "+525500000000"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -29,33 +21,8 @@ def action_server(project_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     environment.pop("CARD_SERVICE_URL", None)
     environment["CARD_SERVICE_DB"] = str(tmp_path_factory.mktemp("cards") / "cards.db")
     log = tmp_path_factory.mktemp("logs") / "action_server.log"
-    with open(log, "wb") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)],
-            cwd=project_dir, env=environment, stdout=output, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"action server exited with {server.returncode}:\n{log.read_text()}")
-            try:
-                if requests.get(f"{url}/health", timeout=1).json() == {"status": "ok"}:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"action server not healthy after 30 s:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with start_action_server(project_dir, port, environment, log):
+        yield f"http://127.0.0.1:{port}"
 
 
 def call(url: str, domain: Dict[str, Any], action: str, slots: Optional[Dict[str, Any]] = None,
