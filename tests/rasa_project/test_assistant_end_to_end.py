@@ -1,6 +1,7 @@
 """The real assistant on the phone: `rasa train`, `rasa run`, the action server and the bridge, one whole call.
 
-Needs Rasa Pro and its license: `pip install -r rasa_project/requirements.txt` and RASA_LICENSE.
+Needs Rasa Pro and its license: RASA_LICENSE, and RASA_BIN naming the `rasa` of a virtual
+environment with `rasa_project/requirements.txt` (or `rasa` on PATH).
 """
 
 import os
@@ -33,9 +34,11 @@ TRAIN_TIMEOUT = 1800
 
 @pytest.fixture(scope="module")
 def rasa_command() -> str:
-    command = shutil.which("rasa") or shutil.which("rasa", path=str(Path(sys.executable).parent))
+    """Rasa Pro lives in its own virtual environment (it pins rasa-sdk apart from the bridge):
+    RASA_BIN names its `rasa`, else the one on PATH."""
+    command = os.environ.get("RASA_BIN") or shutil.which("rasa")
     if not command:
-        pytest.skip("rasa-pro is not installed: pip install -r rasa_project/requirements.txt")
+        pytest.skip("rasa-pro not found: set RASA_BIN to the `rasa` of a venv with rasa_project/requirements.txt")
     return command
 
 

@@ -15,6 +15,8 @@ RASA_DEFAULT_ACTIONS = {
     "action_back", "action_extract_slots",
 }
 RASA_DEFAULT_SLOTS = {"requested_slot", "session_started_metadata"}
+NEEDS_TENSORFLOW = {"DIETClassifier", "TEDPolicy", "ResponseSelector", "ConveRTFeaturizer",
+                    "UnexpecTEDIntentPolicy", "LanguageModelFeaturizer"}
 DIRECTIVE_KEYS = {"hangup", "handoff", "gather"}
 GATHER_KEYS = {"input", "num_digits", "finish_on_key", "timeout", "hints", "speech_model"}
 GATHER_INPUTS = {"dtmf", "speech", "dtmf speech"}
@@ -63,6 +65,7 @@ def test_config_is_offline_spanish_and_identified(project_dir: Path) -> None:
     components = {c["name"] for c in config["pipeline"]} | {p["name"] for p in config["policies"]}
     assert "FallbackClassifier" in components and "RulePolicy" in components
     assert not {c for c in components if "LLM" in c or "Command" in c or "Enterprise" in c}
+    assert not components & NEEDS_TENSORFLOW, "plain rasa-pro has no TensorFlow: rasa-pro[nlu] would be needed"
 
 
 def test_steps_name_only_what_the_domain_defines(domain: Dict[str, Any], steps: List[Dict[str, Any]]) -> None:
