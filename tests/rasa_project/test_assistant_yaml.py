@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterator, List, Set, Tuple
 import pytest
 import yaml
 
-RASA_DEFAULT_INTENTS = {"session_start", "restart", "back", "out_of_scope", "nlu_fallback"}
+RASA_DEFAULT_INTENTS = {"session_start", "session_end", "restart", "back", "out_of_scope", "nlu_fallback"}
 RASA_DEFAULT_ACTIONS = {
     "action_listen", "action_restart", "action_session_start", "action_default_fallback",
     "action_deactivate_loop", "action_revert_fallback_events", "action_default_ask_affirmation",
