@@ -15,13 +15,18 @@ import structlog
 from .text import mask_digits
 
 _SECRET_KEYS = ("token", "secret", "password", "authorization", "signature", "auth")
+_NOT_PERSONAL = ("timestamp", "event", "route", "path")  # and identifiers ending in _sid
+
+
+def _personal(key: str) -> bool:
+    return key not in _NOT_PERSONAL and not key.endswith("sid")
 
 
 def _mask(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in list(event.items()):
         if any(word in key.lower() for word in _SECRET_KEYS):
             event[key] = "[redacted]"
-        elif isinstance(value, str):
+        elif isinstance(value, str) and _personal(key):
             event[key] = mask_digits(value)
     return event
 
