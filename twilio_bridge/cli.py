@@ -1,0 +1,73 @@
+"""The entry point's subcommands: run the server (no subcommand), `call`, `check`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .checkup import run_check
+from .config import Settings
+from .phone import TwilioPhone
+from .simulator import CallSimulator, Speaker, script_lines, terminal_lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="twilio_voice_server.py",
+        description="Without a subcommand: run the bridge's development server on $PORT.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="{call,check}")
+
+    call = commands.add_parser("call", help="place a phone call to the bridge from this terminal",
+                               description="Play Twilio's part in a call. Type what the caller says; "
+                                           "#1234 presses keys; an empty line is silence; Ctrl-D hangs up.")
+    call.add_argument("url", nargs="?", help="the bridge (default: http://127.0.0.1:$PORT)")
+    call.add_argument("--public-url", help="the origin to sign for (default: PUBLIC_BASE_URL, else URL)")
+    call.add_argument("--script", type=Path, metavar="FILE",
+                      help="one caller turn per line, same syntax; '-' reads standard input")
+    call.add_argument("--speak", action="store_true", help="read what the caller hears aloud (espeak-ng)")
+    call.add_argument("--from", dest="from_", default="+525512345678", metavar="NUMBER", help="the caller")
+    call.add_argument("--to", default="+525500000000", metavar="NUMBER", help="the number called")
+
+    check = commands.add_parser("check", help="check the configuration, Rasa and the webhook URLs",
+                                description="Check the configuration, reach Rasa, prove the signature "
+                                            "settings and print the webhook URLs for the Twilio console.")
+    check.add_argument("--bridge", metavar="URL", help="a running bridge to test (default: http://127.0.0.1:$PORT)")
+    check.add_argument("--apply", action="store_true",
+                       help="set the voice webhooks on --number through Twilio's REST API")
+    check.add_argument("--number", metavar="+E164", help="the Twilio number to change with --apply")
+    return parser
+
+
+def main(argv: list[str], load_settings: Callable[[], Settings], serve: Callable[[Settings], int]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "check" and args.apply != bool(args.number):
+        parser.error("check: --apply and --number go together")
+    settings = load_settings()
+    local = f"http://127.0.0.1:{settings.port}"
+    if args.command == "call":
+        return place_call(args, settings, args.url or local)
+    if args.command == "check":
+        return run_check(settings, args.bridge or local, sys.stdout, args.number if args.apply else None)
+    return serve(settings)
+
+
+def place_call(args: argparse.Namespace, settings: Settings, url: str) -> int:
+    public_url = args.public_url or settings.public_base_url or url
+    phone = TwilioPhone(url, settings.twilio_auth_token, public_url)
+    speak = Speaker(settings.voice_language, sys.stdout) if args.speak else None
+    if args.script is None:
+        print(f"Calling {url} (signed for {public_url}). Type what the caller says; #1234 presses keys; "
+              "an empty line is silence; Ctrl-D hangs up.")
+        ask = terminal_lines()
+    elif str(args.script) == "-":
+        ask = script_lines(sys.stdin.readlines(), sys.stdout)
+    else:
+        try:
+            ask = script_lines(args.script.read_text(encoding="utf-8").splitlines(), sys.stdout)
+        except OSError as exc:
+            print(f"call: cannot read the script {args.script}: {exc.strerror}", file=sys.stderr)
+            return 2
+    return CallSimulator(phone, ask, sys.stdout, sys.stderr, speak).run(args.from_, args.to)
