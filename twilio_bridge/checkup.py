@@ -7,13 +7,15 @@ Twilio number through the REST API.
 from __future__ import annotations
 
 import ipaddress
+import json
 import secrets
 from dataclasses import dataclass
 from typing import TextIO
 from urllib.parse import urlsplit
 
 import requests
-from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 
 from .config import E164, Settings
@@ -162,6 +164,22 @@ def print_webhooks(origin: str, out: TextIO) -> None:
         print(f"  {label + ':':<36} {origin}{path}", file=out)
 
 
+def twilio_refusal(exc: TwilioException) -> str:
+    """Status, error code and message of whatever Twilio's API refused, however the SDK reports it."""
+    if isinstance(exc, TwilioRestException):
+        return f"HTTP {exc.status} (error {exc.code}): {exc.msg}"
+    if isinstance(exc, TwilioServiceException):
+        return f"HTTP {exc.status} (error {exc.code}): {exc.detail or exc.title}"
+    response = exc.args[1] if len(exc.args) > 1 else None
+    if isinstance(response, TwilioResponse):  # a list page that failed: the SDK passes the raw answer
+        try:
+            payload = json.loads(response.text)
+        except ValueError:
+            payload = {}
+        return f"HTTP {response.status_code} (error {payload.get('code', '?')}): {payload.get('message', '')}".rstrip()
+    return str(exc)
+
+
 def apply_webhooks(settings: Settings, origin: str | None, number: str, report: Report) -> None:
     """Set the voice webhooks on one of the account's numbers (WhatsApp senders are set in the console)."""
     if not E164.match(number):
@@ -187,10 +205,10 @@ def apply_webhooks(settings: Settings, origin: str | None, number: str, report: 
             voice_fallback_url=urls["/webhook/twilio/fallback"], voice_fallback_method="POST",
             status_callback=urls["/webhook/twilio/status"], status_callback_method="POST",
         )
-    except TwilioRestException as exc:
-        report("fail", "apply", f"Twilio answered HTTP {exc.status} (error {exc.code}): {exc.msg}")
+    except TwilioException as exc:
+        report("fail", "apply", f"Twilio answered {twilio_refusal(exc)}")
         return
-    except (TwilioException, requests.RequestException) as exc:
+    except requests.RequestException as exc:
         report("fail", "apply", f"could not reach Twilio's API at {settings.twilio_api_base_url}: {type(exc).__name__}")
         return
     report("ok", "apply", f"{number} ({updated.sid}) now sends calls to {updated.voice_url}, "
