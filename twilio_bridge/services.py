@@ -47,5 +47,5 @@ def require_twilio_signature() -> Response | None:
         return None
     structlog.contextvars.bind_contextvars(outcome="forbidden")
     log.warning("signature.rejected", path=request.path, url=current.signatures.public_url(request),
-                has_signature=bool(request.headers.get("X-Twilio-Signature")))
+                signed=bool(request.headers.get("X-Twilio-Signature")))
     return Response("Forbidden: invalid Twilio signature\n", status=403, mimetype="text/plain")
