@@ -172,10 +172,18 @@ def test_speak_reads_each_line_with_espeak_in_the_configured_language(bridge_url
     ]
 
 
-def test_speak_without_espeak_says_so_once_and_goes_on(bridge_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("espeak", "notice"), [
+    (None, "[--speak: espeak-ng is not installed (apt-get install espeak-ng); printing only]"),
+    ("#!/bin/sh\nexit 1\n", "[--speak: espeak-ng could not speak here; printing only]"),
+])
+def test_speak_without_a_working_espeak_says_so_once_and_goes_on(espeak: str | None, notice: str,
+                                                                 bridge_url: str, tmp_path: Path) -> None:
+    if espeak is not None:
+        (tmp_path / "espeak-ng").write_text(espeak)
+        (tmp_path / "espeak-ng").chmod(0o755)
     env = cli_env(TWILIO_AUTH_TOKEN=AUTH_TOKEN, PATH=str(tmp_path))
     done = run_cli(["call", bridge_url, "--script", "-", "--speak"], env, tmp_path, stdin="adiós\n")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "[--speak: espeak-ng is not installed (apt-get install espeak-ng); printing only]"
-    assert lines[1] == GREETING and sum("--speak" in line for line in lines) == 1
+    assert notice in lines and GREETING in lines and "bridge: Gracias por llamar. Hasta luego." in lines
+    assert sum("--speak" in line for line in lines) == 1

@@ -15,7 +15,7 @@ from typing import TextIO
 
 import requests
 
-from .phone import Call, TwilioPhone, TwilioWouldFail
+from .phone import CALL_WEBHOOK_TIMEOUT, Call, TwilioPhone, TwilioWouldFail
 
 DIAL_OUTCOMES = ("completed", "busy", "no-answer", "failed", "canceled")
 KEYPAD = re.compile(r"^#([0-9*]+)#?$")
@@ -86,7 +86,6 @@ class CallSimulator:
 
     def run(self, from_: str, to: str) -> int:
         """Place one call and play it to the end; OK, or FAILED with the reason printed."""
-        call: Call | None = None
         try:
             call = self.phone.call(from_, to)
             self.hear(call)
@@ -97,9 +96,12 @@ class CallSimulator:
         except TwilioWouldFail as exc:
             return self.fail(f"Twilio would fail this call: {exc}{self.hint(str(exc))}")
         except requests.Timeout:
-            return self.fail(f"the bridge at {self.phone.base_url} did not answer within {self.phone.timeout + 5:g} s")
+            return self.fail(f"the bridge at {self.phone.base_url} did not answer; Twilio waits "
+                             f"{CALL_WEBHOOK_TIMEOUT:g} s")
         except requests.ConnectionError as exc:
             return self.fail(f"cannot reach the bridge at {self.phone.base_url}: {type(exc).__name__}")
+        except KeyboardInterrupt:
+            return self.fail("interrupted while waiting for the bridge")
 
     def turn(self, call: Call) -> None:
         if call.state == "dialing":
