@@ -3,6 +3,7 @@
     gunicorn twilio_voice_server:app        production (see gunicorn.conf.py)
     python twilio_voice_server.py           development server on $PORT
     python twilio_voice_server.py call      a phone call from this terminal (see --help)
+    python twilio_voice_server.py chat      WhatsApp messages from this terminal
     python twilio_voice_server.py check     configuration, Rasa, signatures, webhook URLs
 
 Settings come from the environment, and from `twilio.env` beside this file or in the
