@@ -20,25 +20,40 @@ DOMAIN = "ivr.test"
 RENDER_SITE = REPO / "nginx" / "render-site.sh"
 
 
+def _find(command: str) -> str | None:
+    return shutil.which(command) or next(
+        (str(p) for p in (Path("/usr/sbin") / command, Path("/sbin") / command) if p.exists()), None)
+
+
 @functools.cache
 def require_command(command: str, package: str) -> str:
     """The path of a system command; as root, apt-get installs its package when missing, else the test skips."""
-    found = shutil.which(command) or next(
-        (str(p) for p in (Path("/usr/sbin") / command, Path("/sbin") / command) if p.exists()), None)
-    if found:
-        return found
+    found = _find(command)
+    if not found:
+        apt_install(package)
+        found = _find(command)
+    if not found:
+        pytest.skip(f"{package} is installed but has no {command}")
+    return found
+
+
+@functools.cache
+def require_package(package: str, installs: str) -> None:
+    """Like require_command, for a package known by a path it installs (a plugin, not a command)."""
+    if not Path(installs).exists():
+        apt_install(package)
+
+
+def apt_install(package: str) -> None:
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip(f"{command} is not installed (apt-get install {package}, or run ./install_twilio_server.sh --dev as root)")
+        pytest.skip(f"{package} is not installed (apt-get install {package}, or ./install_twilio_server.sh --dev as root)")
     quiet = {"env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, "capture_output": True, "text": True}
     install = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], **quiet)
     if install.returncode != 0:
         subprocess.run(["apt-get", "update", "-qq"], **quiet)
         install = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], **quiet)
-    found = shutil.which(command) or next(
-        (str(p) for p in (Path("/usr/sbin") / command,) if p.exists()), None)
-    if not found:
+    if install.returncode != 0:
         pytest.skip(f"apt-get could not install {package}: {install.stderr.strip()[-300:]}")
-    return found
 
 
 def self_signed(directory: Path, *names: str, ip: str | None = None) -> tuple[Path, Path]:

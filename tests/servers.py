@@ -64,6 +64,13 @@ def running(command: list[str], log: Path, ready: Callable[[], bool], cwd: Path 
             process.wait()
 
 
+def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not _holds(condition):
+        assert time.monotonic() < deadline, f"still not true after {seconds:g} s"
+        time.sleep(0.1)
+
+
 def _holds(ready: Callable[[], bool]) -> bool:
     try:
         return ready()
