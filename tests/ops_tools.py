@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -191,3 +192,12 @@ def pebble(workdir: Path, http_port: int) -> Iterator[Pebble]:
          running([binary, "-config", str(config), "-dnsserver", f"127.0.0.1:{dns_port}"], workdir / "pebble.log",
                  env=env, ready=lambda: port_open(acme_port) and port_open(management_port)):
         yield Pebble(f"https://127.0.0.1:{acme_port}/dir", cert, f"https://127.0.0.1:{management_port}")
+
+
+def readme_gunicorn_command() -> list[str]:
+    """The README's production command, `.venv/bin/gunicorn -c gunicorn.conf.py twilio_voice_server:app`,
+    as argv with the program's bare name."""
+    readme = (REPO / "README.md").read_text()
+    found = re.search(r"\S*/gunicorn( -c \S+ \S+:app)", readme)
+    assert found, "README.md shows no gunicorn command"
+    return ["gunicorn", *found.group(1).split()]
