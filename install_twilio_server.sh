@@ -51,7 +51,8 @@ if [ "$DEV" = 1 ]; then
   missing=()
   # what:package, where what is a command or a path the package installs
   for pair in nginx:nginx redis-server:redis-server openssl:openssl envsubst:gettext-base certbot:certbot \
-      /usr/lib/python3/dist-packages/certbot_nginx:python3-certbot-nginx pebble:pebble; do
+      /usr/lib/python3/dist-packages/certbot_nginx:python3-certbot-nginx pebble:pebble \
+      docker-compose:docker-compose; do
     what=${pair%%:*}
     command -v "$what" >/dev/null || [ -x "/usr/sbin/$what" ] || [ -e "$what" ] || missing+=("${pair##*:}")
   done

@@ -3,7 +3,8 @@
 pebble resolves ivr.test to 127.0.0.1 through pebble-challtestsrv's DNS and validates the http-01
 challenge on nginx's port-80 stand-in (a free high port). First issuance goes through a bare
 default server, as on a fresh Debian box; then the shipped site is enabled with certbot's
-certificate, and renewal goes through the shipped site and reloads nginx with the deploy hook.
+certificate, and renewal goes through the shipped site (nginx plugin, then webroot) and reloads
+nginx with the deploy hook.
 """
 from __future__ import annotations
 
@@ -82,6 +83,12 @@ def test_certbot_issues_and_renews_through_the_shipped_site(tmp_path: Path) -> N
         renewal = (variables.letsencrypt_dir / "renewal" / f"{DOMAIN}.conf").read_text()
         assert "authenticator = nginx" in renewal and "renew_hook = " in renewal
         wait_for(lambda: served_certificate(variables.https_port, pebble_root) != issued)
-        assert served_certificate(variables.https_port, pebble_root) == pem_to_der(live / "cert.pem"), \
-            "the deploy hook reloaded nginx with the renewed certificate"
+        renewed = served_certificate(variables.https_port, pebble_root)
+        assert renewed == pem_to_der(live / "cert.pem"), "the deploy hook reloaded nginx with the renewed certificate"
+
+        # Where certbot cannot edit nginx's files (Docker Compose), the site's webroot serves the challenge.
+        certbot(acme, tmp_path, "certonly", "--webroot", "-w", str(variables.acme_root), "-d", DOMAIN,
+                "--cert-name", DOMAIN, "--force-renewal", "--deploy-hook", reload_nginx)
+        assert "authenticator = webroot" in (variables.letsencrypt_dir / "renewal" / f"{DOMAIN}.conf").read_text()
+        wait_for(lambda: served_certificate(variables.https_port, pebble_root) != renewed)
 
