@@ -73,6 +73,18 @@ def test_the_image_runs_the_readmes_gunicorn_command_as_a_non_root_user() -> Non
     assert one("EXPOSE") == env["PORT"] == "5001"
 
 
+def test_the_readmes_docker_commands_fit_the_image(compose: dict) -> None:
+    readme = (REPO / "README.md").read_text()
+    build = re.search(r"^docker build -t (\S+) \.$", readme, re.M)
+    run = re.search(r"^docker run (.*) (\S+)$", readme, re.M)
+    assert build and run, "README.md shows docker build and docker run"
+    assert run.group(2) == build.group(1) == compose["services"]["bridge"]["image"]
+    options = shlex.split(run.group(1))
+    assert options[options.index("--env-file") + 1] == "twilio.env"
+    published = options[options.index("-p") + 1]
+    assert published.rsplit(":", 1)[1] == one("EXPOSE")
+
+
 def test_requirements_are_installed_in_a_layer_before_the_code() -> None:
     steps = instructions()
     copy_requirements = steps.index(("COPY", "twilio_requirements.txt ."))

@@ -7,6 +7,8 @@ certificate check are what Twilio's would be.
 from __future__ import annotations
 
 import re
+import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +129,15 @@ def test_a_signature_for_another_origin_with_spoofed_forwarded_headers_is_refuse
 def test_a_request_for_another_host_name_never_reaches_the_bridge(stack: Stack) -> None:
     response = requests.get(stack.public + "/health", headers={"Host": "evil.test"}, verify=str(stack.ca), timeout=5)
     assert response.status_code == 421
+
+
+def test_tls_for_another_name_is_refused_in_the_handshake(stack: Stack) -> None:
+    port = int(stack.public.rsplit(":", 1)[1])
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, pytest.raises(ssl.SSLError):
+        context.wrap_socket(raw, server_hostname="evil.test")
 
 
 def test_health_is_exposed_and_nothing_else(stack: Stack, standin: RasaStandIn) -> None:
