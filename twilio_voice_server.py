@@ -2,6 +2,9 @@
 
     gunicorn twilio_voice_server:app        production (see gunicorn.conf.py)
     python twilio_voice_server.py           development server on $PORT
+    python twilio_voice_server.py call      a phone call from this terminal (see --help)
+    python twilio_voice_server.py chat      WhatsApp messages from this terminal
+    python twilio_voice_server.py check     configuration, Rasa, signatures, webhook URLs
 
 Settings come from the environment, and from `twilio.env` beside this file or in the
 working directory (variables already set win).
@@ -15,6 +18,7 @@ from pathlib import Path
 from dotenv import load_dotenv
 from flask import Flask
 
+from twilio_bridge import cli
 from twilio_bridge.app import create_app
 from twilio_bridge.config import ConfigError, Settings, load_settings
 from twilio_bridge.logs import configure_logging
@@ -36,8 +40,8 @@ def settings_from_environment() -> Settings:
         raise SystemExit(2) from None
 
 
-def build_app() -> Flask:
-    settings = settings_from_environment()
+def build_app(settings: Settings | None = None) -> Flask:
+    settings = settings or settings_from_environment()
     configure_logging(settings.log_level)
     return create_app(settings)
 
@@ -50,11 +54,13 @@ def __getattr__(name: str) -> Flask:
     raise AttributeError(name)
 
 
-def main(argv: list[str]) -> int:
-    application = build_app()
-    settings = application.extensions["twilio_bridge"].settings
-    application.run(host=os.environ.get("HOST", "127.0.0.1"), port=settings.port, threaded=True)
+def serve(settings: Settings) -> int:
+    build_app(settings).run(host=os.environ.get("HOST", "127.0.0.1"), port=settings.port, threaded=True)
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return cli.main(argv, settings_from_environment, serve)
 
 
 if __name__ == "__main__":

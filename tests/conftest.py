@@ -35,6 +35,7 @@ def standin(standin_server: RasaStandIn) -> Iterator[RasaStandIn]:
     standin_server.clear()
     standin_server.mode = "ok"
     standin_server.delay = 0.0
+    standin_server.hang_seconds = 5.0  # a hung request holds its sender's lock: keep that short
     yield standin_server
     standin_server.mode = "ok"
     standin_server.delay = 0.0
@@ -58,7 +59,7 @@ class LiveServer:
         self.app = app
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
@@ -120,3 +121,17 @@ def rest_settings(settings: Settings, fake_api: FakeTwilioAPI) -> Settings:
     """WhatsApp replies through the (fake) Messages API."""
     return dataclasses.replace(settings, twilio_account_sid=fake_api.account_sid, twilio_whatsapp_from=WHATSAPP_FROM,
                                twilio_api_base_url=fake_api.base_url)
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Callable[[], list[dict]]]:
+    """The JSON log lines written while the test runs."""
+    import io
+    import json
+
+    from twilio_bridge.logs import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("DEBUG", json=True, stream=stream)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    configure_logging("INFO", json=True)

@@ -13,7 +13,7 @@ from twilio_bridge.whatsapp_user import WhatsAppUser
 from twilio_bridge.workers import LEASE_SECONDS
 
 from .conftest import AUTH_TOKEN, HUMAN, WHATSAPP_FROM
-from .servers import Gunicorn, free_port, wait_until
+from .servers import Gunicorn, free_port, wait_for
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_messages_in_the_care_of_a_sigkilled_server_are_replied_to_once_after_th
     midway = WhatsAppUser(bridge.url, AUTH_TOKEN, number="+5215500002222")
     standin.delay = 1.0
     midway.send("quiero un agente")
-    assert wait_until(lambda: len(standin.received) == 1, timeout=5)  # a worker holds it, waiting for Rasa
+    wait_for(lambda: len(standin.received) == 1, seconds=5)  # a worker holds it, waiting for Rasa
     just_answered = WhatsAppUser(bridge.url, AUTH_TOKEN, number="+5215500001111")
     posted = just_answered.send("perdí mi tarjeta")
     bridge.kill()
@@ -57,7 +57,7 @@ def test_messages_in_the_care_of_a_sigkilled_server_are_replied_to_once_after_th
     assert [r["message"] for r in standin.received].count("perdí mi tarjeta") <= 2  # asked again only if cut off
 
     assert sent[0]["status_callback"] == bridge.url + "/webhook/twilio/whatsapp/status"
-    assert wait_until(lambda: len(fake_api.callbacks) >= 4, timeout=5)
+    wait_for(lambda: len(fake_api.callbacks) >= 4, seconds=5)
     assert sorted(c["status"] for c in fake_api.callbacks if c["sid"] == sent[0]["sid"]) == ["delivered", "sent"]
     assert {c["answer"] for c in fake_api.callbacks} == {204}
     health = requests.get(bridge.url + "/health", timeout=5).json()["whatsapp"]

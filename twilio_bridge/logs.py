@@ -8,26 +8,32 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
 from .text import mask_digits
 
 _SECRET_KEYS = ("token", "secret", "password", "authorization", "signature", "auth")
+_NOT_PERSONAL = ("timestamp", "event", "route", "path")  # and identifiers ending in _sid
+
+
+def _personal(key: str) -> bool:
+    return key not in _NOT_PERSONAL and not key.endswith("sid")
 
 
 def _mask(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in list(event.items()):
         if any(word in key.lower() for word in _SECRET_KEYS):
             event[key] = "[redacted]"
-        elif isinstance(value, str):
+        elif isinstance(value, str) and _personal(key):
             event[key] = mask_digits(value)
     return event
 
 
-def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
-    use_json = not sys.stderr.isatty() if json is None else json
+def configure_logging(level: str = "INFO", json: bool | None = None, stream: TextIO | None = None) -> None:
+    stream = stream or sys.stderr
+    use_json = not stream.isatty() if json is None else json
     renderer = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
@@ -39,8 +45,8 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,  # so a reconfiguration (tests, gunicorn hooks) reaches every module
     )
 
 

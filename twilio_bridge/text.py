@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 
 _MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\((?:[^()\s]+)\)")
 _MARKDOWN_MARKS = re.compile(r"(\*{1,3}|_{1,3}|~~|`{1,3})(?=\S)(.+?)(?<=\S)\1")
@@ -12,7 +13,7 @@ _SPACES = re.compile(r"[ \t]+")
 _HTML_TAG = re.compile(r"</?[a-zA-Z][^<>]{0,200}>")
 _STRAY_MARKS = re.compile(r"(?<!\S)[#*_~`>|]+(?!\S)")
 _SENTENCE_END = re.compile(r"(?<=[.!?…;:])\s+")
-_LONG_DIGITS = re.compile(r"(?<!\d)(\+?\d[\d \-]{5,}\d)(?!\d)")
+_LONG_DIGITS = re.compile(r"(?<![\w+])(\+?\d[\d \-]{5,}\d)(?!\w)")
 _LINK_WITH_URL = re.compile(r"!?\[([^\]]*)\]\(([^()\s]+)\)")
 _HEADING_LINE = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
 _BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
@@ -90,39 +91,33 @@ def split_message(text: str, limit: int) -> list[str]:
 
 def split_text(text: str, limit: int) -> list[str]:
     """Split text into pieces of at most `limit` characters, at sentence ends, else at spaces."""
+    units: list[str] = []
+    for sentence in _SENTENCE_END.split(text):
+        units.extend([sentence] if len(sentence) <= limit else _pack(_words(sentence, limit), limit))
+    return _pack(units, limit)
+
+
+def _words(sentence: str, limit: int) -> Iterator[str]:
+    for word in sentence.split(" "):
+        # a "word" longer than the limit has no better place to cut
+        yield from (word[start:start + limit] for start in range(0, len(word), limit))
+
+
+def _pack(units: Iterable[str], limit: int) -> list[str]:
+    """Join units with spaces into as few pieces of at most `limit` characters as their order allows."""
     pieces: list[str] = []
     current = ""
-    for sentence in _SENTENCE_END.split(text):
-        for word_run in _fit_words(sentence, limit):
-            joined = f"{current} {word_run}".strip()
-            if len(joined) <= limit:
-                current = joined
-            else:
-                pieces.append(current)
-                current = word_run
+    for unit in units:
+        joined = f"{current} {unit}".strip()
+        if len(joined) <= limit:
+            current = joined
+            continue
+        if current:
+            pieces.append(current)
+        current = unit
     if current:
         pieces.append(current)
     return pieces
-
-
-def _fit_words(sentence: str, limit: int) -> list[str]:
-    if len(sentence) <= limit:
-        return [sentence]
-    runs: list[str] = []
-    current = ""
-    for word in sentence.split(" "):
-        while len(word) > limit:  # a "word" longer than the limit has no better place to cut
-            runs.append(word[:limit])
-            word = word[limit:]
-        joined = f"{current} {word}".strip()
-        if len(joined) <= limit:
-            current = joined
-        else:
-            runs.append(current)
-            current = word
-    if current:
-        runs.append(current)
-    return runs
 
 
 def from_user(text: str | None) -> str:
