@@ -204,3 +204,18 @@ def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def test_whatsapp_settings_are_read_and_bad_ones_named() -> None:
+    from twilio_bridge.config import ConfigError, load_settings
+
+    base = {"TWILIO_AUTH_TOKEN": "t"}
+    settings = load_settings({**base, "WHATSAPP_RATE_LIMIT": "5", "WHATSAPP_RETRY_WINDOW": "60",
+                              "WHATSAPP_WORKERS": "2"})
+    assert (settings.whatsapp_rate_limit, settings.whatsapp_retry_window, settings.whatsapp_workers) == (5, 60.0, 2)
+    defaults = load_settings(base)
+    assert (defaults.whatsapp_rate_limit, defaults.whatsapp_retry_window, defaults.whatsapp_workers) == (20, 300.0, 4)
+    with pytest.raises(ConfigError) as error:
+        load_settings({**base, "WHATSAPP_RATE_LIMIT": "0", "WHATSAPP_RETRY_WINDOW": "soon", "WHATSAPP_WORKERS": "99"})
+    assert [p.split("=")[0] for p in error.value.problems] == ["WHATSAPP_RATE_LIMIT", "WHATSAPP_RETRY_WINDOW",
+                                                              "WHATSAPP_WORKERS"]
