@@ -219,3 +219,18 @@ def test_whatsapp_settings_are_read_and_bad_ones_named() -> None:
         load_settings({**base, "WHATSAPP_RATE_LIMIT": "0", "WHATSAPP_RETRY_WINDOW": "soon", "WHATSAPP_WORKERS": "99"})
     assert [p.split("=")[0] for p in error.value.problems] == ["WHATSAPP_RATE_LIMIT", "WHATSAPP_RETRY_WINDOW",
                                                               "WHATSAPP_WORKERS"]
+
+
+def test_one_log_line_per_webhook_and_per_delivery_with_the_number_masked(
+        rest_url: str, fake_api: FakeTwilioAPI, log_lines: Callable[[], list[dict]]) -> None:
+    user = chat(rest_url)
+    posted = user.send("perdí mi tarjeta")
+    fake_api.wait_for(1, to=user.address)
+    assert wait_for(lambda: any(line["event"] == "whatsapp.delivery" for line in log_lines()))
+    lines = log_lines()
+    (webhook,) = [line for line in lines if line["event"] == "webhook"]
+    (delivery,) = [line for line in lines if line["event"] == "whatsapp.delivery"]
+    assert (webhook["outcome"], webhook["message_sid"], webhook["status"]) == ("queued", posted.sid, 200)
+    assert (delivery["outcome"], delivery["message_sid"], delivery["sent"]) == ("delivered", posted.sid, 1)
+    assert "rasa_ms" in delivery
+    assert user.number[1:] not in str(lines) and delivery["user"].endswith(user.number[-4:])
