@@ -91,7 +91,7 @@ class Courier:
                     return "gave_up" if exc.retryable else "window_closed"
             data["sent"] += 1
             data.pop("failing_since", None)
-            if not self.queue.save(job):
+            if data["sent"] < len(messages) and not self.queue.save(job):  # after the last one, finish says it
                 return "lease_lost"
         self.queue.finish(job)
         return None

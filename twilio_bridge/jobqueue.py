@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
+from .state import WriteLock
+
 SEEN_TTL = 3 * 24 * 3600  # how long a job id is remembered after it was enqueued, for Twilio's retries
 
 
@@ -61,9 +63,7 @@ class SqliteJobQueue:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        # Threads of one process take turns here, woken at once, instead of in SQLite's busy handler,
-        # which sleeps in steps of up to 100 ms: that sleep was the webhook's slowest answers.
-        self._writing = threading.Lock()
+        self.writing = WriteLock.for_file(self.path)
         with self._transaction() as db:
             for statement in self.SCHEMA:
                 db.execute(statement)
@@ -80,7 +80,7 @@ class SqliteJobQueue:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         db = self._db()
-        with self._writing:
+        with self.writing.held():
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db

@@ -4,12 +4,15 @@ A small key-value interface with expiry. Values are JSON objects.
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 Value = dict[str, Any]
 COUNTER_TTL = 400 * 24 * 3600  # counters shown by /health: totals over roughly a year
@@ -28,6 +31,39 @@ class StateStore(Protocol):
     def ping(self) -> bool: ...
 
 
+class WriteLock:
+    """Writers to one SQLite file take turns here: threads on a lock, processes on flock(2).
+
+    Both wake the next writer the moment the lock is free, where SQLite's own busy handler sleeps in
+    steps of up to 100 ms: under a burst of webhooks that sleep was most of the slowest answers.
+    One per file and process (`for_file`), shared by every store on the file.
+    """
+
+    _open: dict[tuple[int, str], WriteLock] = {}
+    _registry = threading.Lock()
+
+    def __init__(self, path: Path):
+        self._threads = threading.Lock()
+        self._file = open(f"{path}.lock", "a")  # noqa: SIM115 (held for the life of the process)
+
+    @classmethod
+    def for_file(cls, path: Path) -> WriteLock:
+        key = (os.getpid(), str(path.resolve()))  # a forked worker needs its own open file for flock
+        with cls._registry:
+            if key not in cls._open:
+                cls._open[key] = cls(path)
+            return cls._open[key]
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._threads:
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+
+
 class SqliteStore:
     """One file, one connection per thread, WAL so readers never wait for the writer."""
 
@@ -35,6 +71,7 @@ class SqliteStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self.writing = WriteLock.for_file(self.path)
         with self._db() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL)"
@@ -53,8 +90,15 @@ class SqliteStore:
         row = self._db().execute("SELECT value FROM kv WHERE key = ? AND expires > ?", (key, time.time())).fetchone()
         return json.loads(row[0]) if row else None
 
+    def _write(self, sql: str, params: tuple[Any, ...]) -> tuple[int, list[Any]]:
+        """One writing statement, in turn with every other writer: rows changed, rows returned."""
+        with self.writing.held():
+            cursor = self._db().execute(sql, params)
+            rows = cursor.fetchall()
+            return cursor.rowcount, rows
+
     def put(self, key: str, value: Value, ttl: float) -> None:
-        self._db().execute(
+        self._write(
             "INSERT INTO kv (key, value, expires) VALUES (?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires",
             (key, json.dumps(value), time.time() + ttl),
@@ -62,34 +106,34 @@ class SqliteStore:
 
     def add(self, key: str, value: Value, ttl: float) -> bool:
         now = time.time()
-        cursor = self._db().execute(
+        changed, _ = self._write(
             "INSERT INTO kv (key, value, expires) VALUES (?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires WHERE kv.expires <= ?",
             (key, json.dumps(value), now + ttl, now),
         )
-        return cursor.rowcount == 1
+        return changed == 1
 
     def delete(self, key: str) -> None:
-        self._db().execute("DELETE FROM kv WHERE key = ?", (key,))
+        self._write("DELETE FROM kv WHERE key = ?", (key,))
 
     def incr(self, key: str, ttl: float) -> int:
         now = time.time()
-        row = self._db().execute(
+        _, rows = self._write(
             "INSERT INTO kv (key, value, expires) VALUES (?, '1', ?) "
             "ON CONFLICT(key) DO UPDATE SET "
             "value = CASE WHEN kv.expires <= ? THEN '1' ELSE CAST(CAST(kv.value AS INTEGER) + 1 AS TEXT) END, "
             "expires = CASE WHEN kv.expires <= ? THEN excluded.expires ELSE kv.expires END "
             "RETURNING value",
             (key, now + ttl, now, now),
-        ).fetchone()
-        return int(row[0])
+        )
+        return int(rows[0][0])
 
     def count(self, key: str) -> int:
         row = self._db().execute("SELECT value FROM kv WHERE key = ? AND expires > ?", (key, time.time())).fetchone()
         return int(row[0]) if row else 0
 
     def purge_expired(self) -> int:
-        return self._db().execute("DELETE FROM kv WHERE expires <= ?", (time.time(),)).rowcount
+        return self._write("DELETE FROM kv WHERE expires <= ?", (time.time(),))[0]
 
     def ping(self) -> bool:
         return self._db().execute("SELECT 1").fetchone() == (1,)
