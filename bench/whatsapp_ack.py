@@ -6,6 +6,7 @@ inbound messages from several users at once and prints the webhook's answer time
 the replies took to arrive through the Messages API.
 
     .venv/bin/python bench/whatsapp_ack.py [--messages 200] [--users 40] [--concurrency 16] [--delay 2]
+                                           [--workers 2] [--state-url redis://127.0.0.1:6379/0]
 """
 from __future__ import annotations
 
@@ -40,13 +41,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--delay", type=float, default=2.0, help="seconds the Rasa stand-in takes to answer")
     parser.add_argument("--workers", default="2", help="gunicorn worker processes")
+    parser.add_argument("--state-url", help="STATE_URL (default: SQLite in a temporary directory)")
     args = parser.parse_args()
 
     with RasaStandIn(delay=args.delay).start() as rasa, FakeTwilioAPI(auth_token=AUTH_TOKEN).start() as api, \
             tempfile.TemporaryDirectory(prefix="bench-whatsapp-") as workdir:
         env = {"RASA_WEBHOOK_URL": rasa.webhook_url, "RASA_TIMEOUT": "8", "TWILIO_ACCOUNT_SID": api.account_sid,
                "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_WHATSAPP_FROM": "whatsapp:+14155238886",
-               "TWILIO_API_BASE_URL": api.base_url, "STATE_URL": f"sqlite:///{workdir}/state.db",
+               "TWILIO_API_BASE_URL": api.base_url, "STATE_URL": args.state_url or f"sqlite:///{workdir}/state.db",
                "GUNICORN_WORKERS": args.workers, "LOG_LEVEL": "WARNING", "WHATSAPP_RATE_LIMIT": "10000"}
         bridge = Gunicorn(env, Path(workdir)).start()
         try:
@@ -67,8 +69,9 @@ def main() -> None:
             bridge.kill()
 
     ms = [s * 1000 for s in seconds]
+    state = (args.state_url or "sqlite").split(":", 1)[0]
     print(f"{args.messages} messages from {args.users} users, {args.concurrency} at a time; "
-          f"Rasa answers in {args.delay:g} s; gunicorn with {args.workers} workers")
+          f"Rasa answers in {args.delay:g} s; gunicorn with {args.workers} workers; state in {state}")
     print(f"webhook answer: median {statistics.median(ms):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms, "
           f"max {max(ms):.1f} ms (all posted in {posted_in:.1f} s)")
     print(f"replies through the Messages API: {len(delivered)}/{args.messages}, the last after {delivered_in:.1f} s")
