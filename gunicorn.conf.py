@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-load_dotenv(Path.cwd() / "twilio.env", override=False)
+load_dotenv(os.environ.get("TWILIO_ENV_FILE") or Path.cwd() / "twilio.env", override=False)
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5001')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))

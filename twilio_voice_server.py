@@ -6,8 +6,8 @@
     python twilio_voice_server.py chat      WhatsApp messages from this terminal
     python twilio_voice_server.py check     configuration, Rasa, signatures, webhook URLs
 
-Settings come from the environment, and from `twilio.env` beside this file or in the
-working directory (variables already set win).
+Settings come from the environment, and from `twilio.env` in the working directory, or the
+file named by TWILIO_ENV_FILE (variables already set win).
 """
 from __future__ import annotations
 
@@ -23,15 +23,11 @@ from twilio_bridge.app import create_app
 from twilio_bridge.config import ConfigError, Settings, load_settings
 from twilio_bridge.logs import configure_logging
 
-HERE = Path(__file__).resolve().parent
-
-
 def settings_from_environment() -> Settings:
     """Load twilio.env, then the environment; exit with one line per bad variable."""
-    for env_file in (Path.cwd() / "twilio.env", HERE / "twilio.env"):
-        if env_file.is_file():
-            load_dotenv(env_file, override=False)
-            break
+    env_file = Path(os.environ.get("TWILIO_ENV_FILE") or Path.cwd() / "twilio.env")
+    if env_file.is_file():
+        load_dotenv(env_file, override=False)
     try:
         return load_settings(os.environ, workdir=Path.cwd())
     except ConfigError as exc:

@@ -56,7 +56,7 @@ def gunicorn(env: dict[str, str], workdir: Path, workers: int = 1) -> Iterator[t
                    "HOST": "127.0.0.1", "PORT": str(port), "GUNICORN_WORKERS": str(workers), **env}
     log = open(workdir / f"gunicorn-{port}.log", "w")
     process = subprocess.Popen(
-        [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "--chdir", str(ROOT), "twilio_voice_server:app"],
+        [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "twilio_voice_server:app"],
         cwd=workdir, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
