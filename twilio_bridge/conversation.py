@@ -5,6 +5,7 @@ the message Rasa gets is decided only when its turn comes, against the menu the 
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,7 +42,9 @@ class Inbound:
                  "ButtonText": "button_text", "Latitude": "latitude", "Longitude": "longitude",
                  "Address": "address", "Label": "label"}
         details = {key: form[name] for name, key in names.items() if form.get(name)}
-        return cls(sid=form.get("MessageSid") or form.get("SmsSid") or "", user=form.get("From", ""),
+        # Twilio always sends a MessageSid; without one, the message must not pass for another sid-less one
+        message_sid = form.get("MessageSid") or form.get("SmsSid") or "unknown-" + secrets.token_hex(8)
+        return cls(sid=message_sid, user=form.get("From", ""),
                    to=form.get("To", ""), body=form.get("Body", ""),
                    button_payload=form.get("ButtonPayload") or None, media=media, details=details)
 
