@@ -1,28 +1,96 @@
 """gunicorn settings for the bridge: `gunicorn -c gunicorn.conf.py twilio_voice_server:app`.
 
-Threads, because a webhook spends nearly all its time waiting for Rasa: one thread per
-call in flight costs a little memory, not a process.
+Worker model: WORKER-MODEL-DECISION
+
+Timeouts, against Twilio's 15 s: a voice webhook answers within VOICE_HOLD_SECONDS (holding phrase)
+or RASA_TIMEOUT (at most 13 s), so no request handler runs near `timeout`, which only catches a
+worker that has stopped answering its heartbeat. A held turn's Rasa request may run on in the
+worker for RASA_MAX_WAIT_SECONDS; `graceful_timeout` lets it finish on a reload or stop.
+
+Reload without dropping a call: `kill -HUP <master pid>` (or `systemctl reload`) re-reads this
+file and twilio.env, starts new workers, and lets the old ones finish their webhooks and held
+turns for up to `graceful_timeout` seconds. Held turns live in the state store, so a poll that
+lands on a new worker finds its answer.
+
+Logs: gunicorn's own lines go through structlog, as JSON lines off a terminal, like the app's.
+Metrics: each worker writes to PROMETHEUS_MULTIPROC_DIR (a fresh temporary directory unless set),
+emptied at start; a worker's live gauges are dropped when it exits.
 """
 import os
+import shutil
+import sys
+import tempfile
+from glob import glob
 from pathlib import Path
 
-from dotenv import load_dotenv
+from dotenv import dotenv_values
 
-load_dotenv(Path.cwd() / "twilio.env", override=False)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from twilio_bridge.logs import gunicorn_logconfig  # noqa: E402  (needs the line above)
+
+FROM_FILE = "TWILIO_BRIDGE_FROM_ENV_FILE"  # the names twilio.env set, which a reload may change
+
+
+def _load_env_file(path):
+    """twilio.env, under variables already set in the environment; on a reload, its new values too."""
+    from_file = set(filter(None, os.environ.get(FROM_FILE, "").split(",")))
+    values = {name: value for name, value in dotenv_values(path).items() if value is not None}
+    for name in from_file - set(values):
+        os.environ.pop(name, None)
+    for name, value in values.items():
+        if name not in os.environ or name in from_file:
+            os.environ[name] = value
+            from_file.add(name)
+    os.environ[FROM_FILE] = ",".join(sorted(from_file & set(values)))
+
+
+_load_env_file(Path.cwd() / "twilio.env")
+
+METRICS_DIR_PREFIX = "twilio-bridge-metrics-"
+# Set before any worker imports prometheus_client, which reads it once; kept across reloads.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
+
+
+def _seconds(name, default):
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError:
+        return default  # on_starting reports the bad value and stops
+
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5001')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "50"))
-timeout = 30  # a worker silent this long is stuck: every webhook answers within RASA_TIMEOUT (< 15 s)
-graceful_timeout = 20  # lets calls in flight finish their turn on reload (SIGHUP) or stop (SIGTERM)
+threads = int(os.environ.get("GUNICORN_THREADS", "250"))
+backlog = 2048
+timeout = 30  # heartbeat: a worker silent this long is stuck; every webhook answers within 13 s
+graceful_timeout = int(_seconds("RASA_MAX_WAIT_SECONDS", 30)) + 5  # held turns finish on reload or stop
 keepalive = 5
+control_socket_disable = True  # reload and stop by signal; a fixed socket path would clash between instances
 accesslog = None  # the app logs one structured line per webhook
 errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+logconfig_dict = gunicorn_logconfig(loglevel.upper())
 
 
 def on_starting(server):
-    """Check the settings once in the master: a bad one stops gunicorn with one line naming it."""
+    """Check the settings once in the master (a bad one stops gunicorn with one line naming it);
+    start the metrics from zero."""
     from twilio_voice_server import settings_from_environment
 
     settings_from_environment()
+    for stale in glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(stale)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    if metrics_dir.parent == Path(tempfile.gettempdir()) and metrics_dir.name.startswith(METRICS_DIR_PREFIX):
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -15,6 +15,8 @@ class Phrases:
     cut_short: str
     menu_intro: str
     menu_option: str  # "{number}" and "{title}"
+    hold: str
+    still_holding: str
 
 
 SPANISH = Phrases(
@@ -27,6 +29,8 @@ SPANISH = Phrases(
     cut_short="El resto del mensaje es demasiado largo para leerlo por teléfono.",
     menu_intro="Diga o marque",
     menu_option="{number} para {title}",
+    hold="Un momento, por favor.",
+    still_holding="Sigo con su consulta, gracias por esperar.",
 )
 
 ENGLISH = Phrases(
@@ -39,6 +43,8 @@ ENGLISH = Phrases(
     cut_short="The rest of this message is too long to read over the phone.",
     menu_intro="Say or press",
     menu_option="{number} for {title}",
+    hold="One moment, please.",
+    still_holding="I'm still on it, thanks for waiting.",
 )
 
 
