@@ -94,9 +94,9 @@ class RasaWaiter:
     def _store_outcome(self, job: _Job, outcome: Outcome, max_wait: float) -> None:
         try:
             self.store.put(job.key, {**outcome.record(), "deadline": job.deadline, **job.extra}, self._ttl(max_wait))
-            log.info("hold.outcome_stored", key=job.key, rasa_ms=round(outcome.seconds * 1000), error=outcome.error)
+            log.info("hold.outcome_stored", rasa_ms=round(outcome.seconds * 1000), error=outcome.error)
         except Exception:  # the poll gives up at the deadline and apologises
-            log.exception("hold.store_failed", key=job.key)
+            log.exception("hold.store_failed")
 
     def collect(self, key: str, longest: float) -> dict[str, Any] | None:
         """The turn's record once it has an outcome, or still waiting after `longest` seconds (or its deadline)."""
