@@ -32,7 +32,7 @@ class Settings:
     rasa_timeout: float = 8.0
     voice_hold_seconds: float = 4.0
     rasa_max_wait_seconds: float = 30.0
-    rasa_max_in_flight: int = 100
+    rasa_max_in_flight: int = 400
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = field(default=None, repr=False)
     validate_signature: bool = True
