@@ -29,6 +29,7 @@ def standin(standin_server: RasaStandIn) -> Iterator[RasaStandIn]:
     standin_server.clear()
     standin_server.mode = "ok"
     standin_server.delay = 0.0
+    standin_server.hang_seconds = 5.0  # a hung request holds its sender's lock: keep that short
     yield standin_server
     standin_server.mode = "ok"
     standin_server.delay = 0.0
@@ -52,7 +53,7 @@ class LiveServer:
     def __init__(self, app: object):
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
@@ -92,3 +93,17 @@ def reconfigure(serve: Callable[[Settings], LiveServer], settings: Settings) -> 
         return TwilioPhone(serve(changed).url, changed.twilio_auth_token)
 
     return start
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Callable[[], list[dict]]]:
+    """The JSON log lines written while the test runs."""
+    import io
+    import json
+
+    from twilio_bridge.logs import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("DEBUG", json=True, stream=stream)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    configure_logging("INFO", json=True)

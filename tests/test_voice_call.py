@@ -154,3 +154,17 @@ def test_rasa_saying_nothing_at_call_start_gets_the_configured_greeting(reconfig
     standin.reply_with([])
     call = phone.call()
     assert call.heard == ["Bienvenido al banco."] and call.state == "gathering"
+
+
+def test_a_webhook_twilio_retries_is_answered_again_without_asking_rasa_twice(phone: TwilioPhone,
+                                                                             standin: RasaStandIn) -> None:
+    call = phone.call()
+    params = call.params(SpeechResult="perdí mi tarjeta", Confidence="0.9")
+    url = phone.public("/webhook/twilio/speech")
+    retry = {"I-Twilio-Idempotency-Token": "a1b2c3-retry"}
+    first = phone.post(url, params, headers=retry)
+    second = phone.post(url, params, headers=retry)
+    assert first.status_code == second.status_code == 200 and first.text == second.text
+    assert [r["message"] for r in standin.received] == ["/session_start", "perdí mi tarjeta"]
+    other = phone.post(url, params, headers={"I-Twilio-Idempotency-Token": "another"})
+    assert other.status_code == 200 and len(standin.received) == 3

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -39,12 +39,13 @@ def _pid(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def _renderer(json: bool | None) -> Any:
-    use_json = not sys.stderr.isatty() if json is None else json
+def _renderer(json: bool | None, stream: TextIO) -> Any:
+    use_json = not stream.isatty() if json is None else json
     return structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
 
 
-def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
+def configure_logging(level: str = "INFO", json: bool | None = None, stream: TextIO | None = None) -> None:
+    stream = stream or sys.stderr
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -53,11 +54,11 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
             _pid,
             structlog.processors.format_exc_info,
             _mask,
-            _renderer(json),
+            _renderer(json, stream),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,  # so a reconfiguration (tests, gunicorn hooks) reaches every module
     )
 
 
@@ -68,7 +69,7 @@ def gunicorn_logconfig(level: str = "INFO", json: bool | None = None) -> dict[st
     """gunicorn's own lines (boot, worker exits, timeouts) in the app's format: `logconfig_dict`."""
     formatter = {
         "()": structlog.stdlib.ProcessorFormatter,
-        "processor": _renderer(json),
+        "processor": _renderer(json, sys.stderr),
         "foreign_pre_chain": [
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,

@@ -17,6 +17,8 @@ from .security import SignatureCheck
 from .state import StateStore
 
 EXTENSION = "twilio_bridge"
+IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
+REPLAY_TTL = 600
 
 
 @dataclass
@@ -62,5 +64,31 @@ def require_twilio_signature() -> Response | None:
     structlog.contextvars.bind_contextvars(outcome="forbidden")
     metrics.signature_rejected(request.url_rule.rule if request.url_rule else "unmatched")
     log.warning("signature.rejected", path=request.path, url=current.signatures.public_url(request),
-                has_signature=bool(request.headers.get("X-Twilio-Signature")))
+                signed=bool(request.headers.get("X-Twilio-Signature")))
     return Response("Forbidden: invalid Twilio signature\n", status=403, mimetype="text/plain")
+
+
+def replay_retried_webhook() -> Response | None:
+    """before_request, after the signature check: a webhook Twilio retries gets the answer it already got.
+
+    Twilio marks retries with I-Twilio-Idempotency-Token; answering again would send the caller's
+    words to Rasa twice and run that step of the dialogue twice.
+    """
+    token = request.headers.get(IDEMPOTENCY_HEADER)
+    if not token:
+        return None
+    answered = bridge().store.get(f"replay:{request.path}:{token}")
+    if answered is None:
+        return None
+    structlog.contextvars.bind_contextvars(outcome="replayed")
+    return Response(answered["body"], status=answered["status"], mimetype=answered["mimetype"])
+
+
+def remember_answer(response: Response) -> Response:
+    """after_request: keep what a webhook answered, for a retry of it."""
+    token = request.headers.get(IDEMPOTENCY_HEADER)
+    if token and response.status_code < 500 and not response.direct_passthrough:
+        answered = {"body": response.get_data(as_text=True), "status": response.status_code,
+                    "mimetype": response.mimetype}
+        bridge().store.add(f"replay:{request.path}:{token}", answered, REPLAY_TTL)
+    return response

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 
 _MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\((?:[^()\s]+)\)")
 _MARKDOWN_MARKS = re.compile(r"(\*{1,3}|_{1,3}|~~|`{1,3})(?=\S)(.+?)(?<=\S)\1")
@@ -54,39 +55,33 @@ def for_speech(text: str) -> str:
 
 def split_text(text: str, limit: int) -> list[str]:
     """Split text into pieces of at most `limit` characters, at sentence ends, else at spaces."""
+    units: list[str] = []
+    for sentence in _SENTENCE_END.split(text):
+        units.extend([sentence] if len(sentence) <= limit else _pack(_words(sentence, limit), limit))
+    return _pack(units, limit)
+
+
+def _words(sentence: str, limit: int) -> Iterator[str]:
+    for word in sentence.split(" "):
+        # a "word" longer than the limit has no better place to cut
+        yield from (word[start:start + limit] for start in range(0, len(word), limit))
+
+
+def _pack(units: Iterable[str], limit: int) -> list[str]:
+    """Join units with spaces into as few pieces of at most `limit` characters as their order allows."""
     pieces: list[str] = []
     current = ""
-    for sentence in _SENTENCE_END.split(text):
-        for word_run in _fit_words(sentence, limit):
-            joined = f"{current} {word_run}".strip()
-            if len(joined) <= limit:
-                current = joined
-            else:
-                pieces.append(current)
-                current = word_run
+    for unit in units:
+        joined = f"{current} {unit}".strip()
+        if len(joined) <= limit:
+            current = joined
+            continue
+        if current:
+            pieces.append(current)
+        current = unit
     if current:
         pieces.append(current)
     return pieces
-
-
-def _fit_words(sentence: str, limit: int) -> list[str]:
-    if len(sentence) <= limit:
-        return [sentence]
-    runs: list[str] = []
-    current = ""
-    for word in sentence.split(" "):
-        while len(word) > limit:  # a "word" longer than the limit has no better place to cut
-            runs.append(word[:limit])
-            word = word[limit:]
-        joined = f"{current} {word}".strip()
-        if len(joined) <= limit:
-            current = joined
-        else:
-            runs.append(current)
-            current = word
-    if current:
-        runs.append(current)
-    return runs
 
 
 def from_user(text: str | None) -> str:

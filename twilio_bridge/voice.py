@@ -15,12 +15,14 @@ from .holding import Outcome, past_deadline
 from .logs import log
 from .phrases import phrases_for
 from .rasa_client import RasaError
-from .services import Bridge, bridge, require_twilio_signature
+from .services import Bridge, bridge, remember_answer, replay_retried_webhook, require_twilio_signature
 from .text import fold, from_user
 from .twiml import Voice, gather_response, goodbye_response, handoff_response, hold_response, turn_response
 
 bp = Blueprint("voice", __name__, url_prefix="/webhook/twilio")
 bp.before_request(require_twilio_signature)
+bp.before_request(replay_retried_webhook)
+bp.after_request(remember_answer)
 
 CALL_TTL = 6 * 3600
 STILL_HOLDING_EVERY = 3  # every third hold in a row says so; the others are a silent poll

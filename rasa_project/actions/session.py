@@ -1,0 +1,84 @@
+"""A new conversation: keep the call's metadata in slots and greet once."""
+
+from typing import Any, Dict, List, Optional
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import ActionExecuted, EventType, SessionStarted, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+# slot -> metadata keys the bridge may use, compared without case or underscores
+METADATA_SLOTS = {
+    "channel": ("channel",),
+    "call_sid": ("callsid", "messagesid", "sid"),
+    "caller_number": ("from", "caller"),
+    "called_number": ("to", "called"),
+}
+_PASSED_OVER = {"slot", "session_started", "user_featurization"}
+
+
+def _squashed(key: str) -> str:
+    return key.replace("_", "").replace("-", "").lower()
+
+
+def session_metadata(tracker: Tracker) -> Dict[str, Any]:
+    """The metadata the conversation was opened with: Rasa's `session_started_metadata` slot,
+    else the metadata of the latest user message."""
+    metadata = tracker.get_slot("session_started_metadata")
+    if isinstance(metadata, dict) and metadata:
+        return metadata
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            return event.get("metadata") or tracker.latest_message.get("metadata") or {}
+    return tracker.latest_message.get("metadata") or {}
+
+
+def metadata_slots(metadata: Dict[str, Any]) -> List[EventType]:
+    by_key = {_squashed(key): value for key, value in metadata.items()}
+    events = []
+    for slot, keys in METADATA_SLOTS.items():
+        value: Optional[Any] = next((by_key[key] for key in keys if by_key.get(key)), None)
+        if value is not None:
+            events.append(SlotSet(slot, str(value)))
+    return events
+
+
+def is_repeat_for_opening_message(events: List[Dict[str, Any]]) -> bool:
+    """True when this run answers the `/session_start` message that itself opened the conversation.
+
+    Rasa starts a session before logging the first message of a conversation (greeting then), and
+    then runs this action once more for the `/session_start` intent: the caller must not hear two
+    greetings. The pattern, newest first: user(session_start), action_listen, session_started,
+    the greeting, action_session_start.
+    """
+    newest_first = [event for event in reversed(events) if event.get("event") not in _PASSED_OVER]
+    if not newest_first or newest_first[0].get("event") != "user":
+        return False
+    if (newest_first[0].get("parse_data") or {}).get("intent", {}).get("name") != "session_start":
+        return False
+    greeted = False
+    for event in newest_first[1:]:
+        kind, name = event.get("event"), event.get("name")
+        if kind == "action" and name == "action_listen":
+            continue
+        if kind == "bot":
+            greeted = True
+            continue
+        return kind == "action" and name == "action_session_start" and greeted
+    return False
+
+
+class ActionSessionStart(Action):
+    def name(self) -> str:
+        return "action_session_start"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        if not is_repeat_for_opening_message(tracker.events):
+            dispatcher.utter_message(response="utter_greet")
+        return [
+            SessionStarted(),
+            *metadata_slots(session_metadata(tracker)),
+            ActionExecuted("action_listen"),
+        ]

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from twilio_bridge.config import ConfigError, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_follow_the_design() -> None:
+    settings = load_settings({"TWILIO_AUTH_TOKEN": "t"})
+    assert settings.port == 5001 and settings.rasa_timeout == 8
+    assert settings.rasa_webhook_url == "http://localhost:5005/webhooks/rest/webhook"
+    assert (settings.voice_language, settings.voice_name) == ("es-MX", "Polly.Mia")
+    assert settings.validate_signature and settings.twilio_api_base_url == "https://api.twilio.com"
+    assert settings.rasa_origin == "http://localhost:5005"
+
+
+def test_every_bad_variable_gets_one_line_naming_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({
+            "PORT": "http", "RASA_TIMEOUT": "20", "RASA_WEBHOOK_URL": "localhost:5005",
+            "FALLBACK_PHONE_NUMBER": "5512345678", "PUBLIC_BASE_URL": "https://ivr.example.com/webhook",
+            "STATE_URL": "postgres://x", "TWILIO_VALIDATE_SIGNATURE": "maybe", "TWILIO_WHATSAPP_FROM": "+14155238886",
+        })
+    names = [line.split("=")[0].split(":")[0] for line in caught.value.problems]
+    assert names == ["PORT", "RASA_WEBHOOK_URL", "RASA_TIMEOUT", "TWILIO_VALIDATE_SIGNATURE", "PUBLIC_BASE_URL",
+                     "FALLBACK_PHONE_NUMBER", "TWILIO_WHATSAPP_FROM", "STATE_URL", "TWILIO_AUTH_TOKEN"]
+
+
+def test_no_token_means_no_start_unless_validation_is_explicitly_off() -> None:
+    with pytest.raises(ConfigError, match="TWILIO_AUTH_TOKEN"):
+        load_settings({})
+    assert load_settings({"TWILIO_VALIDATE_SIGNATURE": "false"}).validate_signature is False
+
+
+def test_shared_keys_and_the_summary_keep_secrets_out() -> None:
+    settings = load_settings({"TWILIO_AUTH_TOKEN": "s3cret-token", "TWILIO_WEBHOOK_SHARED_KEYS": "k1:abc, k2:def"})
+    assert dict(settings.shared_keys) == {"k1": "abc", "k2": "def"}
+    summary = repr(settings.summary()) + repr(settings)
+    assert "s3cret-token" not in summary and "abc" not in summary and "k1" in summary
+
+
+def test_the_server_refuses_to_start_with_one_line_per_problem(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "twilio_voice_server.py")], cwd=tmp_path,
+                            env={"PATH": "/usr/bin:/bin", "RASA_TIMEOUT": "abc"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "twilio-bridge: configuration error: RASA_TIMEOUT='abc': is not a number",
+        "twilio-bridge: configuration error: TWILIO_AUTH_TOKEN: required to check Twilio's signatures "
+        "(set TWILIO_VALIDATE_SIGNATURE=false only for local experiments)",
+    ]
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        Settings().port = 1  # type: ignore[misc]

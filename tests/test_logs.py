@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from twilio_bridge.phone import TwilioPhone
+
+from .conftest import AUTH_TOKEN
+
+
+def test_one_line_per_webhook_with_call_turn_latency_and_outcome(phone: TwilioPhone, log_lines) -> None:
+    call = phone.call(from_="+525512345678")
+    call.say("perdí mi tarjeta 4111 1111 1111 1111")
+    call.say("agente")
+    webhooks = [line for line in log_lines() if line["event"] == "webhook" and line.get("call_sid") == call.sid]
+    assert [(w["route"], w["turn"], w["outcome"]) for w in webhooks] == [
+        ("/webhook/twilio/voice", 0, "gather"), ("/webhook/twilio/speech", 1, "gather"),
+        ("/webhook/twilio/speech", 2, "handoff"),
+    ]
+    assert all(w["status"] == 200 and isinstance(w["rasa_ms"], int) for w in webhooks)
+
+
+def test_logs_hold_no_token_and_no_long_digit_strings(phone: TwilioPhone, log_lines, standin) -> None:
+    standin.mode = "error500"
+    call = phone.call(from_="+525512345678")
+    text = "\n".join(map(str, log_lines()))
+    assert AUTH_TOKEN not in text
+    assert "5512345678" not in text
+    assert call.state == "dialing"
+    assert any(line["event"] == "rasa.failed" and line["kind"] == "status" for line in log_lines())
+
+
+def test_a_forged_request_is_logged_as_rejected(bridge_url: str, log_lines) -> None:
+    import requests
+
+    requests.post(bridge_url + "/webhook/twilio/voice", data={"CallSid": "CA1"}, timeout=5)
+    events = {line["event"]: line for line in log_lines()}
+    assert events["signature.rejected"]["signed"] is False
+    assert events["webhook"]["status"] == 403 and events["webhook"]["outcome"] == "forbidden"
