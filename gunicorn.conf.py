@@ -79,7 +79,11 @@ def on_starting(server):
     start the metrics from zero."""
     from twilio_voice_server import settings_from_environment
 
-    settings_from_environment()
+    try:
+        settings_from_environment()
+    except SystemExit:
+        on_exit(server)
+        raise
     for stale in glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(stale)
 
