@@ -14,11 +14,33 @@ import asyncio
 import os
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Tally, bridge, median, percentile, run_calls, standin  # noqa: E402
+from bench.common import Bridge, Tally, bridge, median, percentile, run_calls, standin  # noqa: E402
+
+HEADER = (f"{'calls':>6}{'turns/s':>9}{'ceiling':>9}{'median s':>10}{'p99 s':>8}{'errors':>8}{'holds':>7}"
+          f"{'CPU ms/turn':>13}{'RSS peak MB':>14}")
+
+
+@dataclass
+class Row:
+    calls: int
+    turns_per_second: float
+    median: float
+    p99: float
+    errors: dict[str, int]
+    holds: int
+    cpu_ms_per_turn: float
+    rss_peak_mb: list[float]
+
+    def __str__(self) -> str:
+        errors = sum(self.errors.values())
+        return (f"{self.calls:>6}{self.turns_per_second:>9.1f}{self.calls / 1.0:>9.0f}{self.median:>10.3f}"
+                f"{self.p99:>8.3f}{errors:>8}{self.holds:>7}{self.cpu_ms_per_turn:>13.2f}"
+                f"{' / '.join(f'{mb:.0f}' for mb in self.rss_peak_mb):>14}" + (f"  {self.errors}" if errors else ""))
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -30,48 +52,61 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def load(running: Bridge, calls: int, seconds: float, idle: list[float]) -> Row:
+    pids = running.worker_pids()
+    peak = list(idle)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.5):
+            peak[:] = [max(a, b) for a, b in zip(peak, running.worker_rss_mb())]
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    tally = Tally()
+    cpu_before = cpu_seconds(pids)
+    try:
+        elapsed = asyncio.run(run_calls(running.url, calls, seconds, tally))
+    finally:
+        done.set()
+        sampler.join()
+    turns = len(tally.seconds)
+    return Row(calls, turns / elapsed, median(tally.seconds), percentile(tally.seconds, 0.99), tally.errors,
+               tally.holds, 1000 * (cpu_seconds(pids) - cpu_before) / max(turns, 1), peak)
+
+
+def pin(bridge_cpu: int | None) -> set[int] | None:
+    """The bridge on one CPU, this process and the stand-in (which inherits it) on the others."""
+    if bridge_cpu is None:
+        return None
+    os.sched_setaffinity(0, os.sched_getaffinity(0) - {bridge_cpu})
+    return {bridge_cpu}
+
+
+def measure(calls: list[int], seconds: float, gunicorn_args: list[str], bridge_cpus: set[int] | None,
+            show: bool = True) -> tuple[list[float], list[Row]]:
+    with standin(delay=1.0) as rasa_url, bridge(rasa_url, *gunicorn_args, cpus=bridge_cpus) as running:
+        asyncio.run(run_calls(running.url, 10, 3.0, Tally()))  # warm up: imports, connections, SQLite
+        idle = running.worker_rss_mb()
+        if show:
+            print(f"workers {len(idle)}; RSS idle (MB): {', '.join(f'{mb:.1f}' for mb in idle)}")
+            print(HEADER)
+        rows = []
+        for count in calls:
+            rows.append(load(running, count, seconds, idle))
+            if show:
+                print(rows[-1], flush=True)
+        return idle, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, nargs="+", default=[50, 200, 500])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--bridge-cpu", type=int, help="pin gunicorn to this CPU and the stand-in and callers "
-                        "to the others, to compare worker models without their noise")
+    parser.add_argument("--bridge-cpu", type=int, help="pin gunicorn to this CPU, the stand-in and callers to the others")
     parser.add_argument("gunicorn_args", nargs="*", help="after --, e.g. -k gevent --worker-connections 1000")
     args = parser.parse_args()
-    bridge_cpus = None
-    if args.bridge_cpu is not None:
-        bridge_cpus = {args.bridge_cpu}
-        os.sched_setaffinity(0, os.sched_getaffinity(0) - bridge_cpus)  # the stand-in inherits it
-    with standin(delay=1.0) as rasa_url, bridge(rasa_url, *args.gunicorn_args, cpus=bridge_cpus) as running:
-        pids = running.worker_pids()
-        asyncio.run(run_calls(running.url, 10, 3.0, Tally()))  # warm up: imports, connections, SQLite
-        idle = running.worker_rss_mb()
-        print(f"workers {len(pids)}; RSS idle (MB): {', '.join(f'{mb:.1f}' for mb in idle)}")
-        print(f"{'calls':>6}{'turns/s':>9}{'ceiling':>9}{'median s':>10}{'p99 s':>8}{'errors':>8}{'holds':>7}"
-              f"{'CPU ms/turn':>13}{'RSS peak MB':>14}")
-        for calls in args.calls:
-            peak = list(idle)
-            done = threading.Event()
-
-            def sample() -> None:
-                while not done.wait(0.5):
-                    peak[:] = [max(a, b) for a, b in zip(peak, running.worker_rss_mb())]
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            tally = Tally()
-            cpu_before = cpu_seconds(pids)
-            elapsed = asyncio.run(run_calls(running.url, calls, args.seconds, tally))
-            cpu = cpu_seconds(pids) - cpu_before
-            done.set()
-            sampler.join()
-            turns = len(tally.seconds)
-            errors = sum(tally.errors.values())
-            detail = f"  {tally.errors}" if errors else ""
-            print(f"{calls:>6}{turns / elapsed:>9.1f}{calls / 1.0:>9.0f}{median(tally.seconds):>10.3f}"
-                  f"{percentile(tally.seconds, 0.99):>8.3f}{errors:>8}{tally.holds:>7}"
-                  f"{1000 * cpu / max(turns, 1):>13.2f}{' / '.join(f'{mb:.0f}' for mb in peak):>14}{detail}",
-                  flush=True)
+    measure(args.calls, args.seconds, args.gunicorn_args, pin(args.bridge_cpu))
 
 
 if __name__ == "__main__":

@@ -158,3 +158,20 @@ def test_a_reload_keeps_a_held_call(server: Gunicorn, rasa: RasaStandIn) -> None
     speaking.join(timeout=30)
     assert call.heard[0] == HOLD and call.heard[-1] == ASK_DIGITS
     server.wait_until(lambda: server.worker_pids() and not server.worker_pids() & old_workers, "reloaded")
+
+
+def test_a_reload_reads_twilio_env_again_under_the_environment(rasa: RasaStandIn, tmp_path: Path) -> None:
+    (tmp_path / "twilio.env").write_text("RASA_TIMEOUT=5\nVOICE_HOLD_SECONDS=3\n")
+    env = {**settings_env(rasa, f"sqlite:///{tmp_path / 'state.db'}"), "VOICE_HOLD_SECONDS": "2"}
+    del env["RASA_TIMEOUT"]
+    with gunicorn(env, tmp_path) as (url, process):
+        def config() -> dict:
+            return requests.get(url + "/health", timeout=5).json()["config"]
+
+        assert (config()["rasa_timeout"], config()["voice_hold_seconds"]) == (5.0, 2.0)
+        (tmp_path / "twilio.env").write_text("RASA_TIMEOUT=6\nVOICE_HOLD_SECONDS=3\n")
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while config()["rasa_timeout"] != 6.0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (config()["rasa_timeout"], config()["voice_hold_seconds"]) == (6.0, 2.0)  # the environment still wins
