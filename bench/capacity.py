@@ -103,7 +103,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, nargs="+", default=[50, 200, 500])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--bridge-cpu", type=int, help="pin gunicorn to this CPU, the stand-in and callers to the others")
+    parser.add_argument("--bridge-cpu", type=int,
+                        help="pin gunicorn to this CPU, the stand-in and callers to the others")
     parser.add_argument("gunicorn_args", nargs="*", help="after --, e.g. -k gevent --worker-connections 1000")
     args = parser.parse_args()
     measure(args.calls, args.seconds, args.gunicorn_args, pin(args.bridge_cpu))

@@ -28,7 +28,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--calls", type=int, nargs="+", default=[200, 500])
-    parser.add_argument("--bridge-cpu", type=int, help="pin gunicorn to this CPU, the stand-in and callers to the others")
+    parser.add_argument("--bridge-cpu", type=int,
+                        help="pin gunicorn to this CPU, the stand-in and callers to the others")
     args = parser.parse_args()
     cpus = pin(args.bridge_cpu)
     results: dict[str, list] = {name: [] for name in MODELS}

@@ -23,7 +23,8 @@ def create_app(settings: Settings | None = None, rasa: RasaClient | None = None,
     app = Flask(__name__, static_folder=None)
     app.extensions[EXTENSION] = Bridge(
         settings=settings,
-        rasa=rasa or RasaClient(settings.rasa_webhook_url, settings.rasa_timeout, pool_size=settings.rasa_max_in_flight),
+        rasa=rasa or RasaClient(settings.rasa_webhook_url, settings.rasa_timeout,
+                                pool_size=settings.rasa_max_in_flight),
         store=store or open_store(settings.state_url),
         signatures=SignatureCheck(settings.twilio_auth_token, settings.shared_keys, settings.public_base_url),
     )

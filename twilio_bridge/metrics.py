@@ -22,7 +22,9 @@ CALL_ENDINGS = Counter(
     "Calls leaving the assistant: ending is handoff (a <Dial> to a person) or hangup; reason says why",
     ["ending", "reason"],
 )
-FALLBACK_URL = Counter("twilio_bridge_fallback_url", "Twilio called the number's Fallback URL: a primary webhook failed")
+FALLBACK_URL = Counter(
+    "twilio_bridge_fallback_url", "Twilio called the number's Fallback URL: a primary webhook failed"
+)
 HOLDS = Counter(
     "twilio_bridge_voice_holds", "Slow voice turns: held (a holding phrase), answered after a hold, or given up",
     ["result"],
