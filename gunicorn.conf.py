@@ -11,15 +11,15 @@ bench/README.md):
     500                 263 turns/s, p99 2.77 s          307 turns/s, p99 2.24 s
     CPU per turn         3.5-3.9 ms                       2.4-2.8 ms
 
-Below saturation, gthread adds less to each turn (45 ms over Rasa's 1 s at 200 calls, gevent 196 ms):
-the default SQLite store blocks gevent's whole hub while it waits for the file's lock (with Redis,
+Below saturation, gthread adds less to each turn (45 ms over Rasa's 1 s at 200 calls, gevent
+196 ms): the default SQLite store blocks gevent's whole hub while it waits for the file's lock (with Redis,
 gevent's median at 200 calls falls to 1.084 s). gevent carries 17 % more turns once the box is out
 of CPU. We keep gthread: callers hear the lower latency, no monkey-patching of the app, its
 libraries or the WhatsApp delivery threads, no C extension to install, and 500 calls in flight
 still run without an error. With 50 threads (the old setting) 200 calls made 83 turns/s, median
 1.7 s: threads must cover the calls in flight, hence 250 per worker (RSS goes from about 40 MB
-idle to about 100 MB per worker at 500 calls). `-k gevent` on the command line remains an option for a Redis-backed,
-CPU-bound deployment.
+idle to about 100 MB per worker at 500 calls). `-k gevent` on the command line remains an option
+for a Redis-backed, CPU-bound deployment.
 
 Timeouts, against Twilio's 15 s: a voice webhook answers within VOICE_HOLD_SECONDS (holding phrase)
 or RASA_TIMEOUT (at most 13 s), so no request handler runs near `timeout`, which only catches a
@@ -63,7 +63,7 @@ def _load_env_file(path):
     os.environ[FROM_FILE] = ",".join(sorted(from_file & set(values)))
 
 
-_load_env_file(Path.cwd() / "twilio.env")
+_load_env_file(os.environ.get("TWILIO_ENV_FILE") or Path.cwd() / "twilio.env")
 
 METRICS_DIR_PREFIX = "twilio-bridge-metrics-"
 # Set before any worker imports prometheus_client, which reads it once; kept across reloads.
@@ -86,7 +86,6 @@ backlog = 2048
 timeout = 30  # heartbeat: a worker silent this long is stuck; every webhook answers within 13 s
 graceful_timeout = int(_seconds("RASA_MAX_WAIT_SECONDS", 30)) + 5  # held turns finish on reload or stop
 keepalive = 5
-control_socket_disable = True  # reload and stop by signal; a fixed socket path would clash between instances
 accesslog = None  # the app logs one structured line per webhook
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()

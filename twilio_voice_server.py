@@ -2,9 +2,12 @@
 
     gunicorn twilio_voice_server:app        production (see gunicorn.conf.py)
     python twilio_voice_server.py           development server on $PORT
+    python twilio_voice_server.py call      a phone call from this terminal (see --help)
+    python twilio_voice_server.py chat      WhatsApp messages from this terminal
+    python twilio_voice_server.py check     configuration, Rasa, signatures, webhook URLs
 
-Settings come from the environment, and from `twilio.env` beside this file or in the
-working directory (variables already set win).
+Settings come from the environment, and from `twilio.env` in the working directory, or the
+file named by TWILIO_ENV_FILE (variables already set win).
 """
 from __future__ import annotations
 
@@ -15,19 +18,16 @@ from pathlib import Path
 from dotenv import load_dotenv
 from flask import Flask
 
+from twilio_bridge import cli
 from twilio_bridge.app import create_app
 from twilio_bridge.config import ConfigError, Settings, load_settings
 from twilio_bridge.logs import configure_logging
 
-HERE = Path(__file__).resolve().parent
-
-
 def settings_from_environment() -> Settings:
     """Load twilio.env, then the environment; exit with one line per bad variable."""
-    for env_file in (Path.cwd() / "twilio.env", HERE / "twilio.env"):
-        if env_file.is_file():
-            load_dotenv(env_file, override=False)
-            break
+    env_file = Path(os.environ.get("TWILIO_ENV_FILE") or Path.cwd() / "twilio.env")
+    if env_file.is_file():
+        load_dotenv(env_file, override=False)
     try:
         return load_settings(os.environ, workdir=Path.cwd())
     except ConfigError as exc:
@@ -36,8 +36,8 @@ def settings_from_environment() -> Settings:
         raise SystemExit(2) from None
 
 
-def build_app() -> Flask:
-    settings = settings_from_environment()
+def build_app(settings: Settings | None = None) -> Flask:
+    settings = settings or settings_from_environment()
     configure_logging(settings.log_level)
     return create_app(settings)
 
@@ -50,11 +50,13 @@ def __getattr__(name: str) -> Flask:
     raise AttributeError(name)
 
 
-def main(argv: list[str]) -> int:
-    application = build_app()
-    settings = application.extensions["twilio_bridge"].settings
-    application.run(host=os.environ.get("HOST", "127.0.0.1"), port=settings.port, threaded=True)
+def serve(settings: Settings) -> int:
+    build_app(settings).run(host=os.environ.get("HOST", "127.0.0.1"), port=settings.port, threaded=True)
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return cli.main(argv, settings_from_environment, serve)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def bridge(rasa_url: str, *gunicorn_args: str, env: dict[str, str] | None = None
                 filter(None, [str(ROOT), os.environ.get("BENCH_EXTRA_PATH")])),
             "HOST": "127.0.0.1", "PORT": str(port), "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": rasa_url,
             "FALLBACK_PHONE_NUMBER": "+525511112222", "STATE_URL": f"sqlite:///{workdir}/state.db",
-            "LOG_LEVEL": "WARNING", **(env or {}),
+            "LOG_LEVEL": "WARNING", "XDG_RUNTIME_DIR": workdir, **(env or {}),
         }
         log = open(Path(workdir) / "gunicorn.log", "w")
         process = subprocess.Popen(

@@ -58,15 +58,16 @@ def rasa() -> Iterator[RasaStandIn]:
         yield server
 
 
-def settings_env(rasa: RasaStandIn, state_url: str) -> dict[str, str]:
-    return {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": rasa.webhook_url, "FALLBACK_PHONE_NUMBER": HUMAN,
+def settings_env(rasa: RasaStandIn, state_url: str, workdir: Path) -> dict[str, str]:
+    return {"XDG_RUNTIME_DIR": str(workdir),  # gunicorn's control socket, apart from other instances'
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": rasa.webhook_url, "FALLBACK_PHONE_NUMBER": HUMAN,
             "STATE_URL": state_url, "GUNICORN_THREADS": "20", "VOICE_HOLD_SECONDS": "0.3", "RASA_TIMEOUT": "1.5",
             "RASA_MAX_WAIT_SECONDS": "6"}
 
 
 @contextmanager
 def two_workers(rasa: RasaStandIn, workdir: Path, state_url: str) -> Iterator[Gunicorn]:
-    with gunicorn(settings_env(rasa, state_url), workdir, workers=2) as (url, process):
+    with gunicorn(settings_env(rasa, state_url, workdir), workdir, workers=2) as (url, process):
         server = Gunicorn(url, process, workdir / f"gunicorn-{urlsplit(url).port}.log")
         server.wait_until(lambda: len(server.worker_pids()) == 2, "two workers booted")
         yield server
@@ -162,7 +163,7 @@ def test_a_reload_keeps_a_held_call(server: Gunicorn, rasa: RasaStandIn) -> None
 
 def test_a_reload_reads_twilio_env_again_under_the_environment(rasa: RasaStandIn, tmp_path: Path) -> None:
     (tmp_path / "twilio.env").write_text("RASA_TIMEOUT=5\nVOICE_HOLD_SECONDS=3\n")
-    env = {**settings_env(rasa, f"sqlite:///{tmp_path / 'state.db'}"), "VOICE_HOLD_SECONDS": "2"}
+    env = {**settings_env(rasa, f"sqlite:///{tmp_path / 'state.db'}", tmp_path), "VOICE_HOLD_SECONDS": "2"}
     del env["RASA_TIMEOUT"]
     with gunicorn(env, tmp_path) as (url, process):
         def config() -> dict:

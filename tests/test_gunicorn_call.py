@@ -42,7 +42,8 @@ def test_gunicorn_refuses_to_start_without_a_token(standin: RasaStandIn, tmp_pat
     from .servers import GUNICORN, ROOT
 
     result = subprocess.run(
-        [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "--chdir", str(ROOT), "twilio_voice_server:app"],
-        cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PORT": "1"}, capture_output=True, text=True, timeout=60)
+        [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "twilio_voice_server:app"],
+        cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "PORT": "1"},
+        capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "twilio-bridge: configuration error: TWILIO_AUTH_TOKEN: required" in result.stderr

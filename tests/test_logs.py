@@ -34,3 +34,13 @@ def test_a_forged_request_is_logged_as_rejected(bridge_url: str, log_lines) -> N
     events = {line["event"]: line for line in log_lines()}
     assert events["signature.rejected"]["signed"] is False
     assert events["webhook"]["status"] == 403 and events["webhook"]["outcome"] == "forbidden"
+
+
+def test_identifiers_and_timestamps_are_not_masked(log_lines) -> None:
+    from twilio_bridge.logs import log
+
+    log.info("probe", call_sid="CA1234567890abcdef", detail="card 4111111111111111 in CA7654321x", timestamp_ok=1)
+    line = next(line for line in log_lines() if line["event"] == "probe")
+    assert line["call_sid"] == "CA1234567890abcdef"
+    assert line["detail"] == "card ************1111 in CA7654321x"
+    assert line["timestamp"][:4].isdigit() and "*" not in line["timestamp"]

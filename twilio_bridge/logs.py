@@ -16,19 +16,18 @@ import structlog
 from .text import mask_digits
 
 _SECRET_KEYS = ("token", "secret", "password", "authorization", "signature", "auth")
-_UNMASKED_KEYS = ("timestamp", "pid")  # never a caller's number; masking would garble them
+_NOT_PERSONAL = ("timestamp", "event", "route", "path")  # and identifiers ending in _sid
 
 
-def _unmasked(key: str) -> bool:
-    """Twilio's ids (CallSid, MessageSid...) are hex and identify, never a card or phone number."""
-    return key in _UNMASKED_KEYS or key.endswith("_sid")
+def _personal(key: str) -> bool:
+    return key not in _NOT_PERSONAL and not key.endswith("sid")
 
 
 def _mask(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in list(event.items()):
         if any(word in key.lower() for word in _SECRET_KEYS):
             event[key] = "[redacted]"
-        elif isinstance(value, str) and not _unmasked(key):
+        elif isinstance(value, str) and _personal(key):
             event[key] = mask_digits(value)
     return event
 

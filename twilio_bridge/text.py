@@ -13,7 +13,7 @@ _SPACES = re.compile(r"[ \t]+")
 _HTML_TAG = re.compile(r"</?[a-zA-Z][^<>]{0,200}>")
 _STRAY_MARKS = re.compile(r"(?<!\S)[#*_~`>|]+(?!\S)")
 _SENTENCE_END = re.compile(r"(?<=[.!?…;:])\s+")
-_LONG_DIGITS = re.compile(r"(?<!\d)(\+?\d[\d \-]{5,}\d)(?!\d)")
+_LONG_DIGITS = re.compile(r"(?<![\w+])(\+?\d[\d \-]{5,}\d)(?!\w)")
 
 
 def _is_xml_char(char: str) -> bool:

@@ -1,0 +1,23 @@
+#!/usr/bin/env sh
+# Print the bridge's nginx site for a domain, ready for /etc/nginx/sites-available/.
+#
+#   nginx/render-site.sh ivr.example.com > /etc/nginx/sites-available/twilio-bridge
+#
+# Defaults suit one Debian server running the bridge beside nginx; override any in the environment:
+#   BRIDGE_UPSTREAM=127.0.0.1:5001  HTTP_LISTEN=80  HTTPS_LISTEN=443
+#   LETSENCRYPT_DIR=/etc/letsencrypt  ACME_ROOT=/var/www/letsencrypt
+set -eu
+[ $# -eq 1 ] || { echo "usage: $0 DOMAIN" >&2; exit 2; }
+case "$1" in
+  *[!A-Za-z0-9.-]*|.*|*.|"") echo "render-site.sh: '$1' is not a domain name" >&2; exit 2 ;;
+esac
+DOMAIN=$1
+export DOMAIN
+export BRIDGE_UPSTREAM="${BRIDGE_UPSTREAM:-127.0.0.1:5001}"
+export HTTP_LISTEN="${HTTP_LISTEN:-80}"
+export HTTPS_LISTEN="${HTTPS_LISTEN:-443}"
+export LETSENCRYPT_DIR="${LETSENCRYPT_DIR:-/etc/letsencrypt}"
+export ACME_ROOT="${ACME_ROOT:-/var/www/letsencrypt}"
+# Only these names: nginx's own $variables must stay as they are.
+exec envsubst '${DOMAIN} ${BRIDGE_UPSTREAM} ${HTTP_LISTEN} ${HTTPS_LISTEN} ${LETSENCRYPT_DIR} ${ACME_ROOT}' \
+  < "$(dirname "$0")/twilio-bridge.conf.template"
