@@ -32,14 +32,15 @@ class Outcome:
     items: list[dict[str, Any]] | None
     error: str | None
     seconds: float
+    detail: str | None = None
 
     def record(self) -> dict[str, Any]:
         return {"status": "failed" if self.error else "done", "items": self.items, "error": self.error,
-                "seconds": round(self.seconds, 3)}
+                "detail": self.detail, "seconds": round(self.seconds, 3)}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Outcome:
-        return cls(record.get("items"), record.get("error"), float(record.get("seconds", 0.0)))
+        return cls(record.get("items"), record.get("error"), float(record.get("seconds", 0.0)), record.get("detail"))
 
 
 class _Job:
@@ -81,10 +82,10 @@ class RasaWaiter:
         try:
             outcome = Outcome(self._ask(sender, message, metadata, max_wait), None, time.monotonic() - started)
         except RasaError as exc:
-            outcome = Outcome(None, exc.kind, time.monotonic() - started)
+            outcome = Outcome(None, exc.kind, time.monotonic() - started, exc.detail)
         except Exception:
             log.exception("rasa.wait_failed")
-            outcome = Outcome(None, "error", time.monotonic() - started)
+            outcome = Outcome(None, "error", time.monotonic() - started, "see rasa.wait_failed")
         with job.lock:
             job.outcome = outcome
             if job.held:

@@ -112,7 +112,7 @@ class Call:
         structlog.contextvars.bind_contextvars(rasa_ms=round(outcome.seconds * 1000))
         voice = voice_of(self.current)
         if outcome.items is None:
-            log.warning("rasa.failed", kind=outcome.error)
+            log.warning("rasa.failed", kind=outcome.error, detail=outcome.detail)
             structlog.contextvars.bind_contextvars(rasa_error=outcome.error)
             return self.give_up(voice.phrases.trouble, reason="rasa_failed")
         turn = read_turn(outcome.items)
