@@ -32,8 +32,9 @@ turns for up to `graceful_timeout` seconds. Held turns live in the state store, 
 lands on a new worker finds its answer.
 
 Logs: gunicorn's own lines go through structlog, as JSON lines off a terminal, like the app's.
-Metrics: each worker writes to PROMETHEUS_MULTIPROC_DIR (a fresh temporary directory unless set),
-emptied at start; a worker's live gauges are dropped when it exits.
+Metrics: each worker writes to PROMETHEUS_MULTIPROC_DIR (unless set, a directory in the system's
+temporary directory named after the master's pid, removed at exit), emptied at start; a worker's
+live gauges are dropped when it exits.
 """
 import os
 import shutil
@@ -66,9 +67,10 @@ def _load_env_file(path):
 _load_env_file(os.environ.get("TWILIO_ENV_FILE") or Path.cwd() / "twilio.env")
 
 METRICS_DIR_PREFIX = "twilio-bridge-metrics-"
-# Set before any worker imports prometheus_client, which reads it once; kept across reloads.
+# Named before any worker imports prometheus_client, which reads it once; kept across reloads.
+# Created in on_starting, so reading this file (gunicorn --check-config, tests) leaves nothing behind.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(tempfile.gettempdir(), f"{METRICS_DIR_PREFIX}{os.getpid()}")
 
 
 def _seconds(name, default):
@@ -95,6 +97,9 @@ logconfig_dict = gunicorn_logconfig(loglevel.upper())
 def on_starting(server):
     """Check the settings once in the master (a bad one stops gunicorn with one line naming it);
     start the metrics from zero."""
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
+    for stale in glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(stale)
     from twilio_voice_server import settings_from_environment
 
     try:
@@ -102,8 +107,6 @@ def on_starting(server):
     except SystemExit:
         on_exit(server)
         raise
-    for stale in glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
-        os.remove(stale)
 
 
 def child_exit(server, worker):
