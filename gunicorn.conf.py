@@ -1,31 +1,112 @@
 """gunicorn settings for the bridge: `gunicorn -c gunicorn.conf.py twilio_voice_server:app`.
 
-Threads, because a webhook spends nearly all its time waiting for Rasa: one thread per
-call in flight costs a little memory, not a process.
+Worker model: gthread, 2 processes x 250 threads. A webhook spends nearly all its time waiting for
+Rasa; a synchronous worker per call would need a process per call in flight. Measured on this
+2-core box with the Rasa stand-in answering in 1 s (bench/worker_models.py, medians of 3 rounds,
+bench/README.md):
+
+    calls in flight      gthread                          gevent
+     50                  47 turns/s, median 1.022 s       47 turns/s, median 1.055 s
+    200                 169 turns/s, median 1.045 s      160 turns/s, median 1.196 s
+    500                 263 turns/s, p99 2.77 s          307 turns/s, p99 2.24 s
+    CPU per turn         3.5-3.9 ms                       2.4-2.8 ms
+
+Below saturation, gthread adds less to each turn (45 ms over Rasa's 1 s at 200 calls, gevent
+196 ms): the default SQLite store blocks gevent's whole hub while it waits for the file's lock (with Redis,
+gevent's median at 200 calls falls to 1.084 s). gevent carries 17 % more turns once the box is out
+of CPU. We keep gthread: callers hear the lower latency, no monkey-patching of the app, its
+libraries or the WhatsApp delivery threads, no C extension to install, and 500 calls in flight
+still run without an error. With 50 threads (the old setting) 200 calls made 83 turns/s, median
+1.7 s: threads must cover the calls in flight, hence 250 per worker (RSS goes from about 40 MB
+idle to about 100 MB per worker at 500 calls). `-k gevent` on the command line remains an option
+for a Redis-backed, CPU-bound deployment.
+
+Timeouts, against Twilio's 15 s: a voice webhook answers within VOICE_HOLD_SECONDS (holding phrase)
+or RASA_TIMEOUT (at most 13 s), so no request handler runs near `timeout`, which only catches a
+worker that has stopped answering its heartbeat. A held turn's Rasa request may run on in the
+worker for RASA_MAX_WAIT_SECONDS; `graceful_timeout` lets it finish on a reload or stop.
+
+Reload without dropping a call: `kill -HUP <master pid>` (or `systemctl reload`) re-reads this
+file and twilio.env, starts new workers, and lets the old ones finish their webhooks and held
+turns for up to `graceful_timeout` seconds. Held turns live in the state store, so a poll that
+lands on a new worker finds its answer.
+
+Logs: gunicorn's own lines go through structlog, as JSON lines off a terminal, like the app's.
+Metrics: each worker writes to PROMETHEUS_MULTIPROC_DIR (unless set, a directory in the system's
+temporary directory named after the master's pid, removed at exit), emptied at start; a worker's
+live gauges are dropped when it exits.
 """
 import os
+import shutil
+import sys
+import tempfile
+from glob import glob
 from pathlib import Path
 
-from dotenv import load_dotenv
+from dotenv import dotenv_values
 
-load_dotenv(os.environ.get("TWILIO_ENV_FILE") or Path.cwd() / "twilio.env", override=False)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from twilio_bridge.logs import gunicorn_logconfig  # noqa: E402  (needs the line above)
+
+FROM_FILE = "TWILIO_BRIDGE_FROM_ENV_FILE"  # the names twilio.env set, which a reload may change
+
+
+def _load_env_file(path):
+    """twilio.env, under variables already set in the environment; on a reload, its new values too."""
+    from_file = set(filter(None, os.environ.get(FROM_FILE, "").split(",")))
+    values = {name: value for name, value in dotenv_values(path).items() if value is not None}
+    for name in from_file - set(values):
+        os.environ.pop(name, None)
+    for name, value in values.items():
+        if name not in os.environ or name in from_file:
+            os.environ[name] = value
+            from_file.add(name)
+    os.environ[FROM_FILE] = ",".join(sorted(from_file & set(values)))
+
+
+_load_env_file(os.environ.get("TWILIO_ENV_FILE") or Path.cwd() / "twilio.env")
+
+METRICS_DIR_PREFIX = "twilio-bridge-metrics-"
+# Named before any worker imports prometheus_client, which reads it once; kept across reloads.
+# Created in on_starting, so reading this file (gunicorn --check-config, tests) leaves nothing behind.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(tempfile.gettempdir(), f"{METRICS_DIR_PREFIX}{os.getpid()}")
+
+
+def _seconds(name, default):
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError:
+        return default  # on_starting reports the bad value and stops
+
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5001')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "50"))
-timeout = 30  # a worker silent this long is stuck: every webhook answers within RASA_TIMEOUT (< 15 s)
-graceful_timeout = 20  # lets calls in flight finish their turn on reload (SIGHUP) or stop (SIGTERM)
+threads = int(os.environ.get("GUNICORN_THREADS", "250"))  # calls in flight per worker; see above
+backlog = 2048
+timeout = 30  # heartbeat: a worker silent this long is stuck; every webhook answers within 13 s
+graceful_timeout = int(_seconds("RASA_MAX_WAIT_SECONDS", 30)) + 5  # held turns finish on reload or stop
 keepalive = 5
 accesslog = None  # the app logs one structured line per webhook
 errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+logconfig_dict = gunicorn_logconfig(loglevel.upper())
 
 
 def on_starting(server):
-    """Check the settings once in the master: a bad one stops gunicorn with one line naming it."""
+    """Check the settings once in the master (a bad one stops gunicorn with one line naming it);
+    start the metrics from zero."""
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
+    for stale in glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(stale)
     from twilio_voice_server import settings_from_environment
 
-    settings_from_environment()
+    try:
+        settings_from_environment()
+    except SystemExit:
+        on_exit(server)
+        raise
 
 
 def worker_exit(server, worker):
@@ -36,3 +117,15 @@ def worker_exit(server, worker):
     application = vars(twilio_voice_server).get("app")
     if application is not None:
         close_app(application, timeout=graceful_timeout / 2)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    if metrics_dir.parent == Path(tempfile.gettempdir()) and metrics_dir.name.startswith(METRICS_DIR_PREFIX):
+        shutil.rmtree(metrics_dir, ignore_errors=True)

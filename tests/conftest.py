@@ -46,6 +46,7 @@ def settings(standin: RasaStandIn, tmp_path: Path) -> Settings:
     return Settings(
         rasa_webhook_url=standin.webhook_url,
         rasa_timeout=1.5,
+        rasa_max_wait_seconds=1.5,  # no holding unless a test asks for it (tests/test_holding.py)
         twilio_auth_token=AUTH_TOKEN,
         fallback_phone_number=HUMAN,
         state_url=f"sqlite:///{tmp_path / 'state.db'}",

@@ -8,7 +8,7 @@ import structlog
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import health, voice, whatsapp
+from . import health, metrics, scrape, voice, whatsapp
 from .config import Settings, load_settings
 from .delivery import start_delivery
 from .jobqueue import JobQueue, open_queue
@@ -25,7 +25,8 @@ def create_app(settings: Settings | None = None, rasa: RasaClient | None = None,
     app = Flask(__name__, static_folder=None)
     app.extensions[EXTENSION] = Bridge(
         settings=settings,
-        rasa=rasa or RasaClient(settings.rasa_webhook_url, settings.rasa_timeout),
+        rasa=rasa or RasaClient(settings.rasa_webhook_url, settings.rasa_timeout,
+                                pool_size=settings.rasa_max_in_flight),
         store=store or open_store(settings.state_url),
         signatures=SignatureCheck(settings.twilio_auth_token, settings.shared_keys, settings.public_base_url),
         queue=queue or (open_queue(settings.state_url) if settings.whatsapp_rest_mode else None),
@@ -50,6 +51,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(voice.bp)
     app.register_blueprint(whatsapp.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(scrape.bp)
 
 
 def start_background_work(app: Flask) -> None:
@@ -68,7 +70,7 @@ def close_app(app: Flask, timeout: float = 15.0) -> None:
 
 
 def register_request_log(app: Flask) -> None:
-    """One summary line per webhook, carrying whatever the route bound (call_sid, turn, rasa_ms, outcome)."""
+    """One summary line and one count per webhook, carrying what the route bound (call_sid, turn, rasa_ms, outcome)."""
 
     @app.before_request
     def start_request() -> None:
@@ -77,7 +79,9 @@ def register_request_log(app: Flask) -> None:
 
     @app.after_request
     def summarise(response: Response) -> Response:
-        elapsed = round((time.monotonic() - g.get("started", time.monotonic())) * 1000)
-        method = log.debug if request.path == "/health" else log.info
-        method("webhook", route=request.path, status=response.status_code, ms=elapsed)
+        seconds = time.monotonic() - g.get("started", time.monotonic())
+        method = log.debug if request.path in ("/health", "/metrics") else log.info
+        method("webhook", route=request.path, status=response.status_code, ms=round(seconds * 1000))
+        outcome = structlog.contextvars.get_contextvars().get("outcome") or f"http_{response.status_code}"
+        metrics.webhook_answered(request.url_rule.rule if request.url_rule else "unmatched", outcome, seconds)
         return response

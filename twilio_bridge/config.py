@@ -30,6 +30,9 @@ class Settings:
     port: int = 5001
     rasa_webhook_url: str = "http://localhost:5005/webhooks/rest/webhook"
     rasa_timeout: float = 8.0
+    voice_hold_seconds: float = 4.0
+    rasa_max_wait_seconds: float = 30.0
+    rasa_max_in_flight: int = 400
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = field(default=None, repr=False)
     validate_signature: bool = True
@@ -48,6 +51,18 @@ class Settings:
     whatsapp_workers: int = 4
     state_url: str = "sqlite:///state/bridge.db"
     log_level: str = "INFO"
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_dir: str | None = None
+
+    @property
+    def hold_after(self) -> float:
+        """When a voice webhook stops waiting and answers with a holding phrase: no later than RASA_TIMEOUT."""
+        return min(self.voice_hold_seconds, self.rasa_timeout)
+
+    @property
+    def holds(self) -> bool:
+        """Holding only makes sense when the overall wait outlasts one webhook's."""
+        return self.rasa_max_wait_seconds > self.hold_after
 
     @property
     def rasa_origin(self) -> str:
@@ -59,6 +74,8 @@ class Settings:
         return {
             "rasa_webhook_url": self.rasa_webhook_url,
             "rasa_timeout": self.rasa_timeout,
+            "voice_hold_seconds": self.voice_hold_seconds,
+            "rasa_max_wait_seconds": self.rasa_max_wait_seconds,
             "signature_validation": self.validate_signature,
             "shared_keys": sorted(self.shared_keys),
             "public_base_url": self.public_base_url,
@@ -71,6 +88,7 @@ class Settings:
             "whatsapp_retry_window": self.whatsapp_retry_window,
             "whatsapp_workers": self.whatsapp_workers,
             "state_backend": self.state_url.split(":", 1)[0],
+            "metrics_protected_by": "token" if self.metrics_token else "localhost",
         }
 
     @property
@@ -179,6 +197,9 @@ def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Se
     read("PORT", "port", _count(1, 65535))
     read("RASA_WEBHOOK_URL", "rasa_webhook_url", _http_url)
     read("RASA_TIMEOUT", "rasa_timeout", _seconds(13))
+    read("VOICE_HOLD_SECONDS", "voice_hold_seconds", _seconds(10))
+    read("RASA_MAX_WAIT_SECONDS", "rasa_max_wait_seconds", _seconds(120))
+    read("RASA_MAX_IN_FLIGHT", "rasa_max_in_flight", _count(1, 10_000))
     read("TWILIO_ACCOUNT_SID", "twilio_account_sid", _text)
     read("TWILIO_AUTH_TOKEN", "twilio_auth_token", _text)
     read("TWILIO_VALIDATE_SIGNATURE", "validate_signature", _boolean)
@@ -197,6 +218,8 @@ def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Se
     read("WHATSAPP_WORKERS", "whatsapp_workers", _count(1, 64))
     read("STATE_URL", "state_url", _state_url)
     read("LOG_LEVEL", "log_level", _log_level)
+    read("METRICS_TOKEN", "metrics_token", _text)
+    read("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", _text)
 
     if "state_url" not in values and workdir is not None:
         values["state_url"] = f"sqlite:///{workdir / 'state' / 'bridge.db'}"

@@ -7,6 +7,7 @@ Secrets are never logged; long digit strings (cards, phone numbers) are masked.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any, TextIO
 
@@ -31,18 +32,28 @@ def _mask(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _pid(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Which gunicorn worker wrote the line: a held call's turns may be served by several."""
+    event.setdefault("pid", os.getpid())
+    return event
+
+
+def _renderer(json: bool | None, stream: TextIO) -> Any:
+    use_json = not stream.isatty() if json is None else json
+    return structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
+
+
 def configure_logging(level: str = "INFO", json: bool | None = None, stream: TextIO | None = None) -> None:
     stream = stream or sys.stderr
-    use_json = not stream.isatty() if json is None else json
-    renderer = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _pid,
             structlog.processors.format_exc_info,
             _mask,
-            renderer,
+            _renderer(json, stream),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(stream),
@@ -51,3 +62,30 @@ def configure_logging(level: str = "INFO", json: bool | None = None, stream: Tex
 
 
 log = structlog.get_logger("twilio_bridge")
+
+
+def gunicorn_logconfig(level: str = "INFO", json: bool | None = None) -> dict[str, Any]:
+    """gunicorn's own lines (boot, worker exits, timeouts) in the app's format: `logconfig_dict`."""
+    formatter = {
+        "()": structlog.stdlib.ProcessorFormatter,
+        "processor": _renderer(json, sys.stderr),
+        "foreign_pre_chain": [
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _pid,
+        ],
+    }
+    handler = {"class": "logging.StreamHandler", "formatter": "structlog", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"structlog": formatter},
+        "handlers": {"stderr": handler},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["stderr"], "level": level, "propagate": False},
+            # the app writes one structured line per webhook; an access line would repeat it
+            "gunicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+        },
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
+    }

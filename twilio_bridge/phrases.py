@@ -19,6 +19,8 @@ class Phrases:
     chat_handoff: str  # "{number}"
     chat_no_person: str
     chat_slow_down: str
+    hold: str
+    still_holding: str
 
 
 SPANISH = Phrases(
@@ -36,6 +38,8 @@ SPANISH = Phrases(
     chat_handoff="Para hablar con una persona, llame al {number}.",
     chat_no_person="En este momento no hay una persona disponible. Por favor, inténtelo más tarde.",
     chat_slow_down="Recibí muchos mensajes suyos en poco tiempo. Por favor, espere un minuto antes de escribir de nuevo.",
+    hold="Un momento, por favor.",
+    still_holding="Sigo con su consulta, gracias por esperar.",
 )
 
 ENGLISH = Phrases(
@@ -53,6 +57,8 @@ ENGLISH = Phrases(
     chat_handoff="To talk to a person, call {number}.",
     chat_no_person="Nobody is available right now. Please try again later.",
     chat_slow_down="I got many messages from you in a short time. Please wait a minute before writing again.",
+    hold="One moment, please.",
+    still_holding="I'm still on it, thanks for waiting.",
 )
 
 

@@ -28,13 +28,14 @@ class RasaClient:
     have acted on it, and sending it again would run the dialogue twice.
     """
 
-    def __init__(self, webhook_url: str, timeout: float, session: requests.Session | None = None):
+    def __init__(self, webhook_url: str, timeout: float, session: requests.Session | None = None,
+                 pool_size: int = 64):
         self.webhook_url = webhook_url
         self.timeout = timeout
         self.connect_timeout = min(2.0, timeout / 3)
         self.session = session or requests.Session()
         retry = Retry(total=None, connect=1, read=False, status=0, other=0, redirect=0, backoff_factor=0.05)
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=64)
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.last_latency: float | None = None

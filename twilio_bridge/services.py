@@ -3,16 +3,18 @@ and in WhatsApp's REST mode the durable queue and the background workers that em
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from flask import Response, current_app, request
 
+from . import metrics
 from .config import Settings
+from .holding import RasaWaiter
 from .jobqueue import JobQueue
 from .logs import log
-from .rasa_client import Metadata, RasaClient
+from .rasa_client import Metadata, RasaClient, RasaError
 from .security import SignatureCheck
 from .state import StateStore
 from .workers import LaneWorkers
@@ -30,14 +32,26 @@ class Bridge:
     signatures: SignatureCheck
     queue: JobQueue | None = None
     workers: LaneWorkers | None = None
+    waiter: RasaWaiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.waiter = RasaWaiter(self.ask_rasa, self.store, self.settings.rasa_max_in_flight)
 
     def ask_rasa(self, sender: str, message: str, metadata: Metadata, timeout: float | None = None) -> list[dict[str, Any]]:
-        """Send one message; record Rasa's latency on the request's log line. Raises RasaError."""
+        """Send one message; record Rasa's latency on the log line and in the metrics. Raises RasaError."""
         started = time.monotonic()
+        result = "error"
         try:
-            return self.rasa.send(sender, message, metadata, timeout=timeout)
+            items = self.rasa.send(sender, message, metadata, timeout=timeout)
+            result = "ok" if items else "empty"
+            return items
+        except RasaError as exc:
+            result = exc.kind
+            raise
         finally:
-            structlog.contextvars.bind_contextvars(rasa_ms=round((time.monotonic() - started) * 1000))
+            elapsed = time.monotonic() - started
+            metrics.rasa_answered(result, elapsed)
+            structlog.contextvars.bind_contextvars(rasa_ms=round(elapsed * 1000))
 
 
 def bridge() -> Bridge:
@@ -53,6 +67,7 @@ def require_twilio_signature() -> Response | None:
     if current.signatures.is_valid(request):
         return None
     structlog.contextvars.bind_contextvars(outcome="forbidden")
+    metrics.signature_rejected(request.url_rule.rule if request.url_rule else "unmatched")
     log.warning("signature.rejected", path=request.path, url=current.signatures.public_url(request),
                 signed=bool(request.headers.get("X-Twilio-Signature")))
     return Response("Forbidden: invalid Twilio signature\n", status=403, mimetype="text/plain")

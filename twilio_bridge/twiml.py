@@ -17,6 +17,7 @@ from .text import for_speech, split_text
 
 SPEECH_ACTION = "/webhook/twilio/speech"
 DIAL_ACTION = "/webhook/twilio/dial-result"
+POLL_ACTION = "/webhook/twilio/poll"
 SAY_LIMIT = 3000
 SPOKEN_BYTES_LIMIT = 60_000  # of Twilio's 64 kB, leaving room for the tags around the text
 
@@ -88,6 +89,16 @@ def goodbye_response(texts: Sequence[str], voice: Voice) -> VoiceResponse:
     response = VoiceResponse()
     say_all(response, texts or [voice.phrases.goodbye], voice)
     response.hangup()
+    return response
+
+
+def hold_response(texts: Sequence[str], voice: Voice, turn: int, hold: int, pause: int = 0) -> VoiceResponse:
+    """Keep the caller company while the assistant thinks, then ask the poll route for its answer."""
+    response = VoiceResponse()
+    say_all(response, texts, voice)
+    if pause:
+        response.pause(length=pause)
+    response.redirect(f"{POLL_ACTION}?turn={turn}&hold={hold}", method="POST")
     return response
 
 

@@ -9,13 +9,15 @@ from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
 from .assistant import AssistantTurn, Button, read_turn
+from .holding import Outcome, past_deadline
 from .logs import log
 from .phrases import phrases_for
 from .rasa_client import RasaError
 from .services import Bridge, bridge, remember_answer, replay_retried_webhook, require_twilio_signature
 from .text import fold, from_user
-from .twiml import Voice, gather_response, goodbye_response, handoff_response, turn_response
+from .twiml import Voice, gather_response, goodbye_response, handoff_response, hold_response, turn_response
 
 bp = Blueprint("voice", __name__, url_prefix="/webhook/twilio")
 bp.before_request(require_twilio_signature)
@@ -23,6 +25,7 @@ bp.before_request(replay_retried_webhook)
 bp.after_request(remember_answer)
 
 CALL_TTL = 6 * 3600
+STILL_HOLDING_EVERY = 3  # every third hold in a row says so; the others are a silent poll
 FINAL_CALL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
 SPOKEN_NUMBERS = {
     "uno": 1, "una": 1, "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6, "siete": 7, "ocho": 8, "nueve": 9,
@@ -70,17 +73,64 @@ class Call:
     def buttons(self) -> list[Button]:
         return [Button(**b) for b in self.state.get("buttons", [])]
 
-    def ask(self, message: str, metadata: dict[str, Any]) -> AssistantTurn | None:
-        """Rasa's answer, or None when it gave none we can use (the caller then reaches a person)."""
-        try:
-            turn = read_turn(self.current.ask_rasa(self.sid, message, metadata))
-        except RasaError as exc:
-            log.warning("rasa.failed", kind=exc.kind, detail=exc.detail)
-            structlog.contextvars.bind_contextvars(rasa_error=exc.kind)
-            return None
+    def pending_key(self, turn: int) -> str:
+        return f"pending:{self.sid}:{turn}"
+
+    def converse(self, message: str, metadata: dict[str, Any], start: bool = False) -> Response:
+        """Send the caller's words to Rasa; speak its answer, or hold the caller while it is still thinking."""
+        settings = self.current.settings
+        turn = self.state["turn"]
+        wait = settings.hold_after if settings.holds else settings.rasa_max_wait_seconds + 1
+        outcome = self.current.waiter.ask(self.pending_key(turn), self.sid, message, metadata, wait=wait,
+                                          max_wait=settings.rasa_max_wait_seconds, extra={"start": start})
+        if outcome is None:
+            self.save()
+            metrics.turn_held("held")
+            return self.hold(turn, 1)
+        return self.respond(outcome, start)
+
+    def resume(self, turn: int, hold: int) -> Response:
+        """The poll after a hold: Rasa's answer as soon as the store has it, or one more hold, or a person."""
+        structlog.contextvars.bind_contextvars(turn=turn, hold=hold)
+        record = self.current.waiter.collect(self.pending_key(turn), self.current.settings.hold_after)
+        if record is None:
+            log.warning("hold.lost", detail="no pending turn in the state store")
+            metrics.turn_held("gave_up")
+            return self.give_up(voice_of(self.current).phrases.trouble, reason="hold_lost")
+        if record["status"] == "waiting":
+            if not past_deadline(record):
+                return self.hold(turn, hold + 1)
+            log.warning("hold.expired", detail="no outcome by the deadline")
+            metrics.turn_held("gave_up")
+            return self.give_up(voice_of(self.current).phrases.trouble, reason="max_wait")
+        outcome = Outcome.from_record(record)
+        metrics.turn_held("gave_up" if outcome.error else "answered")
+        return self.respond(outcome, bool(record.get("start")))
+
+    def respond(self, outcome: Outcome, start: bool) -> Response:
+        """Speak what Rasa said; without a usable answer the caller reaches a person."""
+        structlog.contextvars.bind_contextvars(rasa_ms=round(outcome.seconds * 1000))
+        voice = voice_of(self.current)
+        if outcome.items is None:
+            log.warning("rasa.failed", kind=outcome.error, detail=outcome.detail)
+            structlog.contextvars.bind_contextvars(rasa_error=outcome.error)
+            return self.give_up(voice.phrases.trouble, reason="rasa_failed")
+        turn = read_turn(outcome.items)
+        if turn.is_empty and start:
+            turn = AssistantTurn(texts=(self.current.settings.voice_greeting or voice.phrases.greeting,))
         if turn.is_empty:
             structlog.contextvars.bind_contextvars(rasa_error="empty")
-        return turn
+            return self.give_up(voice.phrases.trouble, reason="rasa_failed")
+        return self.answer(turn)
+
+    def hold(self, turn: int, hold: int) -> Response:
+        """A holding phrase the first time, a reminder now and then, and back to the poll."""
+        structlog.contextvars.bind_contextvars(outcome="hold", hold=hold)
+        voice = voice_of(self.current)
+        if hold == 1:
+            return twiml(hold_response([voice.phrases.hold], voice, turn, hold, pause=1))
+        spoken = [voice.phrases.still_holding] if hold % STILL_HOLDING_EVERY == 0 else []
+        return twiml(hold_response(spoken, voice, turn, hold))
 
     def answer(self, turn: AssistantTurn) -> Response:
         """Speak the assistant's turn and remember what the caller was asked, for a reprompt."""
@@ -91,15 +141,17 @@ class Call:
             last_prompt=list(turn.texts[-1:]) if turn.texts else self.state.get("last_prompt", []),
         )
         self.save()
-        structlog.contextvars.bind_contextvars(
-            outcome="hangup" if turn.hangup else "handoff" if turn.handoff else "gather"
-        )
+        outcome = "hangup" if turn.hangup else "handoff" if turn.handoff else "gather"
+        structlog.contextvars.bind_contextvars(outcome=outcome)
+        if outcome != "gather":
+            metrics.call_ended(outcome, "assistant")
         return twiml(turn_response(turn, voice_of(self.current), self.current.settings.fallback_phone_number))
 
-    def give_up(self, *spoken: str) -> Response:
+    def give_up(self, *spoken: str, reason: str) -> Response:
         """Hand the caller to a person, or say goodbye when there is none to call."""
         self.save()
         structlog.contextvars.bind_contextvars(outcome="handoff")
+        metrics.call_ended("handoff" if self.current.settings.fallback_phone_number else "hangup", reason)
         voice = voice_of(self.current)
         return twiml(handoff_response(list(spoken), voice, self.current.settings.fallback_phone_number))
 
@@ -109,31 +161,29 @@ class Call:
 
 @bp.post("/voice")
 def incoming_call() -> Response:
-    current = bridge()
-    call = Call(current, request.form.get("CallSid", "unknown"))
-    turn = call.ask("/session_start", call_metadata(request.form, input="call_start"))
-    voice = voice_of(current)
-    if turn is None:
-        return call.give_up(voice.phrases.trouble)
-    if turn.is_empty:
-        turn = AssistantTurn(texts=(current.settings.voice_greeting or voice.phrases.greeting,))
-    return call.answer(turn)
+    call = Call(bridge(), request.form.get("CallSid", "unknown"))
+    return call.converse("/session_start", call_metadata(request.form, input="call_start"), start=True)
 
 
 @bp.post("/speech")
 def caller_turn() -> Response:
-    current = bridge()
-    call = Call(current, request.form.get("CallSid", "unknown"))
+    call = Call(bridge(), request.form.get("CallSid", "unknown"))
     message, kind = caller_message(request.form, call.buttons)
     if not message:
         return silence(call)
     call.state["turn"] += 1
     structlog.contextvars.bind_contextvars(turn=call.state["turn"], input=kind)
-    metadata = call_metadata(request.form, input=kind, confidence=_confidence(request.form))
-    turn = call.ask(message, metadata)
-    if turn is None or turn.is_empty:
-        return call.give_up(voice_of(current).phrases.trouble)
-    return call.answer(turn)
+    return call.converse(message, call_metadata(request.form, input=kind, confidence=_confidence(request.form)))
+
+
+@bp.post("/poll")
+def poll() -> Response:
+    """Where a held call comes back (<Redirect>) for the answer to its turn."""
+    call = Call(bridge(), request.form.get("CallSid", "unknown"))
+    turn = request.args.get("turn", type=int)
+    if turn is None:
+        return call.give_up(voice_of(call.current).phrases.trouble, reason="hold_lost")
+    return call.resume(turn, request.args.get("hold", 1, type=int))
 
 
 def caller_message(form: MultiDict[str, str], buttons: list[Button]) -> tuple[str, str]:
@@ -172,7 +222,9 @@ def silence(call: Call) -> Response:
     structlog.contextvars.bind_contextvars(input="silence", silences=call.state["silences"])
     if call.state["silences"] > current.settings.voice_max_silences:
         call.save()
-        structlog.contextvars.bind_contextvars(outcome="handoff" if current.settings.fallback_phone_number else "hangup")
+        ending = "handoff" if current.settings.fallback_phone_number else "hangup"
+        structlog.contextvars.bind_contextvars(outcome=ending)
+        metrics.call_ended(ending, "silence")
         if current.settings.fallback_phone_number:
             return twiml(handoff_response([], voice, current.settings.fallback_phone_number))
         return twiml(goodbye_response([], voice))
@@ -203,6 +255,8 @@ def fallback() -> Response:
     structlog.contextvars.bind_contextvars(
         call_sid=request.form.get("CallSid"), error_code=request.form.get("ErrorCode"), outcome="handoff"
     )
+    metrics.fallback_url_called()
+    metrics.call_ended("handoff" if current.settings.fallback_phone_number else "hangup", "fallback_url")
     voice = voice_of(current)
     return twiml(handoff_response([voice.phrases.trouble], voice, current.settings.fallback_phone_number))
 
@@ -234,5 +288,6 @@ def unexpected_error(exc: Exception) -> Response | HTTPException:
     if request.path.endswith("/status"):
         return Response(status=204)
     current = bridge()
+    metrics.call_ended("handoff" if current.settings.fallback_phone_number else "hangup", "error")
     voice = voice_of(current)
     return twiml(handoff_response([voice.phrases.trouble], voice, current.settings.fallback_phone_number))

@@ -1,0 +1,196 @@
+"""What the benchmarks share: the Rasa stand-in and gunicorn as real processes, a light async phone, RSS.
+
+The load comes from asyncio (aiohttp, installed with twilio), so hundreds of callers cost the
+client little of the machine's two cores. Everything listens on 127.0.0.1, on free ports.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import aiohttp
+import requests
+
+from twilio_bridge.security import sign
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
+REDIRECT = re.compile(r"<Redirect[^>]*>([^<]+)</Redirect>")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered {url} within {seconds}s")
+
+
+@contextmanager
+def standin(delay: float) -> Iterator[str]:
+    """`python -m twilio_bridge.standin` in its own process; yields its webhook URL."""
+    port = free_port()
+    process = subprocess.Popen([PYTHON, "-m", "twilio_bridge.standin", "--port", str(port), "--delay", str(delay)],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/")
+        yield f"http://127.0.0.1:{port}/webhooks/rest/webhook"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@dataclass
+class Bridge:
+    url: str
+    process: subprocess.Popen
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return [int(pid) for pid in children]
+
+    def worker_rss_mb(self) -> list[float]:
+        return [rss_mb(pid) for pid in self.worker_pids()]
+
+
+@contextmanager
+def bridge(rasa_url: str, *gunicorn_args: str, env: dict[str, str] | None = None,
+           cpus: set[int] | None = None) -> Iterator[Bridge]:
+    """The bridge under the shipped gunicorn.conf.py (plus any overriding command-line arguments), on `cpus`."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="twilio-bridge-bench-") as workdir:
+        environment = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(ROOT), os.environ.get("BENCH_EXTRA_PATH")])),
+            "HOST": "127.0.0.1", "PORT": str(port), "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": rasa_url,
+            "FALLBACK_PHONE_NUMBER": "+525511112222", "STATE_URL": f"sqlite:///{workdir}/state.db",
+            "LOG_LEVEL": "WARNING", "XDG_RUNTIME_DIR": workdir, **(env or {}),
+        }
+        log = open(Path(workdir) / "gunicorn.log", "w")
+        process = subprocess.Popen(
+            [PYTHON, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), *gunicorn_args, "twilio_voice_server:app"],
+            cwd=workdir, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
+        try:
+            wait_for(f"http://127.0.0.1:{port}/health")
+            yield Bridge(f"http://127.0.0.1:{port}", process)
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            log.close()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Tally:
+    """Per turn: seconds from the caller's words to the assistant's answer, holds followed as Twilio would."""
+
+    seconds: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    holds: int = 0
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+class Caller:
+    """One simulated call: Twilio's webhooks, signed, with <Redirect>s followed; no pauses (worst case)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, number: int):
+        self.session = session
+        self.base_url = base_url
+        self.sid = f"CA{number:032x}"
+
+    def params(self, **extra: str) -> dict[str, str]:
+        return {"CallSid": self.sid, "AccountSid": "AC" + "0" * 32, "From": "+525512345678",
+                "To": "+525500000000", "CallStatus": "in-progress", "Direction": "inbound", **extra}
+
+    async def post(self, path: str, params: dict[str, str]) -> str:
+        url = self.base_url + path
+        headers = {"X-Twilio-Signature": sign(AUTH_TOKEN, url, params)}
+        async with self.session.post(url, data=params, headers=headers,
+                                     timeout=aiohttp.ClientTimeout(total=15)) as response:
+            body = await response.text()
+            if response.status != 200:
+                raise RuntimeError(f"http_{response.status}")
+            return body
+
+    async def turn(self, path: str, params: dict[str, str], tally: Tally) -> bool:
+        started = time.monotonic()
+        try:
+            body = await self.post(path, params)
+            while (redirect := REDIRECT.search(body)) is not None:
+                tally.holds += 1
+                body = await self.post(redirect.group(1).replace("&amp;", "&"), self.params())
+        except (asyncio.TimeoutError, aiohttp.ClientError, RuntimeError) as exc:
+            tally.error(str(exc) if isinstance(exc, RuntimeError) else type(exc).__name__)
+            return False
+        if "<Gather" not in body:  # an apology and a <Dial>: the bridge let this caller down
+            tally.error("handoff")
+            return False
+        tally.seconds.append(time.monotonic() - started)
+        return True
+
+
+async def run_calls(base_url: str, concurrency: int, seconds: float, tally: Tally) -> float:
+    """`concurrency` calls, each taking turns back to back until `seconds` have passed; returns the time taken."""
+    stop_at = time.monotonic() + seconds
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def one_call(number: int) -> None:
+            while time.monotonic() < stop_at:
+                caller = Caller(session, base_url, number)
+                number += concurrency
+                if not await caller.turn("/webhook/twilio/voice", caller.params(CallStatus="ringing"), tally):
+                    continue
+                for _ in range(20):  # then a fresh call, as real calls end
+                    if time.monotonic() >= stop_at:
+                        return
+                    await caller.turn("/webhook/twilio/speech", caller.params(SpeechResult="hola",
+                                                                              Confidence="0.9"), tally)
+
+        started = time.monotonic()
+        await asyncio.gather(*(one_call(n) for n in range(concurrency)))
+        return time.monotonic() - started
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

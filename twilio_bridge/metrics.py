@@ -1,0 +1,78 @@
+"""Prometheus metrics: what the bridge counts and times.
+
+The bridge's code calls the small functions below, never prometheus_client directly, so every
+name and label lives here (the scrape route is `scrape.py`). Under gunicorn each worker writes
+its samples to files in PROMETHEUS_MULTIPROC_DIR (set up by gunicorn.conf.py).
+"""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+WEBHOOKS = Counter("twilio_bridge_webhooks", "Webhooks answered, by route and outcome", ["route", "outcome"])
+WEBHOOK_SECONDS = Histogram(
+    "twilio_bridge_webhook_seconds", "Time to answer a webhook (Twilio waits at most 15 s)", ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 13, 15),
+)
+RASA_SECONDS = Histogram(
+    "twilio_bridge_rasa_seconds", "Rasa REST latency, by result (ok, empty, timeout, unreachable, status, invalid)",
+    ["result"], buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 13, 20, 30, 60, 120),
+)
+CALL_ENDINGS = Counter(
+    "twilio_bridge_call_endings",
+    "Calls leaving the assistant: ending is handoff (a <Dial> to a person) or hangup; reason says why",
+    ["ending", "reason"],
+)
+FALLBACK_URL = Counter(
+    "twilio_bridge_fallback_url", "Twilio called the number's Fallback URL: a primary webhook failed"
+)
+HOLDS = Counter(
+    "twilio_bridge_voice_holds", "Slow voice turns: held (a holding phrase), answered after a hold, or given up",
+    ["result"],
+)
+SIGNATURE_REJECTIONS = Counter(
+    "twilio_bridge_signature_rejections", "Requests refused for a missing or wrong Twilio signature", ["route"]
+)
+WHATSAPP_QUEUE_DEPTH = Gauge(
+    "twilio_bridge_whatsapp_queue_depth", "WhatsApp replies waiting to be delivered (the shared queue's length)",
+    multiprocess_mode="mostrecent",
+)
+WHATSAPP_DELIVERIES = Counter(
+    "twilio_bridge_whatsapp_deliveries", "WhatsApp reply deliveries through Twilio's REST API, by result", ["result"]
+)
+
+
+def webhook_answered(route: str, outcome: str, seconds: float) -> None:
+    WEBHOOKS.labels(route, outcome).inc()
+    WEBHOOK_SECONDS.labels(route).observe(seconds)
+
+
+def rasa_answered(result: str, seconds: float) -> None:
+    RASA_SECONDS.labels(result).observe(seconds)
+
+
+def call_ended(ending: str, reason: str) -> None:
+    """ending: "handoff" or "hangup"; reason: assistant, rasa_failed, silence, fallback_url, error..."""
+    CALL_ENDINGS.labels(ending, reason).inc()
+
+
+def fallback_url_called() -> None:
+    FALLBACK_URL.inc()
+
+
+def turn_held(result: str) -> None:
+    """result: "held", "answered" or "gave_up"."""
+    HOLDS.labels(result).inc()
+
+
+def signature_rejected(route: str) -> None:
+    SIGNATURE_REJECTIONS.labels(route).inc()
+
+
+def whatsapp_queue_depth(depth: int) -> None:
+    """Set after any change to the WhatsApp delivery queue (enqueue, delivery, give-up)."""
+    WHATSAPP_QUEUE_DEPTH.set(depth)
+
+
+def whatsapp_delivered(result: str) -> None:
+    """result: "sent", "retried" (429/5xx, tried again), "failed" (a 4xx such as 63016) or "expired"."""
+    WHATSAPP_DELIVERIES.labels(result).inc()
