@@ -51,27 +51,12 @@ def wait_for_http(url: str, process: subprocess.Popen | None = None, seconds: fl
 @contextmanager
 def gunicorn(env: dict[str, str], workdir: Path, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen]]:
     """`gunicorn -c gunicorn.conf.py twilio_voice_server:app` with only the given settings."""
-    port = free_port()
-    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
-                   "HOST": "127.0.0.1", "PORT": str(port), "GUNICORN_WORKERS": str(workers), **env}
-    log = open(workdir / f"gunicorn-{port}.log", "w")
-    process = subprocess.Popen(
-        [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "twilio_voice_server:app"],
-        cwd=workdir, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    server = Gunicorn({"GUNICORN_WORKERS": str(workers), **env}, workdir).start()
     try:
-        wait_for_http(url + "/health", process)
-        yield url, process
+        assert server.process is not None
+        yield server.url, server.process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.close()
+        server.kill(signal.SIGTERM)
 
 
 def redis_binary() -> str | None:
@@ -161,26 +146,21 @@ def _holds(ready: Callable[[], bool]) -> bool:
 
 
 @contextmanager
-def gunicorn_bridge(workdir: Path, settings: Mapping[str, str], port: int | None = None,
-                    timeout: float = 30.0) -> Iterator[str]:
+def gunicorn_bridge(workdir: Path, settings: Mapping[str, str], port: int | None = None) -> Iterator[str]:
     """The bridge under real gunicorn as an operator runs it; yields its http://127.0.0.1:PORT origin.
 
     `settings` go into `workdir/twilio.env`, the file an operator fills in, and gunicorn runs in
     `workdir` (the install directory's stand-in) so it reads that file and no other.
     """
-    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    values = {"STATE_URL": f"sqlite:///{workdir / 'state.db'}", **settings,
-              "HOST": "127.0.0.1", "PORT": str(port)}
+    server = Gunicorn({"GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "8"}, workdir, port)
+    values = {"STATE_URL": f"sqlite:///{workdir / 'state.db'}", **settings}
     (workdir / "twilio.env").write_text("".join(f"{name}={value}\n" for name, value in values.items()))
-    env = {name: value for name, value in os.environ.items() if name not in BRIDGE_VARIABLES}
-    # XDG_RUNTIME_DIR: gunicorn's control socket goes here, not into a home directory shared by every test.
-    env.update(PYTHONPATH=str(ROOT), GUNICORN_WORKERS="1", GUNICORN_THREADS="8", XDG_RUNTIME_DIR=str(workdir))
-    command = [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "twilio_voice_server:app"]
-    origin = f"http://127.0.0.1:{port}"
-    with running(command, workdir / "gunicorn.log", cwd=workdir, env=env, timeout=timeout,
-                 ready=lambda: requests.get(f"{origin}/health", timeout=2).status_code == 200):
-        yield origin
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.kill(signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")
@@ -201,10 +181,11 @@ class Gunicorn:
         self.env = {name: value for name, value in os.environ.items() if name not in BRIDGE_VARIABLES}
         self.env.update(env, HOST="127.0.0.1", PORT=str(self.port), PYTHONPATH=str(ROOT),
                         XDG_RUNTIME_DIR=str(workdir))
+        self.log_path = workdir / f"gunicorn-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Gunicorn:
-        with open(self.workdir / "gunicorn.log", "ab") as log:
+        with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "twilio_voice_server:app"],
                 cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -219,5 +200,9 @@ class Gunicorn:
         """Signal the master and its workers at once; with SIGKILL nothing gets to clean up."""
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signum)
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
         self.process = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from typing import Any, TextIO
 
 import structlog
@@ -38,6 +39,39 @@ def _pid(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+_WRITE_LOCK = threading.Lock()
+
+
+def write_line(stream: TextIO, line: str) -> None:
+    """One whole line per write, under the one lock every log writer in the process shares:
+    the app's lines and gunicorn's never interleave, and each reaches the file in one write."""
+    with _WRITE_LOCK:
+        stream.write(line + "\n")
+        stream.flush()
+
+
+class LineLogger:
+    """structlog's logger: hands each rendered line to write_line."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def msg(self, message: str) -> None:
+        write_line(self.stream, message)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """gunicorn's (standard logging) lines, through the same writer as the app's."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            write_line(self.stream, self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
 def _renderer(json: bool | None, stream: TextIO) -> Any:
     use_json = not stream.isatty() if json is None else json
     return structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
@@ -56,7 +90,7 @@ def configure_logging(level: str = "INFO", json: bool | None = None, stream: Tex
             _renderer(json, stream),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=lambda *_: LineLogger(stream),
         cache_logger_on_first_use=False,  # so a reconfiguration (tests, gunicorn hooks) reaches every module
     )
 
@@ -76,7 +110,7 @@ def gunicorn_logconfig(level: str = "INFO", json: bool | None = None) -> dict[st
             _pid,
         ],
     }
-    handler = {"class": "logging.StreamHandler", "formatter": "structlog", "stream": "ext://sys.stderr"}
+    handler = {"class": "twilio_bridge.logs.LineHandler", "formatter": "structlog", "stream": "ext://sys.stderr"}
     return {
         "version": 1,
         "disable_existing_loggers": False,
