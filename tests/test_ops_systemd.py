@@ -76,7 +76,8 @@ def test_installs_the_unit_for_its_own_directory_then_changes_nothing_the_second
     directory = str(install_dir.resolve())
     assert service["User"] == SERVICE_USER
     assert service["WorkingDirectory"] == directory
-    assert service["EnvironmentFile"] == f"{directory}/twilio.env"
+    assert "EnvironmentFile" not in service, "gunicorn.conf.py reads twilio.env, and again on reload"
+    assert int(service["TimeoutStopSec"]) > 35, "a stop lets held turns finish (graceful_timeout)"
     assert service["ReadWritePaths"] == f"{directory}/state"
     assert service["Restart"] == "on-failure"
     assert service["ExecReload"] == "/bin/kill -s HUP $MAINPID"
