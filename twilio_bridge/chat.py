@@ -74,7 +74,8 @@ class ChatSimulator:
     def no_reply(self) -> str:
         assert self.sent is not None
         return (f"no reply reached the fake Messages API at {self.sent.base_url} within {self.reply_wait:g} s "
-                f"(is the bridge's TWILIO_API_BASE_URL {self.sent.base_url}, with the same account SID and token?)")
+                f"(the bridge's TWILIO_API_BASE_URL must be {self.sent.base_url}, its account SID and token the "
+                "fake's; the bridge's log says more)")
 
     def show(self, body: str, media: tuple[str, ...] = ()) -> None:
         if body:
