@@ -1,6 +1,7 @@
 """`python twilio_voice_server.py chat`: WhatsApp messages from a terminal or a script, signed as Twilio signs them."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +12,16 @@ import pytest
 from twilio.request_validator import RequestValidator
 from werkzeug.wrappers import Request, Response
 
+from twilio_bridge.config import Settings
+from twilio_bridge.fake_twilio_api import FakeTwilioAPI
+from twilio_bridge.standin import ASK_DIGITS, RasaStandIn
+
 from .cli_helpers import ENTRY, cli_env, run_cli
-from .conftest import AUTH_TOKEN, LiveServer
+from .conftest import AUTH_TOKEN, WHATSAPP_FROM, LiveServer
+from .servers import free_port
+from .test_whatsapp_twiml import new_number
+
+Serve = Callable[[Settings], LiveServer]
 
 
 class WhatsAppWebhook:
@@ -118,3 +127,69 @@ def test_a_wrong_token_and_a_bridge_without_whatsapp_are_told_apart(webhook: Wha
     finally:
         voice_only.stop()
     assert missing.returncode == 1 and missing.stderr.strip().endswith("(this bridge has no WhatsApp webhook)")
+
+
+def test_in_rest_mode_a_chat_script_prints_the_replies_as_they_reach_a_running_fake_api(
+        serve: Serve, rest_settings: Settings, standin: RasaStandIn, fake_api: FakeTwilioAPI, tmp_path: Path) -> None:
+    bridge = serve(rest_settings)
+    number = new_number()
+    done = run_cli(["chat", bridge.url, "--script", "-", "--from", number, "--fake-api", fake_api.base_url],
+                   cli_env(TWILIO_AUTH_TOKEN=AUTH_TOKEN), tmp_path,
+                   stdin="perdí mi tarjeta\n1234\nmuéstrame la imagen\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "you> perdí mi tarjeta", f"bridge: {ASK_DIGITS}",
+        "you> 1234", "bridge: La tarjeta que termina en 1 2 3 4. ¿La bloqueo?", "", "        1. Sí", "        2. No",
+        "you> muéstrame la imagen", "bridge: Así se ve su tarjeta.", "bridge: [media https://example.com/card.png]"]
+    assert [m["from"] for m in fake_api.sent_to(f"whatsapp:{number}")] == [WHATSAPP_FROM] * 4
+
+
+def test_chat_runs_a_fake_api_on_a_port_and_says_how_to_point_the_bridge_at_it(
+        serve: Serve, rest_settings: Settings, standin: RasaStandIn, tmp_path: Path) -> None:
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    bridge = serve(dataclasses.replace(rest_settings, twilio_api_base_url=api_url))
+    env = cli_env(TWILIO_AUTH_TOKEN=AUTH_TOKEN, TWILIO_ACCOUNT_SID=rest_settings.twilio_account_sid or "")
+    child = pexpect.spawn(sys.executable, [str(ENTRY), "chat", bridge.url, "--from", new_number(), "--fake-api",
+                                           str(port), "--wait", "1"], env=env, cwd=str(tmp_path),
+                          encoding="utf-8", timeout=10, dimensions=(40, 400))
+    child.expect_exact(f"Fake Twilio Messages API on {api_url}: start the bridge with "
+                       f"TWILIO_API_BASE_URL={api_url} TWILIO_ACCOUNT_SID={rest_settings.twilio_account_sid} "
+                       f"TWILIO_WHATSAPP_FROM={WHATSAPP_FROM} and this TWILIO_AUTH_TOKEN.")
+    child.expect_exact("you> ")
+    child.sendline("perdí mi tarjeta")
+    child.expect_exact(f"bridge: {ASK_DIGITS}")
+    child.expect_exact("you> ")
+    standin.mode = "hang"  # no reply in time: said, and the chat goes on
+    child.sendline("1234")
+    child.expect_exact(f"[no reply reached the fake Messages API at {api_url} within 1 s")
+    child.expect_exact("you> ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_a_chat_script_exits_non_zero_when_no_reply_arrives_in_time(
+        serve: Serve, rest_settings: Settings, fake_api: FakeTwilioAPI, tmp_path: Path) -> None:
+    bridge = serve(rest_settings)  # sends to the fixture's fake API, not to the one the chat runs
+    elsewhere = free_port()
+    done = run_cli(["chat", bridge.url, "--script", "-", "--from", new_number(), "--fake-api", str(elsewhere),
+                    "--wait", "0.5"], cli_env(TWILIO_AUTH_TOKEN=AUTH_TOKEN), tmp_path, stdin="hola\nadiós\n")
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[-1] == "you> hola"
+    assert done.stderr.startswith(f"chat: no reply reached the fake Messages API at http://127.0.0.1:{elsewhere} "
+                                  "within 0.5 s (the bridge's TWILIO_API_BASE_URL must be")
+
+
+def test_a_fake_api_that_cannot_be_run_or_reached_is_said_at_once(fake_api: FakeTwilioAPI, tmp_path: Path) -> None:
+    taken = fake_api.base_url.rsplit(":", 1)[1]
+    busy = run_cli(["chat", "--script", "-", "--fake-api", taken], cli_env(TWILIO_AUTH_TOKEN=AUTH_TOKEN), tmp_path,
+                   stdin="hola\n")
+    assert busy.returncode == 2
+    assert busy.stderr.strip().endswith(f"give its URL: --fake-api http://127.0.0.1:{taken}")
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    gone = run_cli(["chat", "--script", "-", "--fake-api", nowhere], cli_env(TWILIO_AUTH_TOKEN=AUTH_TOKEN), tmp_path,
+                   stdin="hola\n")
+    assert gone.returncode == 2
+    assert gone.stderr.strip() == f"chat: cannot reach the fake Messages API at {nowhere}: ConnectionError"

@@ -6,11 +6,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .chat import ChatSimulator
+from .chat import REPLY_WAIT_SECONDS, ChatSimulator
 from .checkup import run_check
 from .config import Settings
 from .phone import TwilioPhone
+from .sent_messages import SentMessagesError, open_sent_messages
 from .simulator import Ask, CallSimulator, Speaker, script_lines, terminal_lines
+from .whatsapp_user import WhatsAppUser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--from", dest="from_", default="+5215512345678", metavar="NUMBER", help="the user")
     chat.add_argument("--to", default="+14155238886", metavar="NUMBER", help="the bridge's WhatsApp number")
     chat.add_argument("--name", default="Ana", help="the user's WhatsApp profile name")
+    chat.add_argument("--fake-api", metavar="PORT|URL",
+                      help="REST mode: run a fake Twilio Messages API on PORT here (give the bridge "
+                           "TWILIO_API_BASE_URL=http://127.0.0.1:PORT), or watch one running at URL, and "
+                           "print the replies the bridge sends through it")
+    chat.add_argument("--wait", type=float, default=REPLY_WAIT_SECONDS, metavar="SECONDS",
+                      help="how long to wait for a reply through --fake-api (default: %(default)g)")
 
     check = commands.add_parser("check", help="check the configuration, Rasa and the webhook URLs",
                                 description="Check the configuration, reach Rasa, prove the signature "
@@ -80,12 +88,24 @@ def place_call(args: argparse.Namespace, settings: Settings, url: str) -> int:
 
 def start_chat(args: argparse.Namespace, settings: Settings, url: str) -> int:
     public_url = args.public_url or settings.public_base_url or url
+    user = WhatsAppUser(url, settings.twilio_auth_token, args.from_, args.to, args.name,
+                        public_base_url=public_url)
     ask = turns(args.script, f"Writing to {url} on WhatsApp as {args.name} ({args.from_}), signed for "
                              f"{public_url}. Each line is a message; Ctrl-D ends the chat.")
     if ask is None:
         return 2
-    twilio = TwilioPhone(url, settings.twilio_auth_token, public_url)
-    return ChatSimulator(twilio, ask, sys.stdout, sys.stderr, args.from_, args.to, args.name).run()
+    try:
+        sent = open_sent_messages(args.fake_api, user.address, settings.twilio_account_sid,
+                                  settings.twilio_auth_token) if args.fake_api else None
+    except SentMessagesError as exc:
+        print(f"chat: {exc}", file=sys.stderr)
+        return 2
+    if sent is not None and sent.api is not None and settings.twilio_api_base_url != sent.base_url:
+        print(f"Fake Twilio Messages API on {sent.base_url}: start the bridge with TWILIO_API_BASE_URL="
+              f"{sent.base_url} TWILIO_ACCOUNT_SID={sent.api.account_sid} "
+              f"TWILIO_WHATSAPP_FROM={settings.twilio_whatsapp_from or user.bridge_address} and this "
+              f"TWILIO_AUTH_TOKEN.")
+    return ChatSimulator(user, ask, sys.stdout, sys.stderr, sent, args.wait, args.script is not None).run()
 
 
 def turns(script: Path | None, greeting: str) -> Ask | None:

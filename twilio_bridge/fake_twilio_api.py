@@ -2,7 +2,8 @@
 
 `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` with basic auth (account SID : auth token)
 answers 201 and a message resource as Twilio does, and records the message; `GET` on the same path
-lists them, newest first. Failures can be switched on for the next requests: "429" (code 20429),
+lists them, newest first; `GET /_fake/messages?to=whatsapp:+…` lists them oldest first, with their
+media URLs and without credentials (for the chat simulator in another process). Failures can be switched on for the next requests: "429" (code 20429),
 "500", "drop" (the connection closes without an answer), "63016" (400, outside the 24-hour window).
 When a message names a StatusCallback, the fake posts signed callbacks to it: `sent`, then
 `final_status` (`delivered`, or e.g. `undelivered` with `final_error_code`).
@@ -60,7 +61,8 @@ class FakeTwilioAPI:
         self._lock = threading.Condition()
         self._server: ThreadedWSGIServer | None = None
         self._urls = Map([Rule("/2010-04-01/Accounts/<account>/Messages.json", endpoint="messages"),
-                          Rule("/_fake/control", endpoint="control")])
+                          Rule("/_fake/control", endpoint="control"),
+                          Rule("/_fake/messages", endpoint="recorded", methods=["GET"])])
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> FakeTwilioAPI:
         self._server = ThreadedWSGIServer(host, port, self._wsgi, handler=_QuietHandler)
@@ -128,6 +130,11 @@ class FakeTwilioAPI:
             return Response("Not found", status=404)(environ, start_response)
         if endpoint == "control":
             response = self._control(request)
+        elif endpoint == "recorded":
+            to = request.args.get("to")
+            with self._lock:
+                recorded = [m for m in self.messages if to is None or m["to"] == to]
+            response = _json({"messages": recorded})
         elif not self._authorised(request, args["account"]):
             response = _error("401")
         elif request.method == "GET":

@@ -199,23 +199,31 @@ class Call:
         self.transcript.append(("bridge", text))
 
 
-def check_voice_answer(answer: Answer, content_type: str) -> ET.Element:
-    """Twilio's rules for a voice webhook's answer; the parsed <Response> when they all hold."""
+def twiml_document(answer: Answer, content_type: str, webhook_timeout: float,
+                   max_bytes: int | None = None) -> ET.Element:
+    """The rules every webhook's answer meets for Twilio (voice or messaging); the parsed <Response>."""
     where = f"{answer.url} answered"
     if answer.status != 200:
         raise TwilioWouldFail(f"{where} HTTP {answer.status}")
-    if answer.seconds > CALL_WEBHOOK_TIMEOUT:
-        raise TwilioWouldFail(f"{where} after {answer.seconds:.1f}s; Twilio waits {CALL_WEBHOOK_TIMEOUT:g}s")
+    if answer.seconds > webhook_timeout:
+        raise TwilioWouldFail(f"{where} after {answer.seconds:.1f}s; Twilio waits {webhook_timeout:g}s")
     if content_type.split(";")[0].strip() not in ("text/xml", "application/xml"):
         raise TwilioWouldFail(f"{where} with content type {content_type!r}")
-    if len(answer.body.encode("utf-8")) > MAX_DOCUMENT_BYTES:
-        raise TwilioWouldFail(f"{where} {len(answer.body.encode())} bytes; TwiML is limited to 64 kB")
+    if max_bytes is not None and len(answer.body.encode("utf-8")) > max_bytes:
+        raise TwilioWouldFail(f"{where} {len(answer.body.encode())} bytes; TwiML is limited to {max_bytes // 1000} kB")
     try:
         root = ET.fromstring(answer.body.encode("utf-8"))
     except ET.ParseError as exc:
         raise TwilioWouldFail(f"{where} XML that does not parse: {exc}") from exc
     if root.tag != "Response":
         raise TwilioWouldFail(f"{where} <{root.tag}>, not <Response>")
+    return root
+
+
+def check_voice_answer(answer: Answer, content_type: str) -> ET.Element:
+    """Twilio's rules for a voice webhook's answer; the parsed <Response> when they all hold."""
+    where = f"{answer.url} answered"
+    root = twiml_document(answer, content_type, CALL_WEBHOOK_TIMEOUT, MAX_DOCUMENT_BYTES)
     for verb in root:
         if verb.tag not in VERBS:
             raise TwilioWouldFail(f"{where} unknown verb <{verb.tag}>")

@@ -75,6 +75,15 @@ def script_lines(lines: Iterable[str], out: TextIO) -> Ask:
     return ask
 
 
+def unanswered(exc: requests.RequestException | KeyboardInterrupt, bridge_url: str, webhook_timeout: float) -> str:
+    """Why a webhook got no answer, for a simulator's last line."""
+    if isinstance(exc, requests.Timeout):
+        return f"the bridge at {bridge_url} did not answer; Twilio waits {webhook_timeout:g} s"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted while waiting for the bridge"
+    return f"cannot reach the bridge at {bridge_url}: {type(exc).__name__}"
+
+
 class CallSimulator:
     def __init__(self, phone: TwilioPhone, ask: Ask, out: TextIO, err: TextIO,
                  speak: Callable[[str], None] | None = None):
@@ -95,13 +104,8 @@ class CallSimulator:
             return self.hang_up(call)
         except TwilioWouldFail as exc:
             return self.fail(f"Twilio would fail this call: {exc}{self.hint(str(exc))}")
-        except requests.Timeout:
-            return self.fail(f"the bridge at {self.phone.base_url} did not answer; Twilio waits "
-                             f"{CALL_WEBHOOK_TIMEOUT:g} s")
-        except requests.ConnectionError as exc:
-            return self.fail(f"cannot reach the bridge at {self.phone.base_url}: {type(exc).__name__}")
-        except KeyboardInterrupt:
-            return self.fail("interrupted while waiting for the bridge")
+        except (requests.RequestException, KeyboardInterrupt) as exc:
+            return self.fail(unanswered(exc, self.phone.base_url, CALL_WEBHOOK_TIMEOUT))
 
     def turn(self, call: Call) -> None:
         if call.state == "dialing":

@@ -9,7 +9,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from .phone import Answer, TwilioPhone, TwilioWouldFail, sid
+from .phone import Answer, TwilioPhone, TwilioWouldFail, sid, twiml_document
 
 WEBHOOK = "/webhook/twilio/whatsapp"
 STATUS_WEBHOOK = "/webhook/twilio/whatsapp/status"
@@ -96,18 +96,7 @@ class WhatsAppUser:
 def check_messaging_answer(answer: Answer, content_type: str) -> ET.Element:
     """Twilio's rules for a messaging webhook's answer; the parsed <Response> when they hold."""
     where = f"{answer.url} answered"
-    if answer.status != 200:
-        raise TwilioWouldFail(f"{where} HTTP {answer.status}")
-    if answer.seconds > MESSAGING_WEBHOOK_TIMEOUT:
-        raise TwilioWouldFail(f"{where} after {answer.seconds:.1f}s; Twilio waits {MESSAGING_WEBHOOK_TIMEOUT:g}s")
-    if content_type.split(";")[0].strip() not in ("text/xml", "application/xml"):
-        raise TwilioWouldFail(f"{where} with content type {content_type!r}")
-    try:
-        root = ET.fromstring(answer.body.encode("utf-8"))
-    except ET.ParseError as exc:
-        raise TwilioWouldFail(f"{where} XML that does not parse: {exc}") from exc
-    if root.tag != "Response":
-        raise TwilioWouldFail(f"{where} <{root.tag}>, not <Response>")
+    root = twiml_document(answer, content_type, MESSAGING_WEBHOOK_TIMEOUT)
     for message in root:
         if message.tag not in ("Message", "Redirect"):
             raise TwilioWouldFail(f"{where} <{message.tag}>, not a messaging verb")
