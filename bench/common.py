@@ -23,11 +23,13 @@ from typing import Iterator
 import aiohttp
 import requests
 
+from twilio_bridge.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.security import sign
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
+WHATSAPP_FROM = "whatsapp:+14155238886"
 REDIRECT = re.compile(r"<Redirect[^>]*>([^<]+)</Redirect>")
 
 
@@ -60,6 +62,15 @@ def standin(delay: float) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@contextmanager
+def messages_api() -> Iterator[tuple[FakeTwilioAPI, dict[str, str]]]:
+    """The fake Messages API in this process (it stamps each message's arrival), and the environment
+    that puts the bridge in WhatsApp's REST mode against it, with no rate limit in the way."""
+    with FakeTwilioAPI(auth_token=AUTH_TOKEN).start() as api:
+        yield api, {"TWILIO_ACCOUNT_SID": api.account_sid, "TWILIO_WHATSAPP_FROM": WHATSAPP_FROM,
+                    "TWILIO_API_BASE_URL": api.base_url, "WHATSAPP_RATE_LIMIT": "10000"}
 
 
 @dataclass

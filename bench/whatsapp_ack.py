@@ -13,25 +13,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.servers import Gunicorn  # noqa: E402
-from twilio_bridge.fake_twilio_api import FakeTwilioAPI  # noqa: E402
-from twilio_bridge.standin import RasaStandIn  # noqa: E402
+from bench.common import AUTH_TOKEN, bridge, messages_api, percentile, standin  # noqa: E402
 from twilio_bridge.whatsapp_user import WhatsAppUser  # noqa: E402
-
-AUTH_TOKEN = "bench-auth-token"
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -44,29 +33,24 @@ def main() -> None:
     parser.add_argument("--state-url", help="STATE_URL (default: SQLite in a temporary directory)")
     args = parser.parse_args()
 
-    with RasaStandIn(delay=args.delay).start() as rasa, FakeTwilioAPI(auth_token=AUTH_TOKEN).start() as api, \
-            tempfile.TemporaryDirectory(prefix="bench-whatsapp-") as workdir:
-        env = {"RASA_WEBHOOK_URL": rasa.webhook_url, "RASA_TIMEOUT": "8", "TWILIO_ACCOUNT_SID": api.account_sid,
-               "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_WHATSAPP_FROM": "whatsapp:+14155238886",
-               "TWILIO_API_BASE_URL": api.base_url, "STATE_URL": args.state_url or f"sqlite:///{workdir}/state.db",
-               "GUNICORN_WORKERS": args.workers, "LOG_LEVEL": "WARNING", "WHATSAPP_RATE_LIMIT": "10000"}
-        bridge = Gunicorn(env, Path(workdir)).start()
-        try:
-            users = [WhatsAppUser(bridge.url, AUTH_TOKEN, number=f"+52155{n:08d}") for n in range(args.users)]
-            started = time.monotonic()
+    env = {"RASA_TIMEOUT": "8", "GUNICORN_WORKERS": args.workers}
+    if args.state_url:
+        env["STATE_URL"] = args.state_url
+    with standin(args.delay) as rasa_url, messages_api() as (api, rest_mode), \
+            bridge(rasa_url, env={**env, **rest_mode}) as running:
+        users = [WhatsAppUser(running.url, AUTH_TOKEN, number=f"+52155{n:08d}") for n in range(args.users)]
+        started = time.monotonic()
 
-            def post(n: int) -> float:
-                posted = users[n % len(users)].send(f"mensaje {n}")
-                assert posted.replies == [], "REST mode answers an empty <Response/>"
-                return posted.seconds
+        def post(n: int) -> float:
+            posted = users[n % len(users)].send(f"mensaje {n}")
+            assert posted.replies == [], "REST mode answers an empty <Response/>"
+            return posted.seconds
 
-            with ThreadPoolExecutor(args.concurrency) as pool:
-                seconds = list(pool.map(post, range(args.messages)))
-            posted_in = time.monotonic() - started
-            delivered = api.wait_for(args.messages, timeout=args.messages * args.delay + 60)
-            delivered_in = time.monotonic() - started
-        finally:
-            bridge.kill()
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            seconds = list(pool.map(post, range(args.messages)))
+        posted_in = time.monotonic() - started
+        delivered = api.wait_for(args.messages, timeout=args.messages * args.delay + 60)
+        delivered_in = time.monotonic() - started
 
     ms = [s * 1000 for s in seconds]
     state = (args.state_url or "sqlite").split(":", 1)[0]

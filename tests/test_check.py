@@ -14,6 +14,7 @@ from twilio_bridge.phone import TwilioPhone
 from twilio_bridge.standin import RasaStandIn
 
 from .cli_helpers import cli_env, run_cli
+from .servers import free_port
 from .conftest import AUTH_TOKEN, LiveServer
 
 ACCOUNT = "AC" + "1" * 32
@@ -154,8 +155,10 @@ def twilio_api() -> Any:
 
 
 def apply_settings(api: FakeTwilioApi, standin: RasaStandIn, **extra: str) -> dict[str, str]:
+    # PORT: a free one, so no bridge that happens to run on this machine answers the check
     return {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "PUBLIC_BASE_URL": PUBLIC,
-            "TWILIO_API_BASE_URL": api.server.url, "RASA_WEBHOOK_URL": standin.webhook_url, **extra}
+            "TWILIO_API_BASE_URL": api.server.url, "RASA_WEBHOOK_URL": standin.webhook_url,
+            "PORT": str(free_port()), **extra}
 
 
 def test_apply_sets_the_voice_webhooks_on_the_number(twilio_api: FakeTwilioApi, standin: RasaStandIn,

@@ -12,6 +12,7 @@ import time
 
 import structlog
 
+from . import metrics
 from .conversation import Conversation, Inbound
 from .jobqueue import Job, JobQueue
 from .logs import log
@@ -78,12 +79,15 @@ class Courier:
             try:
                 sid = self.sender.send(job.user, from_, messages[data["sent"]], self.status_callback)
                 log.info("whatsapp.sent", twilio_sid=sid, index=data["sent"])
+                metrics.whatsapp_delivered("sent")
                 self.current.store.incr("whatsapp:sent", COUNTER_TTL)
             except SendError as exc:
                 self.current.store.incr("whatsapp:send_errors", COUNTER_TTL)
                 self.current.store.incr(f"whatsapp:send_error:{exc.code or exc.status or 'network'}", COUNTER_TTL)
                 if exc.retryable and self._retry_later(job, "twilio", status=exc.status, code=exc.code):
+                    metrics.whatsapp_delivered("retried")
                     return "send_retry"
+                metrics.whatsapp_delivered("expired" if exc.retryable else "failed")
                 log.error("whatsapp.send.failed", status=exc.status, code=exc.code, detail=exc.detail,
                           retryable=exc.retryable, index=data["sent"])
                 if exc.retryable or exc.code == WINDOW_CLOSED:  # out of time, or every message would fail alike

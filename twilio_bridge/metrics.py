@@ -39,6 +39,10 @@ WHATSAPP_QUEUE_DEPTH = Gauge(
 WHATSAPP_DELIVERIES = Counter(
     "twilio_bridge_whatsapp_deliveries", "WhatsApp reply deliveries through Twilio's REST API, by result", ["result"]
 )
+WHATSAPP_STATUSES = Counter(
+    "twilio_bridge_whatsapp_statuses", "Status callbacks Twilio posted for the bridge's messages, by status",
+    ["status"],
+)
 
 
 def webhook_answered(route: str, outcome: str, seconds: float) -> None:
@@ -69,10 +73,15 @@ def signature_rejected(route: str) -> None:
 
 
 def whatsapp_queue_depth(depth: int) -> None:
-    """Set after any change to the WhatsApp delivery queue (enqueue, delivery, give-up)."""
+    """Set at scrape time from the shared queue's length, so every worker, host and restart reads the same."""
     WHATSAPP_QUEUE_DEPTH.set(depth)
 
 
 def whatsapp_delivered(result: str) -> None:
     """result: "sent", "retried" (429/5xx, tried again), "failed" (a 4xx such as 63016) or "expired"."""
     WHATSAPP_DELIVERIES.labels(result).inc()
+
+
+def whatsapp_status_reported(status: str) -> None:
+    """status: one of Twilio's message statuses (queued ... read, undelivered, failed) or "other"."""
+    WHATSAPP_STATUSES.labels(status).inc()

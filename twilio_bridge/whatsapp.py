@@ -11,6 +11,7 @@ from flask import Blueprint, Response, request
 from twilio.twiml.messaging_response import MessagingResponse
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
 from .conversation import Conversation, Inbound
 from .logs import log
 from .messaging import Outgoing, messaging_twiml
@@ -105,7 +106,9 @@ def delivery_status() -> Response:
     code = request.form.get("ErrorCode")
     structlog.contextvars.bind_contextvars(twilio_sid=request.form.get("MessageSid"), message_status=status,
                                            user=request.form.get("To"), outcome="counted")
-    store.incr(f"whatsapp:status:{status if status in DELIVERY_STATUSES else 'other'}", COUNTER_TTL)
+    counted = status if status in DELIVERY_STATUSES else "other"
+    store.incr(f"whatsapp:status:{counted}", COUNTER_TTL)
+    metrics.whatsapp_status_reported(counted)
     if status in ("failed", "undelivered"):
         store.incr(f"whatsapp:status_error:{code or 'none'}", COUNTER_TTL)
         log.warning("whatsapp.delivery_failed", error_code=code, error_message=request.form.get("ErrorMessage"))

@@ -9,6 +9,8 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+import requests
+
 from .phone import Answer, TwilioPhone, TwilioWouldFail, sid, twiml_document
 
 WEBHOOK = "/webhook/twilio/whatsapp"
@@ -39,8 +41,8 @@ class Posted:
 class WhatsAppUser:
     def __init__(self, bridge_url: str, auth_token: str | None, number: str = "+5215512345678",
                  bridge_number: str = "+14155238886", profile_name: str = "Ana", channel: str = "whatsapp",
-                 public_base_url: str | None = None):
-        self.twilio = TwilioPhone(bridge_url, auth_token, public_base_url)
+                 public_base_url: str | None = None, session: requests.Session | None = None):
+        self.twilio = TwilioPhone(bridge_url, auth_token, public_base_url, session=session)
         prefix = "whatsapp:" if channel == "whatsapp" else ""
         self.address = prefix + number
         self.bridge_address = prefix + bridge_number
