@@ -14,8 +14,8 @@ from twilio_bridge.phone import TwilioPhone
 from twilio_bridge.standin import RasaStandIn
 
 from .cli_helpers import cli_env, run_cli
-from .servers import free_port
 from .conftest import AUTH_TOKEN, LiveServer
+from .servers import free_port
 
 ACCOUNT = "AC" + "1" * 32
 NUMBER = "+525500000000"
