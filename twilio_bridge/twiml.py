@@ -73,11 +73,12 @@ def gather_response(texts: Sequence[str], voice: Voice, options: dict[str, Any] 
     return response
 
 
-def handoff_response(texts: Sequence[str], voice: Voice, number: str | None) -> VoiceResponse:
-    """Speak, then put the caller through to a person; with nobody to call, say goodbye."""
+def handoff_response(texts: Sequence[str], voice: Voice, number: str | None,
+                     nobody: str | None = None) -> VoiceResponse:
+    """Speak, then put the caller through to a person; with nobody to call, say so (or `nobody`) and hang up."""
     response = VoiceResponse()
     if number is None:
-        say_all(response, [*texts, voice.phrases.nobody_available], voice)
+        say_all(response, [*texts, nobody or voice.phrases.nobody_available], voice)
         response.hangup()
         return response
     say_all(response, [*texts, voice.phrases.transfer], voice)

@@ -56,6 +56,19 @@ def call_metadata(form: MultiDict[str, str], **extra: Any) -> dict[str, Any]:
     return {key: value for key, value in metadata.items() if value is not None}
 
 
+def call_key(sid: str) -> str:
+    return f"call:{sid}"
+
+
+def hand_off(current: Bridge, spoken: list[str], reason: str, nobody: str | None = None) -> Response:
+    """The call leaves the assistant: to a person, or, with none configured, to a goodbye (`nobody`)."""
+    number = current.settings.fallback_phone_number
+    ending = "handoff" if number else "hangup"
+    structlog.contextvars.bind_contextvars(outcome=ending)
+    metrics.call_ended(ending, reason)
+    return twiml(handoff_response(spoken, voice_of(current), number, nobody))
+
+
 class Call:
     """One call's state between webhooks, kept in the shared store (any worker may get the next turn)."""
 
@@ -67,7 +80,7 @@ class Call:
 
     @property
     def key(self) -> str:
-        return f"call:{self.sid}"
+        return call_key(self.sid)
 
     @property
     def buttons(self) -> list[Button]:
@@ -96,13 +109,13 @@ class Call:
         if record is None:
             log.warning("hold.lost", detail="no pending turn in the state store")
             metrics.turn_held("gave_up")
-            return self.give_up(voice_of(self.current).phrases.trouble, reason="hold_lost")
+            return self.give_up("hold_lost")
         if record["status"] == "waiting":
             if not past_deadline(record):
                 return self.hold(turn, hold + 1)
             log.warning("hold.expired", detail="no outcome by the deadline")
             metrics.turn_held("gave_up")
-            return self.give_up(voice_of(self.current).phrases.trouble, reason="max_wait")
+            return self.give_up("max_wait")
         outcome = Outcome.from_record(record)
         metrics.turn_held("gave_up" if outcome.error else "answered")
         return self.respond(outcome, bool(record.get("start")))
@@ -110,17 +123,17 @@ class Call:
     def respond(self, outcome: Outcome, start: bool) -> Response:
         """Speak what Rasa said; without a usable answer the caller reaches a person."""
         structlog.contextvars.bind_contextvars(rasa_ms=round(outcome.seconds * 1000))
-        voice = voice_of(self.current)
         if outcome.items is None:
             log.warning("rasa.failed", kind=outcome.error, detail=outcome.detail)
             structlog.contextvars.bind_contextvars(rasa_error=outcome.error)
-            return self.give_up(voice.phrases.trouble, reason="rasa_failed")
+            return self.give_up("rasa_failed")
         turn = read_turn(outcome.items)
         if turn.is_empty and start:
-            turn = AssistantTurn(texts=(self.current.settings.voice_greeting or voice.phrases.greeting,))
+            greeting = self.current.settings.voice_greeting or voice_of(self.current).phrases.greeting
+            turn = AssistantTurn(texts=(greeting,))
         if turn.is_empty:
             structlog.contextvars.bind_contextvars(rasa_error="empty")
-            return self.give_up(voice.phrases.trouble, reason="rasa_failed")
+            return self.give_up("rasa_failed")
         return self.answer(turn)
 
     def hold(self, turn: int, hold: int) -> Response:
@@ -147,27 +160,28 @@ class Call:
             metrics.call_ended(outcome, "assistant")
         return twiml(turn_response(turn, voice_of(self.current), self.current.settings.fallback_phone_number))
 
-    def give_up(self, *spoken: str, reason: str) -> Response:
-        """Hand the caller to a person, or say goodbye when there is none to call."""
+    def give_up(self, reason: str) -> Response:
+        """Something went wrong: an apology, then a person (or a goodbye when there is none to call)."""
         self.save()
-        structlog.contextvars.bind_contextvars(outcome="handoff")
-        metrics.call_ended("handoff" if self.current.settings.fallback_phone_number else "hangup", reason)
-        voice = voice_of(self.current)
-        return twiml(handoff_response(list(spoken), voice, self.current.settings.fallback_phone_number))
+        return hand_off(self.current, [voice_of(self.current).phrases.trouble], reason)
 
     def save(self) -> None:
         self.current.store.put(self.key, self.state, CALL_TTL)
 
 
+def this_call() -> Call:
+    return Call(bridge(), request.form.get("CallSid", "unknown"))
+
+
 @bp.post("/voice")
 def incoming_call() -> Response:
-    call = Call(bridge(), request.form.get("CallSid", "unknown"))
+    call = this_call()
     return call.converse("/session_start", call_metadata(request.form, input="call_start"), start=True)
 
 
 @bp.post("/speech")
 def caller_turn() -> Response:
-    call = Call(bridge(), request.form.get("CallSid", "unknown"))
+    call = this_call()
     message, kind = caller_message(request.form, call.buttons)
     if not message:
         return silence(call)
@@ -179,10 +193,10 @@ def caller_turn() -> Response:
 @bp.post("/poll")
 def poll() -> Response:
     """Where a held call comes back (<Redirect>) for the answer to its turn."""
-    call = Call(bridge(), request.form.get("CallSid", "unknown"))
+    call = this_call()
     turn = request.args.get("turn", type=int)
     if turn is None:
-        return call.give_up(voice_of(call.current).phrases.trouble, reason="hold_lost")
+        return call.give_up("hold_lost")
     return call.resume(turn, request.args.get("hold", 1, type=int))
 
 
@@ -220,15 +234,9 @@ def silence(call: Call) -> Response:
     voice = voice_of(current)
     call.state["silences"] = call.state.get("silences", 0) + 1
     structlog.contextvars.bind_contextvars(input="silence", silences=call.state["silences"])
-    if call.state["silences"] > current.settings.voice_max_silences:
-        call.save()
-        ending = "handoff" if current.settings.fallback_phone_number else "hangup"
-        structlog.contextvars.bind_contextvars(outcome=ending)
-        metrics.call_ended(ending, "silence")
-        if current.settings.fallback_phone_number:
-            return twiml(handoff_response([], voice, current.settings.fallback_phone_number))
-        return twiml(goodbye_response([], voice))
     call.save()
+    if call.state["silences"] > current.settings.voice_max_silences:
+        return hand_off(current, [], "silence", nobody=voice.phrases.goodbye)
     structlog.contextvars.bind_contextvars(outcome="reprompt")
     prompt = [voice.phrases.reprompt, *call.state.get("last_prompt", [])]
     return twiml(gather_response(prompt, voice, call.state.get("gather"), call.buttons))
@@ -238,27 +246,22 @@ def silence(call: Call) -> Response:
 def dial_result() -> Response:
     """After <Dial>: the call ends after a conversation with a person, or with a goodbye if nobody answered."""
     status = request.form.get("DialCallStatus", "")
-    structlog.contextvars.bind_contextvars(call_sid=request.form.get("CallSid"), dial_status=status)
-    response = VoiceResponse()
-    if status != "completed":
-        response = goodbye_response([voice_of(bridge()).phrases.nobody_available], voice_of(bridge()))
-    else:
+    structlog.contextvars.bind_contextvars(call_sid=request.form.get("CallSid"), dial_status=status, outcome="hangup")
+    if status == "completed":
+        response = VoiceResponse()
         response.hangup()
-    structlog.contextvars.bind_contextvars(outcome="hangup")
-    return twiml(response)
+        return twiml(response)
+    voice = voice_of(bridge())
+    return twiml(goodbye_response([voice.phrases.nobody_available], voice))
 
 
 @bp.post("/fallback")
 def fallback() -> Response:
     """Twilio's Fallback URL (our primary failed) and the bridge's own hand-off: never involves Rasa."""
     current = bridge()
-    structlog.contextvars.bind_contextvars(
-        call_sid=request.form.get("CallSid"), error_code=request.form.get("ErrorCode"), outcome="handoff"
-    )
+    structlog.contextvars.bind_contextvars(call_sid=request.form.get("CallSid"), error_code=request.form.get("ErrorCode"))
     metrics.fallback_url_called()
-    metrics.call_ended("handoff" if current.settings.fallback_phone_number else "hangup", "fallback_url")
-    voice = voice_of(current)
-    return twiml(handoff_response([voice.phrases.trouble], voice, current.settings.fallback_phone_number))
+    return hand_off(current, [voice_of(current).phrases.trouble], "fallback_url")
 
 
 @bp.post("/status")
@@ -269,7 +272,7 @@ def call_status() -> Response:
     status = request.form.get("CallStatus", "")
     structlog.contextvars.bind_contextvars(call_sid=sid, call_status=status, outcome="ignored")
     if sid and status in FINAL_CALL_STATUSES:
-        current.store.delete(f"call:{sid}")
+        current.store.delete(call_key(sid))
         try:
             current.ask_rasa(sid, "/session_end", call_metadata(request.form, input="call_end", call_status=status))
             structlog.contextvars.bind_contextvars(outcome="session_ended")
@@ -284,10 +287,8 @@ def unexpected_error(exc: Exception) -> Response | HTTPException:
     if isinstance(exc, HTTPException):
         return exc
     log.exception("voice.unexpected_error")
-    structlog.contextvars.bind_contextvars(outcome="error_handoff")
     if request.path.endswith("/status"):
+        structlog.contextvars.bind_contextvars(outcome="error")
         return Response(status=204)
     current = bridge()
-    metrics.call_ended("handoff" if current.settings.fallback_phone_number else "hangup", "error")
-    voice = voice_of(current)
-    return twiml(handoff_response([voice.phrases.trouble], voice, current.settings.fallback_phone_number))
+    return hand_off(current, [voice_of(current).phrases.trouble], "error")
