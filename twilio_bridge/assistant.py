@@ -9,8 +9,6 @@ from typing import Any
 
 from .config import E164, GATHER_INPUTS
 
-GATHER_OPTIONS = {"input", "num_digits", "finish_on_key", "timeout", "hints", "speech_model"}
-
 
 @dataclass(frozen=True)
 class Button:
