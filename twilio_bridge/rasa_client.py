@@ -1,7 +1,6 @@
 """The one way the bridge talks to Rasa's REST channel."""
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import requests
@@ -38,12 +37,10 @@ class RasaClient:
         adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self.last_latency: float | None = None
 
     def send(self, sender: str, message: str, metadata: Metadata | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
         """Post one message; return Rasa's list of reply items (may be empty)."""
         body = {"sender": sender, "message": message, "metadata": metadata or {}}
-        started = time.monotonic()
         try:
             response = self.session.post(
                 self.webhook_url, json=body, timeout=(self.connect_timeout, timeout or self.timeout)
@@ -54,8 +51,6 @@ class RasaClient:
             raise RasaError("timeout", f"no answer within {timeout or self.timeout:g}s") from exc
         except requests.RequestException as exc:
             raise RasaError("unreachable", _short(exc)) from exc
-        finally:
-            self.last_latency = time.monotonic() - started
         if response.status_code != 200:
             raise RasaError("status", f"HTTP {response.status_code}", status=response.status_code)
         try:
