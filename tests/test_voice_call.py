@@ -1,6 +1,8 @@
 """Whole calls, placed by a phone that plays Twilio, through the bridge to the Rasa stand-in."""
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 from twilio_bridge.phone import TwilioPhone
 from twilio_bridge.standin import RasaStandIn
 
@@ -165,6 +167,9 @@ def test_a_webhook_twilio_retries_is_answered_again_without_asking_rasa_twice(ph
     first = phone.post(url, params, headers=retry)
     second = phone.post(url, params, headers=retry)
     assert first.status_code == second.status_code == 200 and first.text == second.text
+    gather = ET.fromstring(second.text).find("Gather")
+    assert gather is not None and gather.get("numDigits") == "4"
+    assert "últimos cuatro dígitos" in gather.find("Say").text
     assert [r["message"] for r in standin.received] == ["/session_start", "perdí mi tarjeta"]
     other = phone.post(url, params, headers={"I-Twilio-Idempotency-Token": "another"})
     assert other.status_code == 200 and len(standin.received) == 3
