@@ -1,24 +1,12 @@
 """gunicorn settings for the bridge: `gunicorn -c gunicorn.conf.py twilio_voice_server:app`.
 
 Worker model: gthread, 2 processes x 250 threads. A webhook spends nearly all its time waiting for
-Rasa; a synchronous worker per call would need a process per call in flight. Measured on this
-2-core box with the Rasa stand-in answering in 1 s (bench/worker_models.py, medians of 3 rounds,
-bench/README.md):
-
-    calls in flight      gthread                          gevent
-     50                  47 turns/s, median 1.022 s       47 turns/s, median 1.055 s
-    200                 169 turns/s, median 1.045 s      160 turns/s, median 1.196 s
-    500                 263 turns/s, p99 2.77 s          307 turns/s, p99 2.24 s
-    CPU per turn         3.5-3.9 ms                       2.4-2.8 ms
-
-Below saturation, gthread adds less to each turn (45 ms over Rasa's 1 s at 200 calls, gevent
-196 ms): the default SQLite store blocks gevent's whole hub while it waits for the file's lock (with Redis,
-gevent's median at 200 calls falls to 1.084 s). gevent carries 17 % more turns once the box is out
-of CPU. We keep gthread: callers hear the lower latency, no monkey-patching of the app, its
-libraries or the WhatsApp delivery threads, no C extension to install, and 500 calls in flight
-still run without an error. With 50 threads (the old setting) 200 calls made 83 turns/s, median
-1.7 s: threads must cover the calls in flight, hence 250 per worker (RSS goes from about 40 MB
-idle to about 100 MB per worker at 500 calls). `-k gevent` on the command line remains an option
+Rasa; a synchronous worker per call would need a process per call in flight. Threads must cover the
+calls in flight (with 50, 200 calls made 83 turns/s instead of 169). gthread against gevent, measured
+with bench/worker_models.py (figures in bench/README.md): below saturation gthread adds less to each
+turn (the default SQLite store blocks gevent's whole hub while it waits for the file's lock), needs no
+monkey-patching of the app, its libraries or the WhatsApp delivery threads, and no C extension; gevent
+carries more turns once the box is out of CPU, so `-k gevent` on the command line remains an option
 for a Redis-backed, CPU-bound deployment.
 
 Timeouts, against Twilio's 15 s: a voice webhook answers within VOICE_HOLD_SECONDS (holding phrase)

@@ -1,4 +1,5 @@
-"""What the benchmarks share: the Rasa stand-in and gunicorn as real processes, a light async phone, RSS.
+"""What the benchmarks share: the Rasa stand-in and gunicorn as real processes (started by the tests'
+own tests/servers.py), a light async phone, RSS.
 
 The load comes from asyncio (aiohttp, installed with twilio), so hundreds of callers cost the
 client little of the machine's two cores. Everything listens on 127.0.0.1, on free ports.
@@ -8,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,47 +19,25 @@ from pathlib import Path
 from typing import Iterator
 
 import aiohttp
-import requests
 
+from tests.servers import ROOT, Gunicorn, answers, free_port, running
 from twilio_bridge.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.security import sign
 
-ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
 WHATSAPP_FROM = "whatsapp:+14155238886"
 REDIRECT = re.compile(r"<Redirect[^>]*>([^<]+)</Redirect>")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(url: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing answered {url} within {seconds}s")
-
-
 @contextmanager
 def standin(delay: float) -> Iterator[str]:
     """`python -m twilio_bridge.standin` in its own process; yields its webhook URL."""
     port = free_port()
-    process = subprocess.Popen([PYTHON, "-m", "twilio_bridge.standin", "--port", str(port), "--delay", str(delay)],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(f"http://127.0.0.1:{port}/")
+    with tempfile.TemporaryDirectory(prefix="twilio-bridge-bench-") as workdir, running(
+            [PYTHON, "-m", "twilio_bridge.standin", "--port", str(port), "--delay", str(delay)],
+            Path(workdir) / "standin.log", ready=lambda: answers(f"http://127.0.0.1:{port}/"), cwd=ROOT):
         yield f"http://127.0.0.1:{port}/webhooks/rest/webhook"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @contextmanager
@@ -73,12 +49,11 @@ def messages_api() -> Iterator[tuple[FakeTwilioAPI, dict[str, str]]]:
                     "TWILIO_API_BASE_URL": api.base_url, "WHATSAPP_RATE_LIMIT": "10000"}
 
 
-@dataclass
-class Bridge:
-    url: str
-    process: subprocess.Popen
+class Bridge(Gunicorn):
+    """gunicorn as the tests start it, plus what the capacity run reads of its workers."""
 
     def worker_pids(self) -> list[int]:
+        assert self.process is not None
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
         return [int(pid) for pid in children]
 
@@ -90,32 +65,14 @@ class Bridge:
 def bridge(rasa_url: str, *gunicorn_args: str, env: dict[str, str] | None = None,
            cpus: set[int] | None = None) -> Iterator[Bridge]:
     """The bridge under the shipped gunicorn.conf.py (plus any overriding command-line arguments), on `cpus`."""
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="twilio-bridge-bench-") as workdir:
-        environment = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(ROOT), os.environ.get("BENCH_EXTRA_PATH")])),
-            "HOST": "127.0.0.1", "PORT": str(port), "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": rasa_url,
-            "FALLBACK_PHONE_NUMBER": "+525511112222", "STATE_URL": f"sqlite:///{workdir}/state.db",
-            "LOG_LEVEL": "WARNING", "XDG_RUNTIME_DIR": workdir, **(env or {}),
+        settings = {
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("BENCH_EXTRA_PATH")])),
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": rasa_url, "FALLBACK_PHONE_NUMBER": "+525511112222",
+            "STATE_URL": f"sqlite:///{workdir}/state.db", "LOG_LEVEL": "WARNING", **(env or {}),
         }
-        log = open(Path(workdir) / "gunicorn.log", "w")
-        process = subprocess.Popen(
-            [PYTHON, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), *gunicorn_args, "twilio_voice_server:app"],
-            cwd=workdir, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-        )
-        try:
-            wait_for(f"http://127.0.0.1:{port}/health")
-            yield Bridge(f"http://127.0.0.1:{port}", process)
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=45)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            log.close()
+        with Bridge(settings, Path(workdir), args=gunicorn_args, cpus=cpus) as running_bridge:
+            yield running_bridge
 
 
 def rss_mb(pid: int) -> float:

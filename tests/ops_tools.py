@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import urllib3.util.connection
 
-from .servers import REPO, free_port, port_open, running
+from .servers import ROOT, free_port, port_open, running
 
 DOMAIN = "ivr.test"
-RENDER_SITE = REPO / "nginx" / "render-site.sh"
+RENDER_SITE = ROOT / "nginx" / "render-site.sh"
 
 
 def _find(command: str) -> str | None:
@@ -197,7 +197,7 @@ def pebble(workdir: Path, http_port: int) -> Iterator[Pebble]:
 def readme_gunicorn_command() -> list[str]:
     """The README's production command, `.venv/bin/gunicorn -c gunicorn.conf.py twilio_voice_server:app`,
     as argv with the program's bare name."""
-    readme = (REPO / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     found = re.search(r"\S*/gunicorn( -c \S+ \S+:app)", readme)
     assert found, "README.md shows no gunicorn command"
     return ["gunicorn", *found.group(1).split()]

@@ -1,5 +1,5 @@
-"""Real servers for tests: gunicorn running the bridge, redis-server, and any command started until ready.
-Each on a free port, stopped after."""
+"""Real servers for tests (and the benchmarks): gunicorn running the bridge, redis-server, and any command
+started until ready. Each on a free port, stopped after."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,14 +18,14 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
-REPO = ROOT
-# Settings the bridge reads; a test's process must not inherit them from whoever runs pytest.
+# Settings the bridge and gunicorn.conf.py read; a test's process must not inherit them from whoever runs pytest.
 BRIDGE_VARIABLES = (
-    "PORT", "HOST", "RASA_WEBHOOK_URL", "RASA_TIMEOUT", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN",
-    "TWILIO_VALIDATE_SIGNATURE", "TWILIO_WEBHOOK_SHARED_KEYS", "PUBLIC_BASE_URL", "TRUSTED_PROXIES",
-    "FALLBACK_PHONE_NUMBER", "VOICE_LANGUAGE", "VOICE_NAME", "VOICE_GREETING", "VOICE_MAX_SILENCES",
-    "TWILIO_WHATSAPP_FROM", "TWILIO_API_BASE_URL", "STATE_URL", "LOG_LEVEL", "GUNICORN_WORKERS", "GUNICORN_THREADS",
-    "WHATSAPP_RATE_LIMIT", "WHATSAPP_RETRY_WINDOW", "WHATSAPP_WORKERS",
+    "PORT", "HOST", "RASA_WEBHOOK_URL", "RASA_TIMEOUT", "RASA_MAX_WAIT_SECONDS", "RASA_MAX_IN_FLIGHT",
+    "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_VALIDATE_SIGNATURE", "TWILIO_WEBHOOK_SHARED_KEYS",
+    "PUBLIC_BASE_URL", "TRUSTED_PROXIES", "FALLBACK_PHONE_NUMBER", "VOICE_LANGUAGE", "VOICE_NAME", "VOICE_GREETING",
+    "VOICE_MAX_SILENCES", "VOICE_HOLD_SECONDS", "TWILIO_WHATSAPP_FROM", "TWILIO_API_BASE_URL", "STATE_URL",
+    "LOG_LEVEL", "METRICS_TOKEN", "WHATSAPP_RATE_LIMIT", "WHATSAPP_RETRY_WINDOW", "WHATSAPP_WORKERS",
+    "GUNICORN_WORKERS", "GUNICORN_THREADS", "TWILIO_ENV_FILE", "TWILIO_BRIDGE_FROM_ENV_FILE", "PROMETHEUS_MULTIPROC_DIR",
 )
 
 
@@ -35,28 +35,60 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_http(url: str, process: subprocess.Popen | None = None, seconds: float = 20) -> None:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+def answers(url: str) -> bool:
+    """Any HTTP answer at all (a 503 included): the server is up."""
+    requests.get(url, timeout=1)
+    return True
+
+
+def without_bridge_settings() -> dict[str, str]:
+    """This process's environment minus every setting the bridge reads."""
+    return {name: value for name, value in os.environ.items() if name not in BRIDGE_VARIABLES}
+
+
+def wait_for(condition: Callable[[], object], seconds: float = 10.0, process: subprocess.Popen | None = None,
+             log: Path | None = None) -> None:
+    """Poll until `condition()` holds (connection errors count as not yet); fail at once if `process`
+    exits first, showing the end of `log`."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while not _holds(condition):
+        tail = f":\n{log.read_text()[-4000:]}" if log is not None and log.exists() else ""
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing answered {url} within {seconds}s")
+            raise AssertionError(f"{process.args[0]} exited with {process.returncode}{tail}")
+        assert time.monotonic() < deadline, f"still not true after {seconds:g} s{tail}"
+        time.sleep(0.1)
+
+
+def _holds(ready: Callable[[], object]) -> object:
+    try:
+        return ready()
+    except (OSError, requests.RequestException):
+        return False
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], workdir: Path, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`gunicorn -c gunicorn.conf.py twilio_voice_server:app` with only the given settings."""
-    server = Gunicorn({"GUNICORN_WORKERS": str(workers), **env}, workdir).start()
+def running(command: list[str], log: Path, ready: Callable[[], bool], cwd: Path | None = None,
+            env: Mapping[str, str] | None = None, timeout: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `command`, wait until `ready()` holds, and stop it whatever happens."""
+    with open(log, "ab") as output:
+        process = subprocess.Popen(command, cwd=cwd, env=dict(env) if env is not None else None,
+                                   stdout=output, stderr=subprocess.STDOUT)
     try:
-        assert server.process is not None
-        yield server.url, server.process
+        wait_for(ready, timeout, process, log)
+        yield process
     finally:
-        server.kill(signal.SIGTERM)
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def redis_binary() -> str | None:
@@ -77,72 +109,9 @@ def redis_server(workdir: Path) -> Iterator[str]:
     if binary is None:
         pytest.skip("redis-server is not installed and could not be installed (needs root and apt-get)")
     port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(workdir)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
+    with running([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                  "--dir", str(workdir)], workdir / f"redis-{port}.log", ready=lambda: port_open(port), timeout=10):
         yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-class ServerDidNotStart(AssertionError):
-    pass
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex((host, port)) == 0
-
-
-@contextmanager
-def running(command: list[str], log: Path, ready: Callable[[], bool], cwd: Path | None = None,
-            env: Mapping[str, str] | None = None, timeout: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
-    """Start `command`, wait until `ready()` holds, and stop it whatever happens."""
-    with open(log, "ab") as output:
-        process = subprocess.Popen(command, cwd=cwd, env=dict(env) if env is not None else None,
-                                   stdout=output, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout
-        while not _holds(ready):
-            if process.poll() is not None:
-                raise ServerDidNotStart(f"{command[0]} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise ServerDidNotStart(f"{command[0]} not ready after {timeout:g} s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.1)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not _holds(condition):
-        assert time.monotonic() < deadline, f"still not true after {seconds:g} s"
-        time.sleep(0.1)
-
-
-def _holds(ready: Callable[[], bool]) -> bool:
-    try:
-        return ready()
-    except (OSError, requests.RequestException):
-        return False
 
 
 @contextmanager
@@ -153,14 +122,10 @@ def gunicorn_bridge(workdir: Path, settings: Mapping[str, str], port: int | None
     `workdir` (the install directory's stand-in) so it reads that file and no other.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    server = Gunicorn({"GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "8"}, workdir, port)
     values = {"STATE_URL": f"sqlite:///{workdir / 'state.db'}", **settings}
     (workdir / "twilio.env").write_text("".join(f"{name}={value}\n" for name, value in values.items()))
-    server.start()
-    try:
+    with Gunicorn({"GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "8"}, workdir, port) as server:
         yield server.url
-    finally:
-        server.kill(signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")
@@ -171,27 +136,32 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 class Gunicorn:
-    """The bridge under gunicorn in its own process group, configured by environment variables only,
-    that a test can SIGKILL (master and workers at once) and start again on the same port."""
+    """`gunicorn -c gunicorn.conf.py twilio_voice_server:app` in its own process group, configured by `env`
+    (over this process's environment minus the bridge's settings), that a test can SIGKILL (master and
+    workers at once) and start again on the same port. As a context manager: started, then stopped with SIGTERM.
+    `args` go on gunicorn's command line after the config file; `cpus` pins master and workers."""
 
-    def __init__(self, env: dict[str, str], workdir: Path, port: int | None = None):
+    def __init__(self, env: Mapping[str, str], workdir: Path, port: int | None = None, *,
+                 args: Sequence[str] = (), cpus: set[int] | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
-        self.env = {name: value for name, value in os.environ.items() if name not in BRIDGE_VARIABLES}
-        self.env.update(env, HOST="127.0.0.1", PORT=str(self.port), PYTHONPATH=str(ROOT),
-                        XDG_RUNTIME_DIR=str(workdir))
+        self.env = {**without_bridge_settings(), "PYTHONPATH": str(ROOT),
+                    "XDG_RUNTIME_DIR": str(workdir),  # gunicorn's control socket, apart from other instances'
+                    **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        self.command = [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), *args, "twilio_voice_server:app"]
+        self.cpus = cpus
         self.log_path = workdir / f"gunicorn-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Gunicorn:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "twilio_voice_server:app"],
-                cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                self.command, cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None)
         try:
-            wait_for_http(self.url + "/health", self.process)
-        except RuntimeError:
+            wait_for(lambda: answers(self.url + "/health"), 30, self.process, self.log_path)
+        except BaseException:
             self.kill()
             raise
         return self
@@ -206,3 +176,9 @@ class Gunicorn:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
+
+    def __enter__(self) -> Gunicorn:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill(signal.SIGTERM)

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -20,16 +18,13 @@ from twilio_bridge.phone import Call, TwilioPhone
 from twilio_bridge.standin import ASK_DIGITS, RasaStandIn
 
 from .conftest import AUTH_TOKEN, HUMAN
-from .servers import gunicorn, redis_server
+from .servers import Gunicorn, redis_server, wait_for
 
 HOLD = "Un momento, por favor."
 
 
-class Gunicorn:
-    """The shipped configuration with two workers, holding after 0.3 s and giving up after 6 s."""
-
-    def __init__(self, url: str, process: subprocess.Popen, log_path: Path):
-        self.url, self.process, self.log_path = url, process, log_path
+class LoggedGunicorn(Gunicorn):
+    """The shipped configuration, read through its JSON log lines."""
 
     def lines(self) -> list[dict]:
         complete = self.log_path.read_text().split("\n")[:-1]  # the last may be half written
@@ -44,12 +39,8 @@ class Gunicorn:
                 alive.discard(line["pid"])
         return alive
 
-    def wait_until(self, ready: Callable[[], object], what: str, seconds: float = 20) -> None:
-        deadline = time.monotonic() + seconds
-        while not ready():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gunicorn: not {what} within {seconds}s: {self.log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
+    def wait_until(self, ready: Callable[[], object], seconds: float = 20) -> None:
+        wait_for(ready, seconds, self.process, self.log_path)
 
 
 @pytest.fixture
@@ -58,23 +49,22 @@ def rasa() -> Iterator[RasaStandIn]:
         yield server
 
 
-def settings_env(rasa: RasaStandIn, state_url: str, workdir: Path) -> dict[str, str]:
-    return {"XDG_RUNTIME_DIR": str(workdir),  # gunicorn's control socket, apart from other instances'
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": rasa.webhook_url, "FALLBACK_PHONE_NUMBER": HUMAN,
+def settings_env(rasa: RasaStandIn, state_url: str) -> dict[str, str]:
+    """Holding after 0.3 s and giving up after 6 s."""
+    return {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": rasa.webhook_url, "FALLBACK_PHONE_NUMBER": HUMAN,
             "STATE_URL": state_url, "GUNICORN_THREADS": "20", "VOICE_HOLD_SECONDS": "0.3", "RASA_TIMEOUT": "1.5",
             "RASA_MAX_WAIT_SECONDS": "6"}
 
 
 @contextmanager
-def two_workers(rasa: RasaStandIn, workdir: Path, state_url: str) -> Iterator[Gunicorn]:
-    with gunicorn(settings_env(rasa, state_url, workdir), workdir, workers=2) as (url, process):
-        server = Gunicorn(url, process, workdir / f"gunicorn-{urlsplit(url).port}.log")
-        server.wait_until(lambda: len(server.worker_pids()) == 2, "two workers booted")
+def two_workers(rasa: RasaStandIn, workdir: Path, state_url: str) -> Iterator[LoggedGunicorn]:
+    with LoggedGunicorn({**settings_env(rasa, state_url), "GUNICORN_WORKERS": "2"}, workdir) as server:
+        server.wait_until(lambda: len(server.worker_pids()) == 2)  # both booted
         yield server
 
 
 @pytest.fixture
-def server(rasa: RasaStandIn, tmp_path: Path) -> Iterator[Gunicorn]:
+def server(rasa: RasaStandIn, tmp_path: Path) -> Iterator[LoggedGunicorn]:
     with two_workers(rasa, tmp_path, f"sqlite:///{tmp_path / 'state.db'}") as running:
         yield running
 
@@ -86,11 +76,11 @@ def unpooled() -> requests.Session:
     return session
 
 
-def webhook_lines(server: Gunicorn, call: Call) -> list[dict]:
+def webhook_lines(server: LoggedGunicorn, call: Call) -> list[dict]:
     return [line for line in server.lines() if line.get("event") == "webhook" and line.get("call_sid") == call.sid]
 
 
-def test_held_turns_are_answered_whichever_worker_gets_the_poll(server: Gunicorn, rasa: RasaStandIn) -> None:
+def test_held_turns_are_answered_whichever_worker_gets_the_poll(server: LoggedGunicorn, rasa: RasaStandIn) -> None:
     place_held_calls(server, rasa)
 
 
@@ -99,7 +89,7 @@ def test_held_turns_cross_workers_through_redis(rasa: RasaStandIn, tmp_path: Pat
         place_held_calls(running, rasa)
 
 
-def place_held_calls(server: Gunicorn, rasa: RasaStandIn) -> None:
+def place_held_calls(server: LoggedGunicorn, rasa: RasaStandIn) -> None:
     calls = [TwilioPhone(server.url, AUTH_TOKEN, session=unpooled()).call() for _ in range(8)]
     rasa.delay = 1.2
     threads = [threading.Thread(target=call.say, args=("perdí mi tarjeta",)) for call in calls]
@@ -119,7 +109,7 @@ def place_held_calls(server: Gunicorn, rasa: RasaStandIn) -> None:
     assert crossed, "every poll landed on the worker that held its turn; the shared store went untested"
 
 
-def test_metrics_add_up_every_worker(server: Gunicorn, rasa: RasaStandIn) -> None:
+def test_metrics_add_up_every_worker(server: LoggedGunicorn, rasa: RasaStandIn) -> None:
     rasa.delay = 0.1  # calls overlap, on connections of their own, so both workers serve some
 
     def place() -> None:
@@ -139,7 +129,7 @@ def test_metrics_add_up_every_worker(server: Gunicorn, rasa: RasaStandIn) -> Non
     assert len(served_by) == 2, "one worker served everything; the sum across workers went untested"
 
 
-def test_gunicorn_and_the_app_log_json_lines_with_the_worker_pid(server: Gunicorn) -> None:
+def test_gunicorn_and_the_app_log_json_lines_with_the_worker_pid(server: LoggedGunicorn) -> None:
     TwilioPhone(server.url, AUTH_TOKEN).call()
     lines = server.lines()  # each line parsed as JSON, gunicorn's own included
     assert any(line.get("logger") == "gunicorn.error" and "Listening at" in line["event"] for line in lines)
@@ -148,7 +138,7 @@ def test_gunicorn_and_the_app_log_json_lines_with_the_worker_pid(server: Gunicor
     assert any(line["event"] == "webhook" for line in lines)
 
 
-def test_a_reload_keeps_a_held_call(server: Gunicorn, rasa: RasaStandIn) -> None:
+def test_a_reload_keeps_a_held_call(server: LoggedGunicorn, rasa: RasaStandIn) -> None:
     call = TwilioPhone(server.url, AUTH_TOKEN).call()
     old_workers = server.worker_pids()
     rasa.delay = 2.5
@@ -158,20 +148,20 @@ def test_a_reload_keeps_a_held_call(server: Gunicorn, rasa: RasaStandIn) -> None
     server.process.send_signal(signal.SIGHUP)
     speaking.join(timeout=30)
     assert call.heard[0] == HOLD and call.heard[-1] == ASK_DIGITS
-    server.wait_until(lambda: server.worker_pids() and not server.worker_pids() & old_workers, "reloaded")
+    server.wait_until(lambda: server.worker_pids() and not server.worker_pids() & old_workers)  # reloaded
 
 
 def test_a_reload_reads_twilio_env_again_under_the_environment(rasa: RasaStandIn, tmp_path: Path) -> None:
     (tmp_path / "twilio.env").write_text("RASA_TIMEOUT=5\nVOICE_HOLD_SECONDS=3\n")
-    env = {**settings_env(rasa, f"sqlite:///{tmp_path / 'state.db'}", tmp_path), "VOICE_HOLD_SECONDS": "2"}
+    env = {**settings_env(rasa, f"sqlite:///{tmp_path / 'state.db'}"), "VOICE_HOLD_SECONDS": "2", "GUNICORN_WORKERS": "1"}
     del env["RASA_TIMEOUT"]
-    with gunicorn(env, tmp_path) as (url, process):
+    with Gunicorn(env, tmp_path) as server:
         def config() -> dict:
-            return requests.get(url + "/health", timeout=5).json()["config"]
+            return requests.get(server.url + "/health", timeout=5).json()["config"]
 
         assert (config()["rasa_timeout"], config()["voice_hold_seconds"]) == (5.0, 2.0)
         (tmp_path / "twilio.env").write_text("RASA_TIMEOUT=6\nVOICE_HOLD_SECONDS=3\n")
-        process.send_signal(signal.SIGHUP)
+        server.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 20
         while config()["rasa_timeout"] != 6.0 and time.monotonic() < deadline:
             time.sleep(0.2)

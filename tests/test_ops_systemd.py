@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from .ops_tools import readme_gunicorn_command, require_command
-from .servers import REPO
+from .servers import ROOT
 
 SERVICE_USER = "daemon"  # exists on Debian; "nobody" draws systemd's warning about a shared user
 
@@ -32,12 +32,12 @@ def install_dir(tmp_path: Path) -> Path:
     (directory / "deploy").mkdir(parents=True)
     for name in ("install_twilio_server.sh", "twilio_requirements.txt", "twilio.env.example", "gunicorn.conf.py",
                  "twilio_voice_server.py", "deploy/twilio-bridge.service"):
-        shutil.copy2(REPO / name, directory / name)
+        shutil.copy2(ROOT / name, directory / name)
     bin_dir = directory / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     (bin_dir / "python").symlink_to(sys.executable)
     (bin_dir / "gunicorn").symlink_to(Path(sys.executable).parent / "gunicorn")
-    requirements = hashlib.sha256((REPO / "twilio_requirements.txt").read_bytes()).hexdigest()
+    requirements = hashlib.sha256((ROOT / "twilio_requirements.txt").read_bytes()).hexdigest()
     (directory / ".venv" / ".requirements.sha256").write_text(requirements + "\n")
     return directory
 
