@@ -16,16 +16,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from twilio_bridge.config import VARIABLES
+
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 # Settings the bridge and gunicorn.conf.py read; a test's process must not inherit them from whoever runs pytest.
 BRIDGE_VARIABLES = (
-    "PORT", "HOST", "RASA_WEBHOOK_URL", "RASA_TIMEOUT", "RASA_MAX_WAIT_SECONDS", "RASA_MAX_IN_FLIGHT",
-    "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_VALIDATE_SIGNATURE", "TWILIO_WEBHOOK_SHARED_KEYS",
-    "PUBLIC_BASE_URL", "TRUSTED_PROXIES", "FALLBACK_PHONE_NUMBER", "VOICE_LANGUAGE", "VOICE_NAME", "VOICE_GREETING",
-    "VOICE_MAX_SILENCES", "VOICE_HOLD_SECONDS", "TWILIO_WHATSAPP_FROM", "TWILIO_API_BASE_URL", "STATE_URL",
-    "LOG_LEVEL", "METRICS_TOKEN", "WHATSAPP_RATE_LIMIT", "WHATSAPP_RETRY_WINDOW", "WHATSAPP_WORKERS",
-    "GUNICORN_WORKERS", "GUNICORN_THREADS", "TWILIO_ENV_FILE", "TWILIO_BRIDGE_FROM_ENV_FILE", "PROMETHEUS_MULTIPROC_DIR",
+    *(name for name, _, _ in VARIABLES), "HOST", "GUNICORN_WORKERS", "GUNICORN_THREADS", "TWILIO_ENV_FILE",
+    "TWILIO_BRIDGE_FROM_ENV_FILE",
 )
 
 

@@ -60,3 +60,13 @@ def test_the_server_refuses_to_start_with_one_line_per_problem(tmp_path: Path) -
 def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         Settings().port = 1  # type: ignore[misc]
+
+
+def test_every_variable_is_documented_for_operators() -> None:
+    from twilio_bridge.config import VARIABLES
+
+    example = (ROOT / "twilio.env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name, _, _ in VARIABLES:
+        assert f"\n{name}=" in example, f"{name} is missing from twilio.env.example"
+        assert f"`{name}`" in readme, f"{name} is missing from the README's settings table"

@@ -8,10 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, Mapping
 from urllib.parse import urlsplit
-
-T = TypeVar("T")
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 GATHER_INPUTS = ("dtmf", "speech", "dtmf speech")
@@ -179,47 +177,50 @@ def _text(value: str) -> str:
     return value
 
 
+# Every variable the bridge reads: name, Settings field, parser (a ValueError names what is wrong).
+VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
+    ("PORT", "port", _count(1, 65535)),
+    ("RASA_WEBHOOK_URL", "rasa_webhook_url", _http_url),
+    ("RASA_TIMEOUT", "rasa_timeout", _seconds(13)),
+    ("VOICE_HOLD_SECONDS", "voice_hold_seconds", _seconds(10)),
+    ("RASA_MAX_WAIT_SECONDS", "rasa_max_wait_seconds", _seconds(120)),
+    ("RASA_MAX_IN_FLIGHT", "rasa_max_in_flight", _count(1, 10_000)),
+    ("TWILIO_ACCOUNT_SID", "twilio_account_sid", _text),
+    ("TWILIO_AUTH_TOKEN", "twilio_auth_token", _text),
+    ("TWILIO_VALIDATE_SIGNATURE", "validate_signature", _boolean),
+    ("TWILIO_WEBHOOK_SHARED_KEYS", "shared_keys", _shared_keys),
+    ("PUBLIC_BASE_URL", "public_base_url", _public_base_url),
+    ("TRUSTED_PROXIES", "trusted_proxies", _count(0, 5)),
+    ("FALLBACK_PHONE_NUMBER", "fallback_phone_number", _phone),
+    ("VOICE_LANGUAGE", "voice_language", _text),
+    ("VOICE_NAME", "voice_name", _text),
+    ("VOICE_GREETING", "voice_greeting", _text),
+    ("VOICE_MAX_SILENCES", "voice_max_silences", _count(0, 5)),
+    ("TWILIO_WHATSAPP_FROM", "twilio_whatsapp_from", _whatsapp_address),
+    ("TWILIO_API_BASE_URL", "twilio_api_base_url", _http_url),
+    ("WHATSAPP_RATE_LIMIT", "whatsapp_rate_limit", _count(1, 10_000)),
+    ("WHATSAPP_RETRY_WINDOW", "whatsapp_retry_window", _seconds(86_400)),
+    ("WHATSAPP_WORKERS", "whatsapp_workers", _count(1, 64)),
+    ("STATE_URL", "state_url", _state_url),
+    ("LOG_LEVEL", "log_level", _log_level),
+    ("METRICS_TOKEN", "metrics_token", _text),
+    ("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", _text),
+)
+
+
 def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Settings:
     """Build Settings from environment variables; raise ConfigError naming every bad one."""
     problems: list[str] = []
     values: dict[str, object] = {}
-
-    def read(name: str, attr: str, parse: Callable[[str], T]) -> None:
+    for name, attr, parse in VARIABLES:
         raw = environ.get(name, "").strip()
         if not raw:
-            return
+            continue
         try:
             values[attr] = parse(raw)
         except ValueError as exc:
             detail = str(exc) if not str(exc).startswith(("could not convert", "invalid literal")) else "is not a number"
             problems.append(f"{name}={raw[:40]!r}: {detail}")
-
-    read("PORT", "port", _count(1, 65535))
-    read("RASA_WEBHOOK_URL", "rasa_webhook_url", _http_url)
-    read("RASA_TIMEOUT", "rasa_timeout", _seconds(13))
-    read("VOICE_HOLD_SECONDS", "voice_hold_seconds", _seconds(10))
-    read("RASA_MAX_WAIT_SECONDS", "rasa_max_wait_seconds", _seconds(120))
-    read("RASA_MAX_IN_FLIGHT", "rasa_max_in_flight", _count(1, 10_000))
-    read("TWILIO_ACCOUNT_SID", "twilio_account_sid", _text)
-    read("TWILIO_AUTH_TOKEN", "twilio_auth_token", _text)
-    read("TWILIO_VALIDATE_SIGNATURE", "validate_signature", _boolean)
-    read("TWILIO_WEBHOOK_SHARED_KEYS", "shared_keys", _shared_keys)
-    read("PUBLIC_BASE_URL", "public_base_url", _public_base_url)
-    read("TRUSTED_PROXIES", "trusted_proxies", _count(0, 5))
-    read("FALLBACK_PHONE_NUMBER", "fallback_phone_number", _phone)
-    read("VOICE_LANGUAGE", "voice_language", _text)
-    read("VOICE_NAME", "voice_name", _text)
-    read("VOICE_GREETING", "voice_greeting", _text)
-    read("VOICE_MAX_SILENCES", "voice_max_silences", _count(0, 5))
-    read("TWILIO_WHATSAPP_FROM", "twilio_whatsapp_from", _whatsapp_address)
-    read("TWILIO_API_BASE_URL", "twilio_api_base_url", _http_url)
-    read("WHATSAPP_RATE_LIMIT", "whatsapp_rate_limit", _count(1, 10_000))
-    read("WHATSAPP_RETRY_WINDOW", "whatsapp_retry_window", _seconds(86_400))
-    read("WHATSAPP_WORKERS", "whatsapp_workers", _count(1, 64))
-    read("STATE_URL", "state_url", _state_url)
-    read("LOG_LEVEL", "log_level", _log_level)
-    read("METRICS_TOKEN", "metrics_token", _text)
-    read("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", _text)
 
     if "state_url" not in values and workdir is not None:
         values["state_url"] = f"sqlite:///{workdir / 'state' / 'bridge.db'}"
