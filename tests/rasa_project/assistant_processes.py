@@ -7,9 +7,7 @@ from typing import ContextManager, Dict
 
 import requests
 
-from tests.servers import free_port, running
-
-__all__ = ["action_server", "free_port", "running"]
+from tests.servers import running
 
 
 def action_server(project_dir: Path, port: int, env: Dict[str, str], log: Path) -> ContextManager[subprocess.Popen]:

@@ -3,8 +3,10 @@
 import asyncio
 from typing import Any, Dict, List
 
+import pytest
 from rasa_sdk.events import ActionExecuted, SessionStarted, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
+from werkzeug.datastructures import MultiDict
 
 from actions.card_actions import (
     ActionBlockCard,
@@ -16,6 +18,8 @@ from actions.card_service import BlockRequest, BlockResult, CardNotFound, CardSe
 from actions.fallback import ActionHandleFallback
 from actions.session import ActionSessionStart
 from assistant_trackers import make_tracker, user_event
+from twilio_bridge.conversation import Inbound
+from twilio_bridge.voice import call_metadata
 
 CALL_METADATA = {"channel": "voice", "call_sid": "CA42", "from": "+525512345678", "to": "+525500000000"}
 
@@ -50,6 +54,27 @@ def test_session_start_reads_twilio_spelled_metadata_of_the_latest_message(domai
     _, events = run(ActionSessionStart(), tracker, domain)
     slots = {event["name"]: event["value"] for event in events if event["event"] == "slot"}
     assert slots == {"channel": "whatsapp", "call_sid": "SM7", "caller_number": "whatsapp:+5215512345678"}
+
+
+VOICE_FORM = {"CallSid": "CA42", "AccountSid": "AC1", "From": "+525512345678", "To": "+525500000000",
+              "Direction": "inbound", "FromCountry": "MX"}
+WHATSAPP_FORM = {"MessageSid": "SM7", "AccountSid": "AC1", "From": "whatsapp:+5215512345678",
+                 "To": "whatsapp:+14155238886", "Body": "hola", "ProfileName": "Ana", "WaId": "5215512345678"}
+
+
+@pytest.mark.parametrize("metadata, expected", [
+    (call_metadata(MultiDict(VOICE_FORM), input="call_start"),
+     {"channel": "voice", "call_sid": "CA42", "caller_number": "+525512345678", "called_number": "+525500000000"}),
+    (Inbound.from_form(MultiDict(WHATSAPP_FORM)).metadata("text"),
+     {"channel": "whatsapp", "call_sid": "SM7", "caller_number": "whatsapp:+5215512345678",
+      "called_number": "whatsapp:+14155238886"}),
+], ids=["voice", "whatsapp"])
+def test_session_start_reads_the_metadata_the_bridge_sends(
+    domain: Dict[str, Any], metadata: Dict[str, Any], expected: Dict[str, str],
+) -> None:
+    tracker = make_tracker(slots={"session_started_metadata": metadata})
+    _, events = run(ActionSessionStart(), tracker, domain)
+    assert {event["name"]: event["value"] for event in events if event["event"] == "slot"} == expected
 
 
 def test_session_start_greets_once_when_the_conversation_opens_with_session_start(

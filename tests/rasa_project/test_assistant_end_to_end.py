@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict, Iterator
@@ -16,7 +15,9 @@ from typing import Dict, Iterator
 import pytest
 import requests
 
-from assistant_processes import action_server, free_port, running
+from assistant_processes import action_server
+from tests.servers import free_port, gunicorn_bridge, running
+from twilio_bridge.phone import TwilioPhone
 
 pytestmark = [
     pytest.mark.rasa_license,
@@ -26,7 +27,6 @@ pytestmark = [
     ),
 ]
 
-REPO_DIR = Path(__file__).resolve().parents[2]
 AUTH_TOKEN = "e2e-auth-token-0123456789abcdef"
 HUMAN = "+525511112222"
 TRAIN_TIMEOUT = 1800
@@ -69,34 +69,26 @@ def model(rasa_command: str, project_dir: Path, environment: Dict[str, str],
 def bridge_url(rasa_command: str, model: Path, project_dir: Path, environment: Dict[str, str],
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     logs = tmp_path_factory.mktemp("logs")
-    actions_port, rasa_port, bridge_port = free_port(), free_port(), free_port()
+    actions_port, rasa_port = free_port(), free_port()
     endpoints = logs / "endpoints.yml"
     endpoints.write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n')
     rasa_url = f"http://127.0.0.1:{rasa_port}"
-    bridge_env = dict(
-        environment,
-        PORT=str(bridge_port),
-        RASA_WEBHOOK_URL=f"{rasa_url}/webhooks/rest/webhook",
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        FALLBACK_PHONE_NUMBER=HUMAN,
-        STATE_URL=f"sqlite:///{logs / 'state.db'}",
-    )
-    bridge = f"http://127.0.0.1:{bridge_port}"
+    bridge_settings = {
+        "RASA_WEBHOOK_URL": f"{rasa_url}/webhooks/rest/webhook",
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "FALLBACK_PHONE_NUMBER": HUMAN,
+    }
     with action_server(project_dir, actions_port, environment, logs / "actions.log"), running(
         [rasa_command, "run", "--enable-api", "--model", str(model), "--port", str(rasa_port),
          "--endpoints", str(endpoints), "--credentials", "credentials.yml"],
         cwd=project_dir, env=environment, log=logs / "rasa.log", timeout=300,
         ready=lambda: bool(requests.get(f"{rasa_url}/status", timeout=2).json().get("model_file")),
-    ), running(
-        [sys.executable, "twilio_voice_server.py"], cwd=REPO_DIR, env=bridge_env, log=logs / "bridge.log",
-        ready=lambda: requests.get(f"{bridge}/health", timeout=5).json()["status"] == "ok",
-    ):
+    ), gunicorn_bridge(logs / "bridge", bridge_settings) as bridge:
+        assert requests.get(f"{bridge}/health", timeout=5).json()["status"] == "ok"
         yield bridge
 
 
 def test_a_caller_blocks_a_lost_card_and_hangs_up(bridge_url: str) -> None:
-    from twilio_bridge.phone import TwilioPhone
-
     call = TwilioPhone(bridge_url, AUTH_TOKEN).call(from_="+525512345678", to="+525500000000")
     assert [text for text in call.heard if "asistente de tarjetas" in text] == [
         "Hola, soy el asistente de tarjetas. Puedo bloquear una tarjeta perdida o robada. ¿En qué le ayudo?"
@@ -123,8 +115,6 @@ def test_a_caller_blocks_a_lost_card_and_hangs_up(bridge_url: str) -> None:
 
 
 def test_a_caller_spells_the_digits_then_asks_for_a_person(bridge_url: str) -> None:
-    from twilio_bridge.phone import TwilioPhone
-
     call = TwilioPhone(bridge_url, AUTH_TOKEN).call()
     call.say("me robaron la tarjeta")
     call.say("cinco seis siete ocho")
