@@ -9,6 +9,9 @@ from typing import Any
 
 from .config import E164, GATHER_INPUTS
 
+# The options a `gather` directive may carry (DESIGN.md); anything else is dropped.
+GATHER_OPTIONS = frozenset({"input", "num_digits", "finish_on_key", "timeout", "hints", "speech_model"})
+
 
 @dataclass(frozen=True)
 class Button:
@@ -73,6 +76,7 @@ def _buttons(raw: Any) -> list[Button]:
 
 def _gather_options(raw: dict[str, Any]) -> dict[str, Any]:
     """Keep only options Twilio accepts, with sane values; a bad directive must not break the call."""
+    raw = {name: value for name, value in raw.items() if name in GATHER_OPTIONS}
     options: dict[str, Any] = {}
     if raw.get("input") in GATHER_INPUTS:
         options["input"] = raw["input"]
