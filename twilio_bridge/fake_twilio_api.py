@@ -86,16 +86,17 @@ class FakeTwilioAPI(LocalServer):
 
     def sent_to(self, to: str) -> list[dict[str, Any]]:
         with self._lock:
-            return [message for message in self.messages if message["to"] == to]
+            return self._addressed(to)
 
     def wait_for(self, count: int, to: str | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
         """The messages (to `to`) once there are at least `count`, or whatever arrived when time ran out."""
-        deadline = time.monotonic() + timeout
         with self._lock:
-            while True:
-                found = [m for m in self.messages if to is None or m["to"] == to]
-                if len(found) >= count or not self._lock.wait(max(0.0, deadline - time.monotonic())):
-                    return [m for m in self.messages if to is None or m["to"] == to]
+            self._lock.wait_for(lambda: len(self._addressed(to)) >= count, timeout)
+            return self._addressed(to)
+
+    def _addressed(self, to: str | None) -> list[dict[str, Any]]:
+        """The accepted messages to `to` (every one for None), oldest first; the caller holds the lock."""
+        return [message for message in self.messages if to is None or message["to"] == to]
 
     def _wsgi(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
         request = Request(environ)
@@ -107,9 +108,8 @@ class FakeTwilioAPI(LocalServer):
         if endpoint == "control":
             response = self._control(request)
         elif endpoint == "recorded":
-            to = request.args.get("to")
             with self._lock:
-                recorded = [m for m in self.messages if to is None or m["to"] == to]
+                recorded = self._addressed(request.args.get("to"))
             response = _json({"messages": recorded})
         elif not self._authorised(request, args["account"]):
             response = _error("401")
