@@ -16,7 +16,6 @@ import argparse
 import base64
 import json
 import secrets
-import signal
 import socket
 import threading
 import time
@@ -26,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
+from .local_server import LocalServer, until_signalled
 from .security import sign
 
 if TYPE_CHECKING:
@@ -47,7 +46,7 @@ ERRORS = {
 }
 
 
-class FakeTwilioAPI:
+class FakeTwilioAPI(LocalServer):
     def __init__(self, account_sid: str = ACCOUNT_SID, auth_token: str = "fake-auth-token") -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -59,32 +58,9 @@ class FakeTwilioAPI:
         self._failures: deque[str] = deque()
         self._failing: str | None = None
         self._lock = threading.Condition()
-        self._server: ThreadedWSGIServer | None = None
         self._urls = Map([Rule("/2010-04-01/Accounts/<account>/Messages.json", endpoint="messages"),
                           Rule("/_fake/control", endpoint="control"),
                           Rule("/_fake/messages", endpoint="recorded", methods=["GET"])])
-
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> FakeTwilioAPI:
-        self._server = ThreadedWSGIServer(host, port, self._wsgi, handler=_QuietHandler)
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeTwilioAPI:
-        return self if self._server else self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None, "start() the fake API first"
-        return f"http://{self._server.host}:{self._server.port}"
 
     def fail(self, kind: str, times: int | None = 1) -> None:
         """Answer the next `times` requests with a failure (None: every request until `heal()`)."""
@@ -110,16 +86,17 @@ class FakeTwilioAPI:
 
     def sent_to(self, to: str) -> list[dict[str, Any]]:
         with self._lock:
-            return [message for message in self.messages if message["to"] == to]
+            return self._addressed(to)
 
     def wait_for(self, count: int, to: str | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
         """The messages (to `to`) once there are at least `count`, or whatever arrived when time ran out."""
-        deadline = time.monotonic() + timeout
         with self._lock:
-            while True:
-                found = [m for m in self.messages if to is None or m["to"] == to]
-                if len(found) >= count or not self._lock.wait(max(0.0, deadline - time.monotonic())):
-                    return [m for m in self.messages if to is None or m["to"] == to]
+            self._lock.wait_for(lambda: len(self._addressed(to)) >= count, timeout)
+            return self._addressed(to)
+
+    def _addressed(self, to: str | None) -> list[dict[str, Any]]:
+        """The accepted messages to `to` (every one for None), oldest first; the caller holds the lock."""
+        return [message for message in self.messages if to is None or message["to"] == to]
 
     def _wsgi(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
         request = Request(environ)
@@ -131,9 +108,8 @@ class FakeTwilioAPI:
         if endpoint == "control":
             response = self._control(request)
         elif endpoint == "recorded":
-            to = request.args.get("to")
             with self._lock:
-                recorded = [m for m in self.messages if to is None or m["to"] == to]
+                recorded = self._addressed(request.args.get("to"))
             response = _json({"messages": recorded})
         elif not self._authorised(request, args["account"]):
             response = _error("401")
@@ -228,11 +204,6 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(json.dumps(payload), status=status, mimetype="application/json")
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """Benchmarks send thousands of messages; a line each would drown the bridge's own logs."""
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run a fake of Twilio's Messages API in the foreground.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -240,9 +211,7 @@ def main() -> None:
     parser.add_argument("--account-sid", default=ACCOUNT_SID)
     parser.add_argument("--auth-token", default="fake-auth-token")
     args = parser.parse_args()
-    done = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: done.set())
+    done = until_signalled()
     with FakeTwilioAPI(args.account_sid, args.auth_token).start(args.host, args.port) as api:
         print(f"Fake Twilio Messages API listening: TWILIO_API_BASE_URL={api.base_url} "
               f"TWILIO_ACCOUNT_SID={api.account_sid}", flush=True)

@@ -36,7 +36,8 @@ class Answer:
     status: int
     seconds: float
     body: str
-    root: ET.Element | None = None
+    root: ET.Element | None = None  # the parsed <Response>, once the answer passed its checks
+    content_type: str = "text/xml"
 
 
 def sid(prefix: str) -> str:
@@ -69,6 +70,13 @@ class TwilioPhone:
             signed["X-Twilio-Signature"] = sign(self.auth_token, public_url, params)
         return self.session.post(target, data=params, headers=signed, timeout=self.timeout + 5,
                                  allow_redirects=False, verify=self.verify)
+
+    def fetch(self, public_url: str, params: dict[str, str], headers: dict[str, str] | None = None) -> Answer:
+        """POST a webhook as Twilio does and time its answer; checking it is the caller's (voice or messaging)."""
+        started = time.monotonic()
+        response = self.post(public_url, params, headers)
+        return Answer(public_url, response.status_code, time.monotonic() - started, response.text,
+                      content_type=response.headers.get("Content-Type", ""))
 
     def call(self, from_: str = "+525512345678", to: str = "+525500000000", call_sid: str | None = None) -> "Call":
         call = Call(self, call_sid or sid("CA"), from_, to)
@@ -157,11 +165,9 @@ class Call:
     def _fetch(self, url: str, params: dict[str, str], redirects: int = 0) -> None:
         if redirects > MAX_REDIRECTS:
             raise TwilioWouldFail(f"more than {MAX_REDIRECTS} redirects in a row")
-        started = time.monotonic()
-        response = self.phone.post(url, params)
-        answer = Answer(url, response.status_code, time.monotonic() - started, response.text)
+        answer = self.phone.fetch(url, params)
         self.answers.append(answer)
-        answer.root = check_voice_answer(answer, response.headers.get("Content-Type", ""))
+        answer.root = check_voice_answer(answer, answer.content_type)
         self._document_url = url
         self._run(list(answer.root), url, redirects)
 

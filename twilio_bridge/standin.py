@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import socket
 import threading
 import time
@@ -17,8 +16,9 @@ import unicodedata
 from collections import defaultdict, deque
 from typing import TYPE_CHECKING, Any
 
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
+
+from .local_server import LocalServer, until_signalled
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -59,7 +59,7 @@ def _four_digits(text: str) -> str | None:
     return digits if re.fullmatch(r"\d{4}", digits) else None
 
 
-class RasaStandIn:
+class RasaStandIn(LocalServer):
     """Rasa's REST channel on 127.0.0.1: `.start()`, point the bridge at `.webhook_url`, assert on `.received`."""
 
     def __init__(self, delay: float = 0.0, mode: str = "ok") -> None:
@@ -72,8 +72,6 @@ class RasaStandIn:
         self._states: dict[str, dict[str, str]] = {}
         self._canned: deque[list[dict[str, Any]]] = deque()
         self._stopping = threading.Event()
-        self._server: ThreadedWSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def mode(self) -> str:
@@ -87,29 +85,15 @@ class RasaStandIn:
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> RasaStandIn:
         self._stopping.clear()
-        self._server = _Server(host, port, self._wsgi, handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-        return self
+        return super().start(host, port)
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None and self._thread is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join()
-            self._server = self._thread = None
-
-    def __enter__(self) -> RasaStandIn:
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._stopping.set()  # a delayed or hung request ends now, so the server can shut down
+        super().stop()
 
     @property
     def origin(self) -> str:
-        assert self._server is not None, "start() the stand-in first"
-        return f"http://{self._server.host}:{self._server.port}"
+        return self.base_url
 
     @property
     def webhook_url(self) -> str:
@@ -236,15 +220,6 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(json.dumps(payload, ensure_ascii=False), status=status, mimetype="application/json")
 
 
-class _Server(ThreadedWSGIServer):
-    request_queue_size = 1024  # hundreds of callers connect at once in the benchmarks
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """Benchmarks send thousands of requests; one log line each would drown the bridge's own logs."""
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the Rasa REST stand-in in the foreground.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -252,9 +227,7 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--mode", choices=MODES, default="ok")
     args = parser.parse_args()
-    done = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: done.set())
+    done = until_signalled()
     with RasaStandIn(delay=args.delay, mode=args.mode).start(args.host, args.port) as standin:
         print(f"Rasa stand-in listening: RASA_WEBHOOK_URL={standin.webhook_url}", flush=True)
         done.wait()

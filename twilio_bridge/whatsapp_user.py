@@ -5,7 +5,6 @@ the Messages API (REST mode; a `FakeTwilioAPI` records them). Used by the tests 
 """
 from __future__ import annotations
 
-import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -73,10 +72,8 @@ class WhatsAppUser:
         return self.post(self.params(body, media, button_payload, button_text, message_sid))
 
     def post(self, params: dict[str, str], headers: dict[str, str] | None = None) -> Posted:
-        started = time.monotonic()
-        response = self.twilio.post(self.twilio.public(WEBHOOK), params, headers)
-        answer = Answer(self.twilio.public(WEBHOOK), response.status_code, time.monotonic() - started, response.text)
-        answer.root = check_messaging_answer(answer, response.headers.get("Content-Type", ""))
+        answer = self.twilio.fetch(self.twilio.public(WEBHOOK), params, headers)
+        answer.root = check_messaging_answer(answer, answer.content_type)
         replies = [Reply((m.findtext("Body") or m.text or "").strip(), tuple((e.text or "") for e in m.findall("Media")))
                    for m in answer.root.iter("Message")]
         return Posted(params["MessageSid"], params, answer, replies)
