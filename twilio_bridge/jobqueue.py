@@ -55,6 +55,7 @@ class SqliteJobQueue:
         "CREATE TABLE IF NOT EXISTS queue_lanes (user TEXT PRIMARY KEY, due REAL NOT NULL, token TEXT)",
         "CREATE INDEX IF NOT EXISTS queue_lanes_due ON queue_lanes (due)",
         "CREATE TABLE IF NOT EXISTS queue_seen (id TEXT PRIMARY KEY, expires REAL NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS queue_seen_expires ON queue_seen (expires)",  # every enqueue purges by it
     )
 
     def __init__(self, path: str | Path):

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Protocol
 
 Value = dict[str, Any]
 COUNTER_TTL = 400 * 24 * 3600  # counters shown by /health: totals over roughly a year
+PURGE_SECONDS = 60.0  # how often each process deletes the expired rows of a SQLite store, as part of a write
 
 
 class StateStore(Protocol):
@@ -99,13 +100,18 @@ class SqliteFile:
 
 
 class SqliteStore:
+    """Expired rows are invisible at once and deleted within PURGE_SECONDS: every message leaves keys
+    (its sid, the user's menu and rate counter) that would otherwise stay in the file for ever."""
+
     def __init__(self, path: str | Path):
         self.file = SqliteFile(path)
         self._db = self.file.db
+        self._next_purge = 0.0
         with self.file.transaction() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL)"
             )
+            db.execute("CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires)")
 
     def get(self, key: str) -> Value | None:
         row = self._db().execute("SELECT value FROM kv WHERE key = ? AND expires > ?", (key, time.time())).fetchone()
@@ -115,8 +121,11 @@ class SqliteStore:
         """One writing statement, in turn with every other writer: rows changed, rows returned."""
         with self.file.writing.held():
             cursor = self._db().execute(sql, params)
-            rows = cursor.fetchall()
-            return cursor.rowcount, rows
+            done = cursor.rowcount, cursor.fetchall()
+            if time.monotonic() >= self._next_purge:
+                self._next_purge = time.monotonic() + PURGE_SECONDS
+                self._db().execute("DELETE FROM kv WHERE expires <= ?", (time.time(),))
+            return done
 
     def put(self, key: str, value: Value, ttl: float) -> None:
         self._write(
@@ -152,9 +161,6 @@ class SqliteStore:
     def count(self, key: str) -> int:
         row = self._db().execute("SELECT value FROM kv WHERE key = ? AND expires > ?", (key, time.time())).fetchone()
         return int(row[0]) if row else 0
-
-    def purge_expired(self) -> int:
-        return self._write("DELETE FROM kv WHERE expires <= ?", (time.time(),))[0]
 
     def ping(self) -> bool:
         return self._db().execute("SELECT 1").fetchone() == (1,)
