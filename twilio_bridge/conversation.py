@@ -76,9 +76,12 @@ class Conversation:
     def menu_key(self) -> str:
         return f"whatsapp:menu:{self.user}"
 
-    def message_for(self, inbound: Inbound) -> tuple[str, str]:
+    def menu(self) -> list[Button]:
+        """The buttons of the assistant's last turn to this user, which a reply may choose from."""
+        return [Button(**b) for b in (self.current.store.get(self.menu_key) or {}).get("buttons", [])]
+
+    def message_for(self, inbound: Inbound, buttons: list[Button]) -> tuple[str, str]:
         """What Rasa gets and how the user said it. Only a payload Rasa offered may start with '/'."""
-        buttons = [Button(**b) for b in (self.current.store.get(self.menu_key) or {}).get("buttons", [])]
         offered = next((b for b in buttons if b.payload == inbound.button_payload), None)
         text = from_user(inbound.body)
         choice = offered or _choice(text, buttons)
@@ -92,9 +95,13 @@ class Conversation:
 
     def reply(self, inbound: Inbound) -> list[Outgoing]:
         """Ask Rasa; the messages to send back. Raises RasaError; an empty answer gets the apology."""
-        message, kind = self.message_for(inbound)
+        menu = self.menu()
+        message, kind = self.message_for(inbound, menu)
         turn = read_turn(self.current.ask_rasa(self.user, message, inbound.metadata(kind)))
-        self.current.store.put(self.menu_key, {"buttons": [asdict(b) for b in turn.buttons]}, MENU_TTL)
+        if turn.buttons:
+            self.current.store.put(self.menu_key, {"buttons": [asdict(b) for b in turn.buttons]}, MENU_TTL)
+        elif menu:  # most turns offer no menu and follow none: they write nothing
+            self.current.store.delete(self.menu_key)
         if turn.is_empty:
             return self.apology()
         return render_turn(turn, self.phrases, self.current.settings.fallback_phone_number)

@@ -13,14 +13,12 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
-from .state import WriteLock
+from .state import SqliteFile, backend, redis_client
 
 SEEN_TTL = 3 * 24 * 3600  # how long a job id is remembered after it was enqueued, for Twilio's retries
 
@@ -57,37 +55,15 @@ class SqliteJobQueue:
         "CREATE TABLE IF NOT EXISTS queue_lanes (user TEXT PRIMARY KEY, due REAL NOT NULL, token TEXT)",
         "CREATE INDEX IF NOT EXISTS queue_lanes_due ON queue_lanes (due)",
         "CREATE TABLE IF NOT EXISTS queue_seen (id TEXT PRIMARY KEY, expires REAL NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS queue_seen_expires ON queue_seen (expires)",  # every enqueue purges by it
     )
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self.writing = WriteLock.for_file(self.path)
+        self.file = SqliteFile(path, synchronous="FULL")  # a job acknowledged to Twilio must survive a power cut
+        self._db, self._transaction = self.file.db, self.file.transaction
         with self._transaction() as db:
             for statement in self.SCHEMA:
                 db.execute(statement)
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # a job acknowledged to Twilio must survive a power cut
-            self._local.db = db
-        return db
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        with self.writing.held():
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
     def enqueue(self, job_id: str, user: str, data: dict[str, Any]) -> bool:
         now = time.time()
@@ -217,9 +193,7 @@ return 1
 
 class RedisJobQueue:
     def __init__(self, url: str, prefix: str = "twilio-bridge:queue:"):
-        import redis
-
-        self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        self.redis = redis_client(url)
         self.prefix = prefix
         self.lanes, self.leases, self.jobs = prefix + "lanes", prefix + "leases", prefix + "jobs"
         self._scripts = {name: self.redis.register_script(source) for name, source in (
@@ -268,8 +242,5 @@ class RedisJobQueue:
 
 def open_queue(url: str) -> JobQueue:
     """The same STATE_URL as the state store: the queue lives beside the rest of the bridge's state."""
-    if url.startswith("sqlite:///"):
-        return SqliteJobQueue(url.removeprefix("sqlite:///"))
-    if url.startswith(("redis://", "rediss://")):
-        return RedisJobQueue(url)
-    raise ValueError(f"unsupported STATE_URL scheme: {url.split(':', 1)[0]}")
+    kind, where = backend(url)
+    return SqliteJobQueue(where) if kind == "sqlite" else RedisJobQueue(where)

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Protocol
 
 Value = dict[str, Any]
 COUNTER_TTL = 400 * 24 * 3600  # counters shown by /health: totals over roughly a year
+PURGE_SECONDS = 60.0  # how often each process deletes the expired rows of a SQLite store, as part of a write
 
 
 class StateStore(Protocol):
@@ -64,27 +65,53 @@ class WriteLock:
                 fcntl.flock(self._file, fcntl.LOCK_UN)
 
 
-class SqliteStore:
-    """One file, one connection per thread, WAL so readers never wait for the writer."""
+class SqliteFile:
+    """One SQLite file opened the bridge's way, for the state store and the queue alike: a connection per
+    thread, WAL so readers never wait for the writer, and writers in turn on the file's `WriteLock`."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, synchronous: str = "NORMAL"):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        self.synchronous = synchronous
         self.writing = WriteLock.for_file(self.path)
-        with self._db() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL)"
-            )
+        self._local = threading.local()
 
-    def _db(self) -> sqlite3.Connection:
+    def db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
             self._local.db = db
         return db
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Several statements as one write, in turn with every other writer."""
+        db = self.db()
+        with self.writing.held():
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+
+class SqliteStore:
+    """Expired rows are invisible at once and deleted within PURGE_SECONDS: every message leaves keys
+    (its sid, the user's menu and rate counter) that would otherwise stay in the file for ever."""
+
+    def __init__(self, path: str | Path):
+        self.file = SqliteFile(path)
+        self._db = self.file.db
+        self._next_purge = 0.0
+        with self.file.transaction() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires)")
 
     def get(self, key: str) -> Value | None:
         row = self._db().execute("SELECT value FROM kv WHERE key = ? AND expires > ?", (key, time.time())).fetchone()
@@ -92,10 +119,13 @@ class SqliteStore:
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> tuple[int, list[Any]]:
         """One writing statement, in turn with every other writer: rows changed, rows returned."""
-        with self.writing.held():
+        with self.file.writing.held():
             cursor = self._db().execute(sql, params)
-            rows = cursor.fetchall()
-            return cursor.rowcount, rows
+            done = cursor.rowcount, cursor.fetchall()
+            if time.monotonic() >= self._next_purge:
+                self._next_purge = time.monotonic() + PURGE_SECONDS
+                self._db().execute("DELETE FROM kv WHERE expires <= ?", (time.time(),))
+            return done
 
     def put(self, key: str, value: Value, ttl: float) -> None:
         self._write(
@@ -132,18 +162,20 @@ class SqliteStore:
         row = self._db().execute("SELECT value FROM kv WHERE key = ? AND expires > ?", (key, time.time())).fetchone()
         return int(row[0]) if row else 0
 
-    def purge_expired(self) -> int:
-        return self._write("DELETE FROM kv WHERE expires <= ?", (time.time(),))[0]
-
     def ping(self) -> bool:
         return self._db().execute("SELECT 1").fetchone() == (1,)
 
 
+def redis_client(url: str) -> Any:
+    """A client of the Redis that STATE_URL names; imported here, so SQLite deployments need no redis package."""
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+
+
 class RedisStore:
     def __init__(self, url: str, prefix: str = "twilio-bridge:"):
-        import redis
-
-        self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        self.redis = redis_client(url)
         self.prefix = prefix
 
     def get(self, key: str) -> Value | None:
@@ -173,10 +205,15 @@ class RedisStore:
         return bool(self.redis.ping())
 
 
-def open_store(url: str) -> StateStore:
-    """`sqlite:///relative/or//absolute/path.db` or `redis://host:port/db`."""
+def backend(url: str) -> tuple[str, str]:
+    """`sqlite:///relative/or//absolute/path.db` → ("sqlite", its path); `redis://host:port/db` → ("redis", it)."""
     if url.startswith("sqlite:///"):
-        return SqliteStore(url.removeprefix("sqlite:///"))
+        return "sqlite", url.removeprefix("sqlite:///")
     if url.startswith(("redis://", "rediss://")):
-        return RedisStore(url)
+        return "redis", url
     raise ValueError(f"unsupported STATE_URL scheme: {url.split(':', 1)[0]}")
+
+
+def open_store(url: str) -> StateStore:
+    kind, where = backend(url)
+    return SqliteStore(where) if kind == "sqlite" else RedisStore(where)

@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import metrics
 from .conversation import Conversation, Inbound
+from .jobqueue import SEEN_TTL
 from .logs import log
 from .messaging import Outgoing, messaging_twiml
 from .rasa_client import RasaError
@@ -22,13 +23,12 @@ from .state import COUNTER_TTL
 bp = Blueprint("whatsapp", __name__, url_prefix="/webhook/twilio/whatsapp")
 bp.before_request(require_twilio_signature)
 
-SEEN_TTL = 3 * 24 * 3600
 RATE_WINDOW = 60
 DELIVERY_STATUSES = ("queued", "sending", "sent", "delivered", "read", "undelivered", "failed", "canceled")
 
 
-def twiml(response: MessagingResponse) -> Response:
-    return Response(str(response), status=200, mimetype="text/xml")
+def twiml(answer: MessagingResponse | str) -> Response:
+    return Response(str(answer), status=200, mimetype="text/xml")
 
 
 @bp.post("")
@@ -68,8 +68,7 @@ def answer_now(current: Bridge, inbound: Inbound) -> Response:
     seen_key = f"whatsapp:seen:{inbound.sid}"
     if not current.store.add(seen_key, {}, SEEN_TTL):
         structlog.contextvars.bind_contextvars(outcome="duplicate")
-        return Response((current.store.get(seen_key) or {}).get("twiml") or str(MessagingResponse()),
-                        status=200, mimetype="text/xml")
+        return twiml((current.store.get(seen_key) or {}).get("twiml") or MessagingResponse())
     conversation = Conversation(current, inbound.user)
     messages = rate_limited(current, inbound)
     if messages is None:
@@ -82,7 +81,7 @@ def answer_now(current: Bridge, inbound: Inbound) -> Response:
             messages = conversation.apology()
     answer = str(messaging_twiml(messages))
     current.store.put(seen_key, {"twiml": answer}, SEEN_TTL)
-    return Response(answer, status=200, mimetype="text/xml")
+    return twiml(answer)
 
 
 def rate_limited(current: Bridge, inbound: Inbound) -> list[Outgoing] | None:
