@@ -8,7 +8,11 @@ import pytest
 from twilio_bridge.phone import TwilioPhone
 from twilio_bridge.standin import RasaStandIn
 
-from .conftest import HUMAN
+from twilio_bridge.app import create_app
+from twilio_bridge.state import SqliteStore
+from twilio_bridge.whatsapp_user import WhatsAppUser
+
+from .conftest import AUTH_TOKEN, HUMAN, LiveServer
 
 APOLOGY = "Lo siento, tengo un problema técnico."
 
@@ -66,3 +70,23 @@ def test_an_unparseable_directive_does_not_break_the_call(phone: TwilioPhone, st
     call.say("hola")
     assert call.heard == ["Marque su clave."] and call.gather["input"] == "dtmf speech"
     assert "numDigits" not in call.gather
+
+
+class BrokenStore(SqliteStore):
+    """A state store that fails on every read: the bridge's own fault, not Rasa's."""
+
+    def get(self, key: str) -> dict | None:
+        raise RuntimeError("disk on fire")
+
+
+def test_an_unexpected_error_is_an_apology_and_a_person_never_a_500(settings, tmp_path) -> None:
+    server = LiveServer(create_app(settings, store=BrokenStore(tmp_path / "broken.db")))
+    try:
+        phone = TwilioPhone(server.url, AUTH_TOKEN)
+        call = phone.call()  # TwilioWouldFail would raise on a 500
+        assert call.state == "dialing" and call.dialed == HUMAN and call.heard[0] == APOLOGY
+        assert call.hangup() == 204  # a status callback still gets its 204
+        whatsapp = WhatsAppUser(server.url, AUTH_TOKEN).send("hola")
+        assert whatsapp.answer.status == 200 and "problema técnico" in whatsapp.replies[0].body
+    finally:
+        server.stop()

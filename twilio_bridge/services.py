@@ -3,11 +3,13 @@ and in WhatsApp's REST mode the durable queue and the background workers that em
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from flask import Response, current_app, request
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import HTTPException
 
 from . import metrics
 from .config import Settings
@@ -97,3 +99,18 @@ def remember_answer(response: Response) -> Response:
                     "mimetype": response.mimetype}
         bridge().store.add(f"replay:{request.path}:{token}", answered, REPLAY_TTL)
     return response
+
+
+def answer_every_error(bp: Blueprint, event: str, answer: Callable[[], Response]) -> None:
+    """Whatever breaks in a Twilio route is logged as `event`, and Twilio still gets a 2xx, never a 500:
+    204 on a status callback, otherwise `answer()` (an apology, and a way forward)."""
+
+    @bp.errorhandler(Exception)
+    def unexpected_error(exc: Exception) -> Response | HTTPException:
+        if isinstance(exc, HTTPException):
+            return exc
+        log.exception(event)
+        if request.path.endswith("/status"):
+            structlog.contextvars.bind_contextvars(outcome="error")
+            return Response(status=204)
+        return answer()

@@ -7,7 +7,6 @@ import structlog
 from flask import Blueprint, Response, request
 from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import HTTPException
 
 from . import metrics
 from .assistant import AssistantTurn, Button, read_turn
@@ -15,7 +14,8 @@ from .holding import Outcome, past_deadline
 from .logs import log
 from .phrases import phrases_for
 from .rasa_client import RasaError
-from .services import Bridge, bridge, remember_answer, replay_retried_webhook, require_twilio_signature
+from .services import (Bridge, answer_every_error, bridge, remember_answer, replay_retried_webhook,
+                       require_twilio_signature)
 from .text import fold, from_user
 from .twiml import Voice, gather_response, goodbye_response, handoff_response, hold_response, turn_response
 
@@ -281,14 +281,9 @@ def call_status() -> Response:
     return Response(status=204)
 
 
-@bp.errorhandler(Exception)
-def unexpected_error(exc: Exception) -> Response | HTTPException:
-    """Whatever broke, the caller hears an apology and reaches a person: never a 500 to Twilio."""
-    if isinstance(exc, HTTPException):
-        return exc
-    log.exception("voice.unexpected_error")
-    if request.path.endswith("/status"):
-        structlog.contextvars.bind_contextvars(outcome="error")
-        return Response(status=204)
+def _error_answer() -> Response:
     current = bridge()
     return hand_off(current, [voice_of(current).phrases.trouble], "error")
+
+
+answer_every_error(bp, "voice.unexpected_error", _error_answer)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import structlog
 from flask import Blueprint, Response, request
 from twilio.twiml.messaging_response import MessagingResponse
-from werkzeug.exceptions import HTTPException
 
 from . import metrics
 from .conversation import Conversation, Inbound
@@ -17,7 +16,7 @@ from .jobqueue import SEEN_TTL
 from .logs import log
 from .messaging import Outgoing, messaging_twiml
 from .rasa_client import RasaError
-from .services import Bridge, bridge, require_twilio_signature
+from .services import Bridge, answer_every_error, bridge, require_twilio_signature
 from .state import COUNTER_TTL
 
 bp = Blueprint("whatsapp", __name__, url_prefix="/webhook/twilio/whatsapp")
@@ -121,16 +120,12 @@ def delivery_counts(current: Bridge) -> dict[str, object]:
             "sent": current.store.count("whatsapp:sent"), "send_errors": current.store.count("whatsapp:send_errors")}
 
 
-@bp.errorhandler(Exception)
-def unexpected_error(exc: Exception) -> Response | HTTPException:
-    """Whatever broke, Twilio gets a 200 and the user an apology, never a 500."""
-    if isinstance(exc, HTTPException):
-        return exc
-    log.exception("whatsapp.unexpected_error")
+def _error_answer() -> Response:
     structlog.contextvars.bind_contextvars(outcome="error")
-    if request.path.endswith("/status"):
-        return Response(status=204)
     return twiml(messaging_twiml(Conversation(bridge(), "").apology()))
+
+
+answer_every_error(bp, "whatsapp.unexpected_error", _error_answer)
 
 
 def _empty(outcome: str) -> Response:
