@@ -126,6 +126,12 @@ def rest_settings(settings: Settings, fake_api: FakeTwilioAPI) -> Settings:
 
 
 @pytest.fixture
+def rest_url(serve: Callable[[Settings], LiveServer], rest_settings: Settings) -> str:
+    """A bridge replying to WhatsApp through the (fake) Messages API."""
+    return serve(rest_settings).url
+
+
+@pytest.fixture
 def log_lines() -> Iterator[Callable[[], list[dict]]]:
     """The JSON log lines written while the test runs."""
     import io

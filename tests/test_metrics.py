@@ -12,7 +12,8 @@ from twilio_bridge.phone import TwilioPhone
 from twilio_bridge.standin import RasaStandIn
 
 from .conftest import AUTH_TOKEN
-from .test_whatsapp_rest import Serve, chat, rest_url, wait_for  # noqa: F401  (rest_url: a fixture)
+from .servers import wait_for
+from .test_whatsapp_rest import Serve, chat
 
 
 def scrape(base_url: str, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -88,10 +89,10 @@ def test_whatsapp_deliveries_are_counted_by_result(serve: Serve, rest_settings: 
     assert fake_api.wait_for(1, to=retried_then_sent.address)
     fake_api.fail("63016", times=1)
     chat(url).send("perdí mi tarjeta")
-    assert wait_for(lambda: counted("failed") == 1)
+    wait_for(lambda: counted("failed") == 1)
     fake_api.fail("500", times=None)
     chat(url).send("perdí mi tarjeta")
-    assert wait_for(lambda: counted("expired") == 1)
+    wait_for(lambda: counted("expired") == 1)
     assert {result: counted(result) for result in ("sent", "retried", "failed", "expired")} == {
         "sent": 1, "retried": 2, "failed": 1, "expired": 1}
     assert len(fake_api.messages) == 1
@@ -105,9 +106,9 @@ def test_whatsapp_queue_depth_is_the_shared_queues_length_at_scrape_time(
         user.send(text)
     assert value(scrape(rest_url), "twilio_bridge_whatsapp_queue_depth") == 3
     fake_api.wait_for(1, to=user.address)
-    assert wait_for(lambda: value(scrape(rest_url), "twilio_bridge_whatsapp_queue_depth") == 2)
+    wait_for(lambda: value(scrape(rest_url), "twilio_bridge_whatsapp_queue_depth") == 2)
     fake_api.wait_for(3, to=user.address)
-    assert wait_for(lambda: value(scrape(rest_url), "twilio_bridge_whatsapp_queue_depth") == 0)
+    wait_for(lambda: value(scrape(rest_url), "twilio_bridge_whatsapp_queue_depth") == 0)
 
 
 def test_whatsapp_status_callbacks_are_counted_by_status(rest_url: str) -> None:

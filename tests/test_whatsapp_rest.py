@@ -18,14 +18,10 @@ from twilio_bridge.standin import ASK_DIGITS, BLOCKED, FALLBACK, HANDOFF, RasaSt
 from twilio_bridge.whatsapp_user import WhatsAppUser
 
 from .conftest import AUTH_TOKEN, HUMAN, WHATSAPP_FROM, LiveServer
+from .servers import wait_for
 from .test_whatsapp_twiml import APOLOGY, new_number
 
 Serve = Callable[[Settings], LiveServer]
-
-
-@pytest.fixture
-def rest_url(serve: Serve, rest_settings: Settings) -> str:
-    return serve(rest_settings).url
 
 
 def chat(url: str) -> WhatsAppUser:
@@ -127,7 +123,7 @@ def test_outside_the_24_hour_window_is_not_retried_and_is_logged_with_its_code(
     user = chat(rest_url)
     with capture_logs() as logs:
         user.send("muéstrame la imagen")  # two messages: the second is not even tried
-        assert wait_for(lambda: any(e["event"] == "whatsapp.delivery" for e in logs))
+        wait_for(lambda: any(e["event"] == "whatsapp.delivery" for e in logs))
     failed = [e for e in logs if e["event"] == "whatsapp.send.failed"]
     assert [(e["code"], e["status"], e["log_level"]) for e in failed] == [(63016, 400, "error")]
     assert [e["outcome"] for e in logs if e["event"] == "whatsapp.delivery"] == ["window_closed"]
@@ -197,15 +193,6 @@ def test_a_redis_state_store_carries_the_queue(serve: Serve, rest_settings: Sett
     assert requests.get(url + "/health").json()["whatsapp"]["pending"] == 0
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_whatsapp_settings_are_read_and_bad_ones_named() -> None:
     from twilio_bridge.config import ConfigError, load_settings
 
@@ -226,7 +213,7 @@ def test_one_log_line_per_webhook_and_per_delivery_with_the_number_masked(
     user = chat(rest_url)
     posted = user.send("perdí mi tarjeta")
     fake_api.wait_for(1, to=user.address)
-    assert wait_for(lambda: any(line["event"] == "whatsapp.delivery" for line in log_lines()))
+    wait_for(lambda: any(line["event"] == "whatsapp.delivery" for line in log_lines()))
     lines = log_lines()
     (webhook,) = [line for line in lines if line["event"] == "webhook"]
     (delivery,) = [line for line in lines if line["event"] == "whatsapp.delivery"]
