@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +137,11 @@ class FakeTwilioAPI(LocalServer):
         with self._lock:
             self._lock.wait_for(lambda: len(self._addressed(to)) >= count, timeout)
             return self._addressed(to)
+
+    def wait_until(self, condition: Callable[[FakeTwilioAPI], object], timeout: float = 10.0) -> bool:
+        """Wait until `condition(self)` holds (checked whenever the fake records something); whether it did."""
+        with self._lock:
+            return bool(self._lock.wait_for(lambda: condition(self), timeout))
 
     def _addressed(self, to: str | None) -> list[dict[str, Any]]:
         """The accepted messages to `to` (every one for None), oldest first; the caller holds the lock."""

@@ -113,17 +113,22 @@ class Transcriber:
 
     def transcribe(self, audio: bytes) -> Heard:
         """What the note says. Raises Unheard: undecodable, too_long, empty or engine."""
-        with self._lock:
-            model = self._loaded()
+        try:
             from faster_whisper.audio import decode_audio
 
-            try:
-                samples = decode_audio(io.BytesIO(audio), sampling_rate=SAMPLE_RATE)
-            except Exception as exc:  # PyAV raises a dozen kinds for a file it cannot read
-                raise Unheard("undecodable", type(exc).__name__) from exc
-            seconds = len(samples) / SAMPLE_RATE
-            if seconds > MAX_SECONDS:
-                raise Unheard("too_long", f"{seconds:.0f} s")
+            _refuse_long(audio)  # before decoding: hours of Opus fit in 16 MB, and would fill the memory
+            samples = decode_audio(io.BytesIO(audio), sampling_rate=SAMPLE_RATE)
+        except Unheard:
+            raise
+        except ImportError as exc:
+            raise Unheard("engine", "faster-whisper is not installed (./install_twilio_server.sh --transcribe)") from exc
+        except Exception as exc:  # PyAV raises a dozen kinds for a file it cannot read
+            raise Unheard("undecodable", type(exc).__name__) from exc
+        seconds = len(samples) / SAMPLE_RATE
+        if seconds > MAX_SECONDS:
+            raise Unheard("too_long", f"{seconds:.0f} s")
+        with self._lock:
+            model = self._loaded()
             started = time.monotonic()
             try:
                 segments, info = model.transcribe(samples, language=self.language, beam_size=BEAM_SIZE,
@@ -144,6 +149,16 @@ class Transcriber:
             except Exception as exc:
                 raise Unheard("engine", f"loading {self.model_name}: {type(exc).__name__}: {str(exc)[:120]}") from exc
         return self._model
+
+
+def _refuse_long(audio: bytes) -> None:
+    """Raise Unheard("too_long") when the container says the audio lasts more than MAX_SECONDS."""
+    import av
+
+    with av.open(io.BytesIO(audio)) as container:
+        seconds = (container.duration or 0) / av.time_base
+    if seconds > MAX_SECONDS:
+        raise Unheard("too_long", f"{seconds:.0f} s")
 
 
 class VoiceNotes:
