@@ -207,10 +207,16 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run a fake of Twilio's Messages API in the foreground.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5099)
-    parser.add_argument("--account-sid", default=ACCOUNT_SID)
-    parser.add_argument("--auth-token", default="fake-auth-token")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=5099,
+                        help="port to listen on, 0 for a free one (default: %(default)s); give the bridge "
+                             "TWILIO_API_BASE_URL=http://127.0.0.1:PORT")
+    parser.add_argument("--account-sid", default=ACCOUNT_SID,
+                        help="the account whose Messages.json it serves: the bridge's TWILIO_ACCOUNT_SID "
+                             "(default: %(default)s)")
+    parser.add_argument("--auth-token", default="fake-auth-token",
+                        help="the password it expects and signs status callbacks with: the bridge's "
+                             "TWILIO_AUTH_TOKEN (default: %(default)s)")
     args = parser.parse_args()
     done = until_signalled()
     with FakeTwilioAPI(args.account_sid, args.auth_token).start(args.host, args.port) as api:
