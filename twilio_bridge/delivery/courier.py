@@ -59,7 +59,7 @@ class Courier:
                 outgoing = conversation.reply(inbound)
             except RasaError as exc:
                 log.warning("rasa.failed", kind=exc.kind, detail=exc.detail)
-                if self._retry_later(job, f"rasa_{exc.kind}"):
+                if self._retry_later(job, f"rasa_{exc.kind}", detail=exc.detail):
                     return "rasa_retry"
                 outgoing, outcome = conversation.apology(), "apology"
             data.update(outgoing=[message.as_dict() for message in outgoing], sent=0)
@@ -83,7 +83,8 @@ class Courier:
             except SendError as exc:
                 self.current.store.incr("whatsapp:send_errors", COUNTER_TTL)
                 self.current.store.incr(f"whatsapp:send_error:{exc.code or exc.status or 'network'}", COUNTER_TTL)
-                if exc.retryable and self._retry_later(job, "twilio", status=exc.status, code=exc.code):
+                if exc.retryable and self._retry_later(job, "twilio", status=exc.status, code=exc.code,
+                                                       detail=exc.detail):
                     metrics.whatsapp_delivered("retried")
                     return "send_retry"
                 metrics.whatsapp_delivered("expired" if exc.retryable else "failed")
@@ -100,15 +101,17 @@ class Courier:
         return None
 
     def _retry_later(self, job: Job, reason: str, **context: object) -> bool:
-        """Postpone the user's lane with exponential backoff; False once the retry window is spent."""
+        """Postpone the user's lane with exponential backoff; False once the retry window is spent.
+        The first retry of a failing streak is a warning with the cause; the ones after it repeat it quietly."""
         data, now = job.data, time.time()
         data["attempts"] = data.get("attempts", 0) + 1
+        first = "failing_since" not in data
         elapsed = now - data.setdefault("failing_since", now)
         window = self.current.settings.whatsapp_retry_window
         if elapsed >= window:
             return False
         delay = min(BACKOFF_FIRST * 2 ** (data["attempts"] - 1), BACKOFF_MAX, window - elapsed)
-        log.info("whatsapp.retry_later", reason=reason, delay=round(delay, 2), **context)
+        (log.warning if first else log.info)("whatsapp.retry_later", reason=reason, delay=round(delay, 2), **context)
         self.queue.postpone(job, delay)
         return True
 

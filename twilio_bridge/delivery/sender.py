@@ -1,6 +1,8 @@
 """Sending a message through Twilio's Messages API, with one error type that says whether to try again."""
 from __future__ import annotations
 
+import re
+
 import requests
 from twilio.base import values
 from twilio.base.exceptions import TwilioException
@@ -11,6 +13,7 @@ from ..whatsapp.replies import Outgoing
 
 SEND_TIMEOUT = 10.0
 WINDOW_CLOSED = 63016  # a free-form WhatsApp message more than 24 h after the user's last one
+OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")  # urllib3 buries the socket's error in its message
 
 
 class SendError(Exception):
@@ -32,6 +35,7 @@ class MessageSender:
         self.client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout),
                              environment={"TWILIO_ACCOUNT_SID": account_sid, "TWILIO_AUTH_TOKEN": auth_token})
         self.client.api.base_url = api_base_url  # the Api domain's origin; tests point it at a local fake
+        self.timeout = timeout
 
     def send(self, to: str, from_: str, message: Outgoing, status_callback: str | None = None) -> str:
         """Create one message; its sid. Raises SendError."""
@@ -48,5 +52,15 @@ class MessageSender:
             retryable = status is not None and (status == 429 or status >= 500)
             raise SendError(str(getattr(exc, "msg", exc))[:200], retryable, status, code) from exc
         except requests.RequestException as exc:
-            raise SendError(f"{type(exc).__name__}: {str(exc)[:160]}", True) from exc
+            raise SendError(network_problem(exc, self.timeout), True) from exc
         return str(created.sid)
+
+
+def network_problem(exc: requests.RequestException, timeout: float) -> str:
+    """Where and why a request to Twilio got no answer, in words an operator can act on:
+    `POST https://api.twilio.com/…/Messages.json: connection refused`."""
+    where = f"{exc.request.method} {exc.request.url}: " if exc.request is not None else ""
+    if isinstance(exc, requests.Timeout):
+        return f"{where}no answer within {timeout:g} s"
+    cause = OS_ERROR.search(str(exc))
+    return where + (cause.group(1).strip().lower() if cause else type(exc).__name__)
