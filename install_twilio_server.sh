@@ -88,7 +88,7 @@ apt_install() {
     printf '#!/bin/sh\n# %s: leave the daemons it installs stopped\nexit 101\n' "$NAME" > "$policy"
     chmod 755 "$policy"
     added=1
-    trap 'rm -f "$policy"' EXIT
+    trap "rm -f '$policy'" EXIT  # expanded now: a failing step exits outside this function
   fi
   run_logged "package lists" '^(Get|Hit):[0-9]+ ([^ ]+)' apt-get update
   run_logged "packages set up" '^Setting up ([^ ]+)' \
