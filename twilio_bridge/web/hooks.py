@@ -3,7 +3,7 @@ webhook Twilio retries the answer it already got, so the caller's words reach Ra
 from __future__ import annotations
 
 import structlog
-from flask import Response, request
+from flask import Response, g, request
 
 from .. import metrics
 from ..bridge import bridge
@@ -14,17 +14,38 @@ REPLAY_TTL = 600
 
 
 def require_twilio_signature() -> Response | None:
-    """before_request hook of every Twilio-facing blueprint: 403 unless Twilio signed it."""
+    """before_request hook of every Twilio-facing blueprint: 403 unless Twilio signed it.
+
+    The check refuses whatever goes wrong inside it (a body it cannot read, a validator that raises):
+    only a signature that verified lets a request through, and `twilio_signed` records that it did,
+    so an error answer can never stand in for this decision (web.errors).
+    """
     current = bridge()
     if not current.settings.validate_signature:
         log.warning("signature.unchecked", reason="TWILIO_VALIDATE_SIGNATURE=false", path=request.path)
+        g.twilio_signed = True
         return None
-    if current.signatures.is_valid(request):
+    try:
+        valid = current.signatures.is_valid(request)
+    except Exception as exc:
+        log.warning("signature.check_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        valid = False
+    if valid:
+        g.twilio_signed = True
         return None
+    return refuse_unsigned()
+
+
+def twilio_signed() -> bool:
+    """Did this request pass the signature check (or is checking switched off)?"""
+    return bool(g.get("twilio_signed"))
+
+
+def refuse_unsigned() -> Response:
     structlog.contextvars.bind_contextvars(outcome="forbidden")
     metrics.signature_rejected(request.url_rule.rule if request.url_rule else "unmatched")
-    log.warning("signature.rejected", path=request.path, url=current.signatures.public_url(request),
-                signed=bool(request.headers.get("X-Twilio-Signature")))
+    log.warning("signature.rejected", path=request.path, url=bridge().signatures.public_url(request),
+                signed=bool(request.headers.get("X-Twilio-Signature")), content_type=request.mimetype)
     return Response("Forbidden: invalid Twilio signature\n", status=403, mimetype="text/plain")
 
 
