@@ -131,8 +131,14 @@ def call_status() -> Response:
 
 
 def _error_answer() -> Response:
+    """An apology and a person; on the way out of a call (after the <Dial>), an apology and goodbye:
+    dialling again would put the caller through to the person over and over."""
     current = bridge()
-    return hand_off(current, [voice_of(current).phrases.trouble], "error")
+    voice = voice_of(current)
+    if request.path == routes.DIAL_RESULT:
+        structlog.contextvars.bind_contextvars(outcome="hangup")
+        return twiml(goodbye_response([voice.phrases.trouble, voice.phrases.goodbye], voice))
+    return hand_off(current, [voice.phrases.trouble], "error")
 
 
 answer_every_error(bp, "voice.unexpected_error", _error_answer)
