@@ -12,6 +12,8 @@ from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+MIN_TOKEN_CHARACTERS = 16
+SECRET_FIELDS = frozenset({"twilio_auth_token", "shared_keys", "metrics_token", "outbound_api_token"})  # never echoed
 
 
 class ConfigError(Exception):
@@ -50,6 +52,9 @@ class Settings:
     log_level: str = "INFO"
     metrics_token: str | None = field(default=None, repr=False)
     metrics_dir: str | None = None
+    outbound_api_token: str | None = field(default=None, repr=False)
+    twilio_sms_from: str | None = None
+    twilio_voice_from: str | None = None
 
     @property
     def hold_after(self) -> float:
@@ -86,11 +91,24 @@ class Settings:
             "whatsapp_workers": self.whatsapp_workers,
             "state_backend": self.state_url.split(":", 1)[0],
             "metrics_protected_by": "token" if self.metrics_token else "localhost",
+            "outbound_api": self.outbound_enabled,
+            "outbound_sms_from": self.twilio_sms_from,
+            "outbound_voice_from": self.twilio_voice_from,
         }
 
     @property
     def whatsapp_rest_mode(self) -> bool:
         return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_whatsapp_from)
+
+    @property
+    def outbound_enabled(self) -> bool:
+        """OUTBOUND_API_TOKEN turns the outbound API on (load_settings makes sure it can send)."""
+        return bool(self.outbound_api_token)
+
+    @property
+    def delivers_through_rest(self) -> bool:
+        """The durable queue and its workers run: for WhatsApp's REST replies, or for outbound messages."""
+        return self.whatsapp_rest_mode or bool(self.outbound_enabled and self.twilio_account_sid and self.twilio_auth_token)
 
 
 def _http_url(value: str) -> str:
@@ -176,6 +194,13 @@ def _text(value: str) -> str:
     return value
 
 
+def _api_token(value: str) -> str:
+    if len(value) < MIN_TOKEN_CHARACTERS:
+        raise ValueError(f"must be at least {MIN_TOKEN_CHARACTERS} characters: it lets its holder message and call "
+                         "your customers")
+    return value
+
+
 # Every variable the bridge reads: name, Settings field, parser (a ValueError names what is wrong).
 VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("PORT", "port", _count(1, 65535)),
@@ -204,6 +229,9 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("LOG_LEVEL", "log_level", _log_level),
     ("METRICS_TOKEN", "metrics_token", _text),
     ("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", _text),
+    ("OUTBOUND_API_TOKEN", "outbound_api_token", _api_token),
+    ("TWILIO_SMS_FROM", "twilio_sms_from", _phone),
+    ("TWILIO_VOICE_FROM", "twilio_voice_from", _phone),
 )
 
 
@@ -219,7 +247,7 @@ def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Se
             values[attr] = parse(raw)
         except ValueError as exc:
             detail = str(exc) if not str(exc).startswith(("could not convert", "invalid literal")) else "is not a number"
-            problems.append(f"{name}={raw[:40]!r}: {detail}")
+            problems.append(f"{name}: {detail}" if attr in SECRET_FIELDS else f"{name}={raw[:40]!r}: {detail}")
 
     if "state_url" not in values and workdir is not None:
         values["state_url"] = f"sqlite:///{workdir / 'state' / 'bridge.db'}"
@@ -229,6 +257,21 @@ def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Se
             "TWILIO_AUTH_TOKEN: required to check Twilio's signatures "
             "(set TWILIO_VALIDATE_SIGNATURE=false only for local experiments)"
         )
+    problems += _outbound_problems(values)
     if problems:
         raise ConfigError(problems)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _outbound_problems(values: Mapping[str, object]) -> list[str]:
+    """The outbound API sends through Twilio's REST API, and an outbound call needs a public voice webhook."""
+    if not values.get("outbound_api_token"):
+        return []
+    problems = []
+    if not values.get("twilio_account_sid"):
+        problems.append("TWILIO_ACCOUNT_SID: required with OUTBOUND_API_TOKEN (outbound messages and calls go "
+                        "through Twilio's REST API)")
+    if values.get("twilio_voice_from") and not values.get("public_base_url"):
+        problems.append("PUBLIC_BASE_URL: required with TWILIO_VOICE_FROM (Twilio fetches an outbound call's "
+                        "voice webhook from it)")
+    return problems

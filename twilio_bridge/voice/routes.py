@@ -8,6 +8,7 @@ from werkzeug.datastructures import MultiDict
 
 from .. import metrics, routes
 from ..bridge import bridge
+from ..outbound import calls as outbound_calls
 from ..rasa.client import RasaError
 from ..rasa.menu import choose_button
 from ..rasa.turn import Button
@@ -33,7 +34,8 @@ def this_call() -> GatherCall:
 @bp.post(routes.VOICE)
 def incoming_call() -> Response:
     call = this_call()
-    return call.converse("/session_start", call_metadata(request.form, input="call_start"), start=True)
+    metadata = call_metadata(request.form, call.current.store, input="call_start")
+    return call.converse("/session_start", metadata, start=True)
 
 
 @bp.post(routes.SPEECH)
@@ -120,6 +122,10 @@ def call_status() -> Response:
     sid = request.form.get("CallSid", "")
     status = request.form.get("CallStatus", "")
     structlog.contextvars.bind_contextvars(call_sid=sid, call_status=status, outcome="ignored")
+    placed = outbound_calls.record_status(current.store, request.args.get("outbound"), request.form)
+    if placed is not None and status in outbound_calls.UNANSWERED:  # Rasa never heard of a call nobody answered
+        structlog.contextvars.bind_contextvars(outcome="outbound_unanswered")
+        return Response(status=204)
     if sid and status in FINAL_CALL_STATUSES:
         current.store.delete(call_key(sid))
         try:
