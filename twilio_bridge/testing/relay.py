@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -46,13 +48,19 @@ class Reply:
         return "".join(self.tokens).strip()
 
 
-def open_relay_socket(phone: TwilioPhone, public_url: str, timeout: float = 10.0) -> ClientConnection:
-    """Open the WebSocket at `public_url` as Twilio does: connecting to the bridge, signed for the public URL."""
+def open_relay_socket(phone: TwilioPhone, public_url: str, timeout: float = 10.0,
+                      sock: socket.socket | None = None) -> ClientConnection:
+    """Open the WebSocket at `public_url` as Twilio does: to the bridge (phone.base_url), signed for the public
+    URL. `sock`: an open connection to use (a test that resolves a public name to 127.0.0.1 makes its own)."""
     parts = urlsplit(public_url)
     target = "ws" + phone.base_url.removeprefix("http") + parts.path + (f"?{parts.query}" if parts.query else "")
     headers = {"X-Twilio-Signature": sign(phone.auth_token, public_url, {})} if phone.auth_token else {}
+    context = None
+    if target.startswith("wss://"):
+        context = ssl.create_default_context(cafile=phone.verify if isinstance(phone.verify, str) else None)
     try:
-        return connect(target, additional_headers=headers, open_timeout=timeout, max_size=2 ** 20)
+        return connect(target, additional_headers=headers, open_timeout=timeout, max_size=2 ** 20, sock=sock,
+                       ssl=context)
     except InvalidStatus as exc:
         raise RelayRefused(exc.response.status_code) from None
 
@@ -90,8 +98,13 @@ class RelayCall:
         self.relay = dict(relay.attrib)
         if not self.relay.get("url", "").startswith(("ws://", "wss://")):
             raise TwilioWouldFail(f"ConversationRelay url={self.relay.get('url')!r} is not a WebSocket URL")
-        self.action_url = self.phone.public(connect_verb.get("action") or "", answer.url)
-        self.socket = open_relay_socket(self.phone, self.relay["url"])
+        return self.connect(self.relay["url"], self.phone.public(connect_verb.get("action") or "", answer.url))
+
+    def connect(self, socket_url: str, action_url: str = "", sock: socket.socket | None = None) -> Reply:
+        """Open the WebSocket at its public URL and send `setup`; returns the greeting. `start()` calls it with
+        what the call webhook answered; alone, it skips the webhook (`check`, a test through a proxy)."""
+        self.action_url = action_url
+        self.socket = open_relay_socket(self.phone, socket_url, sock=sock)
         self._reader = threading.Thread(target=self._read, name=f"relay-{self.sid[-6:]}", daemon=True)
         self._reader.start()
         self.send({"type": "setup", "sessionId": self.session_id, "accountSid": self.phone.account_sid,
