@@ -14,6 +14,11 @@ from urllib.parse import urlsplit
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 MIN_TOKEN_CHARACTERS = 16
 SECRET_FIELDS = frozenset({"twilio_auth_token", "shared_keys", "metrics_token", "outbound_api_token"})  # never echoed
+VOICE_MODES = ("gather", "relay")
+RELAY_INTERRUPTIBLE = ("any", "speech", "dtmf", "none")
+# ConversationRelay's own voice names (Amazon's neural voices), per VOICE_LANGUAGE: `Polly.Mia` is not one.
+RELAY_VOICES = {"es-MX": "Mia-Neural", "es-US": "Lupe-Neural", "es-ES": "Lucia-Neural",
+                "en-US": "Joanna-Neural", "en-GB": "Amy-Neural"}
 
 
 class ConfigError(Exception):
@@ -43,6 +48,12 @@ class Settings:
     voice_name: str = "Polly.Mia"
     voice_greeting: str | None = None
     voice_max_silences: int = 2
+    voice_mode: str = "gather"
+    voice_silence_seconds: float = 8.0
+    relay_tts_provider: str = "Amazon"
+    relay_voice: str | None = None
+    relay_transcription_provider: str | None = None
+    relay_interruptible: str = "any"
     twilio_whatsapp_from: str | None = None
     twilio_api_base_url: str = "https://api.twilio.com"
     whatsapp_rate_limit: int = 20
@@ -67,6 +78,13 @@ class Settings:
         return self.rasa_max_wait_seconds > self.hold_after
 
     @property
+    def relay_voice_name(self) -> str | None:
+        """The ConversationRelay voice: VOICE_RELAY_VOICE, else Amazon's voice for VOICE_LANGUAGE (None: Twilio's default)."""
+        if self.relay_voice or self.relay_tts_provider != "Amazon":
+            return self.relay_voice
+        return RELAY_VOICES.get(self.voice_language)
+
+    @property
     def rasa_origin(self) -> str:
         parts = urlsplit(self.rasa_webhook_url)
         return f"{parts.scheme}://{parts.netloc}"
@@ -85,6 +103,7 @@ class Settings:
             "fallback_phone_configured": self.fallback_phone_number is not None,
             "voice_language": self.voice_language,
             "voice_name": self.voice_name,
+            "voice_mode": self.voice_mode,
             "whatsapp_rest_replies": self.whatsapp_rest_mode,
             "whatsapp_rate_limit": self.whatsapp_rate_limit,
             "whatsapp_retry_window": self.whatsapp_retry_window,
@@ -190,6 +209,14 @@ def _log_level(value: str) -> str:
     return level
 
 
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value.lower()
+    return parse
+
+
 def _text(value: str) -> str:
     return value
 
@@ -220,6 +247,12 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("VOICE_NAME", "voice_name", _text),
     ("VOICE_GREETING", "voice_greeting", _text),
     ("VOICE_MAX_SILENCES", "voice_max_silences", _count(0, 5)),
+    ("VOICE_MODE", "voice_mode", _one_of(VOICE_MODES)),
+    ("VOICE_SILENCE_SECONDS", "voice_silence_seconds", _seconds(60)),
+    ("VOICE_RELAY_TTS_PROVIDER", "relay_tts_provider", _text),
+    ("VOICE_RELAY_VOICE", "relay_voice", _text),
+    ("VOICE_RELAY_TRANSCRIPTION_PROVIDER", "relay_transcription_provider", _text),
+    ("VOICE_RELAY_INTERRUPTIBLE", "relay_interruptible", _one_of(RELAY_INTERRUPTIBLE)),
     ("TWILIO_WHATSAPP_FROM", "twilio_whatsapp_from", _whatsapp_address),
     ("TWILIO_API_BASE_URL", "twilio_api_base_url", _http_url),
     ("WHATSAPP_RATE_LIMIT", "whatsapp_rate_limit", _count(1, 10_000)),

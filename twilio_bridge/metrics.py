@@ -52,6 +52,19 @@ OUTBOUND_CALLS = Counter(
     ["result"],
 )
 
+RELAY_SESSIONS_OPEN = Gauge(
+    "twilio_bridge_relay_sessions_open", "Relay-mode calls (ConversationRelay WebSockets) open now",
+    multiprocess_mode="livesum",
+)
+RELAY_SESSIONS = Counter(
+    "twilio_bridge_relay_sessions",
+    "Relay-mode sessions ended: outcome handoff, hangup or caller_hung_up; why: assistant, rasa_failed, silence...",
+    ["outcome", "why"],
+)
+RELAY_TURNS = Counter("twilio_bridge_relay_turns", "Relay-mode turns sent to Rasa, by input (speech, dtmf, button)",
+                      ["input"])
+RELAY_INTERRUPTS = Counter("twilio_bridge_relay_interrupts", "Relay-mode replies the caller talked over")
+
 
 def webhook_answered(route: str, outcome: str, seconds: float) -> None:
     WEBHOOKS.labels(route, outcome).inc()
@@ -108,3 +121,19 @@ def outbound_call_placed(result: str) -> None:
 def outbound_call_ended(status: str) -> None:
     """status: Twilio's final CallStatus: completed, busy, no-answer, failed or canceled."""
     OUTBOUND_CALLS.labels(status).inc()
+
+def relay_session_opened() -> None:
+    RELAY_SESSIONS_OPEN.inc()
+
+
+def relay_session_closed(outcome: str, why: str) -> None:
+    RELAY_SESSIONS_OPEN.dec()
+    RELAY_SESSIONS.labels(outcome, why).inc()
+
+
+def relay_turn(input_kind: str) -> None:
+    RELAY_TURNS.labels(input_kind).inc()
+
+
+def relay_interrupted() -> None:
+    RELAY_INTERRUPTS.inc()

@@ -167,6 +167,12 @@ class PhoneCall:
                                    self.params(CallStatus=status, CallDuration="42"))
         return response.status_code
 
+    def follow(self, public_url: str, params: dict[str, str]) -> list[str]:
+        """Twilio fetches `public_url` for this call (a <Connect action>, say) and runs the TwiML it gets."""
+        self.heard = []
+        self._fetch(public_url, params)
+        return self.heard
+
     def _respond(self, **result: str) -> list[str]:
         self._expect("gathering")
         self.heard = []

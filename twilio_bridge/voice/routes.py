@@ -17,6 +17,7 @@ from ..web.errors import answer_every_error
 from ..web.hooks import remember_answer, replay_retried_webhook, require_twilio_signature
 from ..web.responses import twiml
 from .call import GatherCall, call_key, call_metadata, hand_off, voice_of
+from .relay_routes import answer_call_with_relay
 from .twiml import gather_response, goodbye_response
 
 bp = Blueprint("voice", __name__)
@@ -35,6 +36,8 @@ def this_call() -> GatherCall:
 def incoming_call() -> Response:
     call = this_call()
     metadata = call_metadata(request.form, call.current.store, input="call_start")
+    if call.current.settings.voice_mode == "relay":
+        return answer_call_with_relay(call.current, metadata)
     return call.converse("/session_start", metadata, start=True)
 
 
