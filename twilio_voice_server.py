@@ -23,6 +23,7 @@ from twilio_bridge.app import create_app
 from twilio_bridge.config import ConfigError, Settings, load_settings
 from twilio_bridge.logs import configure_logging
 
+
 def settings_from_environment() -> Settings:
     """Load twilio.env, then the environment; exit with one line per bad variable."""
     env_file = Path(os.environ.get("TWILIO_ENV_FILE") or Path.cwd() / "twilio.env")

@@ -21,8 +21,8 @@ from typing import Iterator
 import aiohttp
 
 from tests.servers import ROOT, Gunicorn, answers, free_port, running
-from twilio_bridge.fake_twilio_api import FakeTwilioAPI
-from twilio_bridge.security import sign
+from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
+from twilio_bridge.web.signature import sign
 
 PYTHON = sys.executable
 AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
@@ -32,10 +32,10 @@ REDIRECT = re.compile(r"<Redirect[^>]*>([^<]+)</Redirect>")
 
 @contextmanager
 def standin(delay: float) -> Iterator[str]:
-    """`python -m twilio_bridge.standin` in its own process; yields its webhook URL."""
+    """`python -m twilio_bridge.testing.standin` in its own process; yields its webhook URL."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="twilio-bridge-bench-") as workdir, running(
-            [PYTHON, "-m", "twilio_bridge.standin", "--port", str(port), "--delay", str(delay)],
+            [PYTHON, "-m", "twilio_bridge.testing.standin", "--port", str(port), "--delay", str(delay)],
             Path(workdir) / "standin.log", ready=lambda: answers(f"http://127.0.0.1:{port}/"), cwd=ROOT):
         yield f"http://127.0.0.1:{port}/webhooks/rest/webhook"
 

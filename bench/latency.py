@@ -21,9 +21,9 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import AUTH_TOKEN, bridge, median, messages_api, percentile, standin  # noqa: E402
-from twilio_bridge.fake_twilio_api import FakeTwilioAPI  # noqa: E402
-from twilio_bridge.security import sign  # noqa: E402
-from twilio_bridge.whatsapp_user import WhatsAppUser  # noqa: E402
+from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI  # noqa: E402
+from twilio_bridge.testing.whatsapp_user import WhatsAppUser  # noqa: E402
+from twilio_bridge.web.signature import sign  # noqa: E402
 
 WARM_UP = 50  # the first requests of each kind warm up connections and caches, and are not counted
 Timings = tuple[list[float], list[float]]  # milliseconds: the stand-in directly, the same through the bridge

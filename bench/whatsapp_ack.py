@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import AUTH_TOKEN, bridge, messages_api, percentile, standin  # noqa: E402
-from twilio_bridge.whatsapp_user import WhatsAppUser  # noqa: E402
+from twilio_bridge.testing.whatsapp_user import WhatsAppUser  # noqa: E402
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .servers import BRIDGE_VARIABLES
+from tests.servers import BRIDGE_VARIABLES
 
 ENTRY = Path(__file__).resolve().parent.parent / "twilio_voice_server.py"
 

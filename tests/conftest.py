@@ -11,13 +11,12 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
+from tests.servers import redis_url  # noqa: F401  (a fixture, shared with every module)
 from twilio_bridge.app import close_app, create_app
 from twilio_bridge.config import Settings
-from twilio_bridge.fake_twilio_api import FakeTwilioAPI
-from twilio_bridge.phone import TwilioPhone
-from twilio_bridge.standin import RasaStandIn
-
-from .servers import redis_url  # noqa: F401  (a fixture, shared with every module)
+from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
+from twilio_bridge.testing.phone import TwilioPhone
+from twilio_bridge.testing.standin import RasaStandIn
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 HUMAN = "+525511112222"

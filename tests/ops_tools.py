@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import urllib3.util.connection
 
-from .servers import ROOT, free_port, port_open, running
+from tests.servers import ROOT, free_port, port_open, running
 
 DOMAIN = "ivr.test"
 RENDER_SITE = ROOT / "nginx" / "render-site.sh"

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from twilio_bridge.phone import TwilioPhone
-
-from .conftest import AUTH_TOKEN
+from tests.conftest import AUTH_TOKEN
+from twilio_bridge.testing.phone import TwilioPhone
 
 
 def test_one_line_per_webhook_with_call_turn_latency_and_outcome(phone: TwilioPhone, log_lines) -> None:

@@ -8,15 +8,18 @@ import structlog
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import health, metrics, scrape, voice, whatsapp
+from . import metrics, routes
+from .bridge import EXTENSION, Bridge
 from .config import Settings, load_settings
-from .delivery import start_delivery
-from .jobqueue import JobQueue, open_queue
+from .delivery.courier import start_delivery
+from .delivery.queue import JobQueue, open_queue
 from .logs import log
-from .rasa_client import RasaClient
-from .security import SignatureCheck
-from .services import EXTENSION, Bridge
+from .rasa.client import RasaClient
 from .state import StateStore, open_store
+from .voice import routes as voice_routes
+from .web import health, metrics_endpoint
+from .web.signature import SignatureCheck
+from .whatsapp import routes as whatsapp_routes
 
 
 def create_app(settings: Settings | None = None, rasa: RasaClient | None = None,
@@ -48,10 +51,10 @@ def trust_proxies(app: Flask, settings: Settings) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    app.register_blueprint(voice.bp)
-    app.register_blueprint(whatsapp.bp)
+    app.register_blueprint(voice_routes.bp)
+    app.register_blueprint(whatsapp_routes.bp)
     app.register_blueprint(health.bp)
-    app.register_blueprint(scrape.bp)
+    app.register_blueprint(metrics_endpoint.bp)
 
 
 def start_background_work(app: Flask) -> None:
@@ -80,7 +83,7 @@ def register_request_log(app: Flask) -> None:
     @app.after_request
     def summarise(response: Response) -> Response:
         seconds = time.monotonic() - g.get("started", time.monotonic())
-        method = log.debug if request.path in ("/health", "/metrics") else log.info
+        method = log.debug if request.path in (routes.HEALTH, routes.METRICS) else log.info
         method("webhook", route=request.path, status=response.status_code, ms=round(seconds * 1000))
         outcome = structlog.contextvars.get_contextvars().get("outcome") or f"http_{response.status_code}"
         metrics.webhook_answered(request.url_rule.rule if request.url_rule else "unmatched", outcome, seconds)

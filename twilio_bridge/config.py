@@ -12,7 +12,6 @@ from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-GATHER_INPUTS = ("dtmf", "speech", "dtmf speech")
 
 
 class ConfigError(Exception):

@@ -6,9 +6,9 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 import requests
-
 from assistant_processes import action_server as start_action_server
 from assistant_trackers import user_event
+
 from tests.servers import free_port
 
 CALL_METADATA = {"channel": "voice", "call_sid": "CA42", "from": "+525512345678", "to": "+525500000000"}

@@ -4,10 +4,6 @@ import asyncio
 from typing import Any, Dict, List
 
 import pytest
-from rasa_sdk.events import ActionExecuted, SessionStarted, SlotSet
-from rasa_sdk.executor import CollectingDispatcher
-from werkzeug.datastructures import MultiDict
-
 from actions.card_actions import (
     ActionBlockCard,
     ActionConfirmCard,
@@ -18,8 +14,12 @@ from actions.card_service import BlockRequest, BlockResult, CardNotFound, CardSe
 from actions.fallback import ActionHandleFallback
 from actions.session import ActionSessionStart
 from assistant_trackers import make_tracker, user_event
-from twilio_bridge.conversation import Inbound
-from twilio_bridge.voice import call_metadata
+from rasa_sdk.events import ActionExecuted, SessionStarted, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from werkzeug.datastructures import MultiDict
+
+from twilio_bridge.voice.call import call_metadata
+from twilio_bridge.whatsapp.conversation import Inbound
 
 CALL_METADATA = {"channel": "voice", "call_sid": "CA42", "from": "+525512345678", "to": "+525500000000"}
 

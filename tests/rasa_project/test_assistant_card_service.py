@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
-
 from actions.card_service import (
     BlockRequest,
     CardNotFound,

@@ -14,10 +14,10 @@ from typing import Dict, Iterator
 
 import pytest
 import requests
-
 from assistant_processes import action_server
+
 from tests.servers import free_port, gunicorn_bridge, running
-from twilio_bridge.phone import TwilioPhone
+from twilio_bridge.testing.phone import TwilioPhone
 
 pytestmark = [
     pytest.mark.rasa_license,

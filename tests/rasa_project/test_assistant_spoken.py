@@ -1,5 +1,4 @@
 import pytest
-
 from actions.spoken import digits_in, in_groups, last_four_digits, one_by_one
 
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from rasa_sdk.executor import ActionExecutor
 
-from twilio_bridge.assistant import GATHER_OPTIONS, read_turn
-from twilio_bridge.config import GATHER_INPUTS
+from twilio_bridge.limits import GATHER_INPUTS
+from twilio_bridge.rasa.turn import GATHER_OPTIONS, read_turn
 
 RASA_DEFAULT_INTENTS = {"session_start", "session_end", "restart", "back", "out_of_scope", "nlu_fallback"}
 RASA_DEFAULT_ACTIONS = {

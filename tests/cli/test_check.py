@@ -1,0 +1,209 @@
+"""`python twilio_voice_server.py check`, against the bridge, the Rasa stand-in and a fake of Twilio's REST API."""
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.wrappers import Request, Response
+
+from tests.cli_helpers import cli_env, run_cli
+from tests.conftest import AUTH_TOKEN, LiveServer
+from tests.servers import free_port
+from twilio_bridge.testing.phone import TwilioPhone
+from twilio_bridge.testing.standin import RasaStandIn
+
+ACCOUNT = "AC" + "1" * 32
+NUMBER = "+525500000000"
+PUBLIC = "https://ivr.example.com"
+
+
+def findings(stdout: str) -> dict[str, list[str]]:
+    """`level subject: detail` lines, by subject: the levels found for each."""
+    found: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        level, _, rest = line.partition(" ")
+        if level in ("ok", "warn", "fail", "skip"):
+            found.setdefault(rest.strip().split(":")[0], []).append(level)
+    return found
+
+
+def check(tmp_path: Path, *args: str, **settings: str) -> Any:
+    return run_cli(["check", *args], cli_env(**settings), tmp_path)
+
+
+def test_a_working_local_setup_passes_with_a_warning_about_the_public_url(bridge_url: str, standin: RasaStandIn,
+                                                                          tmp_path: Path) -> None:
+    done = check(tmp_path, TWILIO_AUTH_TOKEN=AUTH_TOKEN, PORT=bridge_url.rsplit(":", 1)[1],
+                 RASA_WEBHOOK_URL=standin.webhook_url)
+    assert done.returncode == 0, done.stdout
+    assert findings(done.stdout) == {"configuration": ["ok"], "rasa": ["ok", "ok"], "signatures": ["ok"],
+                                     "public url": ["warn"], "bridge": ["ok"]}
+    assert "answers 'Hello from Rasa: 3.21.0'" in done.stdout
+    assert "answered 'Perdone, no le entendí." in done.stdout
+    assert [r["message"] for r in standin.received] == ["hola"]
+    assert standin.received[0]["sender"].startswith("check-")
+    assert "https://YOUR-PUBLIC-HOST/webhook/twilio/voice" in done.stdout
+    assert done.stdout.rstrip().endswith("no problems, 1 warning(s)")
+
+
+def test_behind_a_proxy_the_signed_test_request_proves_token_and_url_and_the_urls_are_exact(
+        reconfigure: Callable[..., TwilioPhone], standin: RasaStandIn, tmp_path: Path) -> None:
+    bridge_url = reconfigure(public_base_url=PUBLIC).base_url
+    done = check(tmp_path, "--bridge", bridge_url, TWILIO_AUTH_TOKEN=AUTH_TOKEN, PUBLIC_BASE_URL=PUBLIC,
+                 RASA_WEBHOOK_URL=standin.webhook_url)
+    assert done.returncode == 0, done.stdout
+    assert findings(done.stdout) == {"configuration": ["ok"], "rasa": ["ok", "ok"], "signatures": ["ok"],
+                                     "public url": ["ok"], "bridge": ["ok"]}
+    assert f"accepted a status callback signed for {PUBLIC}" in done.stdout
+    urls = [line.split()[-1] for line in done.stdout.splitlines() if line.startswith("  ")]
+    assert urls == [f"{PUBLIC}/webhook/twilio/voice", f"{PUBLIC}/webhook/twilio/fallback",
+                    f"{PUBLIC}/webhook/twilio/status", f"{PUBLIC}/webhook/twilio/whatsapp",
+                    f"{PUBLIC}/webhook/twilio/whatsapp/status"]
+    assert standin.received[-1]["message"] == "hola"  # the status callback was not a final one: no /session_end
+
+
+def test_a_bad_configuration_gets_the_servers_one_line_per_variable(tmp_path: Path) -> None:
+    done = check(tmp_path, RASA_TIMEOUT="abc", PUBLIC_BASE_URL="ivr.example.com")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "twilio-bridge: configuration error: RASA_TIMEOUT='abc': is not a number",
+        "twilio-bridge: configuration error: PUBLIC_BASE_URL='ivr.example.com': must be an origin such as "
+        "https://ivr.example.com (no path)",
+        "twilio-bridge: configuration error: TWILIO_AUTH_TOKEN: required to check Twilio's signatures "
+        "(set TWILIO_VALIDATE_SIGNATURE=false only for local experiments)",
+    ]
+
+
+def test_rasa_down_an_unreachable_public_url_and_a_token_mismatch_all_fail(bridge_url: str, tmp_path: Path) -> None:
+    closed = LiveServer(Response("unused"))
+    closed.stop()
+    done = check(tmp_path, "--bridge", bridge_url, TWILIO_AUTH_TOKEN="another-token",
+                 PUBLIC_BASE_URL="http://127.0.0.1:8080", RASA_WEBHOOK_URL=closed.url + "/webhooks/rest/webhook")
+    assert done.returncode == 1
+    assert findings(done.stdout) == {"configuration": ["ok"], "rasa": ["fail"], "signatures": ["ok"],
+                                     "public url": ["fail"], "bridge": ["fail"]}
+    assert "no connection (is Rasa running" in done.stdout
+    assert "Twilio cannot reach 127.0.0.1" in done.stdout
+    assert "TWILIO_AUTH_TOKEN or PUBLIC_BASE_URL differ" in done.stdout
+    assert done.stdout.rstrip().endswith("3 problem(s), 0 warning(s)")
+
+
+def test_an_empty_rasa_answer_fails_and_no_running_bridge_is_skipped(standin: RasaStandIn, tmp_path: Path) -> None:
+    standin.mode = "empty"
+    closed = LiveServer(Response("unused"))
+    closed.stop()
+    done = check(tmp_path, "--bridge", closed.url, TWILIO_VALIDATE_SIGNATURE="false",
+                 RASA_WEBHOOK_URL=standin.webhook_url)
+    assert done.returncode == 1
+    assert findings(done.stdout) == {"configuration": ["ok"], "rasa": ["ok", "fail"], "signatures": ["warn"],
+                                     "public url": ["warn"], "bridge": ["skip"]}
+    assert "got an empty answer" in done.stdout
+    assert "TWILIO_VALIDATE_SIGNATURE=false: anyone can call the webhooks" in done.stdout
+
+
+class FakeTwilioApi:
+    """Just enough of api.twilio.com for IncomingPhoneNumbers: list by number, update one."""
+
+    def __init__(self, numbers: list[str]):
+        self.numbers = {f"PN{index:032d}": {"sid": f"PN{index:032d}", "phone_number": number, "account_sid": ACCOUNT}
+                        for index, number in enumerate(numbers)}
+        self.refuse: dict[str, tuple[int, dict[str, object]]] = {}  # by method: the error to answer
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.server = LiveServer(self.wsgi)
+
+    def wsgi(self, environ: dict, start_response: Callable) -> Any:
+        request = Request(environ)
+        params = request.args if request.method == "GET" else request.form
+        self.requests.append((request.method, request.path, dict(params)))
+        expected = "Basic " + base64.b64encode(f"{ACCOUNT}:{AUTH_TOKEN}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            self.refuse[request.method] = (401, {"code": 20003, "message": "Authenticate", "status": 401})
+        if request.method in self.refuse:
+            status, body = self.refuse[request.method]
+            return self.json(body, status)(environ, start_response)
+        prefix = f"/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers"
+        if request.method == "GET" and request.path == prefix + ".json":
+            wanted = request.args.get("PhoneNumber")
+            page = [n for n in self.numbers.values() if n["phone_number"] == wanted]
+            body = {"incoming_phone_numbers": page, "next_page_uri": None, "page": 0, "page_size": 20,
+                    "uri": request.full_path, "first_page_uri": request.full_path, "previous_page_uri": None,
+                    "start": 0, "end": len(page)}
+            return self.json(body)(environ, start_response)
+        sid = request.path.removeprefix(prefix + "/").removesuffix(".json")
+        if request.method == "POST" and sid in self.numbers:
+            fields = {"VoiceUrl": "voice_url", "VoiceFallbackUrl": "voice_fallback_url",
+                      "StatusCallback": "status_callback"}
+            self.numbers[sid].update({fields[k]: v for k, v in request.form.items() if k in fields})
+            return self.json(self.numbers[sid])(environ, start_response)
+        return self.json({"code": 20404, "message": "Not found", "status": 404}, 404)(environ, start_response)
+
+    @staticmethod
+    def json(body: object, status: int = 200) -> Response:
+        return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+@pytest.fixture
+def twilio_api() -> Any:
+    api = FakeTwilioApi([NUMBER, "+525500000009"])
+    yield api
+    api.server.stop()
+
+
+def apply_settings(api: FakeTwilioApi, standin: RasaStandIn, **extra: str) -> dict[str, str]:
+    # PORT: a free one, so no bridge that happens to run on this machine answers the check
+    return {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "PUBLIC_BASE_URL": PUBLIC,
+            "TWILIO_API_BASE_URL": api.server.url, "RASA_WEBHOOK_URL": standin.webhook_url,
+            "PORT": str(free_port()), **extra}
+
+
+def test_apply_sets_the_voice_webhooks_on_the_number(twilio_api: FakeTwilioApi, standin: RasaStandIn,
+                                                     tmp_path: Path) -> None:
+    done = check(tmp_path, "--apply", "--number", NUMBER, **apply_settings(twilio_api, standin))
+    assert "ok    apply:" in done.stdout, done.stdout
+    (method, path, query), (update, update_path, form) = twilio_api.requests
+    assert (method, path) == ("GET", f"/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers.json")
+    assert query["PhoneNumber"] == NUMBER
+    assert (update, update_path) == ("POST", f"/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers/PN{0:032d}.json")
+    assert form == {"VoiceUrl": f"{PUBLIC}/webhook/twilio/voice", "VoiceMethod": "POST",
+                    "VoiceFallbackUrl": f"{PUBLIC}/webhook/twilio/fallback", "VoiceFallbackMethod": "POST",
+                    "StatusCallback": f"{PUBLIC}/webhook/twilio/status", "StatusCallbackMethod": "POST"}
+    assert done.returncode == 0  # the bridge is not running here: skipped, not failed
+
+
+def test_check_changes_nothing_without_apply(twilio_api: FakeTwilioApi, standin: RasaStandIn, tmp_path: Path) -> None:
+    check(tmp_path, **apply_settings(twilio_api, standin))
+    assert twilio_api.requests == []
+
+
+UNAUTHORISED = (401, {"code": 20003, "message": "Authenticate", "status": 401})
+INVALID_URL = (400, {"code": 21402, "message": "Url is not a valid URL", "status": 400})
+
+
+@pytest.mark.parametrize(("number", "refuse", "message", "methods"), [
+    ("+525511110000", {}, "+525511110000 is not a number of account AC1111", ["GET"]),
+    (NUMBER, {"GET": UNAUTHORISED}, "Twilio answered HTTP 401 (error 20003): Authenticate", ["GET"]),
+    (NUMBER, {"POST": INVALID_URL},
+     "Twilio answered HTTP 400 (error 21402): Unable to update record: Url is not a valid URL", ["GET", "POST"]),
+])
+def test_apply_reports_what_twilio_refused(number: str, refuse: dict, message: str, methods: list[str],
+                                           twilio_api: FakeTwilioApi, standin: RasaStandIn, tmp_path: Path) -> None:
+    twilio_api.refuse = refuse
+    done = check(tmp_path, "--apply", "--number", number, **apply_settings(twilio_api, standin))
+    assert done.returncode == 1
+    assert f"fail  apply: {message}" in done.stdout
+    assert [m for m, _, _ in twilio_api.requests] == methods
+
+
+def test_apply_needs_a_reachable_public_url_and_a_number(twilio_api: FakeTwilioApi, standin: RasaStandIn,
+                                                         tmp_path: Path) -> None:
+    local = check(tmp_path, "--apply", "--number", NUMBER,
+                  **apply_settings(twilio_api, standin, PUBLIC_BASE_URL="http://localhost:5001"))
+    assert local.returncode == 1
+    assert "fail  apply: set PUBLIC_BASE_URL to the https origin Twilio can reach first" in local.stdout
+    alone = check(tmp_path, "--apply", **apply_settings(twilio_api, standin))
+    assert alone.returncode == 2 and "--apply and --number go together" in alone.stderr
+    assert twilio_api.requests == []

@@ -1,0 +1,77 @@
+"""The durable queue's contract, the same for SQLite and Redis (a real redis-server)."""
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from twilio_bridge.delivery.queue import JobQueue, RedisJobQueue, SqliteJobQueue
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def queue(request: pytest.FixtureRequest, tmp_path: Path) -> JobQueue:
+    if request.param == "sqlite":
+        return SqliteJobQueue(tmp_path / "queue.db")
+    url = request.getfixturevalue("redis_url")
+    return RedisJobQueue(url, prefix=f"test-{secrets.token_hex(4)}:")
+
+
+def test_one_lane_per_user_in_order_and_lanes_in_parallel(queue: JobQueue) -> None:
+    for job_id, user in (("a1", "ana"), ("a2", "ana"), ("b1", "beto")):
+        assert queue.enqueue(job_id, user, {"n": job_id})
+    first, second = queue.claim(5), queue.claim(5)
+    assert (first.id, second.id) == ("a1", "b1")  # ana's a2 waits behind a1; beto is not blocked
+    assert queue.claim(5) is None
+    assert queue.finish(first) and queue.claim(5).id == "a2"
+    assert queue.pending() == 2
+
+
+def test_a_job_id_is_taken_once(queue: JobQueue) -> None:
+    assert queue.enqueue("SM1", "ana", {}) and queue.seen("SM1")
+    assert not queue.enqueue("SM1", "ana", {"again": True})
+    job = queue.claim(5)
+    assert queue.finish(job) and not queue.enqueue("SM1", "ana", {})  # still remembered once done
+    assert queue.pending() == 0 and not queue.seen("SM2")
+
+
+def test_a_lapsed_lease_hands_the_job_over_and_locks_out_the_old_holder(queue: JobQueue) -> None:
+    queue.enqueue("SM1", "ana", {"step": 0})
+    lost = queue.claim(0.2)
+    assert queue.claim(5) is None
+    time.sleep(0.3)
+    taken = queue.claim(5)
+    assert taken.id == "SM1" and taken.token != lost.token
+    lost.data["step"] = 99
+    assert not queue.save(lost) and not queue.renew(lost, 5) and not queue.finish(lost)
+    assert not queue.postpone(lost, 1)
+    taken.data["step"] = 1
+    assert queue.save(taken) and queue.renew(taken, 5) and queue.finish(taken)
+
+
+def test_postponing_holds_the_whole_lane_and_keeps_progress(queue: JobQueue) -> None:
+    queue.enqueue("a1", "ana", {"tries": 0})
+    queue.enqueue("a2", "ana", {})
+    job = queue.claim(5)
+    job.data["tries"] = 1
+    assert queue.postpone(job, 0.3)
+    assert queue.claim(5) is None  # a2 must not overtake a1
+    time.sleep(0.35)
+    again = queue.claim(5)
+    assert (again.id, again.data) == ("a1", {"tries": 1})
+
+
+def test_a_renewed_lease_outlives_its_first_term(queue: JobQueue) -> None:
+    queue.enqueue("a1", "ana", {})
+    job = queue.claim(0.3)
+    time.sleep(0.2)
+    assert queue.renew(job, 0.5)
+    time.sleep(0.2)
+    assert queue.claim(5) is None
+
+
+def test_jobs_survive_a_new_connection(tmp_path: Path) -> None:
+    SqliteJobQueue(tmp_path / "q.db").enqueue("SM1", "ana", {"body": "hola"})
+    job = SqliteJobQueue(tmp_path / "q.db").claim(5)
+    assert (job.id, job.user, job.data) == ("SM1", "ana", {"body": "hola"})

@@ -1,0 +1,64 @@
+"""Nothing lost: the bridge under real gunicorn, killed with SIGKILL while a message is in its care."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import AUTH_TOKEN, HUMAN, WHATSAPP_FROM
+from tests.servers import Gunicorn, free_port, wait_for
+from twilio_bridge.delivery.workers import LEASE_SECONDS
+from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
+from twilio_bridge.testing.standin import ASK_DIGITS, HANDOFF, RasaStandIn
+from twilio_bridge.testing.whatsapp_user import WhatsAppUser
+
+
+@pytest.fixture
+def bridge(tmp_path: Path, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> Gunicorn:
+    port = free_port()
+    env = {
+        "RASA_WEBHOOK_URL": standin.webhook_url, "RASA_TIMEOUT": "3",
+        "TWILIO_ACCOUNT_SID": fake_api.account_sid, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_WHATSAPP_FROM": WHATSAPP_FROM, "TWILIO_API_BASE_URL": fake_api.base_url,
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+        "FALLBACK_PHONE_NUMBER": HUMAN, "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "8",
+    }
+    server = Gunicorn(env, tmp_path, port)
+    yield server.start()
+    server.kill()
+
+
+def test_messages_in_the_care_of_a_sigkilled_server_are_replied_to_once_after_the_restart(
+        bridge: Gunicorn, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    midway = WhatsAppUser(bridge.url, AUTH_TOKEN, number="+5215500002222")
+    standin.delay = 1.0
+    midway.send("quiero un agente")
+    wait_for(lambda: len(standin.received) == 1, seconds=5)  # a worker holds it, waiting for Rasa
+    just_answered = WhatsAppUser(bridge.url, AUTH_TOKEN, number="+5215500001111")
+    posted = just_answered.send("perdí mi tarjeta")
+    bridge.kill()
+    killed_at = time.monotonic()
+    assert posted.replies == [] and posted.seconds < 1.0
+    assert fake_api.messages == []
+
+    standin.delay = 0.0
+    bridge.start()
+    handoff = f"{HANDOFF}\n\nPara hablar con una persona, llame al {HUMAN}."
+    assert [m["body"] for m in fake_api.wait_for(1, to=midway.address, timeout=LEASE_SECONDS + 10)] == [handoff]
+    assert time.monotonic() - killed_at < LEASE_SECONDS + 5  # the dead worker's lease ran out, another took over
+    sent = fake_api.wait_for(1, to=just_answered.address, timeout=5)
+    assert [m["body"] for m in sent] == [ASK_DIGITS]
+    just_answered.resend(posted)  # Twilio retrying the message the dead server had already answered
+    time.sleep(1.0)
+    assert len(fake_api.sent_to(midway.address)) == 1 and len(fake_api.sent_to(just_answered.address)) == 1
+    assert [r["message"] for r in standin.received].count("perdí mi tarjeta") <= 2  # asked again only if cut off
+
+    assert sent[0]["status_callback"] == bridge.url + "/webhook/twilio/whatsapp/status"
+    wait_for(lambda: len(fake_api.callbacks) >= 4, seconds=5)
+    assert sorted(c["status"] for c in fake_api.callbacks if c["sid"] == sent[0]["sid"]) == ["delivered", "sent"]
+    assert {c["answer"] for c in fake_api.callbacks} == {204}
+    health = requests.get(bridge.url + "/health", timeout=5).json()["whatsapp"]
+    assert health["pending"] == 0
+    assert health["counts"] == {"statuses": {"sent": 2, "delivered": 2}, "sent": 2, "send_errors": 0}

@@ -1,0 +1,17 @@
+"""Reading Rasa's reply items into one typed turn."""
+from __future__ import annotations
+
+from twilio_bridge.rasa.turn import Button, read_turn
+
+
+def test_read_turn_takes_texts_buttons_images_and_directives() -> None:
+    turn = read_turn([
+        {"recipient_id": "x", "text": "Hola"},
+        {"recipient_id": "x", "text": "¿Bloqueo?", "buttons": [{"title": "Sí", "payload": "/affirm"},
+                                                              {"title": "", "payload": "/x"}]},
+        {"recipient_id": "x", "image": "https://example.com/a.png"},
+        {"recipient_id": "x", "custom": {"gather": {"input": "speech", "hints": "sí, no"}}},
+    ])
+    assert turn.texts == ("Hola", "¿Bloqueo?") and turn.buttons == (Button("Sí", "/affirm"),)
+    assert turn.images == ("https://example.com/a.png",) and turn.gather == {"input": "speech", "hints": "sí, no"}
+    assert read_turn([]).is_empty and read_turn([{"text": "  "}]).is_empty

@@ -1,0 +1,162 @@
+"""A slow assistant never costs a call: the caller is held, and hears the answer when it comes.
+
+Most tests scale the waits down (hold after 0.3 s, give up after a few seconds); one runs the
+real defaults (hold after 4 s, give up after 30 s) against assistants answering in 6, 12 and 40 s.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+from tests.conftest import AUTH_TOKEN, HUMAN, LiveServer
+from twilio_bridge.app import create_app
+from twilio_bridge.config import Settings
+from twilio_bridge.testing.phone import PhoneCall, TwilioPhone
+from twilio_bridge.testing.standin import ASK_DIGITS, FALLBACK, GREETING, RasaStandIn
+
+HOLD = "Un momento, por favor."
+STILL_HOLDING = "Sigo con su consulta, gracias por esperar."
+APOLOGY = "Lo siento, tengo un problema técnico."
+TRANSFER = "Le comunico con una persona, un momento por favor."
+PUBLIC = "https://ivr.example.com"  # both hosts sit behind one public origin, as behind a load balancer
+QUICK = {"voice_hold_seconds": 0.3, "rasa_timeout": 1.5, "rasa_max_wait_seconds": 3.0}
+
+
+class TwoHostPhone(TwilioPhone):
+    """Sends polls to a second bridge: the held turn's answer must travel through the shared store."""
+
+    def __init__(self, first: str, second: str, auth_token: str):
+        super().__init__(first, auth_token, public_base_url=PUBLIC)
+        self.first, self.second = first, second
+        self.sent: list[tuple[str, str]] = []
+
+    def post(self, public_url: str, params: dict[str, str], headers: dict[str, str] | None = None) -> requests.Response:
+        self.base_url = self.second if urlsplit(public_url).path == "/webhook/twilio/poll" else self.first
+        self.sent.append((self.base_url, urlsplit(public_url).path))
+        return super().post(public_url, params, headers)
+
+
+def urls(call: PhoneCall) -> list[str]:
+    return [urlsplit(answer.url).path for answer in call.answers]
+
+
+def test_a_slow_turn_is_held_then_answered_and_the_call_goes_on(reconfigure, standin: RasaStandIn) -> None:
+    call = reconfigure(**QUICK).call()
+    standin.delay = 1.0
+    call.say("perdí mi tarjeta")
+    assert call.heard[0] == HOLD and call.heard[-1] == ASK_DIGITS
+    assert call.gather["numDigits"] == "4"  # the assistant's directive survives the hold
+    assert "/webhook/twilio/poll" in urls(call)
+    assert all(answer.seconds < 1.5 for answer in call.answers)  # every webhook answered well before Twilio's 15 s
+    standin.delay = 0.0
+    call.press("1234")
+    assert call.heard[0] == "La tarjeta que termina en 1 2 3 4. ¿La bloqueo?"
+
+
+def test_a_slow_call_start_is_held_then_greets(reconfigure, standin: RasaStandIn) -> None:
+    standin.delay = 1.0
+    call = reconfigure(**QUICK).call()
+    assert call.heard[0] == HOLD and call.heard[-1] == GREETING and call.state == "gathering"
+
+
+def test_a_long_wait_reminds_the_caller_now_and_then(reconfigure, standin: RasaStandIn) -> None:
+    call = reconfigure(**{**QUICK, "rasa_max_wait_seconds": 5.0}).call()
+    standin.delay = 2.0
+    call.say("hola")
+    assert call.heard[0] == HOLD and call.heard[-1] == FALLBACK
+    assert STILL_HOLDING in call.heard
+
+
+def test_rasa_slower_than_the_longest_wait_gets_an_apology_and_a_person(reconfigure, standin: RasaStandIn) -> None:
+    call = reconfigure(**{**QUICK, "rasa_max_wait_seconds": 1.5}).call()
+    standin.delay = 6.0
+    started = time.monotonic()
+    call.say("perdí mi tarjeta")
+    assert call.heard[0] == HOLD and call.heard[-2:] == [APOLOGY, TRANSFER]
+    assert call.state == "dialing" and call.dialed == HUMAN
+    assert time.monotonic() - started < 1.5 + 3.0
+
+
+def test_rasa_failing_during_a_hold_hands_the_caller_to_a_person(reconfigure, standin: RasaStandIn) -> None:
+    call = reconfigure(**QUICK).call()
+    standin.delay, standin.mode = 1.0, "error500"
+    call.say("perdí mi tarjeta")
+    assert call.heard[0] == HOLD and call.heard[-2:] == [APOLOGY, TRANSFER] and call.dialed == HUMAN
+
+
+def test_without_time_to_hold_a_slow_rasa_is_a_hand_off(reconfigure, standin: RasaStandIn) -> None:
+    call = reconfigure(voice_hold_seconds=4.0, rasa_timeout=1.5, rasa_max_wait_seconds=1.0).call()
+    standin.delay = 3.0
+    call.say("hola")
+    assert call.heard == [APOLOGY, TRANSFER] and "/webhook/twilio/poll" not in urls(call)
+
+
+def test_a_poll_for_a_turn_nobody_holds_apologises(reconfigure) -> None:
+    phone = reconfigure(**QUICK)
+    call = phone.call()
+    call.heard = []
+    call._fetch(phone.public("/webhook/twilio/poll?turn=7&hold=1"), call.params())
+    assert call.heard == [APOLOGY, TRANSFER]
+
+
+def test_an_unsigned_poll_is_refused(reconfigure) -> None:
+    phone = reconfigure(**QUICK)
+    call = phone.call()
+    response = requests.post(phone.base_url + "/webhook/twilio/poll?turn=0", data=call.params(), timeout=5)
+    assert response.status_code == 403
+
+
+def test_the_answer_reaches_a_poll_on_another_host(serve: Callable[[Settings], LiveServer], settings: Settings,
+                                                   standin: RasaStandIn) -> None:
+    shared = dataclasses.replace(settings, public_base_url=PUBLIC, **QUICK)
+    held_here, polled_there = serve(shared), serve(shared)  # one state file; two apps, each with its own pool
+    phone = TwoHostPhone(held_here.url, polled_there.url, AUTH_TOKEN)
+    call = phone.call()
+    standin.delay = 1.0
+    call.say("perdí mi tarjeta")
+    assert call.heard[0] == HOLD and call.heard[-1] == ASK_DIGITS
+    speech = phone.sent.index((held_here.url, "/webhook/twilio/speech"))
+    polls = phone.sent[speech + 1:]
+    assert polls and set(polls) == {(polled_there.url, "/webhook/twilio/poll")}
+
+
+def test_real_defaults_with_assistants_answering_in_6_12_and_40_seconds(tmp_path: Path) -> None:
+    """Hold after 4 s, give up after 30 s: the defaults, with real delays (three calls at once, about 32 s)."""
+    results: dict[float, PhoneCall] = {}
+    errors: list[BaseException] = []
+
+    def place(delay: float) -> None:
+        try:
+            with RasaStandIn().start() as rasa:
+                settings = Settings(rasa_webhook_url=rasa.webhook_url, twilio_auth_token=AUTH_TOKEN,
+                                    fallback_phone_number=HUMAN, state_url=f"sqlite:///{tmp_path / 'state.db'}")
+                server = LiveServer(create_app(settings))
+                try:
+                    call = TwilioPhone(server.url, AUTH_TOKEN).call()
+                    rasa.delay = delay
+                    call.say("perdí mi tarjeta")
+                    results[delay] = call
+                finally:
+                    server.stop()
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=place, args=(delay,)) for delay in (6.0, 12.0, 40.0)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    for delay in (6.0, 12.0):
+        assert results[delay].heard[0] == HOLD and results[delay].heard[-1] == ASK_DIGITS
+        assert results[delay].state == "gathering"
+    slowest = results[40.0]
+    assert slowest.heard[0] == HOLD and slowest.heard[-2:] == [APOLOGY, TRANSFER] and slowest.dialed == HUMAN
+    for call in results.values():
+        assert all(answer.seconds <= 4.0 + 1.0 for answer in call.answers)  # never near Twilio's 15 s

@@ -1,0 +1,76 @@
+"""Rendering is pure: the assistant's turn in, a TwiML document out, checked as Twilio would parse it."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from twilio_bridge.phrases import ENGLISH, SPANISH
+from twilio_bridge.rasa.turn import AssistantTurn, Button, read_turn
+from twilio_bridge.testing.phone import Answer, check_voice_answer
+from twilio_bridge.voice.twiml import Voice, turn_response
+
+VOICE = Voice("es-MX", "Polly.Mia", SPANISH)
+
+
+def parse(response: object) -> ET.Element:
+    body = str(response)
+    return check_voice_answer(Answer("test", 200, 0.0, body), "text/xml")
+
+
+def test_replies_are_spoken_inside_the_gather_with_voice_and_language() -> None:
+    root = parse(turn_response(AssistantTurn(texts=("Hola.", "¿Qué necesita?")), VOICE, None))
+    gather = root.find("Gather")
+    assert gather is not None and gather.get("action") == "/webhook/twilio/speech"
+    assert gather.get("actionOnEmptyResult") == "true" and gather.get("input") == "dtmf speech"
+    assert [(s.text, s.get("voice"), s.get("language")) for s in gather.iter("Say")] == [
+        ("Hola.", "Polly.Mia", "es-MX"), ("¿Qué necesita?", "Polly.Mia", "es-MX")]
+
+
+def test_buttons_become_a_spoken_menu_and_speech_hints() -> None:
+    turn = AssistantTurn(texts=("¿La bloqueo?",), buttons=(Button("Sí", "/affirm"), Button("No", "/deny")))
+    gather = parse(turn_response(turn, VOICE, None)).find("Gather")
+    assert [s.text for s in gather.iter("Say")][-1] == "Diga o marque 1 para Sí, 2 para No."
+    assert gather.get("hints") == "Sí, No"
+    english = parse(turn_response(turn, Voice("en-US", "Polly.Joanna", ENGLISH), None)).find("Gather")
+    assert [s.text for s in english.iter("Say")][-1] == "Say or press 1 for Sí, 2 for No."
+
+
+def test_gather_directive_shapes_the_next_gather() -> None:
+    turn = read_turn([{"text": "Marque los cuatro dígitos."},
+                      {"custom": {"gather": {"input": "dtmf", "num_digits": 4, "finish_on_key": "#", "timeout": 6}}}])
+    gather = parse(turn_response(turn, VOICE, None)).find("Gather")
+    assert (gather.get("input"), gather.get("numDigits"), gather.get("finishOnKey"), gather.get("timeout")) == (
+        "dtmf", "4", "#", "6")
+    assert gather.get("speechTimeout") is None
+
+
+def test_hangup_speaks_what_came_before_then_hangs_up() -> None:
+    turn = read_turn([{"text": "Adiós."}, {"custom": {"hangup": True}}, {"text": "never heard"}])
+    root = parse(turn_response(turn, VOICE, None))
+    assert [child.tag for child in root] == ["Say", "Hangup"] and root.find("Say").text == "Adiós."
+
+
+def test_handoff_dials_with_an_action_for_busy_or_no_answer() -> None:
+    root = parse(turn_response(read_turn([{"custom": {"handoff": True}}]), VOICE, "+525511112222"))
+    dial = root.find("Dial")
+    assert dial.text == "+525511112222" and dial.get("action") == "/webhook/twilio/dial-result"
+    assert root.find("Say").text == SPANISH.transfer
+
+
+def test_handoff_with_nobody_to_call_says_goodbye() -> None:
+    root = parse(turn_response(read_turn([{"custom": {"handoff": {"number": "not-a-number"}}}]), VOICE, None))
+    assert [child.tag for child in root] == ["Say", "Hangup"] and root.find("Say").text == SPANISH.nobody_available
+
+
+def test_text_that_would_break_xml_or_speech_is_cleaned() -> None:
+    root = parse(turn_response(AssistantTurn(texts=("a < b & c \x00\x1b **ok** 🚀", "🚀🚀")), VOICE, None))
+    assert [s.text for s in root.iter("Say")] == ["a < b & c ok"]  # the emoji-only text leaves no empty <Say>
+
+
+def test_a_long_text_is_split_at_sentences_and_capped_below_64_kb() -> None:
+    sentence = "Esta es una frase de prueba con acentos áéíóú & símbolos. "
+    response = turn_response(AssistantTurn(texts=(sentence * 3000,)), VOICE, None)
+    root = parse(response)
+    says = [s.text for s in root.iter("Say")]
+    assert all(len(text) <= 3000 for text in says) and says[-1] == SPANISH.cut_short
+    assert all(text.endswith("símbolos.") for text in says[:-1])
+    assert len(str(response).encode("utf-8")) <= 64_000

@@ -1,0 +1,89 @@
+"""Every Twilio route refuses what Twilio did not sign, also behind a proxy."""
+from __future__ import annotations
+
+import pytest
+import requests
+from twilio.request_validator import HMAC_SHA256
+
+from tests.conftest import AUTH_TOKEN
+from twilio_bridge.testing.phone import TwilioPhone
+from twilio_bridge.web.signature import sign
+
+ROUTES = ["/webhook/twilio/voice", "/webhook/twilio/speech", "/webhook/twilio/fallback",
+          "/webhook/twilio/status", "/webhook/twilio/dial-result"]
+PARAMS = {"CallSid": "CA" + "1" * 32, "From": "+525512345678", "To": "+525500000000", "CallStatus": "ringing"}
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_unsigned_or_forged_requests_are_refused(route: str, bridge_url: str) -> None:
+    unsigned = requests.post(bridge_url + route, data=PARAMS, timeout=5)
+    forged = requests.post(bridge_url + route, data=PARAMS, timeout=5,
+                           headers={"X-Twilio-Signature": sign("not-the-token", bridge_url + route, PARAMS)})
+    assert unsigned.status_code == 403 and forged.status_code == 403
+
+
+def test_a_signature_for_other_parameters_is_refused(bridge_url: str) -> None:
+    url = bridge_url + "/webhook/twilio/voice"
+    signature = sign(AUTH_TOKEN, url, PARAMS)
+    tampered = dict(PARAMS, From="+15550000000")
+    assert requests.post(url, data=tampered, headers={"X-Twilio-Signature": signature}, timeout=5).status_code == 403
+    assert requests.post(url, data=PARAMS, headers={"X-Twilio-Signature": signature}, timeout=5).status_code == 200
+
+
+def test_a_signed_query_string_is_part_of_the_url(bridge_url: str) -> None:
+    url = bridge_url + "/webhook/twilio/status?attempt=2"
+    good = requests.post(url, data=PARAMS, headers={"X-Twilio-Signature": sign(AUTH_TOKEN, url, PARAMS)}, timeout=5)
+    stripped = sign(AUTH_TOKEN, bridge_url + "/webhook/twilio/status", PARAMS)
+    bad = requests.post(url, data=PARAMS, headers={"X-Twilio-Signature": stripped}, timeout=5)
+    assert (good.status_code, bad.status_code) == (204, 403)
+
+
+def test_signature_uses_the_form_not_the_query_values(bridge_url: str) -> None:
+    """Parameters smuggled into the query string must not be accepted as signed form fields."""
+    url = bridge_url + "/webhook/twilio/voice"
+    signature = sign(AUTH_TOKEN, url, PARAMS)
+    response = requests.post(url + "?From=%2B15550000000", data=PARAMS, headers={"X-Twilio-Signature": signature},
+                             timeout=5)
+    assert response.status_code == 403
+
+
+def test_shared_key_signatures_with_hmac_sha256(reconfigure) -> None:
+    phone = reconfigure(shared_keys={"webhooks_sharedkey_1": "shared-secret"})
+    url = phone.base_url + "/webhook/twilio/status"
+    settings_header = {"X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256"}
+    good = sign("shared-secret", url, PARAMS, algorithm=HMAC_SHA256)
+    wrong_key = {"X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_2,algorithm=HMAC_SHA256"}
+    assert requests.post(url, data=PARAMS, headers={"X-Twilio-Signature": good, **settings_header},
+                         timeout=5).status_code == 204
+    assert requests.post(url, data=PARAMS, headers={"X-Twilio-Signature": good, **wrong_key},
+                         timeout=5).status_code == 403
+    sha1_with_key = sign("shared-secret", url, PARAMS)
+    assert requests.post(url, data=PARAMS, headers={"X-Twilio-Signature": sha1_with_key, **settings_header},
+                         timeout=5).status_code == 403
+
+
+def test_behind_a_proxy_the_public_base_url_is_what_twilio_signed(reconfigure) -> None:
+    phone = reconfigure(public_base_url="https://ivr.example.com")
+    behind_proxy = TwilioPhone(phone.base_url, AUTH_TOKEN, public_base_url="https://ivr.example.com")
+    assert behind_proxy.call().state == "gathering"
+    assert phone.post(phone.public("/webhook/twilio/voice"), PARAMS).status_code == 403  # signed for the inner URL
+
+
+def test_forwarded_headers_count_only_from_trusted_proxies(reconfigure) -> None:
+    public = "https://ivr.example.com/webhook/twilio/voice"
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "ivr.example.com",
+                 "X-Twilio-Signature": sign(AUTH_TOKEN, public, PARAMS)}
+    untrusting = reconfigure()
+    trusting = reconfigure(trusted_proxies=1)
+    assert requests.post(untrusting.base_url + "/webhook/twilio/voice", data=PARAMS, headers=forwarded,
+                         timeout=5).status_code == 403
+    assert requests.post(trusting.base_url + "/webhook/twilio/voice", data=PARAMS, headers=forwarded,
+                         timeout=5).status_code == 200
+
+
+def test_validation_switched_off_accepts_and_warns_on_every_request(reconfigure, log_lines) -> None:
+    phone = reconfigure(validate_signature=False, twilio_auth_token=None)
+    for _ in range(2):
+        assert requests.post(phone.base_url + "/webhook/twilio/voice", data=PARAMS, timeout=5).status_code == 200
+    events = [line["event"] for line in log_lines()]
+    assert events.count("signature.validation_disabled") == 1 and events.count("signature.unchecked") == 2

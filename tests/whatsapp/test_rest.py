@@ -1,0 +1,222 @@
+"""WhatsApp in REST mode: an empty answer at once, the replies through a fake Messages API over real HTTP."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+from structlog.testing import capture_logs
+
+from tests.conftest import AUTH_TOKEN, HUMAN, WHATSAPP_FROM, LiveServer
+from tests.servers import wait_for
+from tests.whatsapp.test_twiml import APOLOGY, new_number
+from twilio_bridge.app import create_app
+from twilio_bridge.config import Settings
+from twilio_bridge.delivery.queue import SqliteJobQueue
+from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
+from twilio_bridge.testing.standin import ASK_DIGITS, BLOCKED, FALLBACK, HANDOFF, RasaStandIn
+from twilio_bridge.testing.whatsapp_user import WhatsAppUser
+
+Serve = Callable[[Settings], LiveServer]
+
+
+def chat(url: str) -> WhatsAppUser:
+    return WhatsAppUser(url, AUTH_TOKEN, number=new_number())
+
+
+def bodies(messages: list[dict[str, Any]]) -> list[str]:
+    return [m["body"] or m["media_urls"][0] for m in messages]
+
+
+def test_the_answer_is_empty_and_immediate_and_the_reply_comes_through_the_api(
+        rest_url: str, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    standin.delay = 1.0
+    user = chat(rest_url)
+    posted = user.send("perdí mi tarjeta")
+    assert posted.replies == [] and posted.answer.root is not None and len(posted.answer.root) == 0
+    assert posted.seconds < 0.5
+    sent = fake_api.wait_for(1, to=user.address)
+    assert [(m["from"], m["body"]) for m in sent] == [(WHATSAPP_FROM, ASK_DIGITS)]
+    assert standin.received[0]["metadata"]["message_sid"] == posted.sid
+
+
+def test_one_users_messages_go_in_order_without_holding_up_another(
+        rest_url: str, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    standin.delay = 0.3
+    ana, beto = chat(rest_url), chat(rest_url)
+    for text in ("perdí mi tarjeta", "1234", "1"):  # each only makes sense after the previous one's answer
+        ana.send(text)
+    beto.send("quiero un agente")
+    assert bodies(fake_api.wait_for(3, to=ana.address)) == [
+        ASK_DIGITS, "La tarjeta que termina en 1 2 3 4. ¿La bloqueo?\n\n1. Sí\n2. No", BLOCKED]
+    assert [r["message"] for r in standin.received if r["sender"] == ana.address] == ["perdí mi tarjeta", "1234",
+                                                                                       "/affirm"]
+    order = [m["to"] for m in fake_api.messages]
+    assert order.index(beto.address) < len(order) - 1  # beto's reply did not wait for all of ana's
+    assert bodies(fake_api.sent_to(beto.address)) == [f"{HANDOFF}\n\nPara hablar con una persona, llame al {HUMAN}."]
+
+
+def test_the_same_message_twice_reaches_rasa_once(rest_url: str, standin: RasaStandIn,
+                                                  fake_api: FakeTwilioAPI) -> None:
+    standin.delay = 0.2
+    user = chat(rest_url)
+    first = user.send("perdí mi tarjeta")
+    user.resend(first)
+    fake_api.wait_for(1, to=user.address)
+    time.sleep(0.3)
+    user.resend(first)
+    time.sleep(0.3)
+    assert len(standin.received) == 1 and len(fake_api.sent_to(user.address)) == 1
+
+
+def test_images_go_as_media_messages_after_the_text(rest_url: str, fake_api: FakeTwilioAPI) -> None:
+    user = chat(rest_url)
+    user.send("muéstrame la imagen")
+    sent = fake_api.wait_for(2, to=user.address)
+    assert [(m["body"], m["media_urls"]) for m in sent] == [("Así se ve su tarjeta.", []),
+                                                           ("", ["https://example.com/card.png"])]
+
+
+def test_a_failing_rasa_is_retried_with_backoff_until_it_answers(
+        serve: Serve, rest_settings: Settings, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    user = chat(serve(dataclasses.replace(rest_settings, whatsapp_retry_window=10)).url)
+    standin.mode = "error500"
+    user.send("perdí mi tarjeta")
+    time.sleep(1.2)
+    assert fake_api.sent_to(user.address) == []
+    standin.mode = "ok"
+    assert bodies(fake_api.wait_for(1, to=user.address)) == [ASK_DIGITS]
+    times = [r["at"] for r in standin.received]
+    assert len(times) >= 3 and times[2] - times[1] > times[1] - times[0]  # waits grow
+
+
+def test_after_the_retry_window_the_user_gets_an_apology_and_the_lane_goes_on(
+        serve: Serve, rest_settings: Settings, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    user = chat(serve(dataclasses.replace(rest_settings, whatsapp_retry_window=1.2)).url)
+    standin.mode = "drop"
+    user.send("perdí mi tarjeta")
+    user.send("hola")  # waits behind the first message; its own retry window starts when its turn comes
+    assert bodies(fake_api.wait_for(1, to=user.address)) == [APOLOGY]
+    standin.mode = "ok"
+    assert bodies(fake_api.wait_for(2, to=user.address)) == [APOLOGY, FALLBACK]
+
+
+@pytest.mark.parametrize("failure", ["429", "500", "drop"])
+def test_twilio_overload_errors_and_network_failures_are_retried(
+        failure: str, rest_url: str, fake_api: FakeTwilioAPI) -> None:
+    fake_api.fail(failure, times=2)
+    user = chat(rest_url)
+    user.send("perdí mi tarjeta")
+    assert bodies(fake_api.wait_for(1, to=user.address)) == [ASK_DIGITS]
+    time.sleep(0.2)
+    assert len(fake_api.sent_to(user.address)) == 1
+    assert len([a for a in fake_api.attempts if a["to"] == user.address]) == 3
+
+
+def test_outside_the_24_hour_window_is_not_retried_and_is_logged_with_its_code(
+        rest_url: str, fake_api: FakeTwilioAPI, standin: RasaStandIn) -> None:
+    fake_api.fail("63016", times=None)
+    user = chat(rest_url)
+    with capture_logs() as logs:
+        user.send("muéstrame la imagen")  # two messages: the second is not even tried
+        wait_for(lambda: any(e["event"] == "whatsapp.delivery" for e in logs))
+    failed = [e for e in logs if e["event"] == "whatsapp.send.failed"]
+    assert [(e["code"], e["status"], e["log_level"]) for e in failed] == [(63016, 400, "error")]
+    assert [e["outcome"] for e in logs if e["event"] == "whatsapp.delivery"] == ["window_closed"]
+    time.sleep(0.6)
+    assert len(fake_api.attempts) == 1 and fake_api.messages == []
+    health = requests.get(rest_url + "/health").json()
+    assert health["whatsapp"]["pending"] == 0 and health["whatsapp"]["counts"]["send_errors"] == 1
+
+
+def test_past_the_rate_limit_one_notice_through_the_api_then_nothing(
+        serve: Serve, rest_settings: Settings, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    user = chat(serve(dataclasses.replace(rest_settings, whatsapp_rate_limit=2)).url)
+    for text in ("hola", "hola otra vez", "¿hay alguien?", "¿hola?"):
+        user.send(text)
+    sent = fake_api.wait_for(3, to=user.address)
+    time.sleep(0.3)
+    assert bodies(sent) == [FALLBACK, FALLBACK, "Recibí muchos mensajes suyos en poco tiempo. Por favor, espere un "
+                                                "minuto antes de escribir de nuevo."]
+    assert len(fake_api.sent_to(user.address)) == 3 and len(standin.received) == 2
+
+
+def test_status_callbacks_are_checked_logged_and_counted(rest_url: str, fake_api: FakeTwilioAPI) -> None:
+    user = chat(rest_url)
+    with capture_logs() as logs:
+        assert user.report_status("SM1", "delivered") == 204
+        assert user.report_status("SM2", "undelivered", "63016") == 204
+        assert user.report_status("SM3", "failed", "30008") == 204
+        assert WhatsAppUser(rest_url, "forged").report_status("SM4", "failed", "1") == 403
+    warnings = [(e["error_code"], e["log_level"]) for e in logs if e["event"] == "whatsapp.delivery_failed"]
+    assert warnings == [("63016", "warning"), ("30008", "warning")]
+    counts = requests.get(rest_url + "/health").json()["whatsapp"]["counts"]
+    assert counts == {"statuses": {"delivered": 1, "undelivered": 1, "failed": 1}, "sent": 0, "send_errors": 0}
+
+
+def test_sms_replies_come_from_the_number_written_to(rest_url: str, fake_api: FakeTwilioAPI) -> None:
+    user = WhatsAppUser(rest_url, AUTH_TOKEN, number=new_number(), channel="sms", bridge_number="+15005550006")
+    user.send("hola")
+    assert [(m["from"], m["to"]) for m in fake_api.wait_for(1, to=user.address)] == [("+15005550006", user.number)]
+
+
+def test_with_the_queue_unreachable_the_webhook_answers_in_twiml(
+        rest_settings: Settings, tmp_path, standin: RasaStandIn) -> None:  # type: ignore[no-untyped-def]
+    class BrokenQueue(SqliteJobQueue):
+        def seen(self, job_id: str) -> bool:
+            raise ConnectionError("state store down")
+
+    app = create_app(rest_settings, queue=BrokenQueue(tmp_path / "q.db"))
+    server = LiveServer(app)
+    try:
+        assert [r.body for r in chat(server.url).send("perdí mi tarjeta").replies] == [ASK_DIGITS]
+    finally:
+        server.stop()
+
+
+def test_a_redis_state_store_carries_the_queue(serve: Serve, rest_settings: Settings, redis_url: str,
+                                               standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    standin.delay = 0.2
+    url = serve(dataclasses.replace(rest_settings, state_url=redis_url)).url
+    ana, beto = chat(url), chat(url)
+    first = ana.send("perdí mi tarjeta")
+    ana.resend(first)
+    ana.send("1234")
+    beto.send("quiero un agente")
+    assert bodies(fake_api.wait_for(2, to=ana.address))[1].startswith("La tarjeta que termina en 1 2 3 4.")
+    assert fake_api.wait_for(1, to=beto.address)
+    assert [r["message"] for r in standin.received if r["sender"] == ana.address] == ["perdí mi tarjeta", "1234"]
+    assert requests.get(url + "/health").json()["whatsapp"]["pending"] == 0
+
+
+def test_whatsapp_settings_are_read_and_bad_ones_named() -> None:
+    from twilio_bridge.config import ConfigError, load_settings
+
+    base = {"TWILIO_AUTH_TOKEN": "t"}
+    settings = load_settings({**base, "WHATSAPP_RATE_LIMIT": "5", "WHATSAPP_RETRY_WINDOW": "60",
+                              "WHATSAPP_WORKERS": "2"})
+    assert (settings.whatsapp_rate_limit, settings.whatsapp_retry_window, settings.whatsapp_workers) == (5, 60.0, 2)
+    defaults = load_settings(base)
+    assert (defaults.whatsapp_rate_limit, defaults.whatsapp_retry_window, defaults.whatsapp_workers) == (20, 300.0, 4)
+    with pytest.raises(ConfigError) as error:
+        load_settings({**base, "WHATSAPP_RATE_LIMIT": "0", "WHATSAPP_RETRY_WINDOW": "soon", "WHATSAPP_WORKERS": "99"})
+    assert [p.split("=")[0] for p in error.value.problems] == ["WHATSAPP_RATE_LIMIT", "WHATSAPP_RETRY_WINDOW",
+                                                              "WHATSAPP_WORKERS"]
+
+
+def test_one_log_line_per_webhook_and_per_delivery_with_the_number_masked(
+        rest_url: str, fake_api: FakeTwilioAPI, log_lines: Callable[[], list[dict]]) -> None:
+    user = chat(rest_url)
+    posted = user.send("perdí mi tarjeta")
+    fake_api.wait_for(1, to=user.address)
+    wait_for(lambda: any(line["event"] == "whatsapp.delivery" for line in log_lines()))
+    lines = log_lines()
+    (webhook,) = [line for line in lines if line["event"] == "webhook"]
+    (delivery,) = [line for line in lines if line["event"] == "whatsapp.delivery"]
+    assert (webhook["outcome"], webhook["message_sid"], webhook["status"]) == ("queued", posted.sid, 200)
+    assert (delivery["outcome"], delivery["message_sid"], delivery["sent"]) == ("delivered", posted.sid, 1)
+    assert "rasa_ms" in delivery
+    assert user.number[1:] not in str(lines) and delivery["user"].endswith(user.number[-4:])

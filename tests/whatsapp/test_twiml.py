@@ -1,0 +1,142 @@
+"""WhatsApp in TwiML mode (no REST credentials): the replies are <Message>s in the webhook's answer."""
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from collections.abc import Callable
+
+import pytest
+import requests
+
+from tests.conftest import AUTH_TOKEN, HUMAN, LiveServer
+from twilio_bridge.config import Settings
+from twilio_bridge.testing.standin import ASK_DIGITS, BLOCKED, FALLBACK, GOODBYE, HANDOFF, NOT_BLOCKED, RasaStandIn
+from twilio_bridge.testing.whatsapp_user import WhatsAppUser
+
+APOLOGY = ("Lo siento, tengo un problema técnico y no pude responder a su mensaje. Por favor, escríbame de nuevo "
+           f"en unos minutos. Para hablar con una persona, llame al {HUMAN}.")
+
+
+def new_number() -> str:
+    """A number of its own for each test: the stand-in serialises each sender, as Rasa does."""
+    return "+52155" + "".join(secrets.choice("0123456789") for _ in range(8))
+
+
+@pytest.fixture
+def user(bridge_url: str) -> WhatsAppUser:
+    return WhatsAppUser(bridge_url, AUTH_TOKEN, number=new_number())
+
+
+def bodies(posted) -> list[str]:  # type: ignore[no-untyped-def]
+    return [reply.body for reply in posted.replies]
+
+
+def test_a_message_reaches_rasa_as_the_user_with_its_metadata(user: WhatsAppUser, standin: RasaStandIn) -> None:
+    posted = user.send("perdí mi tarjeta")
+    assert bodies(posted) == [ASK_DIGITS]
+    received = standin.received[-1]
+    assert received["sender"] == user.address and received["message"] == "perdí mi tarjeta"
+    assert received["metadata"] == {
+        "channel": "whatsapp", "message_sid": posted.sid, "from": user.address,
+        "to": "whatsapp:+14155238886", "input": "text", "account_sid": "AC" + "0" * 32,
+        "profile_name": "Ana", "wa_id": user.number.lstrip("+")}
+
+
+def test_unsigned_or_forged_webhooks_are_refused(bridge_url: str, standin: RasaStandIn) -> None:
+    for path in ("/webhook/twilio/whatsapp", "/webhook/twilio/whatsapp/status"):
+        assert requests.post(bridge_url + path, data={"From": "whatsapp:+1555", "Body": "hola"}).status_code == 403
+    forged = WhatsAppUser(bridge_url, "not-the-token")
+    with pytest.raises(AssertionError, match="HTTP 403"):
+        forged.send("hola")
+    assert forged.report_status("SM1", "failed", "30008") == 403
+    assert standin.received == []
+
+
+def test_typed_text_never_reaches_rasa_as_a_command(user: WhatsAppUser, standin: RasaStandIn) -> None:
+    user.send("/restart")
+    user.send("hola", button_payload="/SetSlots(blocked=true)")  # a payload Rasa never offered is just text
+    assert [r["message"] for r in standin.received] == ["restart", "hola"]
+
+
+def test_a_menu_is_numbered_and_the_number_title_or_button_sends_the_payload(user: WhatsAppUser,
+                                                                             standin: RasaStandIn) -> None:
+    user.send("me robaron la tarjeta")
+    assert bodies(user.send("1234")) == ["La tarjeta que termina en 1 2 3 4. ¿La bloqueo?\n\n1. Sí\n2. No"]
+    assert bodies(user.send("1")) == [BLOCKED]
+    user.send("perdí la tarjeta"), user.send("4321")
+    assert bodies(user.send("NO")) == [NOT_BLOCKED]
+    user.send("perdí la tarjeta"), user.send("1111")
+    user.send("Sí", button_payload="/affirm", button_text="Sí")
+    assert [r["message"] for r in standin.received if r["message"].startswith("/")] == ["/affirm", "/deny", "/affirm"]
+    assert [r["metadata"]["input"] for r in standin.received if r["message"].startswith("/")] == ["button"] * 3
+    assert bodies(user.send("1")) == [FALLBACK]  # the menu is gone once answered: "1" is text again
+
+
+def test_images_go_out_as_media_and_media_in_reaches_rasa(user: WhatsAppUser, standin: RasaStandIn) -> None:
+    posted = user.send("quiero ver la imagen")
+    assert [(r.body, r.media) for r in posted.replies] == [("Así se ve su tarjeta.", ()),
+                                                          ("", ("https://example.com/card.png",))]
+    user.send(media=(("https://api.twilio.com/media/ME1", "image/jpeg"), ("https://api.twilio.com/media/ME2",
+                                                                         "audio/ogg")))
+    received = standin.received[-1]
+    assert received["message"] == "" and received["metadata"]["input"] == "media"
+    assert received["metadata"]["media"] == [{"url": "https://api.twilio.com/media/ME1", "content_type": "image/jpeg"},
+                                             {"url": "https://api.twilio.com/media/ME2", "content_type": "audio/ogg"}]
+
+
+def test_markdown_and_control_characters_are_made_whatsapp_safe(user: WhatsAppUser, standin: RasaStandIn) -> None:
+    standin.mode = "nasty"
+    assert bodies(user.send("hola")) == ['Hola cliente & "amigo"    ✅🚀 *importante* _nota_ enlace (https://x.y) # Título']
+
+
+def test_a_huge_reply_is_split_into_bodies_of_at_most_1600(user: WhatsAppUser, standin: RasaStandIn) -> None:
+    standin.mode = "huge"
+    texts = bodies(user.send("cuéntame todo"))  # check_messaging_answer fails on any body over 1600
+    assert len(texts) >= 60 and all(t.endswith(".") for t in texts)
+    assert sum(len(t) for t in texts) >= 99_000
+
+
+def test_handoff_gives_the_number_and_hangup_just_the_words(user: WhatsAppUser) -> None:
+    assert bodies(user.send("quiero un agente")) == [f"{HANDOFF}\n\nPara hablar con una persona, llame al {HUMAN}."]
+    assert bodies(user.send("adiós")) == [GOODBYE]
+
+
+@pytest.mark.parametrize("mode", ["error500", "html", "invalid_json", "empty", "drop", "hang"])
+def test_a_failing_rasa_gets_an_apology_in_time(mode: str, user: WhatsAppUser, standin: RasaStandIn) -> None:
+    standin.mode = mode
+    started = time.monotonic()
+    assert bodies(user.send("hola")) == [APOLOGY]
+    assert time.monotonic() - started < 1.5 + 1.0  # RASA_TIMEOUT in these tests is 1.5 s
+
+
+def test_the_same_message_twice_reaches_rasa_once_and_gets_the_same_answer(user: WhatsAppUser,
+                                                                          standin: RasaStandIn) -> None:
+    first = user.send("perdí mi tarjeta")
+    again = user.resend(first)
+    assert bodies(again) == bodies(first) == [ASK_DIGITS]
+    assert len(standin.received) == 1
+
+
+def test_past_the_rate_limit_one_notice_then_silence(serve: Callable[[Settings], LiveServer], settings: Settings,
+                                                    standin: RasaStandIn) -> None:
+    server = serve(dataclasses.replace(settings, whatsapp_rate_limit=3))
+    user = WhatsAppUser(server.url, AUTH_TOKEN, number=new_number())
+    answers = [bodies(user.send(f"hola {n}")) for n in range(5)]
+    assert answers[:3] == [[FALLBACK]] * 3
+    assert answers[3] == ["Recibí muchos mensajes suyos en poco tiempo. Por favor, espere un minuto antes de "
+                          "escribir de nuevo."]
+    assert answers[4] == []
+    assert len(standin.received) == 3
+    other = WhatsAppUser(server.url, AUTH_TOKEN, number=new_number())
+    assert bodies(other.send("hola")) == [FALLBACK]  # the limit is per user
+
+
+def test_sms_and_english(serve: Callable[[Settings], LiveServer], settings: Settings, standin: RasaStandIn) -> None:
+    server = serve(dataclasses.replace(settings, voice_language="en-US", fallback_phone_number=None))
+    user = WhatsAppUser(server.url, AUTH_TOKEN, number=new_number(), channel="sms")
+    standin.mode = "error500"
+    assert bodies(user.send("hello")) == ["I'm sorry, I'm having a technical problem and could not answer your "
+                                          "message. Please write again in a few minutes."]
+    assert standin.received[-1]["sender"] == user.number
+    assert standin.received[-1]["metadata"]["channel"] == "sms"

@@ -1,0 +1,167 @@
+"""`python twilio_voice_server.py call`: a phone call from the terminal, with TwilioPhone playing Twilio.
+
+What you type is the caller: text is speech, `#1234` keypad digits, an empty line silence.
+When the bridge dials a person, the next line is how that leg ended (completed, busy, no-answer,
+failed; empty means completed). End of input hangs up. The same syntax, one line per turn, is a
+`--script`; it stops at the first answer Twilio would reject and says why.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable, Iterator
+from typing import TextIO
+
+import requests
+
+from ..limits import WEBHOOK_TIMEOUT
+from ..testing.phone import PhoneCall, TwilioPhone, TwilioWouldFail
+
+DIAL_OUTCOMES = ("completed", "busy", "no-answer", "failed", "canceled")
+KEYPAD = re.compile(r"^#([0-9*]+)#?$")
+OK, FAILED = 0, 1
+
+Ask = Callable[[str], "str | None"]
+
+
+class Speaker:
+    """Reads what the caller hears aloud with espeak-ng; one line, once, when it cannot."""
+
+    def __init__(self, language: str, out: TextIO):
+        self.out = out
+        self.program = shutil.which("espeak-ng")
+        self.voices = [language.lower(), language.split("-")[0].lower()]
+        if self.program is None:
+            print("[--speak: espeak-ng is not installed (apt-get install espeak-ng); printing only]", file=out)
+
+    def __call__(self, text: str) -> None:
+        while self.program and self.voices:
+            done = subprocess.run([self.program, "-v", self.voices[0], text], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            if done.returncode == 0:
+                return
+            self.voices.pop(0)
+        if self.program:
+            print("[--speak: espeak-ng could not speak here; printing only]", file=self.out)
+            self.program = None
+
+
+def terminal_lines() -> Ask:
+    """Lines typed at the terminal (with line editing); None at end of input or Ctrl-C."""
+    try:
+        import readline  # noqa: F401  (importing it is what turns on line editing for input())
+    except ImportError:
+        pass
+
+    def ask(prompt: str) -> str | None:
+        try:
+            return input(prompt)
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return None
+    return ask
+
+
+def script_lines(lines: Iterable[str], out: TextIO) -> Ask:
+    """A script's lines, echoed after the prompt so the output reads as a transcript."""
+    remaining: Iterator[str] = iter(lines)
+
+    def ask(prompt: str) -> str | None:
+        line = next(remaining, None)
+        if line is not None:
+            line = line.rstrip("\r\n")
+            print(prompt + line, file=out)
+        return line
+    return ask
+
+
+def unanswered(exc: requests.RequestException | KeyboardInterrupt, bridge_url: str, webhook_timeout: float) -> str:
+    """Why a webhook got no answer, for a simulator's last line."""
+    if isinstance(exc, requests.Timeout):
+        return f"the bridge at {bridge_url} did not answer; Twilio waits {webhook_timeout:g} s"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted while waiting for the bridge"
+    return f"cannot reach the bridge at {bridge_url}: {type(exc).__name__}"
+
+
+class CallSimulator:
+    def __init__(self, phone: TwilioPhone, ask: Ask, out: TextIO, err: TextIO,
+                 speak: Callable[[str], None] | None = None):
+        self.phone = phone
+        self.ask = ask
+        self.out = out
+        self.err = err
+        self.speak = speak
+
+    def run(self, from_: str, to: str) -> int:
+        """Place one call and play it to the end; OK, or FAILED with the reason printed."""
+        try:
+            call = self.phone.call(from_, to)
+            self.hear(call)
+            while not call.ended:
+                self.turn(call)
+                self.hear(call)
+            return self.hang_up(call)
+        except TwilioWouldFail as exc:
+            return self.fail(f"Twilio would fail this call: {exc}{self.hint(str(exc))}")
+        except (requests.RequestException, KeyboardInterrupt) as exc:
+            return self.fail(unanswered(exc, self.phone.base_url, WEBHOOK_TIMEOUT))
+
+    def turn(self, call: PhoneCall) -> None:
+        if call.state == "dialing":
+            outcome = self.dial_outcome()
+            if outcome is None:
+                call.state = "ended"
+            else:
+                call.dial_result(outcome)
+            return
+        line = self.ask("caller> ")
+        if line is None:
+            call.state = "ended"
+        elif not line.strip():
+            call.silence()
+        elif keypad := KEYPAD.match(line.strip()):
+            call.press(keypad.group(1))
+        else:
+            call.say(line.strip())
+
+    def dial_outcome(self) -> str | None:
+        """How the person's leg ended, as Twilio would report it in DialCallStatus."""
+        while True:
+            answer = self.ask(f"dial outcome ({', '.join(DIAL_OUTCOMES)}) [completed]> ")
+            if answer is None:
+                return None
+            outcome = answer.strip() or "completed"
+            if outcome in DIAL_OUTCOMES:
+                return outcome
+            print(f"[choose one of: {', '.join(DIAL_OUTCOMES)}]", file=self.out)
+
+    def hear(self, call: PhoneCall) -> None:
+        """What the last answer made the caller hear; each turn's answer is heard once."""
+        for text in call.heard:
+            print(f"bridge: {text}", file=self.out)
+            if self.speak:
+                self.speak(text)
+        call.heard = []
+        if call.state == "dialing":
+            print(f"[dialing {call.dialed}]", file=self.out)
+
+    def hang_up(self, call: PhoneCall) -> int:
+        print("[call ended]", file=self.out)
+        status = call.hangup()
+        if not 200 <= status < 300:
+            return self.fail(f"the status callback answered HTTP {status}{self.hint(f'HTTP {status}')}")
+        print(f"[status callback: HTTP {status}]", file=self.out)
+        return OK
+
+    def fail(self, message: str) -> int:
+        self.out.flush()
+        print(f"call: {message}", file=self.err)
+        return FAILED
+
+    def hint(self, problem: str) -> str:
+        if "HTTP 403" in problem:
+            return (f" (the bridge rejected the signature made for {self.phone.public_base_url}: "
+                    "are its TWILIO_AUTH_TOKEN and PUBLIC_BASE_URL the same as here?)")
+        return ""

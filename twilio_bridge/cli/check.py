@@ -1,0 +1,218 @@
+"""`python twilio_voice_server.py check`: is this configuration ready for Twilio?
+
+Each finding is one line, `ok`, `warn`, `fail` or `skip`; any `fail` makes the exit code 1.
+Nothing changes anywhere unless `--apply` is given: then the voice webhooks are set on one
+Twilio number through the REST API.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TextIO
+from urllib.parse import urlsplit
+
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http.response import Response as TwilioResponse
+from twilio.rest import Client
+
+from .. import routes
+from ..config import E164, Settings
+from ..rasa.client import RasaClient, RasaError
+from ..testing.phone import TwilioPhone, sid
+
+VOICE_WEBHOOKS = (
+    ("Voice: A call comes in", routes.VOICE),
+    ("Voice: Primary handler fails", routes.FALLBACK),
+    ("Voice: Call status changes", routes.CALL_STATUS),
+)
+MESSAGING_WEBHOOKS = (
+    ("WhatsApp: When a message comes in", routes.WHATSAPP),
+    ("WhatsApp: Status callback URL", routes.WHATSAPP_STATUS),
+)
+PLACEHOLDER_ORIGIN = "https://YOUR-PUBLIC-HOST"
+
+
+@dataclass
+class Report:
+    out: TextIO
+    failures: int = 0
+    warnings: int = 0
+
+    def __call__(self, level: str, subject: str, detail: str) -> None:
+        self.failures += level == "fail"
+        self.warnings += level == "warn"
+        print(f"{level:<5} {subject}: {detail}", file=self.out)
+
+
+def run_check(settings: Settings, bridge_url: str, out: TextIO, apply_to: str | None = None) -> int:
+    report = Report(out)
+    report("ok", "configuration", "every variable is valid")
+    check_rasa(settings, report)
+    check_signatures(settings, report)
+    origin = check_public_url(settings, report)
+    check_bridge(settings, bridge_url, report)
+    print_webhooks(origin or PLACEHOLDER_ORIGIN, out)
+    if apply_to is not None:
+        apply_webhooks(settings, origin, apply_to, report)
+    if report.failures:
+        print(f"\n{report.failures} problem(s), {report.warnings} warning(s)", file=out)
+    else:
+        print(f"\nno problems, {report.warnings} warning(s)", file=out)
+    return 1 if report.failures else 0
+
+
+def check_rasa(settings: Settings, report: Report) -> None:
+    rasa = RasaClient(settings.rasa_webhook_url, settings.rasa_timeout)
+    try:
+        report("ok", "rasa", f"{settings.rasa_origin} answers {rasa.version(settings.rasa_origin, timeout=3.0)!r}")
+    except RasaError as exc:
+        report("fail", "rasa", f"GET {settings.rasa_origin}/ failed: {rasa_problem(exc)}")
+        return
+    sender = f"check-{secrets.token_hex(4)}"
+    started = time.monotonic()
+    try:
+        items = rasa.send(sender, "hola", {"channel": "check"})
+    except RasaError as exc:
+        report("fail", "rasa", f"a test message to {settings.rasa_webhook_url} failed: {rasa_problem(exc)}")
+        return
+    latency = time.monotonic() - started
+    if not items:
+        report("fail", "rasa", f"'hola' from {sender} got an empty answer: Rasa could not process it (see its log)")
+        return
+    texts = [str(item["text"]) for item in items if item.get("text")]
+    first = texts[0] if texts else f"{len(items)} item(s) without text"
+    shown = first if len(first) <= 80 else first[:77] + "..."
+    more = f" (+{len(items) - 1} more)" if len(items) > 1 else ""
+    report("ok", "rasa", f"'hola' from {sender} answered {shown!r}{more} in {latency * 1000:.0f} ms")
+
+
+def rasa_problem(exc: RasaError) -> str:
+    if exc.kind == "unreachable":
+        return "no connection (is Rasa running, with `rest:` in its credentials.yml?)"
+    return f"{exc.kind}: {exc.detail}"
+
+
+def check_signatures(settings: Settings, report: Report) -> None:
+    if not settings.validate_signature:
+        report("warn", "signatures", "TWILIO_VALIDATE_SIGNATURE=false: anyone can call the webhooks "
+                                     "(for local experiments only)")
+        return
+    keys = f" and shared keys {', '.join(sorted(settings.shared_keys))}" if settings.shared_keys else ""
+    report("ok", "signatures", f"every webhook must be signed with TWILIO_AUTH_TOKEN{keys}")
+
+
+def check_public_url(settings: Settings, report: Report) -> str | None:
+    """The origin Twilio will call, when known."""
+    origin = settings.public_base_url
+    if origin is None:
+        if settings.trusted_proxies:
+            report("warn", "public url", f"PUBLIC_BASE_URL is not set; the URL is taken from the X-Forwarded-* "
+                                         f"headers of {settings.trusted_proxies} trusted prox(ies)")
+        else:
+            report("warn", "public url", "PUBLIC_BASE_URL is not set: signatures are checked against the URL this "
+                                         "server sees, which is right only when Twilio reaches it directly "
+                                         "(no nginx, no tunnel)")
+        return None
+    parts = urlsplit(origin)
+    if not_public(parts.hostname or ""):
+        report("fail", "public url", f"PUBLIC_BASE_URL={origin}: Twilio cannot reach {parts.hostname}")
+    elif parts.scheme != "https":
+        report("warn", "public url", f"PUBLIC_BASE_URL={origin} is plain http: callers' words cross the internet "
+                                     "unencrypted; put nginx with a certificate in front")
+    else:
+        report("ok", "public url", f"Twilio will call and sign {origin}")
+    return origin
+
+
+def not_public(host: str) -> bool:
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
+
+
+def check_bridge(settings: Settings, bridge_url: str, report: Report) -> None:
+    """Post a signed status callback, as Twilio would, to prove the token and the URL match the bridge's."""
+    signed_for = settings.public_base_url or bridge_url.rstrip("/")
+    phone = TwilioPhone(bridge_url, settings.twilio_auth_token, signed_for, timeout=3.0)
+    params = {"CallSid": sid("CA"), "AccountSid": settings.twilio_account_sid or phone.account_sid,
+              "CallStatus": "in-progress", "From": "+15005550006", "To": "+15005550006"}
+    try:
+        response = phone.post(f"{signed_for}/webhook/twilio/status", params)
+    except requests.RequestException as exc:
+        report("skip", "bridge", f"nothing answers at {bridge_url} ({type(exc).__name__}); "
+                                 "start the bridge to prove its token and URL match this configuration")
+        return
+    if response.status_code == 403:
+        report("fail", "bridge", f"{bridge_url} rejected a status callback signed for {signed_for}: the bridge's "
+                                 "TWILIO_AUTH_TOKEN or PUBLIC_BASE_URL differ from this configuration")
+    elif response.status_code not in (200, 204):
+        report("fail", "bridge", f"{bridge_url}/webhook/twilio/status answered HTTP {response.status_code}")
+    elif settings.twilio_auth_token and settings.validate_signature:
+        report("ok", "bridge", f"{bridge_url} accepted a status callback signed for {signed_for}")
+    else:
+        report("warn", "bridge", f"{bridge_url} answered HTTP {response.status_code} to an unsigned status callback")
+
+
+def print_webhooks(origin: str, out: TextIO) -> None:
+    print("\nWebhooks for the Twilio console (all HTTP POST):", file=out)
+    for label, path in VOICE_WEBHOOKS + MESSAGING_WEBHOOKS:
+        print(f"  {label + ':':<36} {origin}{path}", file=out)
+
+
+def twilio_refusal(exc: TwilioException) -> str:
+    """Status, error code and message of whatever Twilio's API refused, however the SDK reports it."""
+    if isinstance(exc, TwilioRestException):
+        return f"HTTP {exc.status} (error {exc.code}): {exc.msg}"
+    if isinstance(exc, TwilioServiceException):
+        return f"HTTP {exc.status} (error {exc.code}): {exc.detail or exc.title}"
+    response = exc.args[1] if len(exc.args) > 1 else None
+    if isinstance(response, TwilioResponse):  # a list page that failed: the SDK passes the raw answer
+        try:
+            payload = json.loads(response.text)
+        except ValueError:
+            payload = {}
+        return f"HTTP {response.status_code} (error {payload.get('code', '?')}): {payload.get('message', '')}".rstrip()
+    return str(exc)
+
+
+def apply_webhooks(settings: Settings, origin: str | None, number: str, report: Report) -> None:
+    """Set the voice webhooks on one of the account's numbers (WhatsApp senders are set in the console)."""
+    if not E164.match(number):
+        report("fail", "apply", f"--number {number!r} must be an E.164 number such as +5215512345678")
+        return
+    if not settings.twilio_account_sid or not settings.twilio_auth_token:
+        report("fail", "apply", "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are needed to change a number")
+        return
+    if origin is None or not_public(urlsplit(origin).hostname or ""):
+        report("fail", "apply", "set PUBLIC_BASE_URL to the https origin Twilio can reach first")
+        return
+    client = Client(settings.twilio_account_sid, settings.twilio_auth_token)
+    client.api.base_url = settings.twilio_api_base_url
+    try:
+        matches = [n for n in client.incoming_phone_numbers.list(phone_number=number, limit=20)
+                   if n.phone_number == number]
+        if not matches:
+            report("fail", "apply", f"{number} is not a number of account {settings.twilio_account_sid}")
+            return
+        urls = {path: origin + path for _, path in VOICE_WEBHOOKS}
+        updated = matches[0].update(
+            voice_url=urls[routes.VOICE], voice_method="POST",
+            voice_fallback_url=urls[routes.FALLBACK], voice_fallback_method="POST",
+            status_callback=urls[routes.CALL_STATUS], status_callback_method="POST",
+        )
+    except TwilioException as exc:
+        report("fail", "apply", f"Twilio answered {twilio_refusal(exc)}")
+        return
+    except requests.RequestException as exc:
+        report("fail", "apply", f"could not reach Twilio's API at {settings.twilio_api_base_url}: {type(exc).__name__}")
+        return
+    report("ok", "apply", f"{number} ({updated.sid}) now sends calls to {updated.voice_url}, "
+                          f"failures to {updated.voice_fallback_url}, status to {updated.status_callback}")

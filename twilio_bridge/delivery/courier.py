@@ -1,0 +1,130 @@
+"""REST mode: what a background worker does with one queued message, each step saved before the next.
+
+A job first gets Rasa's answer (retried with backoff for WHATSAPP_RETRY_WINDOW, then an apology),
+which is stored with the job; then its messages go out one by one, each recorded as sent before the
+next. A worker killed at any point leaves the job in the queue, and whoever takes it over resumes
+at the step that was not recorded: Rasa is asked again only if its answer was never stored, and
+a message is sent twice only if the process died between Twilio's "created" and the record of it.
+"""
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from .. import metrics, routes
+from ..bridge import Bridge
+from ..logs import log
+from ..rasa.client import RasaError
+from ..state import COUNTER_TTL
+from ..whatsapp.conversation import Conversation, Inbound
+from ..whatsapp.replies import Outgoing
+from .queue import Job, JobQueue
+from .sender import WINDOW_CLOSED, MessageSender, SendError
+from .workers import LaneWorkers
+
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+MAX_CRASHES = 3
+
+
+class Courier:
+    def __init__(self, current: Bridge, queue: JobQueue, sender: MessageSender):
+        self.current = current
+        self.queue = queue
+        self.sender = sender
+        base = current.settings.public_base_url
+        self.status_callback = base + routes.WHATSAPP_STATUS if base else None
+
+    def deliver(self, job: Job) -> None:
+        """The worker's handler: one log line per attempt, whatever happened."""
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(message_sid=job.id, user=job.user)
+        started = time.monotonic()
+        try:
+            outcome = self._run(job)
+        except Exception:
+            log.exception("whatsapp.delivery.crashed")
+            outcome = self._crashed(job)
+        log.info("whatsapp.delivery", outcome=outcome, attempts=job.data.get("attempts", 0),
+                 sent=job.data.get("sent", 0), ms=round((time.monotonic() - started) * 1000))
+
+    def _run(self, job: Job) -> str:
+        data = job.data
+        inbound = Inbound.from_dict(data["inbound"])
+        outcome = "delivered"
+        if "outgoing" not in data:
+            conversation = Conversation(self.current, job.user)
+            try:
+                outgoing = conversation.reply(inbound)
+            except RasaError as exc:
+                log.warning("rasa.failed", kind=exc.kind, detail=exc.detail)
+                if self._retry_later(job, f"rasa_{exc.kind}"):
+                    return "rasa_retry"
+                outgoing, outcome = conversation.apology(), "apology"
+            data.update(outgoing=[message.as_dict() for message in outgoing], sent=0)
+            data.pop("failing_since", None)
+            if not self.queue.save(job):
+                return "lease_lost"
+        return self._send_all(job, inbound) or outcome
+
+    def _send_all(self, job: Job, inbound: Inbound) -> str | None:
+        """Send what is left; None when all went out, else why it stopped."""
+        data = job.data
+        messages = [Outgoing.from_dict(raw) for raw in data["outgoing"]]
+        whatsapp_from = self.current.settings.twilio_whatsapp_from
+        from_ = whatsapp_from if whatsapp_from and inbound.channel == "whatsapp" else inbound.to  # SMS: our number
+        while data["sent"] < len(messages):
+            try:
+                sid = self.sender.send(job.user, from_, messages[data["sent"]], self.status_callback)
+                log.info("whatsapp.sent", twilio_sid=sid, index=data["sent"])
+                metrics.whatsapp_delivered("sent")
+                self.current.store.incr("whatsapp:sent", COUNTER_TTL)
+            except SendError as exc:
+                self.current.store.incr("whatsapp:send_errors", COUNTER_TTL)
+                self.current.store.incr(f"whatsapp:send_error:{exc.code or exc.status or 'network'}", COUNTER_TTL)
+                if exc.retryable and self._retry_later(job, "twilio", status=exc.status, code=exc.code):
+                    metrics.whatsapp_delivered("retried")
+                    return "send_retry"
+                metrics.whatsapp_delivered("expired" if exc.retryable else "failed")
+                log.error("whatsapp.send.failed", status=exc.status, code=exc.code, detail=exc.detail,
+                          retryable=exc.retryable, index=data["sent"])
+                if exc.retryable or exc.code == WINDOW_CLOSED:  # out of time, or every message would fail alike
+                    self.queue.finish(job)
+                    return "gave_up" if exc.retryable else "window_closed"
+            data["sent"] += 1
+            data.pop("failing_since", None)
+            if data["sent"] < len(messages) and not self.queue.save(job):  # after the last one, finish says it
+                return "lease_lost"
+        self.queue.finish(job)
+        return None
+
+    def _retry_later(self, job: Job, reason: str, **context: object) -> bool:
+        """Postpone the user's lane with exponential backoff; False once the retry window is spent."""
+        data, now = job.data, time.time()
+        data["attempts"] = data.get("attempts", 0) + 1
+        elapsed = now - data.setdefault("failing_since", now)
+        window = self.current.settings.whatsapp_retry_window
+        if elapsed >= window:
+            return False
+        delay = min(BACKOFF_FIRST * 2 ** (data["attempts"] - 1), BACKOFF_MAX, window - elapsed)
+        log.info("whatsapp.retry_later", reason=reason, delay=round(delay, 2), **context)
+        self.queue.postpone(job, delay)
+        return True
+
+    def _crashed(self, job: Job) -> str:
+        """A bug must not block the user's lane for ever: a few tries, then the job is dropped, loudly."""
+        job.data["crashes"] = job.data.get("crashes", 0) + 1
+        if job.data["crashes"] >= MAX_CRASHES:
+            log.error("whatsapp.delivery.dropped", crashes=job.data["crashes"])
+            self.queue.finish(job)
+            return "dropped"
+        self.queue.postpone(job, BACKOFF_MAX)
+        return "crashed"
+
+
+def start_delivery(current: Bridge, queue: JobQueue) -> LaneWorkers:
+    settings = current.settings
+    assert settings.twilio_account_sid and settings.twilio_auth_token
+    sender = MessageSender(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url)
+    return LaneWorkers(queue, Courier(current, queue, sender).deliver, settings.whatsapp_workers).start()

@@ -1,0 +1,52 @@
+"""Sending a message through Twilio's Messages API, with one error type that says whether to try again."""
+from __future__ import annotations
+
+import requests
+from twilio.base import values
+from twilio.base.exceptions import TwilioException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from ..whatsapp.replies import Outgoing
+
+SEND_TIMEOUT = 10.0
+WINDOW_CLOSED = 63016  # a free-form WhatsApp message more than 24 h after the user's last one
+
+
+class SendError(Exception):
+    """Twilio did not take the message. `retryable`: 429, 5xx or the network; never other 4xx."""
+
+    def __init__(self, detail: str, retryable: bool, status: int | None = None, code: int | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.retryable = retryable
+        self.status = status
+        self.code = code
+
+
+class MessageSender:
+    """One twilio `Client` per process: one requests session shared by the delivery threads."""
+
+    def __init__(self, account_sid: str, auth_token: str, api_base_url: str, timeout: float = SEND_TIMEOUT):
+        # Credentials come from Settings; passing them as the client's environment keeps it from reading os.environ.
+        self.client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout),
+                             environment={"TWILIO_ACCOUNT_SID": account_sid, "TWILIO_AUTH_TOKEN": auth_token})
+        self.client.api.base_url = api_base_url  # the Api domain's origin; tests point it at a local fake
+
+    def send(self, to: str, from_: str, message: Outgoing, status_callback: str | None = None) -> str:
+        """Create one message; its sid. Raises SendError."""
+        try:
+            created = self.client.messages.create(
+                to=to, from_=from_,
+                body=message.body or values.unset,
+                media_url=[message.media_url] if message.media_url else values.unset,
+                status_callback=status_callback or values.unset,
+            )
+        except TwilioException as exc:
+            status = getattr(exc, "status", None)
+            code = getattr(exc, "code", None)
+            retryable = status is not None and (status == 429 or status >= 500)
+            raise SendError(str(getattr(exc, "msg", exc))[:200], retryable, status, code) from exc
+        except requests.RequestException as exc:
+            raise SendError(f"{type(exc).__name__}: {str(exc)[:160]}", True) from exc
+        return str(created.sid)

@@ -1,0 +1,87 @@
+"""Background threads inside each server process that take jobs from the durable queue.
+
+`gunicorn twilio_voice_server:app` alone is a complete deployment: every worker process runs a few of
+these threads, and processes (and hosts) share the queue. A heartbeat keeps the leases of the jobs in
+hand alive; when a process dies its leases run out and another process takes the jobs over.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from ..logs import log
+from .queue import Job, JobQueue
+
+LEASE_SECONDS = 10.0  # how long a dead process's jobs wait before another takes them over
+HEARTBEAT_SECONDS = 2.0
+POLL_SECONDS = 0.5  # jobs enqueued by other processes, and postponed ones, are found this often
+
+
+class LaneWorkers:
+    def __init__(self, queue: JobQueue, handle: Callable[[Job], None], threads: int,
+                 lease: float = LEASE_SECONDS, poll: float = POLL_SECONDS):
+        self.queue = queue
+        self.handle = handle
+        self.lease = lease
+        self.poll = poll
+        self.threads = [threading.Thread(target=self._work, name=f"lane-worker-{n}", daemon=True)
+                        for n in range(threads)]
+        self.heart = threading.Thread(target=self._heartbeat, name="lane-heartbeat", daemon=True)
+        self._active: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+
+    def start(self) -> LaneWorkers:
+        for thread in [*self.threads, self.heart]:
+            thread.start()
+        return self
+
+    def wake(self) -> None:
+        """A job was just enqueued in this process: one idle thread takes it now instead of at its next poll."""
+        with self._wake:
+            self._wake.notify()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Take no new job; let the jobs in hand finish (their leases lapse if they cannot)."""
+        self._stopping.set()
+        with self._wake:
+            self._wake.notify_all()
+        for thread in self.threads:
+            if thread.is_alive():
+                thread.join(timeout)
+        self._stopped.set()
+        if self.heart.is_alive():
+            self.heart.join(timeout)
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                job = self.queue.claim(self.lease)
+            except Exception as exc:  # the store is down: wait and try again, never die
+                log.error("queue.claim_failed", error=type(exc).__name__, detail=str(exc)[:200])
+                job = None
+            if job is None:
+                with self._wake:
+                    self._wake.wait(self.poll)
+                continue
+            with self._lock:
+                self._active[job.token] = job
+            try:
+                self.handle(job)
+            except Exception:
+                log.exception("queue.job_crashed", job_id=job.id)
+            finally:
+                with self._lock:
+                    self._active.pop(job.token, None)
+
+    def _heartbeat(self) -> None:
+        while not self._stopped.wait(HEARTBEAT_SECONDS):
+            with self._lock:
+                jobs = list(self._active.values())
+            for job in jobs:
+                try:
+                    self.queue.renew(job, self.lease)
+                except Exception as exc:
+                    log.warning("queue.renew_failed", job_id=job.id, error=type(exc).__name__)

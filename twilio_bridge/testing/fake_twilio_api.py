@@ -1,0 +1,227 @@
+"""A local fake of Twilio's Messages API over real HTTP, for tests, benchmarks and the chat simulator.
+
+`POST /2010-04-01/Accounts/{AccountSid}/Messages.json` with basic auth (account SID : auth token)
+answers 201 and a message resource as Twilio does, and records the message; `GET` on the same path
+lists them, newest first; `GET /_fake/messages?to=whatsapp:+…` lists them oldest first, with their
+media URLs and without credentials (for the chat simulator in another process). Failures can be switched on for the next requests: "429" (code 20429),
+"500", "drop" (the connection closes without an answer), "63016" (400, outside the 24-hour window).
+When a message names a StatusCallback, the fake posts signed callbacks to it: `sent`, then
+`final_status` (`delivered`, or e.g. `undelivered` with `final_error_code`).
+
+    python -m twilio_bridge.testing.fake_twilio_api --port 5099    # then TWILIO_API_BASE_URL=http://127.0.0.1:5099
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+import requests
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from ..limits import MESSAGE_CHARACTERS
+from ..web.signature import sign
+from .local_server import LocalServer, until_signalled
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+ACCOUNT_SID = "AC" + "0" * 32
+FAILURES = ("429", "500", "drop", "63016")
+ERRORS = {
+    "401": (401, 20003, "Authenticate"),
+    "429": (429, 20429, "Too Many Requests"),
+    "500": (500, 20500, "Internal Server Error"),
+    "63016": (400, 63016, "Failed to send freeform message because you are outside the allowed window. "
+                          "If you are using WhatsApp, please use a Message Template."),
+    "21602": (400, 21602, "Message body is required."),
+    "21617": (400, 21617, "The concatenated message body exceeds the 1600 character limit."),
+}
+
+
+class FakeTwilioAPI(LocalServer):
+    def __init__(self, account_sid: str = ACCOUNT_SID, auth_token: str = "fake-auth-token") -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.messages: list[dict[str, Any]] = []  # accepted, in order
+        self.attempts: list[dict[str, Any]] = []  # every authenticated POST, accepted or not
+        self.callbacks: list[dict[str, Any]] = []  # status callbacks posted, with the bridge's HTTP status
+        self.final_status = "delivered"
+        self.final_error_code: str | None = None
+        self._failures: deque[str] = deque()
+        self._failing: str | None = None
+        self._lock = threading.Condition()
+        self._urls = Map([Rule("/2010-04-01/Accounts/<account>/Messages.json", endpoint="messages"),
+                          Rule("/_fake/control", endpoint="control"),
+                          Rule("/_fake/messages", endpoint="recorded", methods=["GET"])])
+
+    def fail(self, kind: str, times: int | None = 1) -> None:
+        """Answer the next `times` requests with a failure (None: every request until `heal()`)."""
+        if kind not in FAILURES:
+            raise ValueError(f"failure must be one of {', '.join(FAILURES)}, not {kind!r}")
+        with self._lock:
+            if times is None:
+                self._failing = kind
+            else:
+                self._failures.extend([kind] * times)
+
+    def heal(self) -> None:
+        with self._lock:
+            self._failures.clear()
+            self._failing = None
+
+    def clear(self) -> None:
+        self.heal()
+        with self._lock:
+            self.messages.clear()
+            self.attempts.clear()
+            self.callbacks.clear()
+
+    def sent_to(self, to: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._addressed(to)
+
+    def wait_for(self, count: int, to: str | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The messages (to `to`) once there are at least `count`, or whatever arrived when time ran out."""
+        with self._lock:
+            self._lock.wait_for(lambda: len(self._addressed(to)) >= count, timeout)
+            return self._addressed(to)
+
+    def _addressed(self, to: str | None) -> list[dict[str, Any]]:
+        """The accepted messages to `to` (every one for None), oldest first; the caller holds the lock."""
+        return [message for message in self.messages if to is None or message["to"] == to]
+
+    def _wsgi(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
+        request = Request(environ)
+        adapter = self._urls.bind_to_environ(environ)
+        try:
+            endpoint, args = adapter.match()
+        except Exception:
+            return Response("Not found", status=404)(environ, start_response)
+        if endpoint == "control":
+            response = self._control(request)
+        elif endpoint == "recorded":
+            with self._lock:
+                recorded = self._addressed(request.args.get("to"))
+            response = _json({"messages": recorded})
+        elif not self._authorised(request, args["account"]):
+            response = _error("401")
+        elif request.method == "GET":
+            with self._lock:
+                listed = list(reversed(self.messages))
+            response = _json({"messages": [self._resource(m) for m in listed], "page": 0, "page_size": 50})
+        else:
+            response = self._create(request)
+        return response(environ, start_response)
+
+    def _authorised(self, request: Request, account: str) -> bool:
+        expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        return account == self.account_sid and request.headers.get("Authorization") == f"Basic {expected}"
+
+    def _create(self, request: Request) -> Response:
+        form = request.form
+        attempt = {"to": form.get("To"), "from": form.get("From"), "body": form.get("Body", ""),
+                   "media_urls": form.getlist("MediaUrl"), "status_callback": form.get("StatusCallback"),
+                   "at": time.time()}
+        with self._lock:
+            self.attempts.append(attempt)
+            failure = self._failures.popleft() if self._failures else self._failing
+        if failure == "drop":
+            request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+            return Response(status=500)
+        if failure:
+            return _error(failure)
+        if not attempt["body"] and not attempt["media_urls"]:
+            return _error("21602")
+        if len(attempt["body"]) > MESSAGE_CHARACTERS:
+            return _error("21617")
+        message = {**attempt, "sid": "SM" + secrets.token_hex(16)}
+        with self._lock:
+            self.messages.append(message)
+            self._lock.notify_all()
+        if message["status_callback"]:
+            threading.Thread(target=self._report, args=(message,), daemon=True).start()
+        return _json(self._resource(message), status=201)
+
+    def _resource(self, message: dict[str, Any]) -> dict[str, Any]:
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages/{message['sid']}"
+        now = formatdate(message["at"], usegmt=True)
+        return {"sid": message["sid"], "account_sid": self.account_sid, "api_version": "2010-04-01",
+                "to": message["to"], "from": message["from"], "body": message["body"], "status": "queued",
+                "direction": "outbound-api", "num_media": str(len(message["media_urls"])), "num_segments": "1",
+                "date_created": now, "date_updated": now, "date_sent": None, "error_code": None,
+                "error_message": None, "price": None, "price_unit": "USD", "messaging_service_sid": None,
+                "uri": uri + ".json", "subresource_uris": {"media": uri + "/Media.json"}}
+
+    def _report(self, message: dict[str, Any]) -> None:
+        """Twilio's status callbacks for one message, signed as Twilio signs them."""
+        for status in ("sent", self.final_status):
+            params = {"MessageSid": message["sid"], "SmsSid": message["sid"], "AccountSid": self.account_sid,
+                      "MessageStatus": status, "SmsStatus": status, "From": message["from"], "To": message["to"],
+                      "ApiVersion": "2010-04-01"}
+            if status in ("failed", "undelivered") and self.final_error_code:
+                params["ErrorCode"] = self.final_error_code
+            url = message["status_callback"]
+            try:
+                answer = requests.post(url, data=params, timeout=5,
+                                       headers={"X-Twilio-Signature": sign(self.auth_token, url, params)})
+                outcome: int | str = answer.status_code
+            except requests.RequestException as exc:
+                outcome = type(exc).__name__
+            with self._lock:
+                self.callbacks.append({"sid": message["sid"], "status": status, "answer": outcome})
+                self._lock.notify_all()
+
+    def _control(self, request: Request) -> Response:
+        """From another process: {"fail": "429", "times": 2}, {"heal": true} or {"clear": true}."""
+        body = request.get_json(silent=True) or {}
+        try:
+            if body.get("clear"):
+                self.clear()
+            if body.get("heal"):
+                self.heal()
+            if body.get("fail"):
+                self.fail(str(body["fail"]), body.get("times", 1))
+        except ValueError as exc:
+            return _json({"error": str(exc)}, status=400)
+        return _json({"messages": len(self.messages), "attempts": len(self.attempts)})
+
+
+def _error(kind: str) -> Response:
+    status, code, message = ERRORS[kind]
+    return _json({"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                  "status": status}, status=status)
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload), status=status, mimetype="application/json")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run a fake of Twilio's Messages API in the foreground.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5099)
+    parser.add_argument("--account-sid", default=ACCOUNT_SID)
+    parser.add_argument("--auth-token", default="fake-auth-token")
+    args = parser.parse_args()
+    done = until_signalled()
+    with FakeTwilioAPI(args.account_sid, args.auth_token).start(args.host, args.port) as api:
+        print(f"Fake Twilio Messages API listening: TWILIO_API_BASE_URL={api.base_url} "
+              f"TWILIO_ACCOUNT_SID={api.account_sid}", flush=True)
+        shown = 0
+        while not done.wait(0.5):
+            for message in api.messages[shown:]:
+                print(f"-> {message['to']}: {message['body'] or message['media_urls']}", flush=True)
+                shown += 1
+
+
+if __name__ == "__main__":
+    main()

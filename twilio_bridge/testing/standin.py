@@ -1,0 +1,237 @@
+"""A stand-in for Rasa's REST channel, served over real HTTP for tests, benchmarks and trying the bridge.
+
+It answers as rasa-pro 3.21 does (see docs/architecture.md, "Rasa's REST channel, as it really behaves") with a small
+scripted Spanish card-blocking dialogue, and can be switched into the failure modes the bridge must survive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import socket
+import threading
+import time
+import unicodedata
+from collections import defaultdict, deque
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.wrappers import Request, Response
+
+from .local_server import LocalServer, until_signalled
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+MODES = ("ok", "hang", "error500", "html", "invalid_json", "empty", "huge", "nasty", "drop")
+NASTY_TEXT = 'Hola <b>cliente</b> & "amigo" \x00\x07 ✅🚀 **importante** _nota_ [enlace](https://x.y) # Título'
+HUGE_SENTENCES = (
+    "Su tarjeta de crédito queda protegida mientras revisamos los últimos movimientos de la cuenta. "
+    "Le recordamos que nunca le pediremos su número secreto por teléfono ni por mensaje. "
+)
+HUGE_TEXT = (HUGE_SENTENCES * (100_000 // len(HUGE_SENTENCES) + 1))[:99_999].rstrip() + "."
+
+GREETING = "Hola, soy el asistente de tarjetas. ¿En qué le puedo ayudar?"
+ASK_DIGITS = "Entiendo. Para bloquear su tarjeta, marque o diga los últimos cuatro dígitos."
+BLOCKED = "Listo. Su tarjeta está bloqueada. Su número de referencia es 4 8 2 1.\n\n¿Algo más?"
+NOT_BLOCKED = "De acuerdo, no la bloqueo. ¿Algo más?"
+GOODBYE = "Gracias por llamar. Hasta luego."
+HANDOFF = "Le comunico con un asesor."
+FALLBACK = "Perdone, no le entendí. Puedo bloquear una tarjeta perdida o robada."
+CONFIRM_BUTTONS = [{"title": "Sí", "payload": "/affirm"}, {"title": "No", "payload": "/deny"}]
+DIGIT_GATHER = {"gather": {"input": "dtmf speech", "num_digits": 4, "timeout": 6}}
+SPOKEN_DIGITS = {w: str(i) for i, w in enumerate("cero uno dos tres cuatro cinco seis siete ocho nueve".split())}
+PAYLOADS = ("/session_start", "/session_end", "/affirm", "/deny")
+
+
+def _normalise(text: str) -> str:
+    """Lower case, accents and punctuation removed: what the scripted dialogue matches against."""
+    plain = unicodedata.normalize("NFKD", text.lower()).encode("ascii", "ignore").decode()
+    return " ".join(re.sub(r"[^\w/]+", " ", plain).split())
+
+
+def _mentions(text: str, stems: str) -> bool:
+    return re.search(rf"\b({stems})", text) is not None
+
+
+def _four_digits(text: str) -> str | None:
+    digits = "".join(SPOKEN_DIGITS.get(word, word) for word in text.split())
+    return digits if re.fullmatch(r"\d{4}", digits) else None
+
+
+class RasaStandIn(LocalServer):
+    """Rasa's REST channel on 127.0.0.1: `.start()`, point the bridge at `.webhook_url`, assert on `.received`."""
+
+    def __init__(self, delay: float = 0.0, mode: str = "ok") -> None:
+        self.delay = delay
+        self.mode = mode  # validated by the property below
+        self.hang_seconds = 60.0
+        self.received: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._sender_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._states: dict[str, dict[str, str]] = {}
+        self._canned: deque[list[dict[str, Any]]] = deque()
+        self._stopping = threading.Event()
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        self._mode = mode
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> RasaStandIn:
+        self._stopping.clear()
+        return super().start(host, port)
+
+    def stop(self) -> None:
+        self._stopping.set()  # a delayed or hung request ends now, so the server can shut down
+        super().stop()
+
+    @property
+    def origin(self) -> str:
+        return self.base_url
+
+    @property
+    def webhook_url(self) -> str:
+        return self.origin + "/webhooks/rest/webhook"
+
+    def reply_with(self, items: list[dict[str, Any]]) -> None:
+        """Make the next webhook answer, for any sender, exactly `items` (once)."""
+        with self._lock:
+            self._canned.append(items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.received.clear()
+            self._states.clear()
+            self._canned.clear()
+
+    def _wsgi(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
+        request = Request(environ)
+        route = (request.method, request.path)
+        if route == ("GET", "/"):
+            response = Response("Hello from Rasa: 3.21.0", mimetype="text/plain")
+        elif route == ("POST", "/webhooks/rest/webhook"):
+            response = self._webhook(request)
+        elif route == ("POST", "/_standin/control"):
+            response = self._control(request)
+        else:
+            response = Response("Not found", status=404, mimetype="text/plain")
+        return response(environ, start_response)
+
+    def _control(self, request: Request) -> Response:
+        body = request.get_json(silent=True)
+        try:
+            if not isinstance(body, dict):
+                raise TypeError("the body must be a JSON object")
+            delay = float(body.get("delay", self.delay))
+            self.mode = body.get("mode", self.mode)
+        except (TypeError, ValueError):
+            return _json({"error": 'expected {"mode": ..., "delay": seconds}', "modes": list(MODES)}, status=400)
+        self.delay = delay
+        return _json({"mode": self.mode, "delay": self.delay})
+
+    def _webhook(self, request: Request) -> Response:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return _json({"error": "Failed when parsing body as json"}, status=400)
+        sender = str(body.get("sender") or "default")
+        message = body.get("message")
+        with self._lock:
+            record = {"sender": sender, "message": message, "metadata": body.get("metadata"), "at": time.time()}
+            self.received.append(record)
+            sender_lock = self._sender_locks[sender]
+        with sender_lock:
+            self._stopping.wait(self.delay)
+            mode = self.mode
+            if mode == "hang":
+                self._stopping.wait(self.hang_seconds)
+            return self._answer(mode, sender, message, request)
+
+    def _answer(self, mode: str, sender: str, message: Any, request: Request) -> Response:
+        with self._lock:
+            canned = self._canned.popleft() if self._canned else None
+        if canned is not None:
+            return _json(canned)
+        if mode == "drop":
+            request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+            return Response(status=200)
+        if mode == "error500":
+            return Response("<html><body><h1>Internal Server Error</h1></body></html>", 500, mimetype="text/html")
+        if mode == "html":
+            return Response("<html><body>Rasa is starting</body></html>", mimetype="text/html")
+        if mode == "invalid_json":
+            return Response('[{"text": "unterminated', mimetype="application/json")
+        texts = {"huge": [HUGE_TEXT], "nasty": [NASTY_TEXT], "empty": []}.get(mode)
+        items = [{"text": t} for t in texts] if texts is not None else self._converse(sender, message)
+        return _json([{"recipient_id": sender, **item} for item in _split_blank_lines(items)])
+
+    def _converse(self, sender: str, message: Any) -> list[dict[str, Any]]:
+        """One turn of the scripted dialogue; `[]` once the conversation has ended, as Rasa answers."""
+        state = self._states.setdefault(sender, {"step": "idle"})
+        if state["step"] == "ended" or not isinstance(message, str):
+            return []
+        raw, text = message.strip(), _normalise(message)
+        step, state["step"] = state["step"], "idle"  # a turn settles what was pending unless it asks again
+        if raw == "/session_end":
+            state["step"] = "ended"
+            return []
+        if raw == "/session_start":
+            return [{"text": GREETING}]
+        if raw.startswith("/") and raw not in PAYLOADS:
+            return [{"text": "COMMAND EXECUTED"}]
+        if step == "confirm" and (raw == "/affirm" or text.split()[:1] == ["si"]):
+            return [{"text": BLOCKED}]
+        if step == "confirm" and (raw == "/deny" or text.split()[:1] == ["no"]):
+            return [{"text": NOT_BLOCKED}]
+        digits = _four_digits(text) if step == "digits" else None
+        if digits:
+            state["step"] = "confirm"
+            question = f"La tarjeta que termina en {' '.join(digits)}. ¿La bloqueo?"
+            return [{"text": question, "buttons": CONFIRM_BUTTONS}]
+        if _mentions(text, "agente|persona|humano|asesor"):
+            return [{"text": HANDOFF}, {"custom": {"handoff": True}}]
+        if _mentions(text, "perd|rob|extravi|bloque"):
+            state["step"] = "digits"
+            return [{"text": ASK_DIGITS}, {"custom": DIGIT_GATHER}]
+        if _mentions(text, "imagen"):
+            return [{"text": "Así se ve su tarjeta."}, {"image": "https://example.com/card.png"}]
+        if raw == "/deny" or re.fullmatch(r"no( gracias)?", text) or _mentions(text, "adios"):
+            return [{"text": GOODBYE}, {"custom": {"hangup": True}}]
+        return [{"text": FALLBACK}]
+
+
+def _split_blank_lines(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rasa's collecting channel sends a plain text as one message per blank-line-separated part."""
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if "text" in item and "buttons" not in item:
+            out.extend({**item, "text": part} for part in item["text"].strip().split("\n\n"))
+        else:
+            out.append(item)
+    return out
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False), status=status, mimetype="application/json")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the Rasa REST stand-in in the foreground.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5005)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--mode", choices=MODES, default="ok")
+    args = parser.parse_args()
+    done = until_signalled()
+    with RasaStandIn(delay=args.delay, mode=args.mode).start(args.host, args.port) as standin:
+        print(f"Rasa stand-in listening: RASA_WEBHOOK_URL={standin.webhook_url}", flush=True)
+        done.wait()
+
+
+if __name__ == "__main__":
+    main()

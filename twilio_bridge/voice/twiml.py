@@ -1,0 +1,119 @@
+"""TwiML for voice: pure functions from what the assistant said to a response Twilio accepts.
+
+Twilio's limits are enforced here, once: a <Say> holds at most 3000 characters, it is never
+empty, a <Gather> holds only <Say>s, and the whole document stays under 64 kB.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+from xml.sax.saxutils import escape
+
+from twilio.twiml.voice_response import Gather, VoiceResponse
+
+from .. import routes
+from ..limits import SAY_CHARACTERS, TWIML_BYTES
+from ..phrases import Phrases
+from ..rasa.turn import AssistantTurn, Button
+from ..text import for_speech, split_text
+
+SPOKEN_BYTES_LIMIT = TWIML_BYTES - 4000  # of Twilio's 64 kB, leaving room for the tags around the text
+
+
+@dataclass(frozen=True)
+class Voice:
+    language: str
+    name: str
+    phrases: Phrases
+
+
+def say_all(parent: VoiceResponse | Gather, texts: Sequence[str], voice: Voice) -> None:
+    """Add one <Say> per piece of speech, cutting (with a spoken note) before the size limit."""
+    budget = SPOKEN_BYTES_LIMIT - _xml_bytes(voice.phrases.cut_short)
+    for text in texts:
+        for piece in split_text(for_speech(text), SAY_CHARACTERS):
+            cost = _xml_bytes(piece) + 80
+            if cost > budget:
+                _say(parent, voice.phrases.cut_short, voice)
+                return
+            budget -= cost
+            _say(parent, piece, voice)
+
+
+def menu_prompt(buttons: Sequence[Button], phrases: Phrases) -> str:
+    options = ", ".join(
+        phrases.menu_option.format(number=n, title=for_speech(b.title)) for n, b in enumerate(buttons, 1)
+    )
+    return f"{phrases.menu_intro} {options}."
+
+
+def gather_response(texts: Sequence[str], voice: Voice, options: dict[str, Any] | None = None,
+                    buttons: Sequence[Button] = ()) -> VoiceResponse:
+    """Speak inside a <Gather>, so the caller can answer over any of it."""
+    options = dict(options or {})
+    spoken = list(texts) + ([menu_prompt(buttons, voice.phrases)] if buttons else [])
+    hints = ", ".join(b.title for b in buttons)
+    if hints and "hints" not in options:
+        options["hints"] = hints
+    input_kind = options.pop("input", "dtmf speech")
+    response = VoiceResponse()
+    gather = response.gather(
+        input=input_kind,
+        action=routes.SPEECH,
+        method="POST",
+        action_on_empty_result=True,
+        language=voice.language,
+        speech_timeout="auto" if "speech" in input_kind else None,
+        timeout=options.pop("timeout", 5),
+        **options,
+    )
+    say_all(gather, spoken, voice)
+    return response
+
+
+def handoff_response(texts: Sequence[str], voice: Voice, number: str | None,
+                     nobody: str | None = None) -> VoiceResponse:
+    """Speak, then put the caller through to a person; with nobody to call, say so (or `nobody`) and hang up."""
+    response = VoiceResponse()
+    if number is None:
+        say_all(response, [*texts, nobody or voice.phrases.nobody_available], voice)
+        response.hangup()
+        return response
+    say_all(response, [*texts, voice.phrases.transfer], voice)
+    response.dial(number, action=routes.DIAL_RESULT, method="POST", timeout=25)
+    return response
+
+
+def goodbye_response(texts: Sequence[str], voice: Voice) -> VoiceResponse:
+    response = VoiceResponse()
+    say_all(response, texts or [voice.phrases.goodbye], voice)
+    response.hangup()
+    return response
+
+
+def hold_response(texts: Sequence[str], voice: Voice, turn: int, hold: int, pause: int = 0) -> VoiceResponse:
+    """Keep the caller company while the assistant thinks, then ask the poll route for its answer."""
+    response = VoiceResponse()
+    say_all(response, texts, voice)
+    if pause:
+        response.pause(length=pause)
+    response.redirect(f"{routes.POLL}?turn={turn}&hold={hold}", method="POST")
+    return response
+
+
+def turn_response(turn: AssistantTurn, voice: Voice, fallback_number: str | None) -> VoiceResponse:
+    """The answer to one turn: the assistant's words, then what its directives ask for."""
+    if turn.hangup:
+        return goodbye_response(turn.texts, voice)
+    if turn.handoff:
+        return handoff_response(turn.texts, voice, turn.handoff_number or fallback_number)
+    return gather_response(turn.texts, voice, turn.gather, turn.buttons)
+
+
+def _say(parent: VoiceResponse | Gather, text: str, voice: Voice) -> None:
+    if text.strip():
+        parent.say(text, voice=voice.name, language=voice.language)
+
+
+def _xml_bytes(text: str) -> int:
+    return len(escape(text, {'"': "&quot;"}).encode("utf-8"))

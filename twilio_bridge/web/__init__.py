@@ -1,0 +1,1 @@
+"""Request plumbing every Twilio route shares: signatures, retried webhooks, error answers, health, metrics."""

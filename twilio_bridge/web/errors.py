@@ -1,0 +1,25 @@
+"""Whatever breaks in a Twilio route still gets Twilio an answer it accepts: never a 500."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+from flask import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException
+
+from ..logs import log
+
+
+def answer_every_error(bp: Blueprint, event: str, answer: Callable[[], Response]) -> None:
+    """Whatever breaks in a Twilio route is logged as `event`, and Twilio still gets a 2xx, never a 500:
+    204 on a status callback, otherwise `answer()` (an apology, and a way forward)."""
+
+    @bp.errorhandler(Exception)
+    def unexpected_error(exc: Exception) -> Response | HTTPException:
+        if isinstance(exc, HTTPException):
+            return exc
+        log.exception(event)
+        if request.path.endswith("/status"):
+            structlog.contextvars.bind_contextvars(outcome="error")
+            return Response(status=204)
+        return answer()

@@ -1,0 +1,1 @@
+"""WhatsApp and SMS: the webhooks, a user's conversation with Rasa, and rendering replies."""

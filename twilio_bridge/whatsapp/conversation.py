@@ -1,0 +1,122 @@
+"""One chat user's conversation with Rasa (sender = the `From` address), shared by both reply modes.
+
+An inbound message as Twilio posted it is kept as an `Inbound`, which is what the queue stores:
+the message Rasa gets is decided only when its turn comes, against the menu the user had then.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from werkzeug.datastructures import MultiDict
+
+from ..bridge import Bridge
+from ..phrases import Phrases, phrases_for
+from ..rasa.menu import choose_button
+from ..rasa.turn import Button, read_turn
+from ..text import from_user
+from .replies import Outgoing, apology, render_turn
+
+MENU_TTL = 7 * 24 * 3600
+MAX_MEDIA = 10
+
+
+@dataclass(frozen=True)
+class Inbound:
+    sid: str
+    user: str
+    to: str
+    body: str = ""
+    button_payload: str | None = None
+    media: list[dict[str, str]] = field(default_factory=list)
+    details: dict[str, str] = field(default_factory=dict)  # account, profile name, WaId, location
+
+    @classmethod
+    def from_form(cls, form: MultiDict[str, str]) -> Inbound:
+        media = []
+        for index in range(min(_int(form.get("NumMedia")), MAX_MEDIA)):
+            url = form.get(f"MediaUrl{index}")
+            if url:
+                media.append({"url": url, "content_type": form.get(f"MediaContentType{index}", "")})
+        names = {"AccountSid": "account_sid", "ProfileName": "profile_name", "WaId": "wa_id",
+                 "ButtonText": "button_text", "Latitude": "latitude", "Longitude": "longitude",
+                 "Address": "address", "Label": "label"}
+        details = {key: form[name] for name, key in names.items() if form.get(name)}
+        # Twilio always sends a MessageSid; without one, the message must not pass for another sid-less one
+        message_sid = form.get("MessageSid") or form.get("SmsSid") or "unknown-" + secrets.token_hex(8)
+        return cls(sid=message_sid, user=form.get("From", ""),
+                   to=form.get("To", ""), body=form.get("Body", ""),
+                   button_payload=form.get("ButtonPayload") or None, media=media, details=details)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Inbound:
+        return cls(**raw)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def channel(self) -> str:
+        return "whatsapp" if self.user.startswith("whatsapp:") else "sms"
+
+    def metadata(self, kind: str) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"channel": self.channel, "message_sid": self.sid, "from": self.user,
+                                    "to": self.to, "input": kind, **self.details}
+        if self.media:
+            metadata["media"] = self.media
+        return metadata
+
+
+class Conversation:
+    def __init__(self, current: Bridge, user: str):
+        self.current = current
+        self.user = user
+
+    @property
+    def menu_key(self) -> str:
+        return f"whatsapp:menu:{self.user}"
+
+    def menu(self) -> list[Button]:
+        """The buttons of the assistant's last turn to this user, which a reply may choose from."""
+        return [Button(**b) for b in (self.current.store.get(self.menu_key) or {}).get("buttons", [])]
+
+    def message_for(self, inbound: Inbound, buttons: list[Button]) -> tuple[str, str]:
+        """What Rasa gets and how the user said it. Only a payload Rasa offered may start with '/'."""
+        offered = next((b for b in buttons if b.payload == inbound.button_payload), None)
+        text = from_user(inbound.body)
+        choice = offered or choose_button(text, buttons)
+        if choice is not None:
+            return choice.payload, "button"
+        if text:
+            return text, "text"
+        if inbound.media:
+            return "", "media"
+        return "", "location" if "latitude" in inbound.details else "text"
+
+    def reply(self, inbound: Inbound) -> list[Outgoing]:
+        """Ask Rasa; the messages to send back. Raises RasaError; an empty answer gets the apology."""
+        menu = self.menu()
+        message, kind = self.message_for(inbound, menu)
+        turn = read_turn(self.current.ask_rasa(self.user, message, inbound.metadata(kind)))
+        if turn.buttons:
+            self.current.store.put(self.menu_key, {"buttons": [asdict(b) for b in turn.buttons]}, MENU_TTL)
+        elif menu:  # most turns offer no menu and follow none: they write nothing
+            self.current.store.delete(self.menu_key)
+        if turn.is_empty:
+            return self.apology()
+        return render_turn(turn, self.phrases, self.current.settings.fallback_phone_number)
+
+    def apology(self) -> list[Outgoing]:
+        return apology(self.phrases, self.current.settings.fallback_phone_number)
+
+    @property
+    def phrases(self) -> Phrases:
+        return phrases_for(self.current.settings.voice_language)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return max(int(value or 0), 0)
+    except ValueError:
+        return 0

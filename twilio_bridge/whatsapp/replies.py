@@ -1,0 +1,65 @@
+"""WhatsApp and SMS replies: pure functions from the assistant's turn to outgoing messages and TwiML.
+
+The same list of `Outgoing` messages is either put in the webhook's answer as <Message>s (TwiML
+mode) or sent one by one through Twilio's Messages API (REST mode).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from twilio.twiml.messaging_response import MessagingResponse
+
+from ..limits import MESSAGE_CHARACTERS
+from ..phrases import Phrases
+from ..rasa.turn import AssistantTurn, Button
+from ..text import for_whatsapp, split_message
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    body: str = ""
+    media_url: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Outgoing:
+        return cls(raw.get("body", ""), raw.get("media_url"))
+
+
+def numbered_menu(buttons: Sequence[Button]) -> str:
+    return "\n".join(f"{number}. {for_whatsapp(button.title)}" for number, button in enumerate(buttons, 1))
+
+
+def render_turn(turn: AssistantTurn, phrases: Phrases, fallback_number: str | None) -> list[Outgoing]:
+    """The assistant's words in as few bodies as fit (one message arrives in one piece), then its images.
+
+    A hangup directive has nothing to hang up in a chat: its text is simply sent.
+    """
+    paragraphs = [for_whatsapp(text) for text in turn.texts]
+    if turn.buttons:
+        paragraphs.append(numbered_menu(turn.buttons))
+    if turn.handoff:
+        number = turn.handoff_number or fallback_number
+        paragraphs.append(phrases.chat_handoff.format(number=number) if number else phrases.chat_no_person)
+    bodies = split_message("\n\n".join(p for p in paragraphs if p), MESSAGE_CHARACTERS)
+    return [Outgoing(body) for body in bodies] + [Outgoing(media_url=url) for url in turn.images]
+
+
+def apology(phrases: Phrases, fallback_number: str | None) -> list[Outgoing]:
+    """What a user gets when the assistant cannot answer: an apology, and a person to call when there is one."""
+    words = [phrases.chat_trouble]
+    if fallback_number:
+        words.append(phrases.chat_handoff.format(number=fallback_number))
+    return [Outgoing(" ".join(words))]
+
+
+def messaging_twiml(messages: Sequence[Outgoing]) -> MessagingResponse:
+    response = MessagingResponse()
+    for outgoing in messages:
+        message = response.message(outgoing.body or None)
+        if outgoing.media_url:
+            message.media(outgoing.media_url)
+    return response

@@ -1,0 +1,132 @@
+"""WhatsApp (and SMS) webhooks: a chat with Rasa whose sender is the user's `From` address.
+
+REST mode (account SID, auth token and TWILIO_WHATSAPP_FROM set): the message is stored in the
+durable queue, the answer is an empty <Response/> at once, and background workers send Rasa's
+replies through the Messages API. TwiML mode (otherwise): the replies are <Message>s in the answer.
+"""
+from __future__ import annotations
+
+import structlog
+from flask import Blueprint, Response, request
+from twilio.twiml.messaging_response import MessagingResponse
+
+from .. import metrics, routes
+from ..bridge import Bridge, bridge
+from ..delivery.queue import SEEN_TTL
+from ..logs import log
+from ..rasa.client import RasaError
+from ..state import COUNTER_TTL
+from ..web.errors import answer_every_error
+from ..web.hooks import require_twilio_signature
+from ..web.responses import twiml
+from .conversation import Conversation, Inbound
+from .replies import Outgoing, messaging_twiml
+
+bp = Blueprint("whatsapp", __name__)
+bp.before_request(require_twilio_signature)
+
+RATE_WINDOW = 60
+DELIVERY_STATUSES = ("queued", "sending", "sent", "delivered", "read", "undelivered", "failed", "canceled")
+
+
+@bp.post(routes.WHATSAPP)
+def incoming_message() -> Response:
+    current = bridge()
+    inbound = Inbound.from_form(request.form)
+    structlog.contextvars.bind_contextvars(message_sid=inbound.sid, user=inbound.user, channel=inbound.channel,
+                                           retry=bool(request.headers.get("I-Twilio-Idempotency-Token")))
+    if current.queue is not None and current.settings.whatsapp_rest_mode:
+        try:
+            return store_for_delivery(current, inbound)
+        except Exception as exc:  # the queue is unreachable: answer now rather than lose the message
+            log.error("whatsapp.queue_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+    return answer_now(current, inbound)
+
+
+def store_for_delivery(current: Bridge, inbound: Inbound) -> Response:
+    """Durable before the answer: once Twilio has its 200, the message is in the queue."""
+    assert current.queue is not None
+    if current.queue.seen(inbound.sid):
+        return _empty("duplicate")
+    notice = rate_limited(current, inbound)
+    if notice == []:
+        return _empty("rate_limited")
+    job = {"inbound": inbound.as_dict()}
+    if notice:
+        job.update(outgoing=[message.as_dict() for message in notice], sent=0)
+    if not current.queue.enqueue(inbound.sid, inbound.user, job):
+        return _empty("duplicate")
+    if current.workers is not None:
+        current.workers.wake()
+    return _empty("rate_notice" if notice else "queued")
+
+
+def answer_now(current: Bridge, inbound: Inbound) -> Response:
+    """TwiML mode: Rasa's replies in the answer, within RASA_TIMEOUT; Twilio's retry gets the same answer."""
+    seen_key = f"whatsapp:seen:{inbound.sid}"
+    if not current.store.add(seen_key, {}, SEEN_TTL):
+        structlog.contextvars.bind_contextvars(outcome="duplicate")
+        return twiml((current.store.get(seen_key) or {}).get("twiml") or MessagingResponse())
+    conversation = Conversation(current, inbound.user)
+    messages = rate_limited(current, inbound)
+    if messages is None:
+        try:
+            messages = conversation.reply(inbound)
+            structlog.contextvars.bind_contextvars(outcome="replied")
+        except RasaError as exc:
+            log.warning("rasa.failed", kind=exc.kind, detail=exc.detail)
+            structlog.contextvars.bind_contextvars(outcome="apology", rasa_error=exc.kind)
+            messages = conversation.apology()
+    answer = str(messaging_twiml(messages))
+    current.store.put(seen_key, {"twiml": answer}, SEEN_TTL)
+    return twiml(answer)
+
+
+def rate_limited(current: Bridge, inbound: Inbound) -> list[Outgoing] | None:
+    """None while the user is within WHATSAPP_RATE_LIMIT a minute; past it, one notice, then nothing."""
+    count = current.store.incr(f"whatsapp:rate:{inbound.user}", RATE_WINDOW)
+    limit = current.settings.whatsapp_rate_limit
+    if count <= limit:
+        return None
+    structlog.contextvars.bind_contextvars(outcome="rate_limited", rate=count)
+    if count > limit + 1:
+        return []
+    log.warning("whatsapp.rate_limited", limit=limit)
+    return [Outgoing(Conversation(current, inbound.user).phrases.chat_slow_down)]
+
+
+@bp.post(routes.WHATSAPP_STATUS)
+def delivery_status() -> Response:
+    """Status callback of a message the bridge sent: logged, and counted for /health."""
+    store = bridge().store
+    status = request.form.get("MessageStatus") or request.form.get("SmsStatus") or "unknown"
+    code = request.form.get("ErrorCode")
+    structlog.contextvars.bind_contextvars(twilio_sid=request.form.get("MessageSid"), message_status=status,
+                                           user=request.form.get("To"), outcome="counted")
+    counted = status if status in DELIVERY_STATUSES else "other"
+    store.incr(f"whatsapp:status:{counted}", COUNTER_TTL)
+    metrics.whatsapp_status_reported(counted)
+    if status in ("failed", "undelivered"):
+        store.incr(f"whatsapp:status_error:{code or 'none'}", COUNTER_TTL)
+        log.warning("whatsapp.delivery_failed", error_code=code, error_message=request.form.get("ErrorMessage"))
+    return Response(status=204)
+
+
+def delivery_counts(current: Bridge) -> dict[str, object]:
+    """Counters for /health: the statuses Twilio reported, and the bridge's own sends and failed sends."""
+    statuses = {status: current.store.count(f"whatsapp:status:{status}") for status in (*DELIVERY_STATUSES, "other")}
+    return {"statuses": {status: n for status, n in statuses.items() if n},
+            "sent": current.store.count("whatsapp:sent"), "send_errors": current.store.count("whatsapp:send_errors")}
+
+
+def _error_answer() -> Response:
+    structlog.contextvars.bind_contextvars(outcome="error")
+    return twiml(messaging_twiml(Conversation(bridge(), "").apology()))
+
+
+answer_every_error(bp, "whatsapp.unexpected_error", _error_answer)
+
+
+def _empty(outcome: str) -> Response:
+    structlog.contextvars.bind_contextvars(outcome=outcome)
+    return twiml(MessagingResponse())
