@@ -188,6 +188,56 @@ install_test_packages() {
   fi
 }
 
+# --- Rasa Open Source for the real-Rasa tests (--dev) --------------------------------------------------
+# .venv-rasa-oss gets rasa_project/requirements-oss.txt, with the first Python 3.8–3.10 found (RASA_OSS_PYTHON
+# names one). Without one, it says so in one line and leaves it in .venv-rasa-oss/UNAVAILABLE: the tests that
+# need Rasa read that line and skip, saying why.
+RASA_OSS_VENV=.venv-rasa-oss
+RASA_OSS_REQUIREMENTS=rasa_project/requirements-oss.txt
+
+rasa_oss_python_fits() {
+  "$1" -c 'import sys, venv; sys.exit(not (3, 8) <= sys.version_info[:2] <= (3, 10))' >/dev/null 2>&1
+}
+
+find_rasa_oss_python() {
+  local candidate
+  if [ -n "${RASA_OSS_PYTHON:-}" ]; then
+    rasa_oss_python_fits "$RASA_OSS_PYTHON" && { echo "$RASA_OSS_PYTHON"; return; }
+    echo "install_twilio_server.sh: RASA_OSS_PYTHON=$RASA_OSS_PYTHON is not a Python 3.8–3.10" >&2; exit 1
+  fi
+  # pyenv's shims on PATH may name a version that is not installed: the interpreters themselves come next.
+  for candidate in python3.10 python3.9 python3.8 "$HOME"/.pyenv/versions/3.10*/bin/python3.10 \
+      "$HOME"/.pyenv/versions/3.9*/bin/python3.9 "$HOME"/.pyenv/versions/3.8*/bin/python3.8 \
+      /usr/local/bin/python3.10 /usr/bin/python3.10; do
+    command -v "$candidate" >/dev/null 2>&1 && rasa_oss_python_fits "$candidate" && { echo "$candidate"; return; }
+  done
+  return 0
+}
+
+install_rasa_oss() {
+  local stamp=$RASA_OSS_VENV/.requirements.sha256 wanted python
+  wanted=$(sha256sum "$RASA_OSS_REQUIREMENTS" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ] && [ -x "$RASA_OSS_VENV/bin/rasa" ]; then
+    return
+  fi
+  python=$(find_rasa_oss_python)
+  mkdir -p "$RASA_OSS_VENV"
+  if [ -z "$python" ]; then
+    echo "install_twilio_server.sh: no Python 3.8–3.10 for Rasa Open Source (set RASA_OSS_PYTHON):" \
+      "the tests with real Rasa will be skipped" | tee "$RASA_OSS_VENV/UNAVAILABLE" >&2
+    return
+  fi
+  rm -f "$RASA_OSS_VENV/UNAVAILABLE"
+  [ -x "$RASA_OSS_VENV/bin/python" ] || "$python" -m venv "$RASA_OSS_VENV"
+  echo "install_twilio_server.sh: installing Rasa Open Source into $RASA_OSS_VENV (about 2.7 GB; a few minutes)"
+  "$RASA_OSS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --requirement="$RASA_OSS_REQUIREMENTS"
+  echo "$wanted" > "$stamp"
+}
+
+[ "$DEV" = 0 ] || install_rasa_oss
+# --- end of Rasa Open Source ------------------------------------------------------------------------------
+
 install_service() {
   local dir user group unit_dir unit rendered systemctl
   dir=$(pwd -P)
