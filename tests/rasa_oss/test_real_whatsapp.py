@@ -6,7 +6,7 @@ import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 
-from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
+from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI, as_seen
 from twilio_bridge.testing.whatsapp_user import Posted, WhatsAppUser
 
 from .conftest import AUTH_TOKEN, HUMAN, WHATSAPP_FROM
@@ -57,8 +57,8 @@ def test_a_rest_mode_chat_gets_every_reply_in_order(rest_bridge: str, fake_api: 
         posted = user.send(text)
         assert posted.replies == []
     sent = fake_api.wait_for(3, to=user.address, timeout=30)
-    assert [(message["from"], message["body"]) for message in sent] == [
+    assert [(message["from"], as_seen(message)) for message in sent] == [
         (WHATSAPP_FROM, f"{GREETING}\n\n{ASK_DIGITS}"),
-        (WHATSAPP_FROM, "La tarjeta que termina en 0 0 0 0. ¿La bloqueo?\n\n1. Sí\n2. No"),
+        (WHATSAPP_FROM, "La tarjeta que termina en 0 0 0 0. ¿La bloqueo?\n[Sí] [No]"),  # a quick reply
         (WHATSAPP_FROM, f"No encuentro una tarjeta que termine en 0 0 0 0.\n\n{CALL_A_PERSON}"),
     ]
