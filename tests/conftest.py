@@ -55,9 +55,9 @@ def settings(standin: RasaStandIn, tmp_path: Path) -> Settings:
 class LiveServer:
     """A WSGI app served over real HTTP in a thread."""
 
-    def __init__(self, app: object):
+    def __init__(self, app: object, port: int = 0):
         self.app = app
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.server = make_server("127.0.0.1", port, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
@@ -73,8 +73,9 @@ class LiveServer:
 def serve() -> Iterator[Callable[[Settings], LiveServer]]:
     servers: list[LiveServer] = []
 
-    def start(settings: Settings) -> LiveServer:
-        servers.append(LiveServer(create_app(settings)))
+    def start(settings: Settings, port: int = 0) -> LiveServer:
+        """`port`: a free one chosen beforehand, when the settings must name the bridge's own URL."""
+        servers.append(LiveServer(create_app(settings), port))
         return servers[-1]
 
     yield start

@@ -12,6 +12,13 @@ from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+MIN_TOKEN_CHARACTERS = 16
+SECRET_FIELDS = frozenset({"twilio_auth_token", "shared_keys", "metrics_token", "outbound_api_token"})  # never echoed
+VOICE_MODES = ("gather", "relay")
+RELAY_INTERRUPTIBLE = ("any", "speech", "dtmf", "none")
+# ConversationRelay's own voice names (Amazon's neural voices), per VOICE_LANGUAGE: `Polly.Mia` is not one.
+RELAY_VOICES = {"es-MX": "Mia-Neural", "es-US": "Lupe-Neural", "es-ES": "Lucia-Neural",
+                "en-US": "Joanna-Neural", "en-GB": "Amy-Neural"}
 
 
 class ConfigError(Exception):
@@ -41,6 +48,12 @@ class Settings:
     voice_name: str = "Polly.Mia"
     voice_greeting: str | None = None
     voice_max_silences: int = 2
+    voice_mode: str = "gather"
+    voice_silence_seconds: float = 8.0
+    relay_tts_provider: str = "Amazon"
+    relay_voice: str | None = None
+    relay_transcription_provider: str | None = None
+    relay_interruptible: str = "any"
     twilio_whatsapp_from: str | None = None
     twilio_api_base_url: str = "https://api.twilio.com"
     whatsapp_rate_limit: int = 20
@@ -50,6 +63,9 @@ class Settings:
     log_level: str = "INFO"
     metrics_token: str | None = field(default=None, repr=False)
     metrics_dir: str | None = None
+    outbound_api_token: str | None = field(default=None, repr=False)
+    twilio_sms_from: str | None = None
+    twilio_voice_from: str | None = None
 
     @property
     def hold_after(self) -> float:
@@ -60,6 +76,13 @@ class Settings:
     def holds(self) -> bool:
         """Holding only makes sense when the overall wait outlasts one webhook's."""
         return self.rasa_max_wait_seconds > self.hold_after
+
+    @property
+    def relay_voice_name(self) -> str | None:
+        """The ConversationRelay voice: VOICE_RELAY_VOICE, else Amazon's voice for VOICE_LANGUAGE (None: Twilio's default)."""
+        if self.relay_voice or self.relay_tts_provider != "Amazon":
+            return self.relay_voice
+        return RELAY_VOICES.get(self.voice_language)
 
     @property
     def rasa_origin(self) -> str:
@@ -80,17 +103,31 @@ class Settings:
             "fallback_phone_configured": self.fallback_phone_number is not None,
             "voice_language": self.voice_language,
             "voice_name": self.voice_name,
+            "voice_mode": self.voice_mode,
             "whatsapp_rest_replies": self.whatsapp_rest_mode,
             "whatsapp_rate_limit": self.whatsapp_rate_limit,
             "whatsapp_retry_window": self.whatsapp_retry_window,
             "whatsapp_workers": self.whatsapp_workers,
             "state_backend": self.state_url.split(":", 1)[0],
             "metrics_protected_by": "token" if self.metrics_token else "localhost",
+            "outbound_api": self.outbound_enabled,
+            "outbound_sms_from": self.twilio_sms_from,
+            "outbound_voice_from": self.twilio_voice_from,
         }
 
     @property
     def whatsapp_rest_mode(self) -> bool:
         return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_whatsapp_from)
+
+    @property
+    def outbound_enabled(self) -> bool:
+        """OUTBOUND_API_TOKEN turns the outbound API on (load_settings makes sure it can send)."""
+        return bool(self.outbound_api_token)
+
+    @property
+    def delivers_through_rest(self) -> bool:
+        """The durable queue and its workers run: for WhatsApp's REST replies, or for outbound messages."""
+        return self.whatsapp_rest_mode or bool(self.outbound_enabled and self.twilio_account_sid and self.twilio_auth_token)
 
 
 def _http_url(value: str) -> str:
@@ -172,7 +209,22 @@ def _log_level(value: str) -> str:
     return level
 
 
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value.lower()
+    return parse
+
+
 def _text(value: str) -> str:
+    return value
+
+
+def _api_token(value: str) -> str:
+    if len(value) < MIN_TOKEN_CHARACTERS:
+        raise ValueError(f"must be at least {MIN_TOKEN_CHARACTERS} characters: it lets its holder message and call "
+                         "your customers")
     return value
 
 
@@ -195,6 +247,12 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("VOICE_NAME", "voice_name", _text),
     ("VOICE_GREETING", "voice_greeting", _text),
     ("VOICE_MAX_SILENCES", "voice_max_silences", _count(0, 5)),
+    ("VOICE_MODE", "voice_mode", _one_of(VOICE_MODES)),
+    ("VOICE_SILENCE_SECONDS", "voice_silence_seconds", _seconds(60)),
+    ("VOICE_RELAY_TTS_PROVIDER", "relay_tts_provider", _text),
+    ("VOICE_RELAY_VOICE", "relay_voice", _text),
+    ("VOICE_RELAY_TRANSCRIPTION_PROVIDER", "relay_transcription_provider", _text),
+    ("VOICE_RELAY_INTERRUPTIBLE", "relay_interruptible", _one_of(RELAY_INTERRUPTIBLE)),
     ("TWILIO_WHATSAPP_FROM", "twilio_whatsapp_from", _whatsapp_address),
     ("TWILIO_API_BASE_URL", "twilio_api_base_url", _http_url),
     ("WHATSAPP_RATE_LIMIT", "whatsapp_rate_limit", _count(1, 10_000)),
@@ -204,6 +262,9 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("LOG_LEVEL", "log_level", _log_level),
     ("METRICS_TOKEN", "metrics_token", _text),
     ("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", _text),
+    ("OUTBOUND_API_TOKEN", "outbound_api_token", _api_token),
+    ("TWILIO_SMS_FROM", "twilio_sms_from", _phone),
+    ("TWILIO_VOICE_FROM", "twilio_voice_from", _phone),
 )
 
 
@@ -219,7 +280,7 @@ def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Se
             values[attr] = parse(raw)
         except ValueError as exc:
             detail = str(exc) if not str(exc).startswith(("could not convert", "invalid literal")) else "is not a number"
-            problems.append(f"{name}={raw[:40]!r}: {detail}")
+            problems.append(f"{name}: {detail}" if attr in SECRET_FIELDS else f"{name}={raw[:40]!r}: {detail}")
 
     if "state_url" not in values and workdir is not None:
         values["state_url"] = f"sqlite:///{workdir / 'state' / 'bridge.db'}"
@@ -229,6 +290,21 @@ def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Se
             "TWILIO_AUTH_TOKEN: required to check Twilio's signatures "
             "(set TWILIO_VALIDATE_SIGNATURE=false only for local experiments)"
         )
+    problems += _outbound_problems(values)
     if problems:
         raise ConfigError(problems)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _outbound_problems(values: Mapping[str, object]) -> list[str]:
+    """The outbound API sends through Twilio's REST API, and an outbound call needs a public voice webhook."""
+    if not values.get("outbound_api_token"):
+        return []
+    problems = []
+    if not values.get("twilio_account_sid"):
+        problems.append("TWILIO_ACCOUNT_SID: required with OUTBOUND_API_TOKEN (outbound messages and calls go "
+                        "through Twilio's REST API)")
+    if values.get("twilio_voice_from") and not values.get("public_base_url"):
+        problems.append("PUBLIC_BASE_URL: required with TWILIO_VOICE_FROM (Twilio fetches an outbound call's "
+                        "voice webhook from it)")
+    return problems

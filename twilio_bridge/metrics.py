@@ -43,6 +43,27 @@ WHATSAPP_STATUSES = Counter(
     "twilio_bridge_whatsapp_statuses", "Status callbacks Twilio posted for the bridge's messages, by status",
     ["status"],
 )
+OUTBOUND_MESSAGES = Counter(
+    "twilio_bridge_outbound_messages", "Outbound API messages sent through Twilio's Messages API, by result", ["result"]
+)
+OUTBOUND_CALLS = Counter(
+    "twilio_bridge_outbound_calls",
+    "Outbound API calls: placed or refused by the Calls API, then how they ended (completed, busy, no-answer…)",
+    ["result"],
+)
+
+RELAY_SESSIONS_OPEN = Gauge(
+    "twilio_bridge_relay_sessions_open", "Relay-mode calls (ConversationRelay WebSockets) open now",
+    multiprocess_mode="livesum",
+)
+RELAY_SESSIONS = Counter(
+    "twilio_bridge_relay_sessions",
+    "Relay-mode sessions ended: outcome handoff, hangup or caller_hung_up; why: assistant, rasa_failed, silence...",
+    ["outcome", "why"],
+)
+RELAY_TURNS = Counter("twilio_bridge_relay_turns", "Relay-mode turns sent to Rasa, by input (speech, dtmf, button)",
+                      ["input"])
+RELAY_INTERRUPTS = Counter("twilio_bridge_relay_interrupts", "Relay-mode replies the caller talked over")
 
 
 def webhook_answered(route: str, outcome: str, seconds: float) -> None:
@@ -85,3 +106,34 @@ def whatsapp_delivered(result: str) -> None:
 def whatsapp_status_reported(status: str) -> None:
     """status: one of Twilio's message statuses (queued ... read, undelivered, failed) or "other"."""
     WHATSAPP_STATUSES.labels(status).inc()
+
+
+def outbound_message_sent(result: str) -> None:
+    """result: "sent", "retried" (429, 5xx, network), "failed" (a 4xx such as 63016) or "expired"."""
+    OUTBOUND_MESSAGES.labels(result).inc()
+
+
+def outbound_call_placed(result: str) -> None:
+    """result: "placed" (the Calls API took it) or "refused"."""
+    OUTBOUND_CALLS.labels(result).inc()
+
+
+def outbound_call_ended(status: str) -> None:
+    """status: Twilio's final CallStatus: completed, busy, no-answer, failed or canceled."""
+    OUTBOUND_CALLS.labels(status).inc()
+
+def relay_session_opened() -> None:
+    RELAY_SESSIONS_OPEN.inc()
+
+
+def relay_session_closed(outcome: str, why: str) -> None:
+    RELAY_SESSIONS_OPEN.dec()
+    RELAY_SESSIONS.labels(outcome, why).inc()
+
+
+def relay_turn(input_kind: str) -> None:
+    RELAY_TURNS.labels(input_kind).inc()
+
+
+def relay_interrupted() -> None:
+    RELAY_INTERRUPTS.inc()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import requests
+from werkzeug.wrappers import Response
 from structlog.testing import capture_logs
 
 from tests.conftest import AUTH_TOKEN, HUMAN, WHATSAPP_FROM, LiveServer
@@ -114,6 +115,20 @@ def test_twilio_overload_errors_and_network_failures_are_retried(
     time.sleep(0.2)
     assert len(fake_api.sent_to(user.address)) == 1
     assert len([a for a in fake_api.attempts if a["to"] == user.address]) == 3
+
+
+def test_an_unreachable_messages_api_is_named_with_its_cause_on_the_first_retry(
+        serve: Serve, rest_settings: Settings, standin: RasaStandIn) -> None:
+    closed = LiveServer(Response("unused"))
+    closed.stop()  # nothing listens there now
+    user = chat(serve(dataclasses.replace(rest_settings, twilio_api_base_url=closed.url)).url)
+    with capture_logs() as logs:
+        user.send("hola")
+        wait_for(lambda: len([e for e in logs if e["event"] == "whatsapp.retry_later"]) >= 2)
+    retries = [e for e in logs if e["event"] == "whatsapp.retry_later"][:2]
+    assert [e["log_level"] for e in retries] == ["warning", "info"]
+    url = f"{closed.url}/2010-04-01/Accounts/{rest_settings.twilio_account_sid}/Messages.json"
+    assert retries[0]["reason"] == "twilio" and retries[0]["detail"] == f"POST {url}: connection refused"
 
 
 def test_outside_the_24_hour_window_is_not_retried_and_is_logged_with_its_code(

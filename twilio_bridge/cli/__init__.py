@@ -10,7 +10,7 @@ from ..config import Settings
 from ..testing.outbox import OutboxError, open_outbox
 from ..testing.phone import TwilioPhone
 from ..testing.whatsapp_user import WhatsAppUser
-from .call import Ask, CallSimulator, Speaker, script_lines, terminal_lines
+from .call import Ask, CallSimulator, RelayCallSimulator, Speaker, script_lines, terminal_lines
 from .chat import REPLY_WAIT_SECONDS, ChatSimulator
 from .check import run_check
 
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--speak", action="store_true", help="read what the caller hears aloud (espeak-ng)")
     call.add_argument("--from", dest="from_", default="+525512345678", metavar="NUMBER", help="the caller")
     call.add_argument("--to", default="+525500000000", metavar="NUMBER", help="the number called")
+    call.add_argument("--relay", action="store_true",
+                      help="relay mode: the call over ConversationRelay's WebSocket, replies printed as they "
+                           "stream (the default when VOICE_MODE=relay)")
 
     chat = commands.add_parser("chat", help="write WhatsApp messages to the bridge from this terminal",
                                description="Play Twilio's part in a WhatsApp chat. Each line is a message; "
@@ -83,7 +86,8 @@ def place_call(args: argparse.Namespace, settings: Settings, url: str) -> int:
         return 2
     speak = Speaker(settings.voice_language, sys.stdout) if args.speak else None
     phone = TwilioPhone(url, settings.twilio_auth_token, public_url)
-    return CallSimulator(phone, ask, sys.stdout, sys.stderr, speak).run(args.from_, args.to)
+    simulator = RelayCallSimulator if args.relay or settings.voice_mode == "relay" else CallSimulator
+    return simulator(phone, ask, sys.stdout, sys.stderr, speak).run(args.from_, args.to)
 
 
 def start_chat(args: argparse.Namespace, settings: Settings, url: str) -> int:

@@ -15,6 +15,7 @@ import structlog
 from .. import metrics, routes
 from ..bridge import Bridge
 from ..logs import log
+from ..outbound import messages as outbound_messages
 from ..rasa.client import RasaError
 from ..state import COUNTER_TTL
 from ..whatsapp.conversation import Conversation, Inbound
@@ -42,7 +43,7 @@ class Courier:
         structlog.contextvars.bind_contextvars(message_sid=job.id, user=job.user)
         started = time.monotonic()
         try:
-            outcome = self._run(job)
+            outcome = self._notify(job) if "outbound" in job.data else self._run(job)
         except Exception:
             log.exception("whatsapp.delivery.crashed")
             outcome = self._crashed(job)
@@ -59,7 +60,7 @@ class Courier:
                 outgoing = conversation.reply(inbound)
             except RasaError as exc:
                 log.warning("rasa.failed", kind=exc.kind, detail=exc.detail)
-                if self._retry_later(job, f"rasa_{exc.kind}"):
+                if self._retry_later(job, f"rasa_{exc.kind}", detail=exc.detail):
                     return "rasa_retry"
                 outgoing, outcome = conversation.apology(), "apology"
             data.update(outgoing=[message.as_dict() for message in outgoing], sent=0)
@@ -83,7 +84,8 @@ class Courier:
             except SendError as exc:
                 self.current.store.incr("whatsapp:send_errors", COUNTER_TTL)
                 self.current.store.incr(f"whatsapp:send_error:{exc.code or exc.status or 'network'}", COUNTER_TTL)
-                if exc.retryable and self._retry_later(job, "twilio", status=exc.status, code=exc.code):
+                if exc.retryable and self._retry_later(job, "twilio", status=exc.status, code=exc.code,
+                                                       detail=exc.detail):
                     metrics.whatsapp_delivered("retried")
                     return "send_retry"
                 metrics.whatsapp_delivered("expired" if exc.retryable else "failed")
@@ -99,16 +101,44 @@ class Courier:
         self.queue.finish(job)
         return None
 
+    def _notify(self, job: Job) -> str:
+        """A message from the outbound API: sent once, its outcome kept for GET /api/outbound/messages/{id}."""
+        store = self.current.store
+        record = store.get(outbound_messages.record_key(job.data["outbound"]))
+        if record is None or record["status"] != "queued":  # expired, or sent before a crash cost the lease
+            self.queue.finish(job)
+            return "already_done"
+        callback = f"{self.status_callback}?outbound={record['id']}" if self.status_callback else None
+        try:
+            sid = self.sender.send(job.user, record["from"], outbound_messages.outgoing_of(record), callback)
+        except SendError as exc:
+            if exc.retryable and self._retry_later(job, "twilio", status=exc.status, code=exc.code):
+                metrics.outbound_message_sent("retried")
+                return "send_retry"
+            metrics.outbound_message_sent("expired" if exc.retryable else "failed")
+            log.error("outbound.send.failed", outbound_id=record["id"], status=exc.status, code=exc.code,
+                      detail=exc.detail, retryable=exc.retryable)
+            outbound_messages.mark_failed(store, record, exc.code, exc.detail)
+            self.queue.finish(job)
+            return "window_closed" if exc.code == WINDOW_CLOSED else "gave_up" if exc.retryable else "failed"
+        outbound_messages.mark_sent(store, record, sid)
+        metrics.outbound_message_sent("sent")
+        log.info("outbound.sent", outbound_id=record["id"], twilio_sid=sid)
+        self.queue.finish(job)
+        return "sent"
+
     def _retry_later(self, job: Job, reason: str, **context: object) -> bool:
-        """Postpone the user's lane with exponential backoff; False once the retry window is spent."""
+        """Postpone the user's lane with exponential backoff; False once the retry window is spent.
+        The first retry of a failing streak is a warning with the cause; the ones after it repeat it quietly."""
         data, now = job.data, time.time()
         data["attempts"] = data.get("attempts", 0) + 1
+        first = "failing_since" not in data
         elapsed = now - data.setdefault("failing_since", now)
         window = self.current.settings.whatsapp_retry_window
         if elapsed >= window:
             return False
         delay = min(BACKOFF_FIRST * 2 ** (data["attempts"] - 1), BACKOFF_MAX, window - elapsed)
-        log.info("whatsapp.retry_later", reason=reason, delay=round(delay, 2), **context)
+        (log.warning if first else log.info)("whatsapp.retry_later", reason=reason, delay=round(delay, 2), **context)
         self.queue.postpone(job, delay)
         return True
 

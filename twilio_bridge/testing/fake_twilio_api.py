@@ -1,12 +1,19 @@
-"""A local fake of Twilio's Messages API over real HTTP, for tests, benchmarks and the chat simulator.
+"""A local fake of Twilio's Messages and Calls APIs over real HTTP, for tests, benchmarks and the chat simulator.
 
 `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` with basic auth (account SID : auth token)
-answers 201 and a message resource as Twilio does, and records the message; `GET` on the same path
+answers 201 and a message resource as Twilio does (a body, media, or a template: ContentSid with
+ContentVariables), and records the message; `GET` on the same path
 lists them, newest first; `GET /_fake/messages?to=whatsapp:+…` lists them oldest first, with their
 media URLs and without credentials (for the chat simulator in another process). Failures can be switched on for the next requests: "429" (code 20429),
 "500", "drop" (the connection closes without an answer), "63016" (400, outside the 24-hour window).
 When a message names a StatusCallback, the fake posts signed callbacks to it: `sent`, then
 `final_status` (`delivered`, or e.g. `undelivered` with `final_error_code`).
+
+`POST /2010-04-01/Accounts/{AccountSid}/Calls.json` records the call (To, From, Url, StatusCallback,
+its events, MachineDetection) and answers 201 with a `CA…` sid, or the same failures as messages and
+"21215" (the account may not call that number). Nothing rings: a test plays the customer
+(`TwilioPhone.answer`), or ends the call unanswered with `end_call(sid, "no-answer")`, which posts the
+signed status callbacks Twilio would.
 
     python -m twilio_bridge.testing.fake_twilio_api --port 5099    # then TWILIO_API_BASE_URL=http://127.0.0.1:5099
 """
@@ -35,7 +42,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 ACCOUNT_SID = "AC" + "0" * 32
-FAILURES = ("429", "500", "drop", "63016")
+FAILURES = ("429", "500", "drop", "63016", "21215")
 ERRORS = {
     "401": (401, 20003, "Authenticate"),
     "429": (429, 20429, "Too Many Requests"),
@@ -44,6 +51,8 @@ ERRORS = {
                           "If you are using WhatsApp, please use a Message Template."),
     "21602": (400, 21602, "Message body is required."),
     "21617": (400, 21617, "The concatenated message body exceeds the 1600 character limit."),
+    "21656": (400, 21656, "The ContentVariables Parameter is invalid."),
+    "21215": (400, 21215, "Account not authorized to call this number."),
 }
 
 
@@ -52,6 +61,7 @@ class FakeTwilioAPI(LocalServer):
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.messages: list[dict[str, Any]] = []  # accepted, in order
+        self.calls: list[dict[str, Any]] = []  # placed, in order
         self.attempts: list[dict[str, Any]] = []  # every authenticated POST, accepted or not
         self.callbacks: list[dict[str, Any]] = []  # status callbacks posted, with the bridge's HTTP status
         self.final_status = "delivered"
@@ -60,6 +70,7 @@ class FakeTwilioAPI(LocalServer):
         self._failing: str | None = None
         self._lock = threading.Condition()
         self._urls = Map([Rule("/2010-04-01/Accounts/<account>/Messages.json", endpoint="messages"),
+                          Rule("/2010-04-01/Accounts/<account>/Calls.json", endpoint="calls"),
                           Rule("/_fake/control", endpoint="control"),
                           Rule("/_fake/messages", endpoint="recorded", methods=["GET"])])
 
@@ -82,6 +93,7 @@ class FakeTwilioAPI(LocalServer):
         self.heal()
         with self._lock:
             self.messages.clear()
+            self.calls.clear()
             self.attempts.clear()
             self.callbacks.clear()
 
@@ -114,6 +126,8 @@ class FakeTwilioAPI(LocalServer):
             response = _json({"messages": recorded})
         elif not self._authorised(request, args["account"]):
             response = _error("401")
+        elif endpoint == "calls":
+            response = self._place_call(request)
         elif request.method == "GET":
             with self._lock:
                 listed = list(reversed(self.messages))
@@ -130,16 +144,18 @@ class FakeTwilioAPI(LocalServer):
         form = request.form
         attempt = {"to": form.get("To"), "from": form.get("From"), "body": form.get("Body", ""),
                    "media_urls": form.getlist("MediaUrl"), "status_callback": form.get("StatusCallback"),
-                   "at": time.time()}
-        with self._lock:
-            self.attempts.append(attempt)
-            failure = self._failures.popleft() if self._failures else self._failing
-        if failure == "drop":
-            request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
-            return Response(status=500)
-        if failure:
-            return _error(failure)
-        if not attempt["body"] and not attempt["media_urls"]:
+                   "content_sid": form.get("ContentSid"), "content_variables": None, "at": time.time()}
+        failed = self._failure(request, attempt)
+        if failed is not None:
+            return failed
+        if form.get("ContentVariables"):
+            try:
+                attempt["content_variables"] = json.loads(form["ContentVariables"])
+            except ValueError:
+                return _error("21656")
+            if not isinstance(attempt["content_variables"], dict):
+                return _error("21656")
+        if not attempt["body"] and not attempt["media_urls"] and not attempt["content_sid"]:
             return _error("21602")
         if len(attempt["body"]) > MESSAGE_CHARACTERS:
             return _error("21617")
@@ -150,6 +166,64 @@ class FakeTwilioAPI(LocalServer):
         if message["status_callback"]:
             threading.Thread(target=self._report, args=(message,), daemon=True).start()
         return _json(self._resource(message), status=201)
+
+    def _failure(self, request: Request, attempt: dict[str, Any]) -> Response | None:
+        """Record the attempt; the failure switched on for it, if any."""
+        with self._lock:
+            self.attempts.append(attempt)
+            failure = self._failures.popleft() if self._failures else self._failing
+        if failure == "drop":
+            request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+            return Response(status=500)
+        return _error(failure) if failure else None
+
+    def _place_call(self, request: Request) -> Response:
+        form = request.form
+        attempt = {"to": form.get("To"), "from": form.get("From"), "url": form.get("Url"),
+                   "method": form.get("Method", "POST"), "status_callback": form.get("StatusCallback"),
+                   "status_callback_events": form.getlist("StatusCallbackEvent"),
+                   "machine_detection": form.get("MachineDetection"), "at": time.time()}
+        failed = self._failure(request, attempt)
+        if failed is not None:
+            return failed
+        call = {**attempt, "sid": "CA" + secrets.token_hex(16)}
+        with self._lock:
+            self.calls.append(call)
+            self._lock.notify_all()
+        now = formatdate(call["at"], usegmt=True)
+        return _json({"sid": call["sid"], "account_sid": self.account_sid, "api_version": "2010-04-01",
+                      "to": call["to"], "from": call["from"], "status": "queued", "direction": "outbound-api",
+                      "date_created": now, "date_updated": now, "start_time": None, "end_time": None,
+                      "duration": None, "price": None, "answered_by": None, "parent_call_sid": None,
+                      "uri": f"/2010-04-01/Accounts/{self.account_sid}/Calls/{call['sid']}.json"}, status=201)
+
+    def wait_for_call(self, to: str | None = None, timeout: float = 10.0) -> dict[str, Any] | None:
+        """The newest call placed (to `to`), once there is one."""
+        def placed() -> list[dict[str, Any]]:
+            return [call for call in self.calls if to is None or call["to"] == to]
+        with self._lock:
+            self._lock.wait_for(lambda: bool(placed()), timeout)
+            found = placed()
+        return found[-1] if found else None
+
+    def end_call(self, sid: str, status: str, **extra: str) -> list[int]:
+        """Twilio's status callbacks for a call that ends as `status` (busy, no-answer, failed, completed…),
+        signed as Twilio signs them; the bridge's HTTP status for each."""
+        with self._lock:
+            call = next(call for call in self.calls if call["sid"] == sid)
+        # Twilio posts the progress events the call asked for; the end always (the "completed" event).
+        progress = ["initiated", "ringing"] if status != "failed" else ["initiated"]
+        statuses = [event for event in progress if event in call["status_callback_events"]] + [status]
+        answers = []
+        for current in statuses:
+            params = {"CallSid": sid, "AccountSid": self.account_sid, "From": call["from"], "To": call["to"],
+                      "CallStatus": current, "Direction": "outbound-api", "ApiVersion": "2010-04-01",
+                      "CallbackSource": "call-progress-events", **(extra if current == status else {})}
+            url = call["status_callback"]
+            answer = requests.post(url, data=params, timeout=5,
+                                   headers={"X-Twilio-Signature": sign(self.auth_token, url, params)})
+            answers.append(answer.status_code)
+        return answers
 
     def _resource(self, message: dict[str, Any]) -> dict[str, Any]:
         uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages/{message['sid']}"
@@ -206,21 +280,31 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Run a fake of Twilio's Messages API in the foreground.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5099)
-    parser.add_argument("--account-sid", default=ACCOUNT_SID)
-    parser.add_argument("--auth-token", default="fake-auth-token")
+    parser = argparse.ArgumentParser(description="Run a fake of Twilio's REST API (Messages, Calls) in the foreground.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=5099,
+                        help="port to listen on, 0 for a free one (default: %(default)s); give the bridge "
+                             "TWILIO_API_BASE_URL=http://127.0.0.1:PORT")
+    parser.add_argument("--account-sid", default=ACCOUNT_SID,
+                        help="the account whose Messages.json and Calls.json it serves: the bridge's TWILIO_ACCOUNT_SID "
+                             "(default: %(default)s)")
+    parser.add_argument("--auth-token", default="fake-auth-token",
+                        help="the password it expects and signs status callbacks with: the bridge's "
+                             "TWILIO_AUTH_TOKEN (default: %(default)s)")
     args = parser.parse_args()
     done = until_signalled()
     with FakeTwilioAPI(args.account_sid, args.auth_token).start(args.host, args.port) as api:
-        print(f"Fake Twilio Messages API listening: TWILIO_API_BASE_URL={api.base_url} "
+        print(f"Fake Twilio Messages and Calls API listening: TWILIO_API_BASE_URL={api.base_url} "
               f"TWILIO_ACCOUNT_SID={api.account_sid}", flush=True)
-        shown = 0
+        shown = rung = 0
         while not done.wait(0.5):
             for message in api.messages[shown:]:
-                print(f"-> {message['to']}: {message['body'] or message['media_urls']}", flush=True)
+                sent = message["body"] or message["media_urls"] or f"{message['content_sid']} {message['content_variables']}"
+                print(f"-> {message['to']}: {sent}", flush=True)
                 shown += 1
+            for call in api.calls[rung:]:
+                print(f"-> call {call['to']} ({call['sid']}): Url={call['url']}", flush=True)
+                rung += 1
 
 
 if __name__ == "__main__":

@@ -83,6 +83,16 @@ class TwilioPhone:
         call.start()
         return call
 
+    def answer(self, call_sid: str, from_: str, to: str, status_callback: str | None = None,
+               answered_by: str | None = None) -> PhoneCall:
+        """The customer picks up a call the bridge placed through the Calls API: Twilio posts the voice webhook
+        with Direction outbound-api (and AnsweredBy when the call asked for answering-machine detection), and
+        the end of the call to the StatusCallback the Calls API was given."""
+        call = PhoneCall(self, call_sid, from_, to, direction="outbound-api", answered_by=answered_by,
+                         status_callback=status_callback)
+        call.start()
+        return call
+
 
 @dataclass
 class PhoneCall:
@@ -96,6 +106,9 @@ class PhoneCall:
     answers: list[Answer] = field(default_factory=list)
     dialed: str | None = None
     gather: dict[str, str] = field(default_factory=dict)
+    direction: str = "inbound"
+    answered_by: str | None = None
+    status_callback: str | None = None
     _gather_url: str | None = None
     _dial_url: str | None = None
     _after_gather: list[ET.Element] = field(default_factory=list)
@@ -107,14 +120,17 @@ class PhoneCall:
 
     def params(self, **extra: str) -> dict[str, str]:
         base = {"CallSid": self.sid, "AccountSid": self.phone.account_sid, "From": self.from_, "To": self.to,
-                "Caller": self.from_, "Called": self.to, "CallStatus": "in-progress", "Direction": "inbound",
+                "Caller": self.from_, "Called": self.to, "CallStatus": "in-progress", "Direction": self.direction,
                 "ApiVersion": "2010-04-01"}
+        if self.answered_by:
+            base["AnsweredBy"] = self.answered_by
         base.update(extra)
         return base
 
     def start(self) -> None:
         self.heard = []
-        self._fetch(self.phone.public(routes.VOICE), self.params(CallStatus="ringing"))
+        self._fetch(self.phone.public(routes.VOICE),
+                    self.params(CallStatus="ringing" if self.direction == "inbound" else "in-progress"))
 
     def say(self, text: str, confidence: float = 0.92) -> list[str]:
         self.transcript.append(("caller", text))
@@ -147,9 +163,15 @@ class PhoneCall:
     def hangup(self, status: str = "completed") -> int:
         """The call is over: Twilio posts the status callback."""
         self.state = "ended"
-        response = self.phone.post(self.phone.public(routes.CALL_STATUS),
+        response = self.phone.post(self.status_callback or self.phone.public(routes.CALL_STATUS),
                                    self.params(CallStatus=status, CallDuration="42"))
         return response.status_code
+
+    def follow(self, public_url: str, params: dict[str, str]) -> list[str]:
+        """Twilio fetches `public_url` for this call (a <Connect action>, say) and runs the TwiML it gets."""
+        self.heard = []
+        self._fetch(public_url, params)
+        return self.heard
 
     def _respond(self, **result: str) -> list[str]:
         self._expect("gathering")

@@ -30,11 +30,16 @@ class SignatureCheck:
         self.public_base_url = public_base_url
 
     def public_url(self, request: Request) -> str:
-        """The URL Twilio called, as it signed it."""
+        """The URL Twilio called, as it signed it: a WebSocket upgrade (ConversationRelay) is signed
+        for its ws(s):// URL."""
         if self.public_base_url is None:
-            return request.url
-        query = request.query_string.decode("latin-1")
-        return self.public_base_url + request.root_path + request.path + (f"?{query}" if query else "")
+            url = request.url
+        else:
+            query = request.query_string.decode("latin-1")
+            url = self.public_base_url + request.root_path + request.path + (f"?{query}" if query else "")
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            url = "ws" + url.removeprefix("http")
+        return url
 
     def is_valid(self, request: Request) -> bool:
         """True only when Twilio signed this request; every doubt, and every failure, is a False."""

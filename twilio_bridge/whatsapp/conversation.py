@@ -12,6 +12,7 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from ..bridge import Bridge
+from ..outbound.messages import forget_last_notification, with_last_notification
 from ..phrases import Phrases, phrases_for
 from ..rasa.menu import choose_button
 from ..rasa.turn import Button, read_turn
@@ -98,7 +99,9 @@ class Conversation:
         """Ask Rasa; the messages to send back. Raises RasaError; an empty answer gets the apology."""
         menu = self.menu()
         message, kind = self.message_for(inbound, menu)
-        turn = read_turn(self.current.ask_rasa(self.user, message, inbound.metadata(kind)))
+        metadata = with_last_notification(self.current.store, self.user, inbound.metadata(kind))
+        turn = read_turn(self.current.ask_rasa(self.user, message, metadata))
+        forget_last_notification(self.current.store, self.user, metadata)
         if turn.buttons:
             self.current.store.put(self.menu_key, {"buttons": [asdict(b) for b in turn.buttons]}, MENU_TTL)
         elif menu:  # most turns offer no menu and follow none: they write nothing

@@ -18,15 +18,18 @@ from ..text import for_whatsapp, split_message
 
 @dataclass(frozen=True)
 class Outgoing:
+    """One message: a body and/or a media URL, or a Content API template with its variables."""
     body: str = ""
     media_url: str | None = None
+    content_sid: str | None = None
+    content_variables: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Outgoing:
-        return cls(raw.get("body", ""), raw.get("media_url"))
+        return cls(raw.get("body", ""), raw.get("media_url"), raw.get("content_sid"), raw.get("content_variables"))
 
 
 def numbered_menu(buttons: Sequence[Button]) -> str:
