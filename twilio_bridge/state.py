@@ -257,6 +257,24 @@ def redis_client(url: str) -> Any:
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
 
 
+REDIS_MINIMUM = (7, 0)  # counters expire from their first increment with PEXPIRE … NX, new in Redis 7.0
+
+
+def redis_too_old(url: str) -> str | None:
+    """Why the Redis that STATE_URL names cannot hold the bridge's state, or None. An unreachable Redis
+    is not refused here: it may be restarting, and the store recovers once it answers."""
+    client = redis_client(url)
+    try:
+        version = str(client.info("server")["redis_version"])
+    except Exception:
+        return None
+    finally:
+        client.close()
+    if tuple(int(part) for part in version.split(".")[:2] if part.isdecimal()) >= REDIS_MINIMUM:
+        return None
+    return f"Redis {version} is too old: the bridge needs Redis 7.0 or later (PEXPIRE … NX)"
+
+
 class RedisStore:
     def __init__(self, url: str, prefix: str = "twilio-bridge:"):
         self.redis = redis_client(url)
