@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
@@ -60,6 +61,10 @@ class Settings:
     whatsapp_rate_limit: int = 20
     whatsapp_retry_window: float = 300.0
     whatsapp_workers: int = 4
+    whatsapp_buttons: str = "interactive"
+    whatsapp_transcribe: bool = False
+    whatsapp_transcribe_model: str = "base"
+    whatsapp_transcribe_language: str | None = None  # None: VOICE_LANGUAGE's; "auto": the model guesses
     state_url: str = "sqlite:///state/bridge.db"
     log_level: str = "INFO"
     metrics_token: str | None = field(default=None, repr=False)
@@ -110,12 +115,21 @@ class Settings:
             "whatsapp_rate_limit": self.whatsapp_rate_limit,
             "whatsapp_retry_window": self.whatsapp_retry_window,
             "whatsapp_workers": self.whatsapp_workers,
+            "whatsapp_buttons": self.whatsapp_buttons if self.whatsapp_rest_mode else "text",
+            "whatsapp_transcribe": self.whatsapp_transcribe,
+            "whatsapp_transcribe_language": self.transcribe_language or "auto",
             "state_backend": self.state_url.split(":", 1)[0],
             "metrics_protected_by": "token" if self.metrics_token else "localhost",
             "outbound_api": self.outbound_enabled,
             "outbound_sms_from": self.twilio_sms_from,
             "outbound_voice_from": self.twilio_voice_from,
         }
+
+    @property
+    def transcribe_language(self) -> str | None:
+        """The language voice notes are transcribed in (ISO 639-1), or None to let the model guess."""
+        chosen = self.whatsapp_transcribe_language or self.voice_language
+        return None if chosen == "auto" else chosen.split("-")[0].lower()
 
     @property
     def whatsapp_rest_mode(self) -> bool:
@@ -230,6 +244,31 @@ def _api_token(value: str) -> str:
     return value
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.lower() not in choices:
+            raise ValueError(f"must be {' or '.join(choices)}")
+        return value.lower()
+    return parse
+
+
+def _language(value: str) -> str:
+    if value.lower() != "auto" and not re.fullmatch(r"[a-zA-Z]{2,3}(-[a-zA-Z0-9]+)?", value):
+        raise ValueError("must be a language code such as es or es-MX, or auto to let the model guess")
+    return value.lower() if value.lower() == "auto" else value
+
+
+def _transcription_model(value: str) -> str:
+    """A model's name (base, small, Systran/faster-whisper-small: fetched on first use) or a local directory
+    (a path starting with /, . or ~), which must hold a CTranslate2 Whisper model."""
+    if not value.startswith(("/", ".", "~")):
+        return value
+    directory = Path(value).expanduser()
+    if not (directory / "model.bin").is_file():
+        raise ValueError("must be a model name such as base, or a directory holding a CTranslate2 model.bin")
+    return str(directory)
+
+
 # Every variable the bridge reads: name, Settings field, parser (a ValueError names what is wrong).
 VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("PORT", "port", _count(1, 65535)),
@@ -261,6 +300,10 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("WHATSAPP_RATE_LIMIT", "whatsapp_rate_limit", _count(1, 10_000)),
     ("WHATSAPP_RETRY_WINDOW", "whatsapp_retry_window", _seconds(86_400)),
     ("WHATSAPP_WORKERS", "whatsapp_workers", _count(1, 64)),
+    ("WHATSAPP_BUTTONS", "whatsapp_buttons", _one_of("interactive", "text")),
+    ("WHATSAPP_TRANSCRIBE", "whatsapp_transcribe", _boolean),
+    ("WHATSAPP_TRANSCRIBE_MODEL", "whatsapp_transcribe_model", _transcription_model),
+    ("WHATSAPP_TRANSCRIBE_LANGUAGE", "whatsapp_transcribe_language", _language),
     ("STATE_URL", "state_url", _state_url),
     ("LOG_LEVEL", "log_level", _log_level),
     ("METRICS_TOKEN", "metrics_token", _text),
@@ -294,6 +337,10 @@ def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Se
             "(set TWILIO_VALIDATE_SIGNATURE=false only for local experiments)"
         )
     problems += _outbound_problems(values)
+
+
+    if values.get("whatsapp_transcribe") and find_spec("faster_whisper") is None:
+        problems.append("WHATSAPP_TRANSCRIBE: on needs the transcription engine: ./install_twilio_server.sh --transcribe")
     if problems:
         raise ConfigError(problems)
     return Settings(**values)  # type: ignore[arg-type]

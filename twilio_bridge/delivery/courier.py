@@ -19,6 +19,7 @@ from ..outbound import messages as outbound_messages
 from ..rasa.client import RasaError
 from ..state import COUNTER_TTL
 from ..whatsapp.conversation import Conversation, Inbound
+from ..whatsapp.native import NativeFeatures, native_features
 from ..whatsapp.replies import Outgoing
 from .queue import Job, JobQueue
 from .sender import WINDOW_CLOSED, MessageSender, SendError
@@ -30,10 +31,11 @@ MAX_CRASHES = 3
 
 
 class Courier:
-    def __init__(self, current: Bridge, queue: JobQueue, sender: MessageSender):
+    def __init__(self, current: Bridge, queue: JobQueue, sender: MessageSender, native: NativeFeatures | None = None):
         self.current = current
         self.queue = queue
         self.sender = sender
+        self.native = native
         base = current.settings.public_base_url
         self.status_callback = base + routes.WHATSAPP_STATUS if base else None
 
@@ -55,7 +57,7 @@ class Courier:
         inbound = Inbound.from_dict(data["inbound"])
         outcome = "delivered"
         if "outgoing" not in data:
-            conversation = Conversation(self.current, job.user)
+            conversation = Conversation(self.current, job.user, self.native)
             try:
                 outgoing = conversation.reply(inbound)
             except RasaError as exc:
@@ -157,4 +159,5 @@ def start_delivery(current: Bridge, queue: JobQueue) -> LaneWorkers:
     settings = current.settings
     assert settings.twilio_account_sid and settings.twilio_auth_token
     sender = MessageSender(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url)
-    return LaneWorkers(queue, Courier(current, queue, sender).deliver, settings.whatsapp_workers).start()
+    courier = Courier(current, queue, sender, native_features(settings, current.store))
+    return LaneWorkers(queue, courier.deliver, settings.whatsapp_workers).start()
