@@ -12,7 +12,6 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from .. import metrics, routes
 from ..bridge import Bridge, bridge
-from ..delivery.queue import SEEN_TTL
 from ..logs import log
 from ..outbound import messages as outbound_messages
 from ..rasa.client import RasaError
@@ -27,6 +26,7 @@ bp = Blueprint("whatsapp", __name__)
 bp.before_request(require_twilio_signature)
 
 RATE_WINDOW = 60
+ANSWER_KEPT = 600  # seconds a TwiML-mode answer waits for Twilio's retries (they come within 15 s)
 DELIVERY_STATUSES = ("queued", "sending", "sent", "delivered", "read", "undelivered", "failed", "canceled")
 
 
@@ -65,7 +65,7 @@ def store_for_delivery(current: Bridge, inbound: Inbound) -> Response:
 def answer_now(current: Bridge, inbound: Inbound) -> Response:
     """TwiML mode: Rasa's replies in the answer, within RASA_TIMEOUT; Twilio's retry gets the same answer."""
     seen_key = f"whatsapp:seen:{inbound.sid}"
-    if not current.store.add(seen_key, {}, SEEN_TTL):
+    if not current.store.add(seen_key, {}, ANSWER_KEPT):
         structlog.contextvars.bind_contextvars(outcome="duplicate")
         return twiml((current.store.get(seen_key) or {}).get("twiml") or MessagingResponse())
     conversation = Conversation(current, inbound.user)
@@ -79,7 +79,7 @@ def answer_now(current: Bridge, inbound: Inbound) -> Response:
             structlog.contextvars.bind_contextvars(outcome="apology", rasa_error=exc.kind)
             messages = conversation.apology()
     answer = str(messaging_twiml(messages))
-    current.store.put(seen_key, {"twiml": answer}, SEEN_TTL)
+    current.store.put(seen_key, {"twiml": answer}, ANSWER_KEPT)
     return twiml(answer)
 
 
