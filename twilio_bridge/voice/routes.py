@@ -1,6 +1,8 @@
 """Voice webhooks: a phone call as a conversation with Rasa (sender = CallSid)."""
 from __future__ import annotations
 
+import math
+
 import structlog
 from flask import Blueprint, Response, request
 from twilio.twiml.voice_response import VoiceResponse
@@ -76,10 +78,12 @@ def caller_message(form: MultiDict[str, str], buttons: list[Button]) -> tuple[st
 
 
 def _confidence(form: MultiDict[str, str]) -> float | None:
+    """Twilio's 0–1 score, or None: 'NaN' or 'inf' would make the message to Rasa invalid JSON."""
     try:
-        return float(form["Confidence"])
+        confidence = float(form["Confidence"])
     except (KeyError, ValueError):
         return None
+    return confidence if math.isfinite(confidence) else None
 
 
 def silence(call: GatherCall) -> Response:
