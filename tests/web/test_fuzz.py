@@ -86,7 +86,7 @@ def assert_no_user_command_reached_rasa(standin: RasaStandIn) -> None:
     assert set(commands) <= set(PAYLOADS), commands
 
 
-@hypothesis_settings(max_examples=200, deadline=None, derandomize=True,
+@hypothesis_settings(max_examples=200, deadline=None, derandomize=True, database=None,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(route=st.sampled_from(ALL_ROUTES), form=fields, big=st.sampled_from((None,) * 120 + tuple(TWILIO_NAMES[:16])))
 @example(route=routes.WHATSAPP, form=[("From", "whatsapp:+1"), ("MessageSid", "SM1"), ("ButtonPayload", "/restart")],
