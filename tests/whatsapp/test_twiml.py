@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from tests.conftest import AUTH_TOKEN, HUMAN, LiveServer
+from tests.test_text import HOSTILE_SHAPES
 from twilio_bridge.config import Settings
 from twilio_bridge.testing.standin import ASK_DIGITS, BLOCKED, FALLBACK, GOODBYE, HANDOFF, NOT_BLOCKED, RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
@@ -140,3 +141,11 @@ def test_sms_and_english(serve: Callable[[Settings], LiveServer], settings: Sett
                                           "message. Please write again in a few minutes."]
     assert standin.received[-1]["sender"] == user.number
     assert standin.received[-1]["metadata"]["channel"] == "sms"
+
+
+@pytest.mark.parametrize("shape", HOSTILE_SHAPES)
+def test_a_100_kb_reply_of_hostile_markup_is_answered_before_twilio_gives_up(
+        shape: str, user: WhatsAppUser, standin: RasaStandIn) -> None:
+    standin.reply_with([{"text": HOSTILE_SHAPES[shape]}])
+    texts = bodies(user.send("cuéntame todo"))  # TwilioWouldFail past Twilio's 15 s
+    assert texts and all(0 < len(t) <= 1600 for t in texts)
