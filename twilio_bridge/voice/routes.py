@@ -76,10 +76,12 @@ def caller_message(form: MultiDict[str, str], buttons: list[Button]) -> tuple[st
 
 
 def _confidence(form: MultiDict[str, str]) -> float | None:
+    """Twilio's 0..1 score; anything else is no score (NaN would make the JSON to Rasa invalid)."""
     try:
-        return float(form["Confidence"])
+        confidence = float(form["Confidence"])
     except (KeyError, ValueError):
         return None
+    return confidence if 0.0 <= confidence <= 1.0 else None
 
 
 def silence(call: GatherCall) -> Response:
