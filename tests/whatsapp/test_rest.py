@@ -263,3 +263,18 @@ def test_a_counter_that_cannot_be_written_neither_resends_nor_drops_a_message(
         assert bodies(fake_api.sent_to(user.address)) == [ASK_DIGITS]
     finally:
         server.stop()
+
+
+def test_a_message_answered_in_twiml_when_the_queue_fails_counts_once_towards_the_rate_limit(
+        rest_settings: Settings, tmp_path, standin: RasaStandIn) -> None:  # type: ignore[no-untyped-def]
+    class FullQueue(SqliteJobQueue):
+        def enqueue(self, job_id: str, user: str, data: dict[str, Any]) -> bool:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    settings = dataclasses.replace(rest_settings, whatsapp_rate_limit=2)
+    server = LiveServer(create_app(settings, queue=FullQueue(tmp_path / "q.db")))
+    try:
+        user = chat(server.url)
+        assert [[r.body for r in user.send(text).replies] for text in ("hola", "hola otra vez")] == [[FALLBACK]] * 2
+    finally:
+        server.stop()
