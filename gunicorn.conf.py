@@ -26,8 +26,10 @@ live gauges are dropped when it exits.
 """
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import time
 from glob import glob
 from pathlib import Path
 
@@ -79,6 +81,7 @@ backlog = 2048
 timeout = 30  # heartbeat: a worker silent this long is stuck; every webhook answers within 13 s
 graceful_timeout = int(_seconds("RASA_MAX_WAIT_SECONDS", 30)) + 5  # held turns finish on reload or stop
 keepalive = 5
+EXIT_MARGIN = 1.0  # seconds of graceful_timeout kept for the worker's own exit after worker_exit
 accesslog = None  # the app logs one structured line per webhook
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
@@ -101,14 +104,29 @@ def on_starting(server):
         raise
 
 
+def post_worker_init(worker):
+    """Note when this worker is told to stop (SIGTERM: a stop or a reload), for worker_exit."""
+    told_to_stop = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        worker.stop_began = time.monotonic()
+        told_to_stop(sig, frame)
+
+    signal.signal(signal.SIGTERM, handle_exit)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn has it: in-flight requests are not interrupted
+
+
 def worker_exit(server, worker):
-    """A worker stopping (reload, SIGTERM) lets its WhatsApp deliveries in hand finish; queued ones stay queued."""
+    """A worker stopping (reload, SIGTERM) lets its WhatsApp deliveries in hand finish; queued ones stay queued.
+    All it stops shares one deadline: what is left of graceful_timeout since SIGTERM (the requests in flight
+    had their part), less a margin for the process's exit, so the master never has to SIGKILL the worker."""
     import twilio_voice_server
     from twilio_bridge.app import close_app
 
     application = vars(twilio_voice_server).get("app")
     if application is not None:
-        close_app(application, timeout=graceful_timeout / 2)
+        stopping_for = time.monotonic() - getattr(worker, "stop_began", time.monotonic())
+        close_app(application, timeout=max(0.0, graceful_timeout - stopping_for - EXIT_MARGIN))
 
 
 def child_exit(server, worker):
