@@ -175,10 +175,11 @@ BRIDGE_PORT = 5001  # the same on every host, as operators run it: the hosts' ad
 
 @contextmanager
 def cluster(root: Path, count: int = 2, settings: Mapping[str, str] | None = None,
-            gunicorn: Mapping[str, str] | None = None) -> Iterator[Cluster]:
+            gunicorn: Mapping[str, str] | None = None, pin: bool = False) -> Iterator[Cluster]:
     """`count` bridge hosts, each gunicorn under the shipped gunicorn.conf.py in a namespace of its own, sharing
     one Redis (durable, as an operator runs it for the queue) behind the shipped nginx site for ivr.test.
-    `settings` go into each host's twilio.env, `gunicorn` into its environment."""
+    `settings` go into each host's twilio.env, `gunicorn` into its environment; `pin` keeps host n on CPU n
+    (as if each host were a machine of one core)."""
     with lan(count) as hosts, ExitStack() as stack:
         redis_dir = root / "redis"
         redis_dir.mkdir(parents=True)
@@ -195,12 +196,13 @@ def cluster(root: Path, count: int = 2, settings: Mapping[str, str] | None = Non
             "TWILIO_ACCOUNT_SID": fake_api.account_sid, "TWILIO_WHATSAPP_FROM": WHATSAPP_FROM,
             "TWILIO_API_BASE_URL": fake_api.base_url, **(settings or {})}
         bridges = []
-        for host in hosts:
+        for n, host in enumerate(hosts):
             workdir = root / host.netns
             workdir.mkdir()
             (workdir / "twilio.env").write_text("".join(f"{name}={value}\n" for name, value in values.items()))
             server = Gunicorn({"GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "32", **(gunicorn or {})}, workdir,
-                              BRIDGE_PORT, host=host.address, netns=host.netns)
+                              BRIDGE_PORT, host=host.address, netns=host.netns,
+                              cpus={n % (os.cpu_count() or 1)} if pin else None)
             bridges.append(BridgeHost(host, stack.enter_context(server)))
         letsencrypt = root / "letsencrypt"
         self_signed(letsencrypt / "live" / DOMAIN, DOMAIN)
