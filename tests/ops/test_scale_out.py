@@ -16,13 +16,15 @@ from datetime import datetime, timezone
 
 import pytest
 import redis
+import requests
 
 from tests.conftest import HUMAN
 from tests.hosts import Cluster, cluster
 from tests.servers import wait_for
 from twilio_bridge import routes
 from twilio_bridge.phrases import phrases_for
-from twilio_bridge.testing.phone import PhoneCall, TwilioWouldFail
+from twilio_bridge.testing.fake_twilio_api import as_seen
+from twilio_bridge.testing.phone import PhoneCall, TwilioPhone
 from twilio_bridge.testing.standin import ASK_DIGITS, BLOCKED, ECHO, GREETING
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
 
@@ -84,9 +86,8 @@ def test_a_whatsapp_users_messages_alternate_between_hosts_and_the_replies_go_in
     sids = [user.send(text).sid for text in ("perdí mi tarjeta", "1234", "1")]
     sent = two.fake_api.wait_for(3, to=user.address, timeout=20)
     wait_for(lambda: queue_is_empty(two), seconds=20)
-    assert [m["body"] for m in two.fake_api.sent_to(user.address)] == [
-        ASK_DIGITS, CONFIRM + "\n\n1. Sí\n2. No", BLOCKED]
-    assert [m["body"] for m in sent] == [m["body"] for m in two.fake_api.sent_to(user.address)]
+    assert [as_seen(m) for m in two.fake_api.sent_to(user.address)] == [ASK_DIGITS, CONFIRM + "\n[Sí] [No]", BLOCKED]
+    assert sent == two.fake_api.sent_to(user.address)
     assert [r["message"] for r in two.standin.received if r["sender"] == user.address] == [
         "perdí mi tarjeta", "1234", "/affirm"]
     hosts_in_turn = [two.host_of(message_sid=sid)[0][1] for sid in sids]
@@ -101,6 +102,7 @@ class Load:
     failures: list[str] = field(default_factory=list)
     users: dict[str, list[str]] = field(default_factory=dict)  # address: the texts it wrote, in order
     apologised: list[str] = field(default_factory=list)  # texts answered with an apology in the webhook
+    cut_off: list[float] = field(default_factory=list)  # when an answer stopped after its headers (see _caller)
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
 
@@ -125,25 +127,38 @@ class Load:
     def _caller(self, source: str) -> None:
         phone = self.hosts.phone(source)
         while not self.stop.is_set():
-            started = time.monotonic()
-            call = phone.call()
-            assert after_holding(call.heard) in ([GREETING], HANDED_OFF), call.heard
-            for _ in range(3):
-                if call.state != "gathering":
-                    break
-                text = f"pregunta {word()}"
-                heard = call.say(text)
-                assert after_holding(heard) in ([ECHO + text], HANDED_OFF), heard
-            assert call.state in ("gathering", "dialing"), call.state
-            assert call.state == "gathering" or call.dialed == HUMAN
-            self.calls.append((started, time.monotonic(), call))
+            try:
+                self._call(phone)
+            except requests.exceptions.ChunkedEncodingError:
+                # The host died between writing its answer's headers and its body: nginx had passed the
+                # headers on and cannot send the request elsewhere. Only a kill can do this (test below).
+                self.cut_off.append(time.monotonic())
+
+    def _call(self, phone: TwilioPhone) -> None:
+        started = time.monotonic()
+        call = phone.call()
+        assert after_holding(call.heard) in ([GREETING], HANDED_OFF), call.heard
+        for _ in range(3):
+            if call.state != "gathering":
+                break
+            text = f"pregunta {word()}"
+            heard = call.say(text)
+            assert after_holding(heard) in ([ECHO + text], HANDED_OFF), heard
+        assert call.state in ("gathering", "dialing"), call.state
+        assert call.state == "gathering" or call.dialed == HUMAN
+        self.calls.append((started, time.monotonic(), call))
 
     def _writer(self, source: str) -> None:
         user = self.hosts.whatsapp_user(new_number(), source)
         self.users[user.address] = []
         while not self.stop.is_set():
             text = f"mensaje {word()}"
-            posted = user.send(text)
+            try:
+                posted = user.send(text)
+            except requests.exceptions.ChunkedEncodingError:  # see _caller; the answer came after the enqueue
+                self.cut_off.append(time.monotonic())
+                self.users[user.address].append(text)
+                continue
             if posted.replies:
                 assert [r.body for r in posted.replies] == [APOLOGY], posted.replies
                 self.apologised.append(text)
@@ -171,14 +186,16 @@ def test_a_host_killed_under_load_loses_no_call_and_no_message(two: Cluster) -> 
         two.standin.delay = 2.0
         asked = len(two.standin.received)  # each request from here on waits 2 s: the kill comes in the middle
         wait_for(lambda: in_hand(two, victim.host.address, asked), seconds=30)
-        killed_at = time.monotonic()
+        killed_at, killed_clock = time.monotonic(), time.time()
         victim.gunicorn.kill()  # SIGKILL, master and workers: leases, held turns and connections die with it
+        dead_at, dead_clock = time.monotonic(), time.time()
         in_hand_when_killed = in_hand(two, victim.host.address, asked)
         two.standin.delay = 0.1
         wait_for(lambda: sum(start > killed_at for start, _, _ in load.calls) >= 6, seconds=30)
     finally:
         load.finish()
     assert load.failures == []
+    assert all(killed_at <= when <= dead_at + 1 for when in load.cut_off)
     in_flight = [call for started, ended, call in load.calls if started < killed_at < ended]
     assert in_flight, "no call was in the middle of its turns when the host died"
     assert any(line.get("call_sid") == call.sid for call in in_flight for line in survivor.served())
@@ -188,7 +205,13 @@ def test_a_host_killed_under_load_loses_no_call_and_no_message(two: Cluster) -> 
         two.fake_api.wait_for(len(texts), to=address, timeout=40)
     wait_for(lambda: queue_is_empty(two), seconds=40)
     for address, texts in load.users.items():
-        assert [m["body"] for m in two.fake_api.sent_to(address)] == [ECHO + text for text in texts]
+        sent = two.fake_api.sent_to(address)
+        # Twilio's "created" came back just as the host died, before it could record it: that one message
+        # goes twice (delivery/courier.py). No other may.
+        again = [n for n in range(1, len(sent)) if sent[n]["body"] == sent[n - 1]["body"]
+                 and killed_clock - 0.25 <= sent[n - 1]["at"] <= dead_clock]
+        assert [m["body"] for n, m in enumerate(sent) if n not in again] == [ECHO + text for text in texts]
+        assert len(again) <= 1
     assert in_hand_when_killed and in_hand_when_killed <= in_hand(two, survivor.host.address, asked)
 
 
@@ -212,7 +235,7 @@ def test_redis_restarted_under_load_every_webhook_is_answered_and_the_bridge_rec
                  seconds=30)
     finally:
         load.finish()
-    assert load.failures == []
+    assert load.failures == [] and load.cut_off == []
     assert {host for host, _ in handed_off(two, stopped)} == {0, 1}  # each host answered without its store
     # Every message the webhook took is answered, in order. One being sent at the moment Redis went away
     # may go twice: the record that it went out could not be written.
