@@ -28,6 +28,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.capacity import cpu_seconds  # noqa: E402
 from bench.common import AUTH_TOKEN, Bridge, bridge, median, percentile, standin  # noqa: E402
 from twilio_bridge import routes  # noqa: E402
 from twilio_bridge.web.signature import sign  # noqa: E402
@@ -135,14 +136,17 @@ async def capacity(running: Bridge, rasa_url: str, calls: int, seconds: float, t
     tasks.append(asyncio.create_task(probe_rasa(rasa_url, end_at, direct)))
     await asyncio.sleep(RAMP_SECONDS + seconds / 2)
     held, turns_at_half, half_at = opened[0] - sum(errors.values()), turns[0], time.monotonic()
+    cpu_at_half = cpu_seconds(running.worker_pids())
     gauge = sessions_open(running)
     mid_rss = sum(running.worker_rss_mb())
+    await asyncio.sleep(max(0.0, end_at - time.monotonic()))
+    cpu_ms_per_turn = (cpu_seconds(running.worker_pids()) - cpu_at_half) * 1000 / max(1, turns[0] - turns_at_half)
     await asyncio.gather(*tasks)
     return {
         "calls": calls, "held": held, "sessions_open": gauge, "errors": errors, "turns": turns[0],
         "turns_per_second": (turns[0] - turns_at_half) / (time.monotonic() - half_at),
         "first_token_minus_rasa": first_tokens, "direct_minus_rasa": direct, "rss_idle_mb": idle_rss, "rss_mid_mb": mid_rss,
-        "kb_per_call": (mid_rss - idle_rss) * 1024 / max(1, held),
+        "kb_per_call": (mid_rss - idle_rss) * 1024 / max(1, held), "cpu_ms_per_turn": cpu_ms_per_turn,
     }
 
 
@@ -185,7 +189,8 @@ def main() -> None:
     print(f"\nCapacity, {args.calls} calls for {args.seconds:g} s, a prompt every U(0, {2 * args.think:g}) s, "
           f"the stand-in answering in 1 s:")
     print(f"  held at mid-run: {row['held']} (bridge's gauge: {row['sessions_open']:.0f}); errors: {row['errors'] or 0}")
-    print(f"  turns: {row['turns']}, {row['turns_per_second']:.1f}/s in the second half")
+    print(f"  turns: {row['turns']}, {row['turns_per_second']:.1f}/s in the second half, "
+          f"{row['cpu_ms_per_turn']:.2f} ms of worker CPU per turn")
     print(f"  first token minus the stand-in's 1 s: median {ms(tokens)}, p99 {ms(tokens, 0.99)}"
           f" (mean {statistics.fmean(tokens) * 1000 if tokens else float('nan'):.1f} ms)")
     print(f"  the stand-in asked directly meanwhile, minus its 1 s: median {ms(direct)}, p99 {ms(direct, 0.99)}"

@@ -155,9 +155,12 @@ class RelaySession:
                 return ending
 
     async def next_message(self) -> Any:
-        """The caller's next message, or None after VOICE_SILENCE_SECONDS of nothing. Frames Twilio
-        should never send are logged and skipped."""
-        deadline = time.monotonic() + self.settings.voice_silence_seconds
+        """The caller's next message, or None after VOICE_SILENCE_SECONDS of nothing (while keypad digits
+        are being collected, the gather directive's timeout). Frames Twilio should never send are logged
+        and skipped."""
+        wait = self.gather.get("timeout", self.settings.voice_silence_seconds) if self.digits else \
+            self.settings.voice_silence_seconds  # between keypad digits, the gather directive's own timeout
+        deadline = time.monotonic() + wait
         while True:
             try:
                 frame = await asyncio.wait_for(self.socket.recv(), max(0.0, deadline - time.monotonic()))
