@@ -23,3 +23,10 @@ WHATSAPP_STATUS = f"{WEBHOOKS}/whatsapp/status"
 # Operations
 HEALTH = "/health"
 METRICS = "/metrics"
+
+# The outbound API (operators' systems, Bearer OUTBOUND_API_TOKEN): the business starts the conversation
+OUTBOUND = "/api/outbound"
+OUTBOUND_MESSAGES = f"{OUTBOUND}/messages"
+OUTBOUND_MESSAGE = f"{OUTBOUND_MESSAGES}/<message_id>"
+OUTBOUND_CALLS = f"{OUTBOUND}/calls"
+OUTBOUND_CALL = f"{OUTBOUND_CALLS}/<call_id>"

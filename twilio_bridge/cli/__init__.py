@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="REST mode: run a fake Twilio Messages API on PORT here (give the bridge "
                            "TWILIO_API_BASE_URL=http://127.0.0.1:PORT), or watch one running at URL, and "
                            "print the replies the bridge sends through it")
+    chat.add_argument("--voice-note", type=Path, metavar="FILE",
+                      help="REST mode, with --fake-api: first send FILE (OGG/Opus, MP3, AMR...) as a voice note")
     chat.add_argument("--wait", type=float, default=REPLY_WAIT_SECONDS, metavar="SECONDS",
                       help="how long to wait for a reply through --fake-api (default: %(default)g)")
 
@@ -67,6 +69,11 @@ def main(argv: list[str], load_settings: Callable[[], Settings], serve: Callable
     args = parser.parse_args(argv)
     if args.command == "check" and args.apply != bool(args.number):
         parser.error("check: --apply and --number go together")
+    if args.command == "chat" and args.voice_note is not None:
+        if not args.fake_api:
+            parser.error("chat: --voice-note needs --fake-api (the fake keeps the note's media, as Twilio does)")
+        if not args.voice_note.is_file():
+            parser.error(f"chat: --voice-note: no such file: {args.voice_note}")
     settings = load_settings()
     local = f"http://127.0.0.1:{settings.port}"
     if args.command == "call":
@@ -109,7 +116,8 @@ def start_chat(args: argparse.Namespace, settings: Settings, url: str) -> int:
               f"{sent.base_url} TWILIO_ACCOUNT_SID={sent.api.account_sid} "
               f"TWILIO_WHATSAPP_FROM={settings.twilio_whatsapp_from or user.bridge_address} and this "
               f"TWILIO_AUTH_TOKEN.")
-    return ChatSimulator(user, ask, sys.stdout, sys.stderr, sent, args.wait, args.script is not None).run()
+    simulator = ChatSimulator(user, ask, sys.stdout, sys.stderr, sent, args.wait, args.script is not None)
+    return simulator.run(args.voice_note)
 
 
 def turns(script: Path | None, greeting: str) -> Ask | None:
