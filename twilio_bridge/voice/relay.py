@@ -9,6 +9,7 @@ loop's thread pool, so a slow Rasa holds a pool thread, never the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
@@ -121,7 +122,10 @@ class RelaySession:
         self.call_form = first.as_call_form()
         structlog.contextvars.bind_contextvars(call_sid=first.call_sid, relay_session=first.session_id)
         stored = await self.blocking(self.current.store.get, relay_call_key(first.call_sid))
-        metadata = stored if isinstance(stored, dict) else call_metadata(self.call_form, input="call_start")
+        if not isinstance(stored, dict):  # the call webhook's copy is gone (expired, another store): rebuild it
+            stored = await self.blocking(functools.partial(call_metadata, self.call_form, self.current.store,
+                                                           input="call_start"))
+        metadata = stored
         log.info("relay.open", direction=first.direction)
         self.greeting_ending = await self.ask("/session_start", metadata, start=True)
 
