@@ -9,6 +9,10 @@ monkey-patching of the app, its libraries or the WhatsApp delivery threads, and 
 carries more turns once the box is out of CPU, so `-k gevent` on the command line remains an option
 for a Redis-backed, CPU-bound deployment.
 
+Relay mode (VOICE_MODE=relay) needs nothing here: a ConversationRelay WebSocket is upgraded in a
+gthread thread and then carried by one asyncio loop per worker (twilio_bridge/voice/relay_server.py),
+so calls held do not use these threads (1000 held on 2 cores: bench/README.md, "Relay mode").
+
 Timeouts, against Twilio's 15 s: a voice webhook answers within VOICE_HOLD_SECONDS (holding phrase)
 or RASA_TIMEOUT (at most 13 s), so no request handler runs near `timeout`, which only catches a
 worker that has stopped answering its heartbeat. A held turn's Rasa request may run on in the
