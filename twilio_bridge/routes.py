@@ -12,6 +12,10 @@ DIAL_RESULT = f"{WEBHOOKS}/dial-result"
 FALLBACK = f"{WEBHOOKS}/fallback"
 CALL_STATUS = f"{WEBHOOKS}/status"
 
+# Voice, relay mode (ConversationRelay)
+RELAY = f"{WEBHOOKS}/relay"  # the WebSocket
+RELAY_END = f"{WEBHOOKS}/relay/end"  # <Connect action>: the session ended
+
 # WhatsApp and SMS
 WHATSAPP = f"{WEBHOOKS}/whatsapp"
 WHATSAPP_STATUS = f"{WEBHOOKS}/whatsapp/status"

@@ -19,8 +19,10 @@ import requests
 from tests.conftest import AUTH_TOKEN, HUMAN
 from tests.ops_tools import DOMAIN, Nginx, SiteVariables, render_site, resolve_to_localhost, self_signed
 from tests.servers import free_port, gunicorn_bridge
+from twilio_bridge import routes
 from twilio_bridge.testing.phone import TwilioPhone
-from twilio_bridge.testing.standin import GREETING, RasaStandIn
+from twilio_bridge.testing.relay import RelayCall, RelayRefused, open_relay_socket
+from twilio_bridge.testing.standin import GREETING, HANDOFF, RasaStandIn
 
 VOICE = "/webhook/twilio/voice"
 OUTBOUND_TOKEN = "outbound-token-0123456789abcdef"
@@ -202,6 +204,37 @@ def test_port_80_redirects_to_https_but_serves_the_acme_challenge(stack: Stack) 
     assert challenge.status_code == 200 and challenge.text == "token.thumbprint"
     missing = requests.get(f"{stack.http}/.well-known/acme-challenge/missing", allow_redirects=False, timeout=5)
     assert missing.status_code == 404
+
+
+def nginx_socket(stack: Stack) -> socket.socket:
+    """A connection to nginx's TLS port: the WebSocket client resolves no names of its own (ivr.test is 127.0.0.1)."""
+    return socket.create_connection(("127.0.0.1", int(stack.public.rsplit(":", 1)[1])), timeout=5)
+
+
+def test_the_relay_websocket_goes_through_nginx_signed_for_the_public_wss_url(stack: Stack,
+                                                                             standin: RasaStandIn) -> None:
+    """Relay mode behind the shipped site: the upgrade passes nginx (Upgrade headers), its signature checks
+    against wss://ivr.test:PORT, the call runs over it, and the action URL after it is answered too."""
+    call = RelayCall(stack.phone())
+    public_socket = "wss" + stack.public.removeprefix("https") + routes.RELAY
+    assert call.connect(public_socket, stack.public + routes.RELAY_END, sock=nginx_socket(stack)).text == GREETING
+    assert call.say("quiero hablar con un asesor").text == HANDOFF
+    assert call.ended() == {"reason": "handoff", "why": "assistant", "number": HUMAN}
+    assert call.dialed == HUMAN
+
+
+def test_an_unsigned_relay_upgrade_is_refused_through_nginx(stack: Stack) -> None:
+    public_socket = "wss" + stack.public.removeprefix("https") + routes.RELAY
+    with pytest.raises(RelayRefused) as refused:
+        open_relay_socket(stack.phone(token=""), public_socket, sock=nginx_socket(stack))
+    assert refused.value.status == 403
+
+
+def test_the_relay_location_keeps_a_call_long_socket_open() -> None:
+    site = render_site(DOMAIN)
+    relay = site[site.index("location = /webhook/twilio/relay"):site.index("location ^~ /webhook/twilio/")]
+    assert "proxy_set_header Upgrade $http_upgrade;" in relay and 'proxy_set_header Connection "upgrade";' in relay
+    assert "proxy_read_timeout 3600s;" in relay and "proxy_set_header X-Forwarded-Proto https;" in relay
 
 
 def test_a_flood_is_rate_limited_with_429(stack: Stack) -> None:

@@ -11,7 +11,7 @@ from ..config import Settings
 from ..testing.outbox import OutboxError, open_outbox
 from ..testing.phone import TwilioPhone
 from ..testing.whatsapp_user import WhatsAppUser
-from .call import Ask, CallSimulator, Speaker, script_lines, terminal_lines
+from .call import Ask, CallSimulator, RelayCallSimulator, Speaker, script_lines, terminal_lines
 from .chat import REPLY_WAIT_SECONDS, ChatSimulator
 from .check import run_check
 from .outbound import OutboundClient, OutboundError, add_commands, json_object, run_dial_out, run_notify
@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--speak", action="store_true", help="read what the caller hears aloud (espeak-ng)")
     call.add_argument("--from", dest="from_", default="+525512345678", metavar="NUMBER", help="the caller")
     call.add_argument("--to", default="+525500000000", metavar="NUMBER", help="the number called")
+    call.add_argument("--relay", action="store_true",
+                      help="relay mode: the call over ConversationRelay's WebSocket, replies printed as they "
+                           "stream (the default when VOICE_MODE=relay)")
     call.add_argument("--outbound-context", type=json_object, metavar="JSON",
                       help="be the customer of an outbound call instead: ask the bridge's outbound API to call "
                            "--from with this context, then answer it (the bridge's TWILIO_API_BASE_URL must be a "
@@ -55,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="REST mode: run a fake Twilio Messages API on PORT here (give the bridge "
                            "TWILIO_API_BASE_URL=http://127.0.0.1:PORT), or watch one running at URL, and "
                            "print the replies the bridge sends through it")
+    chat.add_argument("--voice-note", type=Path, metavar="FILE",
+                      help="REST mode, with --fake-api: first send FILE (OGG/Opus, MP3, AMR...) as a voice note")
     chat.add_argument("--notification", type=json_object, metavar="JSON",
                       help='the business writes first: the outbound API sends this user {"content_sid": "HX…", '
                            '"variables": {…}, "context": {…}} (or {"body": …}) before the chat starts')
@@ -77,6 +82,11 @@ def main(argv: list[str], load_settings: Callable[[], Settings], serve: Callable
     args = parser.parse_args(argv)
     if args.command == "check" and args.apply != bool(args.number):
         parser.error("check: --apply and --number go together")
+    if args.command == "chat" and args.voice_note is not None:
+        if not args.fake_api:
+            parser.error("chat: --voice-note needs --fake-api (the fake keeps the note's media, as Twilio does)")
+        if not args.voice_note.is_file():
+            parser.error(f"chat: --voice-note: no such file: {args.voice_note}")
     settings = load_settings()
     local = f"http://127.0.0.1:{settings.port}"
     if args.command == "call":
@@ -100,9 +110,14 @@ def place_call(args: argparse.Namespace, settings: Settings, url: str) -> int:
         return 2
     speak = Speaker(settings.voice_language, sys.stdout) if args.speak else None
     phone = TwilioPhone(url, settings.twilio_auth_token, public_url)
-    simulator = CallSimulator(phone, ask, sys.stdout, sys.stderr, speak)
+    relay = args.relay or settings.voice_mode == "relay"
+    simulator = (RelayCallSimulator if relay else CallSimulator)(phone, ask, sys.stdout, sys.stderr, speak)
     if args.outbound_context is None:
         return simulator.run(args.from_, args.to)
+    if relay:
+        print("call: --outbound-context plays a gather-mode call: leave out --relay (and VOICE_MODE=relay)",
+              file=sys.stderr)
+        return 2
     if settings.twilio_api_base_url == TWILIO_API:
         print("call: --outbound-context answers a call placed through a fake Calls API, and this bridge's "
               "TWILIO_API_BASE_URL is Twilio's: dial-out calls a real phone instead", file=sys.stderr)
@@ -149,7 +164,7 @@ def start_chat(args: argparse.Namespace, settings: Settings, url: str) -> int:
             if sent is not None:
                 sent.close()
             return 1
-    return simulator.run()
+    return simulator.run(args.voice_note)
 
 
 def turns(script: Path | None, greeting: str) -> Ask | None:

@@ -5,6 +5,7 @@ A message is a body and/or media, or a Content API template (ContentSid, with it
 from __future__ import annotations
 
 import json
+import re
 
 import requests
 from twilio.base import values
@@ -16,6 +17,7 @@ from ..whatsapp.replies import Outgoing
 
 SEND_TIMEOUT = 10.0
 WINDOW_CLOSED = 63016  # a free-form WhatsApp message more than 24 h after the user's last one
+OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")  # urllib3 buries the socket's error in its message
 
 
 class SendError(Exception):
@@ -46,6 +48,7 @@ class MessageSender:
 
     def __init__(self, account_sid: str, auth_token: str, api_base_url: str, timeout: float = SEND_TIMEOUT):
         self.client = twilio_client(account_sid, auth_token, api_base_url, timeout)
+        self.timeout = timeout
 
     def send(self, to: str, from_: str, message: Outgoing, status_callback: str | None = None) -> str:
         """Create one message; its sid. Raises SendError."""
@@ -64,5 +67,15 @@ class MessageSender:
             retryable = status is not None and (status == 429 or status >= 500)
             raise SendError(str(getattr(exc, "msg", exc))[:200], retryable, status, code) from exc
         except requests.RequestException as exc:
-            raise SendError(f"{type(exc).__name__}: {str(exc)[:160]}", True) from exc
+            raise SendError(network_problem(exc, self.timeout), True) from exc
         return str(created.sid)
+
+
+def network_problem(exc: requests.RequestException, timeout: float) -> str:
+    """Where and why a request to Twilio got no answer, in words an operator can act on:
+    `POST https://api.twilio.com/…/Messages.json: connection refused`."""
+    where = f"{exc.request.method} {exc.request.url}: " if exc.request is not None else ""
+    if isinstance(exc, requests.Timeout):
+        return f"{where}no answer within {timeout:g} s"
+    cause = OS_ERROR.search(str(exc))
+    return where + (cause.group(1).strip().lower() if cause else type(exc).__name__)

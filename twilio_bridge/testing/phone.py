@@ -16,6 +16,7 @@ import requests
 
 from .. import routes
 from ..limits import GATHER_CHILDREN, GATHER_INPUTS, SAY_CHARACTERS, TWIML_BYTES, WEBHOOK_TIMEOUT
+from ..web.hooks import IDEMPOTENCY_HEADER
 from ..web.signature import sign
 
 VERBS = {"Say", "Play", "Pause", "Gather", "Redirect", "Dial", "Hangup", "Reject", "Record", "Enqueue", "Leave",
@@ -60,10 +61,11 @@ class TwilioPhone:
         return urljoin(relative_to or self.public_base_url + "/", url_or_path)
 
     def post(self, public_url: str, params: dict[str, str], headers: dict[str, str] | None = None) -> requests.Response:
-        """POST form parameters to the bridge, signed for the public URL as Twilio signs it."""
+        """POST form parameters to the bridge, signed for the public URL as Twilio signs it, with a fresh
+        I-Twilio-Idempotency-Token as Twilio marks every webhook (a retry passes the first one's in `headers`)."""
         parts = urlsplit(public_url)
         target = self.base_url + parts.path + (f"?{parts.query}" if parts.query else "")
-        signed = dict(headers or {})
+        signed = {IDEMPOTENCY_HEADER: secrets.token_hex(16), **(headers or {})}
         if self.auth_token:
             signed["X-Twilio-Signature"] = sign(self.auth_token, public_url, params)
         return self.session.post(target, data=params, headers=signed, timeout=self.timeout + 5,
@@ -164,6 +166,12 @@ class PhoneCall:
         response = self.phone.post(self.status_callback or self.phone.public(routes.CALL_STATUS),
                                    self.params(CallStatus=status, CallDuration="42"))
         return response.status_code
+
+    def follow(self, public_url: str, params: dict[str, str]) -> list[str]:
+        """Twilio fetches `public_url` for this call (a <Connect action>, say) and runs the TwiML it gets."""
+        self.heard = []
+        self._fetch(public_url, params)
+        return self.heard
 
     def _respond(self, **result: str) -> list[str]:
         self._expect("gathering")

@@ -248,10 +248,16 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the Rasa REST stand-in in the foreground.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5005)
-    parser.add_argument("--delay", type=float, default=0.0)
-    parser.add_argument("--mode", choices=MODES, default="ok")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=5005,
+                        help="port to listen on, 0 for a free one (default: %(default)s); the bridge's "
+                             "RASA_WEBHOOK_URL is http://127.0.0.1:PORT/webhooks/rest/webhook")
+    parser.add_argument("--delay", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long before each answer, to play a slow assistant (default: %(default)g)")
+    parser.add_argument("--mode", choices=MODES, default="ok",
+                        help="how to answer: ok (the scripted dialogue) or a failure the bridge must survive: "
+                             "hang, error500, html, invalid_json, empty ([]), huge, nasty (markup, emoji, "
+                             "control characters), drop (close the connection) (default: %(default)s)")
     args = parser.parse_args()
     done = until_signalled()
     with RasaStandIn(delay=args.delay, mode=args.mode).start(args.host, args.port) as standin:
