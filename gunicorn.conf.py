@@ -83,18 +83,23 @@ logconfig_dict = gunicorn_logconfig(loglevel.upper())
 
 
 def on_starting(server):
-    """Check the settings once in the master (a bad one stops gunicorn with one line naming it);
-    start the metrics from zero."""
+    """Check the settings once in the master (a bad one stops gunicorn with one line naming it), say
+    what it will serve (the start-up banner, once, not per worker); start the metrics from zero."""
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
     for stale in glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(stale)
+    from twilio_bridge.logs import configure_logging
+    from twilio_bridge.startup import announce, env_file, local_origin
     from twilio_voice_server import settings_from_environment
 
     try:
-        settings_from_environment()
+        settings = settings_from_environment()
     except SystemExit:
         on_exit(server)
         raise
+    configure_logging(settings.log_level)
+    host, port = bind.rsplit(":", 1)
+    announce(settings, env_file(os.environ, Path.cwd()), local_origin(host, int(port)))
 
 
 def worker_exit(server, worker):

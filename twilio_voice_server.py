@@ -15,26 +15,19 @@ import os
 import sys
 from pathlib import Path
 
-from dotenv import load_dotenv
 from flask import Flask
+from werkzeug.serving import WSGIRequestHandler
 
 from twilio_bridge import cli
 from twilio_bridge.app import create_app
-from twilio_bridge.config import ConfigError, Settings, load_settings
+from twilio_bridge.config import Settings
 from twilio_bridge.logs import configure_logging
+from twilio_bridge.startup import announce, configure, env_file, local_origin
 
 
 def settings_from_environment() -> Settings:
     """Load twilio.env, then the environment; exit with one line per bad variable."""
-    env_file = Path(os.environ.get("TWILIO_ENV_FILE") or Path.cwd() / "twilio.env")
-    if env_file.is_file():
-        load_dotenv(env_file, override=False)
-    try:
-        return load_settings(os.environ, workdir=Path.cwd())
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"twilio-bridge: configuration error: {problem}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return configure().settings_or_exit()
 
 
 def build_app(settings: Settings | None = None) -> Flask:
@@ -51,13 +44,21 @@ def __getattr__(name: str) -> Flask:
     raise AttributeError(name)
 
 
+class RequestHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """The app logs one structured line per request already; werkzeug's access line would repeat it."""
+
+
 def serve(settings: Settings) -> int:
-    build_app(settings).run(host=os.environ.get("HOST", "127.0.0.1"), port=settings.port, threaded=True)
+    host = os.environ.get("HOST", "127.0.0.1")
+    application = build_app(settings)
+    announce(settings, env_file(os.environ, Path.cwd()), local_origin(host, settings.port))
+    application.run(host=host, port=settings.port, threaded=True, request_handler=RequestHandler)
     return 0
 
 
 def main(argv: list[str]) -> int:
-    return cli.main(argv, settings_from_environment, serve)
+    return cli.main(argv, configure, serve)
 
 
 if __name__ == "__main__":

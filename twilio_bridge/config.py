@@ -209,6 +209,15 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
 
 def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Settings:
     """Build Settings from environment variables; raise ConfigError naming every bad one."""
+    settings, problems = read_settings(environ, workdir)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def read_settings(environ: Mapping[str, str], workdir: Path | None = None) -> tuple[Settings, list[str]]:
+    """Settings from the valid variables (defaults stand in for the bad ones), and one line per bad one:
+    `check` reports every problem and still tests what it can."""
     problems: list[str] = []
     values: dict[str, object] = {}
     for name, attr, parse in VARIABLES:
@@ -229,6 +238,4 @@ def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Se
             "TWILIO_AUTH_TOKEN: required to check Twilio's signatures "
             "(set TWILIO_VALIDATE_SIGNATURE=false only for local experiments)"
         )
-    if problems:
-        raise ConfigError(problems)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values), problems  # type: ignore[arg-type]

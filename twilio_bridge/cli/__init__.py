@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import __version__
 from ..config import Settings
+from ..startup import Configuration
 from ..testing.outbox import OutboxError, open_outbox
 from ..testing.phone import TwilioPhone
 from ..testing.whatsapp_user import WhatsAppUser
@@ -20,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="twilio_voice_server.py",
         description="Without a subcommand: run the bridge's development server on $PORT.",
     )
+    parser.add_argument("--version", action="version", version=f"twilio-bridge {__version__}")
+    parser.add_argument("--port", type=int, metavar="PORT", help="the development server's port (default: $PORT, 5001)")
     commands = parser.add_subparsers(dest="command", metavar="{call,chat,check}")
 
     call = commands.add_parser("call", help="place a phone call to the bridge from this terminal",
@@ -59,20 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str], load_settings: Callable[[], Settings], serve: Callable[[Settings], int]) -> int:
+def main(argv: list[str], configure: Callable[[], Configuration], serve: Callable[[Settings], int]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "check" and args.apply != bool(args.number):
         parser.error("check: --apply and --number go together")
-    settings = load_settings()
+    configuration = configure()
+    if args.command == "check":  # reports bad settings among its findings, and tests what it still can
+        local = f"http://127.0.0.1:{configuration.settings.port}"
+        return run_check(configuration, args.bridge or local, sys.stdout, args.number if args.apply else None)
+    settings = configuration.settings_or_exit()
     local = f"http://127.0.0.1:{settings.port}"
     if args.command == "call":
         return place_call(args, settings, args.url or local)
     if args.command == "chat":
         return start_chat(args, settings, args.url or local)
-    if args.command == "check":
-        return run_check(settings, args.bridge or local, sys.stdout, args.number if args.apply else None)
-    return serve(settings)
+    return serve(replace(settings, port=args.port) if args.port else settings)
 
 
 def place_call(args: argparse.Namespace, settings: Settings, url: str) -> int:
