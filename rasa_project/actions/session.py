@@ -1,9 +1,9 @@
-"""A new conversation: keep the call's metadata in slots and greet once."""
+"""A new conversation: keep the call's metadata in slots, greet once, and answer a greeting without repeating it."""
 
 from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import ActionExecuted, EventType, SessionStarted, SlotSet
+from rasa_sdk.events import ActionExecuted, ActiveLoop, AllSlotsReset, EventType, SessionStarted, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
@@ -15,6 +15,8 @@ METADATA_SLOTS = {
     "called_number": ("to", "called"),
 }
 _PASSED_OVER = {"slot", "session_started", "user_featurization"}
+# Channels whose users write instead of speaking: the responses' `chat: true` variations are theirs.
+CHAT_CHANNELS = {"whatsapp", "sms"}
 
 
 def _squashed(key: str) -> str:
@@ -40,6 +42,8 @@ def metadata_slots(metadata: Dict[str, Any]) -> List[EventType]:
         value: Optional[Any] = next((by_key[key] for key in keys if by_key.get(key)), None)
         if value is not None:
             events.append(SlotSet(slot, str(value)))
+    channel = str(by_key.get("channel") or "").lower()
+    events.append(SlotSet("chat", channel in CHAT_CHANNELS))
     return events
 
 
@@ -77,8 +81,59 @@ class ActionSessionStart(Action):
     ) -> List[EventType]:
         if not is_repeat_for_opening_message(tracker.events):
             dispatcher.utter_message(response="utter_greet")
+        # Rasa hands the actions only the latest session's events: the slot remembers the greeting
+        # across the session that the opening /session_start message starts again.
         return [
             SessionStarted(),
             *metadata_slots(session_metadata(tracker)),
+            SlotSet("greeted", True),
             ActionExecuted("action_listen"),
         ]
+
+
+def greeted_in_this_answer(events: List[Dict[str, Any]]) -> bool:
+    """True when the user's latest message opened a session whose start already greeted them:
+    between the previous message and this one, action_session_start ran and the assistant spoke."""
+    users = [index for index, event in enumerate(events) if event.get("event") == "user"]
+    if not users:
+        return False
+    since_previous = events[users[-2] + 1 if len(users) > 1 else 0:users[-1]]
+    session_started = any(
+        event.get("event") == "action" and event.get("name") == "action_session_start" for event in since_previous
+    )
+    return session_started and any(event.get("event") == "bot" for event in since_previous)
+
+
+class ActionGreet(Action):
+    """A greeting from the user. A conversation opened by "hola" already got the session's greeting
+    in this very answer: nothing more. Later in a conversation the full greeting would repeat itself:
+    a short prompt instead."""
+
+    def name(self) -> str:
+        return "action_greet"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        if greeted_in_this_answer(tracker.events):
+            return []
+        if tracker.get_slot("greeted"):
+            dispatcher.utter_message(response="utter_how_can_i_help")
+            return []
+        dispatcher.utter_message(response="utter_greet")
+        return [SlotSet("greeted", True)]
+
+
+class ActionEndConversation(Action):
+    """The call is over (the bridge's /session_end): close the form and forget the card, saying nothing.
+
+    Not action_restart: a restart starts a new session at once, whose greeting nobody would hear.
+    """
+
+    def name(self) -> str:
+        return "action_end_conversation"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        return [ActiveLoop(None), AllSlotsReset()]

@@ -12,9 +12,9 @@ from actions.card_actions import (
 )
 from actions.card_service import BlockRequest, BlockResult, CardNotFound, CardServiceError
 from actions.fallback import ActionHandleFallback
-from actions.session import ActionSessionStart
+from actions.session import ActionEndConversation, ActionGreet, ActionSessionStart
 from assistant_trackers import make_tracker, user_event
-from rasa_sdk.events import ActionExecuted, SessionStarted, SlotSet
+from rasa_sdk.events import ActionExecuted, ActiveLoop, AllSlotsReset, SessionStarted, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from werkzeug.datastructures import MultiDict
 
@@ -53,7 +53,8 @@ def test_session_start_reads_twilio_spelled_metadata_of_the_latest_message(domai
     tracker = make_tracker(events=[user_event("hola", "greet", metadata)])
     _, events = run(ActionSessionStart(), tracker, domain)
     slots = {event["name"]: event["value"] for event in events if event["event"] == "slot"}
-    assert slots == {"channel": "whatsapp", "call_sid": "SM7", "caller_number": "whatsapp:+5215512345678"}
+    assert slots == {"channel": "whatsapp", "call_sid": "SM7", "caller_number": "whatsapp:+5215512345678",
+                     "chat": True, "greeted": True}
 
 
 VOICE_FORM = {"CallSid": "CA42", "AccountSid": "AC1", "From": "+525512345678", "To": "+525500000000",
@@ -64,10 +65,11 @@ WHATSAPP_FORM = {"MessageSid": "SM7", "AccountSid": "AC1", "From": "whatsapp:+52
 
 @pytest.mark.parametrize("metadata, expected", [
     (call_metadata(MultiDict(VOICE_FORM), input="call_start"),
-     {"channel": "voice", "call_sid": "CA42", "caller_number": "+525512345678", "called_number": "+525500000000"}),
+     {"channel": "voice", "call_sid": "CA42", "caller_number": "+525512345678", "called_number": "+525500000000",
+      "chat": False, "greeted": True}),
     (Inbound.from_form(MultiDict(WHATSAPP_FORM)).metadata("text"),
      {"channel": "whatsapp", "call_sid": "SM7", "caller_number": "whatsapp:+5215512345678",
-      "called_number": "whatsapp:+14155238886"}),
+      "called_number": "whatsapp:+14155238886", "chat": True, "greeted": True}),
 ], ids=["voice", "whatsapp"])
 def test_session_start_reads_the_metadata_the_bridge_sends(
     domain: Dict[str, Any], metadata: Dict[str, Any], expected: Dict[str, str],
@@ -107,6 +109,47 @@ def test_session_start_asked_for_mid_conversation_greets_again(domain: Dict[str,
     ]
     dispatcher, _ = run(ActionSessionStart(), make_tracker(events=history), domain)
     assert responses(dispatcher) == ["utter_greet"]
+
+
+# action_greet
+
+OPENED_BY_HOLA = [
+    {"event": "action", "name": "action_session_start"},
+    {"event": "bot", "text": "Hola, soy el asistente de tarjetas."},
+    {"event": "session_started"},
+    {"event": "slot", "name": "greeted", "value": True},
+    {"event": "action", "name": "action_listen"},
+    user_event("hola", "greet"),
+]
+
+
+def test_a_hello_that_opened_the_conversation_gets_only_the_sessions_greeting(domain: Dict[str, Any]) -> None:
+    dispatcher, events = run(ActionGreet(), make_tracker(slots={"greeted": True}, events=OPENED_BY_HOLA), domain)
+    assert dispatcher.messages == [] and events == []
+
+
+def test_a_hello_after_the_greeting_gets_a_short_prompt(domain: Dict[str, Any]) -> None:
+    later = [{"event": "action", "name": "action_session_start"}, {"event": "session_started"},
+             {"event": "action", "name": "action_listen"}, user_event("/session_start", "session_start"),
+             {"event": "action", "name": "action_listen"}, user_event("hola", "greet")]
+    dispatcher, _ = run(ActionGreet(), make_tracker(slots={"greeted": True}, events=later), domain)
+    assert responses(dispatcher) == ["utter_how_can_i_help"]
+
+
+def test_a_hello_before_any_greeting_is_greeted(domain: Dict[str, Any]) -> None:
+    dispatcher, events = run(ActionGreet(), make_tracker(events=[user_event("hola", "greet")]), domain)
+    assert responses(dispatcher) == ["utter_greet"]
+    assert events == [SlotSet("greeted", True)]
+
+
+# action_end_conversation
+
+def test_the_end_of_a_call_closes_the_form_and_forgets_everything_silently(domain: Dict[str, Any]) -> None:
+    tracker = make_tracker(slots={"card_digit_attempts": 1.0, "requested_slot": "card_last_four"},
+                           active_loop={"name": "card_form"})
+    dispatcher, events = run(ActionEndConversation(), tracker, domain)
+    assert dispatcher.messages == []
+    assert events == [ActiveLoop(None), AllSlotsReset()]
 
 
 # validate_card_form

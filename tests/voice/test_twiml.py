@@ -56,6 +56,13 @@ def test_handoff_dials_with_an_action_for_busy_or_no_answer() -> None:
     assert root.find("Say").text == SPANISH.transfer
 
 
+def test_a_handoff_the_assistant_announced_is_not_announced_again() -> None:
+    turn = read_turn([{"text": "Le comunico con una persona."}, {"custom": {"handoff": True}}])
+    root = parse(turn_response(turn, VOICE, "+525511112222"))
+    assert [child.tag for child in root] == ["Say", "Dial"]
+    assert root.find("Say").text == "Le comunico con una persona."
+
+
 def test_handoff_with_nobody_to_call_says_goodbye() -> None:
     root = parse(turn_response(read_turn([{"custom": {"handoff": {"number": "not-a-number"}}}]), VOICE, None))
     assert [child.tag for child in root] == ["Say", "Hangup"] and root.find("Say").text == SPANISH.nobody_available

@@ -17,7 +17,7 @@ from tests.whatsapp.test_twiml import APOLOGY, new_number
 from twilio_bridge.app import create_app
 from twilio_bridge.config import Settings
 from twilio_bridge.delivery.queue import SqliteJobQueue
-from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
+from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI, as_seen
 from twilio_bridge.testing.standin import ASK_DIGITS, BLOCKED, FALLBACK, HANDOFF, RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
 
@@ -29,7 +29,7 @@ def chat(url: str) -> WhatsAppUser:
 
 
 def bodies(messages: list[dict[str, Any]]) -> list[str]:
-    return [m["body"] or m["media_urls"][0] for m in messages]
+    return [as_seen(m) for m in messages]
 
 
 def test_the_answer_is_empty_and_immediate_and_the_reply_comes_through_the_api(
@@ -52,7 +52,7 @@ def test_one_users_messages_go_in_order_without_holding_up_another(
         ana.send(text)
     beto.send("quiero un agente")
     assert bodies(fake_api.wait_for(3, to=ana.address)) == [
-        ASK_DIGITS, "La tarjeta que termina en 1 2 3 4. ¿La bloqueo?\n\n1. Sí\n2. No", BLOCKED]
+        ASK_DIGITS, "La tarjeta que termina en 1 2 3 4. ¿La bloqueo?\n[Sí] [No]", BLOCKED]
     assert [r["message"] for r in standin.received if r["sender"] == ana.address] == ["perdí mi tarjeta", "1234",
                                                                                        "/affirm"]
     order = [m["to"] for m in fake_api.messages]

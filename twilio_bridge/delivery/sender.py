@@ -1,6 +1,10 @@
-"""Sending a message through Twilio's Messages API, with one error type that says whether to try again."""
+"""Sending a message through Twilio's Messages API, with one error type that says whether to try again.
+
+A message is a body and/or media, or a Content API template (ContentSid, with its ContentVariables).
+"""
 from __future__ import annotations
 
+import json
 import re
 
 import requests
@@ -27,14 +31,23 @@ class SendError(Exception):
         self.code = code
 
 
+def twilio_client(account_sid: str, auth_token: str, api_base_url: str, timeout: float) -> Client:
+    """A twilio `Client` whose every REST host (api, content, messaging) is TWILIO_API_BASE_URL when it is set
+    elsewhere than Twilio: one local fake then serves them all."""
+    # Credentials come from Settings; passing them as the client's environment keeps it from reading os.environ.
+    client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout),
+                    environment={"TWILIO_ACCOUNT_SID": account_sid, "TWILIO_AUTH_TOKEN": auth_token})
+    if api_base_url.rstrip("/") != "https://api.twilio.com":
+        for domain in (client.api, client.content, client.messaging):
+            domain.base_url = api_base_url
+    return client
+
+
 class MessageSender:
     """One twilio `Client` per process: one requests session shared by the delivery threads."""
 
     def __init__(self, account_sid: str, auth_token: str, api_base_url: str, timeout: float = SEND_TIMEOUT):
-        # Credentials come from Settings; passing them as the client's environment keeps it from reading os.environ.
-        self.client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout),
-                             environment={"TWILIO_ACCOUNT_SID": account_sid, "TWILIO_AUTH_TOKEN": auth_token})
-        self.client.api.base_url = api_base_url  # the Api domain's origin; tests point it at a local fake
+        self.client = twilio_client(account_sid, auth_token, api_base_url, timeout)
         self.timeout = timeout
 
     def send(self, to: str, from_: str, message: Outgoing, status_callback: str | None = None) -> str:
@@ -44,6 +57,8 @@ class MessageSender:
                 to=to, from_=from_,
                 body=message.body or values.unset,
                 media_url=[message.media_url] if message.media_url else values.unset,
+                content_sid=message.content_sid or values.unset,
+                content_variables=json.dumps(message.content_variables) if message.content_variables else values.unset,
                 status_callback=status_callback or values.unset,
             )
         except TwilioException as exc:

@@ -12,6 +12,7 @@ from xml.sax.saxutils import escape
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from .. import routes
+from ..config import Settings
 from ..limits import SAY_CHARACTERS, TWIML_BYTES
 from ..phrases import Phrases
 from ..rasa.turn import AssistantTurn, Button
@@ -72,14 +73,18 @@ def gather_response(texts: Sequence[str], voice: Voice, options: dict[str, Any] 
 
 
 def handoff_response(texts: Sequence[str], voice: Voice, number: str | None,
-                     nobody: str | None = None) -> VoiceResponse:
-    """Speak, then put the caller through to a person; with nobody to call, say so (or `nobody`) and hang up."""
+                     nobody: str | None = None, announced: bool = False) -> VoiceResponse:
+    """Speak, then put the caller through to a person; with nobody to call, say so (or `nobody`) and hang up.
+
+    `announced`: the texts already tell the caller they are being put through (the assistant's own words),
+    so the bridge's transfer phrase would say it twice.
+    """
     response = VoiceResponse()
     if number is None:
         say_all(response, [*texts, nobody or voice.phrases.nobody_available], voice)
         response.hangup()
         return response
-    say_all(response, [*texts, voice.phrases.transfer], voice)
+    say_all(response, [*texts] if announced else [*texts, voice.phrases.transfer], voice)
     response.dial(number, action=routes.DIAL_RESULT, method="POST", timeout=25)
     return response
 
@@ -106,8 +111,26 @@ def turn_response(turn: AssistantTurn, voice: Voice, fallback_number: str | None
     if turn.hangup:
         return goodbye_response(turn.texts, voice)
     if turn.handoff:
-        return handoff_response(turn.texts, voice, turn.handoff_number or fallback_number)
+        # The assistant's words before its hand-off are its announcement of it.
+        return handoff_response(turn.texts, voice, turn.handoff_number or fallback_number,
+                                announced=bool(turn.texts))
     return gather_response(turn.texts, voice, turn.gather, turn.buttons)
+
+
+def relay_response(settings: Settings, socket_url: str, end_url: str) -> VoiceResponse:
+    """Relay mode's answer to a call: Twilio opens the WebSocket, and posts to `end_url` when the session ends."""
+    response = VoiceResponse()
+    connect = response.connect(action=end_url, method="POST")
+    connect.conversation_relay(
+        url=socket_url,
+        language=settings.voice_language,
+        tts_provider=settings.relay_tts_provider,
+        voice=settings.relay_voice_name,
+        transcription_provider=settings.relay_transcription_provider,
+        dtmf_detection=True,
+        interruptible=settings.relay_interruptible,
+    )
+    return response
 
 
 def _say(parent: VoiceResponse | Gather, text: str, voice: Voice) -> None:
