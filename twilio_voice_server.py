@@ -16,13 +16,12 @@ import sys
 from pathlib import Path
 
 from flask import Flask
-from werkzeug.serving import WSGIRequestHandler
 
 from twilio_bridge import cli
 from twilio_bridge.app import create_app
 from twilio_bridge.config import Settings
 from twilio_bridge.logs import configure_logging
-from twilio_bridge.startup import announce, configure, env_file, local_origin
+from twilio_bridge.startup import RequestHandler, announce, configure, env_file, local_origin
 
 
 def settings_from_environment() -> Settings:
@@ -42,11 +41,6 @@ def __getattr__(name: str) -> Flask:
         globals()["app"] = application = build_app()
         return application
     raise AttributeError(name)
-
-
-class RequestHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """The app logs one structured line per request already; werkzeug's access line would repeat it."""
 
 
 def serve(settings: Settings) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping, TextIO
 
 from dotenv import load_dotenv
+from werkzeug.serving import WSGIRequestHandler
 
 from . import __version__, routes
 from .config import Settings, read_settings
@@ -81,6 +82,13 @@ def configure() -> Configuration:
     source = load_env_file()
     settings, problems = read_settings(os.environ, workdir=Path.cwd())
     return Configuration(settings, problems, source)
+
+
+class RequestHandler(WSGIRequestHandler):
+    """The development server's (and the demo's) requests: the app logs one structured line per request."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """werkzeug's access line would repeat the app's own."""
 
 
 def local_origin(host: str, port: int) -> str:

@@ -16,6 +16,7 @@ from ..testing.whatsapp_user import WhatsAppUser
 from .call import Ask, CallSimulator, RelayCallSimulator, Speaker, script_lines, terminal_lines
 from .chat import REPLY_WAIT_SECONDS, ChatSimulator
 from .check import run_check
+from .demo import run_demo
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"twilio-bridge {__version__}")
     parser.add_argument("--port", type=int, metavar="PORT", help="the development server's port (default: $PORT, 5001)")
-    commands = parser.add_subparsers(dest="command", metavar="{call,chat,check}")
+    commands = parser.add_subparsers(dest="command", metavar="{demo,call,chat,check}")
+
+    demo = commands.add_parser("demo", help="see it work: a Rasa stand-in, the bridge and a call, in one command",
+                               description="Start the Rasa stand-in and the bridge on free ports, with nothing to "
+                                           "configure, and call it from this terminal (or chat, with --chat). "
+                                           "Everything stops when the call ends.")
+    demo.add_argument("--chat", action="store_true", help="write WhatsApp messages instead of calling")
+    demo.add_argument("--port", type=int, default=0, help="the bridge's port (default: a free one)")
+    demo.add_argument("--rasa-port", type=int, default=0, help="the Rasa stand-in's port (default: a free one)")
+    demo.add_argument("--script", type=Path, metavar="FILE",
+                      help="play a call or chat script instead of the terminal (as call --script)")
 
     call = commands.add_parser("call", help="place a phone call to the bridge from this terminal",
                                description="Play Twilio's part in a call. Type what the caller says; "
@@ -79,6 +90,9 @@ def main(argv: list[str], configure: Callable[[], Configuration], serve: Callabl
             parser.error("chat: --voice-note needs --fake-api (the fake keeps the note's media, as Twilio does)")
         if not args.voice_note.is_file():
             parser.error(f"chat: --voice-note: no such file: {args.voice_note}")
+    if args.command == "demo":  # reads no settings: it brings its own
+        ask = turns(args.script, "")
+        return 2 if ask is None else run_demo(args, ask)
     configuration = configure()
     if args.command == "check":  # reports bad settings among its findings, and tests what it still can
         local = f"http://127.0.0.1:{configuration.settings.port}"
@@ -130,7 +144,8 @@ def start_chat(args: argparse.Namespace, settings: Settings, url: str) -> int:
 def turns(script: Path | None, greeting: str) -> Ask | None:
     """The user's lines: typed at the terminal, or a script's (a file, or '-' for standard input)."""
     if script is None:
-        print(greeting)
+        if greeting:
+            print(greeting)
         return terminal_lines()
     if str(script) == "-":
         return script_lines(sys.stdin.readlines(), sys.stdout)
