@@ -98,7 +98,7 @@ def on_starting(server):
         on_exit(server)
         raise
     configure_logging(settings.log_level)
-    host, port = bind.rsplit(":", 1)
+    host, port = server.cfg.bind[0].rsplit(":", 1)  # the command line's -b, else `bind` above
     announce(settings, env_file(os.environ, Path.cwd()), local_origin(host, int(port)))
 
 
