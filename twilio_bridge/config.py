@@ -242,14 +242,6 @@ def _api_token(value: str) -> str:
     return value
 
 
-def _one_of(*choices: str) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        if value.lower() not in choices:
-            raise ValueError(f"must be {' or '.join(choices)}")
-        return value.lower()
-    return parse
-
-
 def _language(value: str) -> str:
     if value.lower() != "auto" and not re.fullmatch(r"[a-zA-Z]{2,3}(-[a-zA-Z0-9]+)?", value):
         raise ValueError("must be a language code such as es or es-MX, or auto to let the model guess")
@@ -297,7 +289,7 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("WHATSAPP_RATE_LIMIT", "whatsapp_rate_limit", _count(1, 10_000)),
     ("WHATSAPP_RETRY_WINDOW", "whatsapp_retry_window", _seconds(86_400)),
     ("WHATSAPP_WORKERS", "whatsapp_workers", _count(1, 64)),
-    ("WHATSAPP_BUTTONS", "whatsapp_buttons", _one_of("interactive", "text")),
+    ("WHATSAPP_BUTTONS", "whatsapp_buttons", _one_of(("interactive", "text"))),
     ("WHATSAPP_TRANSCRIBE", "whatsapp_transcribe", _boolean),
     ("WHATSAPP_TRANSCRIBE_MODEL", "whatsapp_transcribe_model", _transcription_model),
     ("WHATSAPP_TRANSCRIBE_LANGUAGE", "whatsapp_transcribe_language", _language),
