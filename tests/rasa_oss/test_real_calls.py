@@ -91,8 +91,8 @@ def test_silence_is_reprompted_and_the_call_goes_on(bridge: str) -> None:
 
 def test_not_understood_twice_puts_the_caller_through(bridge: str) -> None:
     caller = call(bridge)
-    assert caller.say("zorp blim tiqui")[0] == "Perdone, no le entendí."
-    assert caller.say("mmm fnord glu") == ["Perdone, sigo sin entenderle. Le comunico con una persona."]
+    assert caller.say("ehhh pues este")[0] == "Perdone, no le entendí."
+    assert caller.say("este mmm") == ["Perdone, sigo sin entenderle. Le comunico con una persona."]
     assert caller.dialed == HUMAN
 
 
