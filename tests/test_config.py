@@ -70,3 +70,16 @@ def test_every_variable_is_documented_for_operators() -> None:
     for name, _, _ in VARIABLES:
         assert f"\n{name}=" in example, f"{name} is missing from twilio.env.example"
         assert f"`{name}`" in readme, f"{name} is missing from the README's settings table"
+
+
+def test_the_outbound_api_token_is_long_never_echoed_and_needs_what_it_sends_with() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"TWILIO_AUTH_TOKEN": "t", "OUTBOUND_API_TOKEN": "short-secret", "TWILIO_VOICE_FROM": "+14155550199"})
+    assert caught.value.problems[0].startswith("OUTBOUND_API_TOKEN: must be at least 16 characters")
+    assert "short-secret" not in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"TWILIO_AUTH_TOKEN": "t", "OUTBOUND_API_TOKEN": "x" * 16, "TWILIO_VOICE_FROM": "+14155550199"})
+    assert [line.split(":")[0] for line in caught.value.problems] == ["TWILIO_ACCOUNT_SID", "PUBLIC_BASE_URL"]
+    settings = load_settings({"TWILIO_AUTH_TOKEN": "t", "OUTBOUND_API_TOKEN": "x" * 16, "TWILIO_ACCOUNT_SID": "AC1"})
+    assert settings.outbound_enabled and settings.delivers_through_rest and not settings.whatsapp_rest_mode
+    assert "x" * 16 not in repr(settings) + repr(settings.summary())

@@ -14,9 +14,12 @@ from .config import Settings, load_settings
 from .delivery.courier import start_delivery
 from .delivery.queue import JobQueue, open_queue
 from .logs import log
+from .outbound import routes as outbound_routes
 from .rasa.client import RasaClient
 from .state import StateStore, open_store
+from .voice import relay_routes
 from .voice import routes as voice_routes
+from .voice.relay_server import stop_relay_loop
 from .web import health, metrics_endpoint
 from .web.signature import SignatureCheck
 from .whatsapp import routes as whatsapp_routes
@@ -32,7 +35,7 @@ def create_app(settings: Settings | None = None, rasa: RasaClient | None = None,
                                 pool_size=settings.rasa_max_in_flight),
         store=store or open_store(settings.state_url),
         signatures=SignatureCheck(settings.twilio_auth_token, settings.shared_keys, settings.public_base_url),
-        queue=queue or (open_queue(settings.state_url) if settings.whatsapp_rest_mode else None),
+        queue=queue or (open_queue(settings.state_url) if settings.delivers_through_rest else None),
     )
     trust_proxies(app, settings)
     register_blueprints(app)
@@ -52,20 +55,25 @@ def trust_proxies(app: Flask, settings: Settings) -> None:
 
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(voice_routes.bp)
+    app.register_blueprint(relay_routes.bp)
     app.register_blueprint(whatsapp_routes.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics_endpoint.bp)
+    outbound_routes.register(app, app.extensions[EXTENSION].settings)
 
 
 def start_background_work(app: Flask) -> None:
-    """WhatsApp delivery threads, in this process: messages stored before a restart go out after it."""
+    """Delivery threads (WhatsApp replies, outbound messages), in this process: messages stored before a restart
+    go out after it."""
     current: Bridge = app.extensions[EXTENSION]
-    if current.queue is not None and current.settings.whatsapp_rest_mode:
+    if current.queue is not None and current.settings.delivers_through_rest:
         current.workers = start_delivery(current, current.queue)
 
 
 def close_app(app: Flask, timeout: float = 15.0) -> None:
-    """Stop the background work (gunicorn's worker_exit, tests): jobs in hand finish or stay queued."""
+    """Stop the background work (gunicorn's worker_exit, tests): jobs in hand finish or stay queued;
+    relay calls in progress get `timeout` seconds, then a person."""
+    stop_relay_loop(app, timeout)
     current: Bridge = app.extensions[EXTENSION]
     if current.workers is not None:
         current.workers.stop(timeout)

@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+MIN_TOKEN_CHARACTERS = 16
+SECRET_FIELDS = frozenset({"twilio_auth_token", "shared_keys", "metrics_token", "outbound_api_token"})  # never echoed
+VOICE_MODES = ("gather", "relay")
+RELAY_INTERRUPTIBLE = ("any", "speech", "dtmf", "none")
+# ConversationRelay's own voice names (Amazon's neural voices), per VOICE_LANGUAGE: `Polly.Mia` is not one.
+RELAY_VOICES = {"es-MX": "Mia-Neural", "es-US": "Lupe-Neural", "es-ES": "Lucia-Neural",
+                "en-US": "Joanna-Neural", "en-GB": "Amy-Neural"}
 
 
 class ConfigError(Exception):
@@ -41,15 +49,28 @@ class Settings:
     voice_name: str = "Polly.Mia"
     voice_greeting: str | None = None
     voice_max_silences: int = 2
+    voice_mode: str = "gather"
+    voice_silence_seconds: float = 8.0
+    relay_tts_provider: str = "Amazon"
+    relay_voice: str | None = None
+    relay_transcription_provider: str | None = None
+    relay_interruptible: str = "any"
     twilio_whatsapp_from: str | None = None
     twilio_api_base_url: str = "https://api.twilio.com"
     whatsapp_rate_limit: int = 20
     whatsapp_retry_window: float = 300.0
     whatsapp_workers: int = 4
+    whatsapp_buttons: str = "interactive"
+    whatsapp_transcribe: bool = False
+    whatsapp_transcribe_model: str = "base"
+    whatsapp_transcribe_language: str | None = None  # None: VOICE_LANGUAGE's; "auto": the model guesses
     state_url: str = "sqlite:///state/bridge.db"
     log_level: str = "INFO"
     metrics_token: str | None = field(default=None, repr=False)
     metrics_dir: str | None = None
+    outbound_api_token: str | None = field(default=None, repr=False)
+    twilio_sms_from: str | None = None
+    twilio_voice_from: str | None = None
 
     @property
     def hold_after(self) -> float:
@@ -60,6 +81,13 @@ class Settings:
     def holds(self) -> bool:
         """Holding only makes sense when the overall wait outlasts one webhook's."""
         return self.rasa_max_wait_seconds > self.hold_after
+
+    @property
+    def relay_voice_name(self) -> str | None:
+        """The ConversationRelay voice: VOICE_RELAY_VOICE, else Amazon's voice for VOICE_LANGUAGE (None: Twilio's default)."""
+        if self.relay_voice or self.relay_tts_provider != "Amazon":
+            return self.relay_voice
+        return RELAY_VOICES.get(self.voice_language)
 
     @property
     def rasa_origin(self) -> str:
@@ -80,17 +108,40 @@ class Settings:
             "fallback_phone_configured": self.fallback_phone_number is not None,
             "voice_language": self.voice_language,
             "voice_name": self.voice_name,
+            "voice_mode": self.voice_mode,
             "whatsapp_rest_replies": self.whatsapp_rest_mode,
             "whatsapp_rate_limit": self.whatsapp_rate_limit,
             "whatsapp_retry_window": self.whatsapp_retry_window,
             "whatsapp_workers": self.whatsapp_workers,
+            "whatsapp_buttons": self.whatsapp_buttons if self.whatsapp_rest_mode else "text",
+            "whatsapp_transcribe": self.whatsapp_transcribe,
+            "whatsapp_transcribe_language": self.transcribe_language or "auto",
             "state_backend": self.state_url.split(":", 1)[0],
             "metrics_protected_by": "token" if self.metrics_token else "localhost",
+            "outbound_api": self.outbound_enabled,
+            "outbound_sms_from": self.twilio_sms_from,
+            "outbound_voice_from": self.twilio_voice_from,
         }
+
+    @property
+    def transcribe_language(self) -> str | None:
+        """The language voice notes are transcribed in (ISO 639-1), or None to let the model guess."""
+        chosen = self.whatsapp_transcribe_language or self.voice_language
+        return None if chosen == "auto" else chosen.split("-")[0].lower()
 
     @property
     def whatsapp_rest_mode(self) -> bool:
         return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_whatsapp_from)
+
+    @property
+    def outbound_enabled(self) -> bool:
+        """OUTBOUND_API_TOKEN turns the outbound API on (load_settings makes sure it can send)."""
+        return bool(self.outbound_api_token)
+
+    @property
+    def delivers_through_rest(self) -> bool:
+        """The durable queue and its workers run: for WhatsApp's REST replies, or for outbound messages."""
+        return self.whatsapp_rest_mode or bool(self.outbound_enabled and self.twilio_account_sid and self.twilio_auth_token)
 
 
 def _http_url(value: str) -> str:
@@ -172,8 +223,40 @@ def _log_level(value: str) -> str:
     return level
 
 
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value.lower()
+    return parse
+
+
 def _text(value: str) -> str:
     return value
+
+
+def _api_token(value: str) -> str:
+    if len(value) < MIN_TOKEN_CHARACTERS:
+        raise ValueError(f"must be at least {MIN_TOKEN_CHARACTERS} characters: it lets its holder message and call "
+                         "your customers")
+    return value
+
+
+def _language(value: str) -> str:
+    if value.lower() != "auto" and not re.fullmatch(r"[a-zA-Z]{2,3}(-[a-zA-Z0-9]+)?", value):
+        raise ValueError("must be a language code such as es or es-MX, or auto to let the model guess")
+    return value.lower() if value.lower() == "auto" else value
+
+
+def _transcription_model(value: str) -> str:
+    """A model's name (base, small, Systran/faster-whisper-small: fetched on first use) or a local directory
+    (a path starting with /, . or ~), which must hold a CTranslate2 Whisper model."""
+    if not value.startswith(("/", ".", "~")):
+        return value
+    directory = Path(value).expanduser()
+    if not (directory / "model.bin").is_file():
+        raise ValueError("must be a model name such as base, or a directory holding a CTranslate2 model.bin")
+    return str(directory)
 
 
 # Every variable the bridge reads: name, Settings field, parser (a ValueError names what is wrong).
@@ -195,15 +278,28 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("VOICE_NAME", "voice_name", _text),
     ("VOICE_GREETING", "voice_greeting", _text),
     ("VOICE_MAX_SILENCES", "voice_max_silences", _count(0, 5)),
+    ("VOICE_MODE", "voice_mode", _one_of(VOICE_MODES)),
+    ("VOICE_SILENCE_SECONDS", "voice_silence_seconds", _seconds(60)),
+    ("VOICE_RELAY_TTS_PROVIDER", "relay_tts_provider", _text),
+    ("VOICE_RELAY_VOICE", "relay_voice", _text),
+    ("VOICE_RELAY_TRANSCRIPTION_PROVIDER", "relay_transcription_provider", _text),
+    ("VOICE_RELAY_INTERRUPTIBLE", "relay_interruptible", _one_of(RELAY_INTERRUPTIBLE)),
     ("TWILIO_WHATSAPP_FROM", "twilio_whatsapp_from", _whatsapp_address),
     ("TWILIO_API_BASE_URL", "twilio_api_base_url", _http_url),
     ("WHATSAPP_RATE_LIMIT", "whatsapp_rate_limit", _count(1, 10_000)),
     ("WHATSAPP_RETRY_WINDOW", "whatsapp_retry_window", _seconds(86_400)),
     ("WHATSAPP_WORKERS", "whatsapp_workers", _count(1, 64)),
+    ("WHATSAPP_BUTTONS", "whatsapp_buttons", _one_of(("interactive", "text"))),
+    ("WHATSAPP_TRANSCRIBE", "whatsapp_transcribe", _boolean),
+    ("WHATSAPP_TRANSCRIBE_MODEL", "whatsapp_transcribe_model", _transcription_model),
+    ("WHATSAPP_TRANSCRIBE_LANGUAGE", "whatsapp_transcribe_language", _language),
     ("STATE_URL", "state_url", _state_url),
     ("LOG_LEVEL", "log_level", _log_level),
     ("METRICS_TOKEN", "metrics_token", _text),
     ("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", _text),
+    ("OUTBOUND_API_TOKEN", "outbound_api_token", _api_token),
+    ("TWILIO_SMS_FROM", "twilio_sms_from", _phone),
+    ("TWILIO_VOICE_FROM", "twilio_voice_from", _phone),
 )
 
 
@@ -219,7 +315,7 @@ def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Se
             values[attr] = parse(raw)
         except ValueError as exc:
             detail = str(exc) if not str(exc).startswith(("could not convert", "invalid literal")) else "is not a number"
-            problems.append(f"{name}={raw[:40]!r}: {detail}")
+            problems.append(f"{name}: {detail}" if attr in SECRET_FIELDS else f"{name}={raw[:40]!r}: {detail}")
 
     if "state_url" not in values and workdir is not None:
         values["state_url"] = f"sqlite:///{workdir / 'state' / 'bridge.db'}"
@@ -229,6 +325,25 @@ def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Se
             "TWILIO_AUTH_TOKEN: required to check Twilio's signatures "
             "(set TWILIO_VALIDATE_SIGNATURE=false only for local experiments)"
         )
+    problems += _outbound_problems(values)
+
+
+    if values.get("whatsapp_transcribe") and find_spec("faster_whisper") is None:
+        problems.append("WHATSAPP_TRANSCRIBE: on needs the transcription engine: ./install_twilio_server.sh --transcribe")
     if problems:
         raise ConfigError(problems)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _outbound_problems(values: Mapping[str, object]) -> list[str]:
+    """The outbound API sends through Twilio's REST API, and an outbound call needs a public voice webhook."""
+    if not values.get("outbound_api_token"):
+        return []
+    problems = []
+    if not values.get("twilio_account_sid"):
+        problems.append("TWILIO_ACCOUNT_SID: required with OUTBOUND_API_TOKEN (outbound messages and calls go "
+                        "through Twilio's REST API)")
+    if values.get("twilio_voice_from") and not values.get("public_base_url"):
+        problems.append("PUBLIC_BASE_URL: required with TWILIO_VOICE_FROM (Twilio fetches an outbound call's "
+                        "voice webhook from it)")
+    return problems

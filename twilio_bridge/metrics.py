@@ -43,6 +43,27 @@ WHATSAPP_STATUSES = Counter(
     "twilio_bridge_whatsapp_statuses", "Status callbacks Twilio posted for the bridge's messages, by status",
     ["status"],
 )
+OUTBOUND_MESSAGES = Counter(
+    "twilio_bridge_outbound_messages", "Outbound API messages sent through Twilio's Messages API, by result", ["result"]
+)
+OUTBOUND_CALLS = Counter(
+    "twilio_bridge_outbound_calls",
+    "Outbound API calls: placed or refused by the Calls API, then how they ended (completed, busy, no-answer…)",
+    ["result"],
+)
+
+RELAY_SESSIONS_OPEN = Gauge(
+    "twilio_bridge_relay_sessions_open", "Relay-mode calls (ConversationRelay WebSockets) open now",
+    multiprocess_mode="livesum",
+)
+RELAY_SESSIONS = Counter(
+    "twilio_bridge_relay_sessions",
+    "Relay-mode sessions ended: outcome handoff, hangup or caller_hung_up; why: assistant, rasa_failed, silence...",
+    ["outcome", "why"],
+)
+RELAY_TURNS = Counter("twilio_bridge_relay_turns", "Relay-mode turns sent to Rasa, by input (speech, dtmf, button)",
+                      ["input"])
+RELAY_INTERRUPTS = Counter("twilio_bridge_relay_interrupts", "Relay-mode replies the caller talked over")
 
 
 def webhook_answered(route: str, outcome: str, seconds: float) -> None:
@@ -85,3 +106,72 @@ def whatsapp_delivered(result: str) -> None:
 def whatsapp_status_reported(status: str) -> None:
     """status: one of Twilio's message statuses (queued ... read, undelivered, failed) or "other"."""
     WHATSAPP_STATUSES.labels(status).inc()
+
+
+def outbound_message_sent(result: str) -> None:
+    """result: "sent", "retried" (429, 5xx, network), "failed" (a 4xx such as 63016) or "expired"."""
+    OUTBOUND_MESSAGES.labels(result).inc()
+
+
+def outbound_call_placed(result: str) -> None:
+    """result: "placed" (the Calls API took it) or "refused"."""
+    OUTBOUND_CALLS.labels(result).inc()
+
+
+def outbound_call_ended(status: str) -> None:
+    """status: Twilio's final CallStatus: completed, busy, no-answer, failed or canceled."""
+    OUTBOUND_CALLS.labels(status).inc()
+
+
+def relay_session_opened() -> None:
+    RELAY_SESSIONS_OPEN.inc()
+
+
+def relay_session_closed(outcome: str, why: str) -> None:
+    RELAY_SESSIONS_OPEN.dec()
+    RELAY_SESSIONS.labels(outcome, why).inc()
+
+
+def relay_turn(input_kind: str) -> None:
+    RELAY_TURNS.labels(input_kind).inc()
+
+
+def relay_interrupted() -> None:
+    RELAY_INTERRUPTS.inc()
+
+
+WHATSAPP_BUTTONS = Counter(
+    "twilio_bridge_whatsapp_buttons",
+    "Questions with buttons in REST mode: sent as quick-reply or list-picker, or as a numbered list because "
+    "they did not fit WhatsApp's buttons (unfit) or the Content API failed (content_failed)",
+    ["result"],
+)
+WHATSAPP_TYPING = Counter(
+    "twilio_bridge_whatsapp_typing", "Typing indicators posted for messages taken by a worker, by result", ["result"]
+)
+VOICE_NOTES = Counter(
+    "twilio_bridge_whatsapp_voice_notes",
+    "Voice notes: transcribed, or why not (foreign_host, too_big, download, undecodable, too_long, empty, engine)",
+    ["result"],
+)
+TRANSCRIPTION_SECONDS_PER_AUDIO_SECOND = Histogram(
+    "twilio_bridge_transcription_seconds_per_audio_second", "Time spent transcribing one second of a voice note",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 4),
+)
+
+
+def whatsapp_buttons(result: str) -> None:
+    """result: "quick-reply", "list-picker", "unfit" or "content_failed"."""
+    WHATSAPP_BUTTONS.labels(result).inc()
+
+
+def whatsapp_typing(result: str) -> None:
+    """result: "shown" or "failed"."""
+    WHATSAPP_TYPING.labels(result).inc()
+
+
+def voice_note_heard(result: str, audio_seconds: float = 0.0, took: float = 0.0) -> None:
+    """result: "transcribed", or the reason it was not; a transcription's speed is observed too."""
+    VOICE_NOTES.labels(result).inc()
+    if result == "transcribed" and audio_seconds > 0:
+        TRANSCRIPTION_SECONDS_PER_AUDIO_SECOND.observe(took / audio_seconds)

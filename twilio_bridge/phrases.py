@@ -21,6 +21,8 @@ class Phrases:
     chat_slow_down: str
     hold: str
     still_holding: str
+    chat_options: str  # the button that opens a list of options (at most 20 characters)
+    voice_note_unheard: str
 
 
 SPANISH = Phrases(
@@ -40,6 +42,8 @@ SPANISH = Phrases(
     chat_slow_down="Recibí muchos mensajes suyos en poco tiempo. Por favor, espere un minuto antes de escribir de nuevo.",
     hold="Un momento, por favor.",
     still_holding="Sigo con su consulta, gracias por esperar.",
+    chat_options="Ver opciones",
+    voice_note_unheard="Lo siento, no pude entender su nota de voz. ¿Me lo puede escribir, por favor?",
 )
 
 ENGLISH = Phrases(
@@ -59,6 +63,8 @@ ENGLISH = Phrases(
     chat_slow_down="I got many messages from you in a short time. Please wait a minute before writing again.",
     hold="One moment, please.",
     still_holding="I'm still on it, thanks for waiting.",
+    chat_options="See options",
+    voice_note_unheard="I'm sorry, I couldn't make out your voice note. Could you write it to me, please?",
 )
 
 

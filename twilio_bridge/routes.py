@@ -12,6 +12,10 @@ DIAL_RESULT = f"{WEBHOOKS}/dial-result"
 FALLBACK = f"{WEBHOOKS}/fallback"
 CALL_STATUS = f"{WEBHOOKS}/status"
 
+# Voice, relay mode (ConversationRelay)
+RELAY = f"{WEBHOOKS}/relay"  # the WebSocket
+RELAY_END = f"{WEBHOOKS}/relay/end"  # <Connect action>: the session ended
+
 # WhatsApp and SMS
 WHATSAPP = f"{WEBHOOKS}/whatsapp"
 WHATSAPP_STATUS = f"{WEBHOOKS}/whatsapp/status"
@@ -19,3 +23,10 @@ WHATSAPP_STATUS = f"{WEBHOOKS}/whatsapp/status"
 # Operations
 HEALTH = "/health"
 METRICS = "/metrics"
+
+# The outbound API (operators' systems, Bearer OUTBOUND_API_TOKEN): the business starts the conversation
+OUTBOUND = "/api/outbound"
+OUTBOUND_MESSAGES = f"{OUTBOUND}/messages"
+OUTBOUND_MESSAGE = f"{OUTBOUND_MESSAGES}/<message_id>"
+OUTBOUND_CALLS = f"{OUTBOUND}/calls"
+OUTBOUND_CALL = f"{OUTBOUND_CALLS}/<call_id>"

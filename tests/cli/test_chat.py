@@ -138,7 +138,7 @@ def test_in_rest_mode_a_chat_script_prints_the_replies_as_they_reach_a_running_f
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "you> perdí mi tarjeta", f"bridge: {ASK_DIGITS}",
-        "you> 1234", "bridge: La tarjeta que termina en 1 2 3 4. ¿La bloqueo?", "", "        1. Sí", "        2. No",
+        "you> 1234", "bridge: La tarjeta que termina en 1 2 3 4. ¿La bloqueo?", "        >1 [Sí]  >2 [No]",
         "you> muéstrame la imagen", "bridge: Así se ve su tarjeta.", "bridge: [media https://example.com/card.png]"]
     assert [m["from"] for m in fake_api.sent_to(f"whatsapp:{number}")] == [WHATSAPP_FROM] * 4
 

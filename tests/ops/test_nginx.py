@@ -19,10 +19,13 @@ import requests
 from tests.conftest import AUTH_TOKEN, HUMAN
 from tests.ops_tools import DOMAIN, Nginx, SiteVariables, render_site, resolve_to_localhost, self_signed
 from tests.servers import free_port, gunicorn_bridge
+from twilio_bridge import routes
 from twilio_bridge.testing.phone import TwilioPhone
-from twilio_bridge.testing.standin import GREETING, RasaStandIn
+from twilio_bridge.testing.relay import RelayCall, RelayRefused, open_relay_socket
+from twilio_bridge.testing.standin import GREETING, HANDOFF, RasaStandIn
 
 VOICE = "/webhook/twilio/voice"
+OUTBOUND_TOKEN = "outbound-token-0123456789abcdef"
 
 
 def site_variables(root: Path, upstream: str, http_port: int = 0, https_port: int = 0) -> SiteVariables:
@@ -58,6 +61,12 @@ def test_rendering_refuses_a_name_that_is_not_a_domain() -> None:
     assert "not a domain name" in refused.value.stderr  # type: ignore[attr-defined]
 
 
+def test_rendering_refuses_an_outbound_allow_that_is_not_addresses() -> None:
+    with pytest.raises(Exception) as refused:
+        render_site(DOMAIN, {"OUTBOUND_ALLOW": "10.0.0.1; allow all"})
+    assert "OUTBOUND_ALLOW" in refused.value.stderr  # type: ignore[attr-defined]
+
+
 @dataclass
 class Stack:
     mode: str
@@ -81,9 +90,12 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     public = f"https://{DOMAIN}:{variables.https_port}"
     trust = {"PUBLIC_BASE_URL": public} if request.param == "PUBLIC_BASE_URL" else {"TRUSTED_PROXIES": "1"}
     settings = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": standin_server.webhook_url,
-                "RASA_TIMEOUT": "3", "FALLBACK_PHONE_NUMBER": HUMAN, **trust}
+                "RASA_TIMEOUT": "3", "FALLBACK_PHONE_NUMBER": HUMAN, **trust,
+                "OUTBOUND_API_TOKEN": OUTBOUND_TOKEN, "TWILIO_ACCOUNT_SID": "AC" + "0" * 32}
+    # One site lets this host use the outbound API, the other (the default) lets nobody.
+    outbound = {"OUTBOUND_ALLOW": "192.0.2.1, 127.0.0.1"} if request.param == "PUBLIC_BASE_URL" else {}
     nginx = Nginx(root / "nginx")
-    (nginx.sites / "twilio-bridge.conf").write_text(render_site(DOMAIN, variables.environment()))
+    (nginx.sites / "twilio-bridge.conf").write_text(render_site(DOMAIN, {**variables.environment(), **outbound}))
     with gunicorn_bridge(root / "bridge", settings, port=bridge_port) as bridge, \
             nginx.running(variables.http_port, variables.https_port), resolve_to_localhost(DOMAIN):
         yield Stack(request.param, public, f"http://{DOMAIN}:{variables.http_port}", bridge,
@@ -151,6 +163,23 @@ def test_health_is_exposed_and_nothing_else(stack: Stack, standin: RasaStandIn) 
     assert session.post(stack.public + "/health", verify=str(stack.ca), timeout=5).status_code == 403
 
 
+def test_the_outbound_api_passes_nginx_only_from_the_allowed_addresses(stack: Stack) -> None:
+    url = stack.public + "/api/outbound/calls"
+    answer = requests.post(url, json={"to": "+5215512345678"}, verify=str(stack.ca), timeout=5,
+                           headers={"Authorization": "Bearer not-the-token"})
+    if stack.mode == "PUBLIC_BASE_URL":  # rendered with OUTBOUND_ALLOW naming 127.0.0.1: the bridge answers
+        assert answer.status_code == 401 and answer.json()["error"].startswith("authorization:")
+        get = requests.get(stack.public + "/api/outbound/calls/OC0", verify=str(stack.ca), timeout=5,
+                           headers={"Authorization": f"Bearer {OUTBOUND_TOKEN}"})
+        assert get.status_code == 404 and get.json()["error"].startswith("call_id:")
+        assert requests.delete(url, verify=str(stack.ca), timeout=5).status_code == 403
+    else:  # rendered without OUTBOUND_ALLOW: nginx refuses it, whatever the token
+        assert answer.status_code == 403 and "authorization" not in answer.text
+        with_token = requests.post(url, json={"to": "+5215512345678"}, verify=str(stack.ca), timeout=5,
+                                   headers={"Authorization": f"Bearer {OUTBOUND_TOKEN}"})
+        assert with_token.status_code == 403
+
+
 def test_no_version_in_server_header_or_error_pages_and_hsts_everywhere(stack: Stack, standin: RasaStandIn) -> None:
     for response in (requests.get(stack.public + "/health", verify=str(stack.ca), timeout=5),
                      requests.get(stack.public + "/nope", verify=str(stack.ca), timeout=5)):
@@ -175,6 +204,37 @@ def test_port_80_redirects_to_https_but_serves_the_acme_challenge(stack: Stack) 
     assert challenge.status_code == 200 and challenge.text == "token.thumbprint"
     missing = requests.get(f"{stack.http}/.well-known/acme-challenge/missing", allow_redirects=False, timeout=5)
     assert missing.status_code == 404
+
+
+def nginx_socket(stack: Stack) -> socket.socket:
+    """A connection to nginx's TLS port: the WebSocket client resolves no names of its own (ivr.test is 127.0.0.1)."""
+    return socket.create_connection(("127.0.0.1", int(stack.public.rsplit(":", 1)[1])), timeout=5)
+
+
+def test_the_relay_websocket_goes_through_nginx_signed_for_the_public_wss_url(stack: Stack,
+                                                                             standin: RasaStandIn) -> None:
+    """Relay mode behind the shipped site: the upgrade passes nginx (Upgrade headers), its signature checks
+    against wss://ivr.test:PORT, the call runs over it, and the action URL after it is answered too."""
+    call = RelayCall(stack.phone())
+    public_socket = "wss" + stack.public.removeprefix("https") + routes.RELAY
+    assert call.connect(public_socket, stack.public + routes.RELAY_END, sock=nginx_socket(stack)).text == GREETING
+    assert call.say("quiero hablar con un asesor").text == HANDOFF
+    assert call.ended() == {"reason": "handoff", "why": "assistant", "number": HUMAN}
+    assert call.dialed == HUMAN
+
+
+def test_an_unsigned_relay_upgrade_is_refused_through_nginx(stack: Stack) -> None:
+    public_socket = "wss" + stack.public.removeprefix("https") + routes.RELAY
+    with pytest.raises(RelayRefused) as refused:
+        open_relay_socket(stack.phone(token=""), public_socket, sock=nginx_socket(stack))
+    assert refused.value.status == 403
+
+
+def test_the_relay_location_keeps_a_call_long_socket_open() -> None:
+    site = render_site(DOMAIN)
+    relay = site[site.index("location = /webhook/twilio/relay"):site.index("location ^~ /webhook/twilio/")]
+    assert "proxy_set_header Upgrade $http_upgrade;" in relay and 'proxy_set_header Connection "upgrade";' in relay
+    assert "proxy_read_timeout 3600s;" in relay and "proxy_set_header X-Forwarded-Proto https;" in relay
 
 
 def test_a_flood_is_rate_limited_with_429(stack: Stack) -> None:

@@ -5,9 +5,12 @@ import pytest
 import requests
 from twilio.request_validator import HMAC_SHA256
 
-from tests.conftest import AUTH_TOKEN
+from tests.conftest import AUTH_TOKEN, LiveServer
+from twilio_bridge import routes
+from twilio_bridge.app import create_app
+from twilio_bridge.bridge import EXTENSION
 from twilio_bridge.testing.phone import TwilioPhone
-from twilio_bridge.web.signature import sign
+from twilio_bridge.web.signature import SignatureCheck, sign
 
 ROUTES = ["/webhook/twilio/voice", "/webhook/twilio/speech", "/webhook/twilio/fallback",
           "/webhook/twilio/status", "/webhook/twilio/dial-result"]
@@ -87,3 +90,60 @@ def test_validation_switched_off_accepts_and_warns_on_every_request(reconfigure,
         assert requests.post(phone.base_url + "/webhook/twilio/voice", data=PARAMS, timeout=5).status_code == 200
     events = [line["event"] for line in log_lines()]
     assert events.count("signature.validation_disabled") == 1 and events.count("signature.unchecked") == 2
+
+
+TWILIO_ROUTES = [routes.VOICE, routes.SPEECH, routes.POLL, routes.DIAL_RESULT, routes.FALLBACK, routes.CALL_STATUS,
+                 routes.WHATSAPP, routes.WHATSAPP_STATUS]
+BODIES = {  # what an attacker may post instead of Twilio's form, as requests' keyword arguments
+    "form": {"data": PARAMS},
+    "json": {"json": PARAMS},
+    "multipart": {"files": {key: (None, value) for key, value in PARAMS.items()}},
+    "text": {"data": "CallSid=CA1&From=%2B1555", "headers": {"Content-Type": "text/plain"}},
+    "none": {},
+}
+
+
+@pytest.mark.parametrize("body", BODIES)
+@pytest.mark.parametrize("route", TWILIO_ROUTES)
+def test_every_route_refuses_a_forged_signature_whatever_the_body(route: str, body: str, bridge_url: str) -> None:
+    """A body the validator cannot read is a refusal, never an error answer (which would <Dial> the person)."""
+    kwargs = BODIES[body]
+    headers = {**kwargs.get("headers", {}), "X-Twilio-Signature": "forged+signature="}
+    response = requests.post(bridge_url + route, **{**kwargs, "headers": headers}, timeout=5)
+    assert response.status_code == 403, response.text
+    assert "<Dial" not in response.text
+
+
+@pytest.mark.parametrize("body", ["json", "multipart", "text"])
+@pytest.mark.parametrize("route", TWILIO_ROUTES)
+def test_a_body_twilio_never_sends_is_refused_even_signed(route: str, body: str, bridge_url: str) -> None:
+    """Signed over the URL alone (or over the fields a multipart body carries): still not a Twilio webhook."""
+    kwargs = BODIES[body]
+    url = bridge_url + route
+    for params in ({}, PARAMS):
+        headers = {**kwargs.get("headers", {}), "X-Twilio-Signature": sign(AUTH_TOKEN, url, params)}
+        assert requests.post(url, **{**kwargs, "headers": headers}, timeout=5).status_code == 403
+
+
+@pytest.mark.parametrize("route", TWILIO_ROUTES)
+def test_an_empty_body_signed_over_the_url_is_answered(route: str, bridge_url: str) -> None:
+    url = bridge_url + route
+    response = requests.post(url, headers={"X-Twilio-Signature": sign(AUTH_TOKEN, url, {})}, timeout=5)
+    assert response.status_code in (200, 204)
+
+
+class ExplodingCheck(SignatureCheck):
+    def is_valid(self, request: object) -> bool:
+        raise RuntimeError("validator bug")
+
+
+def test_a_signature_check_that_raises_refuses(settings) -> None:
+    app = create_app(settings)
+    app.extensions[EXTENSION].signatures = ExplodingCheck(AUTH_TOKEN, {}, None)
+    server = LiveServer(app)
+    try:
+        call = requests.post(server.url + routes.VOICE, data=PARAMS, timeout=5,
+                             headers={"X-Twilio-Signature": sign(AUTH_TOKEN, server.url + routes.VOICE, PARAMS)})
+        assert call.status_code == 403 and "<Dial" not in call.text
+    finally:
+        server.stop()

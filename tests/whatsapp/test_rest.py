@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import requests
+from werkzeug.wrappers import Response
 from structlog.testing import capture_logs
 
 from tests.conftest import AUTH_TOKEN, HUMAN, WHATSAPP_FROM, LiveServer
@@ -16,7 +17,7 @@ from tests.whatsapp.test_twiml import APOLOGY, new_number
 from twilio_bridge.app import create_app
 from twilio_bridge.config import Settings
 from twilio_bridge.delivery.queue import SqliteJobQueue
-from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
+from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI, as_seen
 from twilio_bridge.testing.standin import ASK_DIGITS, BLOCKED, FALLBACK, HANDOFF, RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
 
@@ -28,7 +29,7 @@ def chat(url: str) -> WhatsAppUser:
 
 
 def bodies(messages: list[dict[str, Any]]) -> list[str]:
-    return [m["body"] or m["media_urls"][0] for m in messages]
+    return [as_seen(m) for m in messages]
 
 
 def test_the_answer_is_empty_and_immediate_and_the_reply_comes_through_the_api(
@@ -51,7 +52,7 @@ def test_one_users_messages_go_in_order_without_holding_up_another(
         ana.send(text)
     beto.send("quiero un agente")
     assert bodies(fake_api.wait_for(3, to=ana.address)) == [
-        ASK_DIGITS, "La tarjeta que termina en 1 2 3 4. ¿La bloqueo?\n\n1. Sí\n2. No", BLOCKED]
+        ASK_DIGITS, "La tarjeta que termina en 1 2 3 4. ¿La bloqueo?\n[Sí] [No]", BLOCKED]
     assert [r["message"] for r in standin.received if r["sender"] == ana.address] == ["perdí mi tarjeta", "1234",
                                                                                        "/affirm"]
     order = [m["to"] for m in fake_api.messages]
@@ -114,6 +115,20 @@ def test_twilio_overload_errors_and_network_failures_are_retried(
     time.sleep(0.2)
     assert len(fake_api.sent_to(user.address)) == 1
     assert len([a for a in fake_api.attempts if a["to"] == user.address]) == 3
+
+
+def test_an_unreachable_messages_api_is_named_with_its_cause_on_the_first_retry(
+        serve: Serve, rest_settings: Settings, standin: RasaStandIn) -> None:
+    closed = LiveServer(Response("unused"))
+    closed.stop()  # nothing listens there now
+    user = chat(serve(dataclasses.replace(rest_settings, twilio_api_base_url=closed.url)).url)
+    with capture_logs() as logs:
+        user.send("hola")
+        wait_for(lambda: len([e for e in logs if e["event"] == "whatsapp.retry_later"]) >= 2)
+    retries = [e for e in logs if e["event"] == "whatsapp.retry_later"][:2]
+    assert [e["log_level"] for e in retries] == ["warning", "info"]
+    url = f"{closed.url}/2010-04-01/Accounts/{rest_settings.twilio_account_sid}/Messages.json"
+    assert retries[0]["reason"] == "twilio" and retries[0]["detail"] == f"POST {url}: connection refused"
 
 
 def test_outside_the_24_hour_window_is_not_retried_and_is_logged_with_its_code(

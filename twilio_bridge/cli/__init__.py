@@ -10,7 +10,7 @@ from ..config import Settings
 from ..testing.outbox import OutboxError, open_outbox
 from ..testing.phone import TwilioPhone
 from ..testing.whatsapp_user import WhatsAppUser
-from .call import Ask, CallSimulator, Speaker, script_lines, terminal_lines
+from .call import Ask, CallSimulator, RelayCallSimulator, Speaker, script_lines, terminal_lines
 from .chat import REPLY_WAIT_SECONDS, ChatSimulator
 from .check import run_check
 
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--speak", action="store_true", help="read what the caller hears aloud (espeak-ng)")
     call.add_argument("--from", dest="from_", default="+525512345678", metavar="NUMBER", help="the caller")
     call.add_argument("--to", default="+525500000000", metavar="NUMBER", help="the number called")
+    call.add_argument("--relay", action="store_true",
+                      help="relay mode: the call over ConversationRelay's WebSocket, replies printed as they "
+                           "stream (the default when VOICE_MODE=relay)")
 
     chat = commands.add_parser("chat", help="write WhatsApp messages to the bridge from this terminal",
                                description="Play Twilio's part in a WhatsApp chat. Each line is a message; "
@@ -46,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="REST mode: run a fake Twilio Messages API on PORT here (give the bridge "
                            "TWILIO_API_BASE_URL=http://127.0.0.1:PORT), or watch one running at URL, and "
                            "print the replies the bridge sends through it")
+    chat.add_argument("--voice-note", type=Path, metavar="FILE",
+                      help="REST mode, with --fake-api: first send FILE (OGG/Opus, MP3, AMR...) as a voice note")
     chat.add_argument("--wait", type=float, default=REPLY_WAIT_SECONDS, metavar="SECONDS",
                       help="how long to wait for a reply through --fake-api (default: %(default)g)")
 
@@ -64,6 +69,11 @@ def main(argv: list[str], load_settings: Callable[[], Settings], serve: Callable
     args = parser.parse_args(argv)
     if args.command == "check" and args.apply != bool(args.number):
         parser.error("check: --apply and --number go together")
+    if args.command == "chat" and args.voice_note is not None:
+        if not args.fake_api:
+            parser.error("chat: --voice-note needs --fake-api (the fake keeps the note's media, as Twilio does)")
+        if not args.voice_note.is_file():
+            parser.error(f"chat: --voice-note: no such file: {args.voice_note}")
     settings = load_settings()
     local = f"http://127.0.0.1:{settings.port}"
     if args.command == "call":
@@ -83,7 +93,8 @@ def place_call(args: argparse.Namespace, settings: Settings, url: str) -> int:
         return 2
     speak = Speaker(settings.voice_language, sys.stdout) if args.speak else None
     phone = TwilioPhone(url, settings.twilio_auth_token, public_url)
-    return CallSimulator(phone, ask, sys.stdout, sys.stderr, speak).run(args.from_, args.to)
+    simulator = RelayCallSimulator if args.relay or settings.voice_mode == "relay" else CallSimulator
+    return simulator(phone, ask, sys.stdout, sys.stderr, speak).run(args.from_, args.to)
 
 
 def start_chat(args: argparse.Namespace, settings: Settings, url: str) -> int:
@@ -105,7 +116,8 @@ def start_chat(args: argparse.Namespace, settings: Settings, url: str) -> int:
               f"{sent.base_url} TWILIO_ACCOUNT_SID={sent.api.account_sid} "
               f"TWILIO_WHATSAPP_FROM={settings.twilio_whatsapp_from or user.bridge_address} and this "
               f"TWILIO_AUTH_TOKEN.")
-    return ChatSimulator(user, ask, sys.stdout, sys.stderr, sent, args.wait, args.script is not None).run()
+    simulator = ChatSimulator(user, ask, sys.stdout, sys.stderr, sent, args.wait, args.script is not None)
+    return simulator.run(args.voice_note)
 
 
 def turns(script: Path | None, greeting: str) -> Ask | None:

@@ -3,7 +3,8 @@
 What you type is the caller: text is speech, `#1234` keypad digits, an empty line silence.
 When the bridge dials a person, the next line is how that leg ended (completed, busy, no-answer,
 failed; empty means completed). End of input hangs up. The same syntax, one line per turn, is a
-`--script`; it stops at the first answer Twilio would reject and says why.
+`--script`; it stops at the first answer Twilio would reject and says why. `--relay` (the default when
+VOICE_MODE=relay) places the call over ConversationRelay's WebSocket instead (RelayCallSimulator).
 """
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO
 
 import requests
+from websockets.exceptions import ConnectionClosed
 
 from ..limits import WEBHOOK_TIMEOUT
 from ..testing.phone import PhoneCall, TwilioPhone, TwilioWouldFail
+from ..testing.relay import RelayCall, RelayRefused
 
 DIAL_OUTCOMES = ("completed", "busy", "no-answer", "failed", "canceled")
 KEYPAD = re.compile(r"^#([0-9*]+)#?$")
+END_GRACE_SECONDS = 0.3
 OK, FAILED = 0, 1
 
 Ask = Callable[[str], "str | None"]
@@ -165,3 +169,72 @@ class CallSimulator:
             return (f" (the bridge rejected the signature made for {self.phone.public_base_url}: "
                     "are its TWILIO_AUTH_TOKEN and PUBLIC_BASE_URL the same as here?)")
         return ""
+
+
+class RelayCallSimulator(CallSimulator):
+    """`call --relay`: the same call over ConversationRelay's WebSocket; the bridge's tokens print as they stream.
+
+    Text is what Twilio transcribed (a `prompt`), `#1234` keypad digits (one `dtmf` each), an empty line
+    is the caller staying silent (the bridge's reprompt comes after VOICE_SILENCE_SECONDS), Ctrl-D hangs up.
+    When the session ends, the <Connect action> TwiML plays as in a gather-mode call.
+    """
+
+    def __init__(self, phone: TwilioPhone, ask: Ask, out: TextIO, err: TextIO,
+                 speak: Callable[[str], None] | None = None):
+        super().__init__(phone, ask, out, err, speak)
+        self.spoken: list[str] = []
+
+    def run(self, from_: str, to: str) -> int:
+        call = RelayCall(self.phone, from_, to, on_token=self.stream)
+        try:
+            call.start()
+            # The bridge's last words come right before its `end`: give it a moment before prompting again.
+            while not call.session_over.wait(END_GRACE_SECONDS):
+                line = self.ask("caller> ")
+                if line is None:
+                    return self.hang_up_relay(call)
+                keypad = KEYPAD.match(line.strip())
+                try:
+                    if not line.strip():
+                        call.reply()
+                    elif keypad:
+                        call.press(keypad.group(1))
+                    else:
+                        call.say(line.strip())
+                except ConnectionClosed:  # the session ended while the caller was typing
+                    break
+            call.ended()
+            self.hear(call.after)
+            while call.after.state == "dialing":
+                self.turn(call.after)
+                self.hear(call.after)
+            return self.hang_up(call.after)
+        except RelayRefused as exc:
+            return self.fail(f"{exc}{self.hint(f'HTTP {exc.status}')}")
+        except TwilioWouldFail as exc:
+            return self.fail(f"Twilio would fail this call: {exc}{self.hint(str(exc))}")
+        except TimeoutError as exc:
+            return self.fail(f"the bridge stopped answering on the WebSocket: {exc}")
+        except (requests.RequestException, KeyboardInterrupt) as exc:
+            return self.fail(unanswered(exc, self.phone.base_url, WEBHOOK_TIMEOUT))
+        finally:
+            call.close_socket()
+
+    def stream(self, token: str, last: bool) -> None:
+        """Each token the moment it arrives (called from the WebSocket's reader thread)."""
+        if not self.spoken:
+            print("bridge: ", end="", file=self.out)
+        print(token, end="\n" if last else "", file=self.out, flush=True)
+        self.spoken.append(token)
+        if last:
+            if self.speak:
+                self.speak("".join(self.spoken))
+            self.spoken = []
+
+    def hang_up_relay(self, call: RelayCall) -> int:
+        print("[call ended]", file=self.out)
+        status = call.hang_up()
+        if not 200 <= status < 300:
+            return self.fail(f"the status callback answered HTTP {status}{self.hint(f'HTTP {status}')}")
+        print(f"[status callback: HTTP {status}]", file=self.out)
+        return OK

@@ -5,20 +5,30 @@ Each line typed is one inbound message, posted to the WhatsApp webhook signed as
 `<Response/>`) the replies are printed as they reach the fake Messages API (`--fake-api`). Answers
 are checked the way Twilio takes them, and a `--script` stops at the first one Twilio would reject,
 or at the first message without a reply in time.
+
+A reply with buttons to tap (a quick reply or a list picker) shows them numbered `>1`, `>2`...;
+typing `>1` taps the first, as WhatsApp would post it (ButtonPayload or ListId). `--voice-note FILE`
+first sends FILE as a voice note, its media served by the fake API as Twilio serves media.
 """
 from __future__ import annotations
 
-from typing import TextIO
+import re
+from pathlib import Path
+from typing import Any, TextIO
 
 import requests
 
 from ..limits import WEBHOOK_TIMEOUT
+from ..testing.fake_twilio_api import template_buttons, template_text
 from ..testing.outbox import Outbox, OutboxError
 from ..testing.phone import TwilioWouldFail
-from ..testing.whatsapp_user import WhatsAppUser
+from ..testing.whatsapp_user import Posted, WhatsAppUser
 from .call import FAILED, OK, Ask, unanswered
 
 REPLY_WAIT_SECONDS = 15.0
+TAP = re.compile(r"^>\s*(\d+)$")
+AUDIO_TYPES = {".ogg": "audio/ogg", ".opus": "audio/ogg", ".oga": "audio/ogg", ".mp3": "audio/mpeg",
+               ".m4a": "audio/mp4", ".aac": "audio/aac", ".amr": "audio/amr", ".wav": "audio/wav"}
 
 
 class ChatSimulator:
@@ -31,10 +41,13 @@ class ChatSimulator:
         self.sent = sent  # REST mode's replies, when a fake Messages API is watched
         self.reply_wait = reply_wait
         self.scripted = scripted  # a script stops when a message gets no reply
+        self.buttons: list[tuple[str, str, str]] = []  # the last reply's buttons: (kind, id, title)
 
-    def run(self) -> int:
-        """Send each line as a message until the input ends; OK, or FAILED with the reason printed."""
+    def run(self, voice_note: Path | None = None) -> int:
+        """Send the voice note, then each line as a message until the input ends; OK, or FAILED with the reason."""
         try:
+            if voice_note is not None and not self.send_voice_note(voice_note):
+                return self.fail(self.no_reply())
             while (line := self.ask("you> ")) is not None:
                 if line.strip() and not self.exchange(line.strip()):
                     return self.fail(self.no_reply())
@@ -51,8 +64,31 @@ class ChatSimulator:
         return OK
 
     def exchange(self, body: str) -> bool:
-        """Send one message and print its replies; False when a script should stop for want of one."""
-        posted = self.user.send(body)
+        """Send one message (or tap a button: `>2`) and print its replies; False when a script should stop
+        for want of one."""
+        tap = TAP.match(body)
+        if tap and self.buttons:
+            number = int(tap.group(1))
+            if not 1 <= number <= len(self.buttons):
+                print(f"[no button {number}: tap >1 to >{len(self.buttons)}]", file=self.out)
+                return True
+            kind, button_id, title = self.buttons[number - 1]
+            print(f"[tapped {title}]", file=self.out)
+            if kind == "twilio/list-picker":
+                return self.show_replies(self.user.send(title, list_id=button_id, button_text=title))
+            return self.show_replies(self.user.send(title, button_payload=button_id, button_text=title))
+        return self.show_replies(self.user.send(body))
+
+    def send_voice_note(self, path: Path) -> bool:
+        """Send the file as a voice note: its media is kept by the fake API, which the bridge fetches it from."""
+        assert self.sent is not None
+        content_type = AUDIO_TYPES.get(path.suffix.lower(), "audio/ogg")
+        url = self.sent.add_media(path.read_bytes(), content_type)
+        print(f"you> [voice note {path.name}]", file=self.out)
+        return self.show_replies(self.user.send(media=((url, content_type),)))
+
+    def show_replies(self, posted: Posted) -> bool:
+        """Print the replies to one message; False when a script should stop for want of one."""
         for reply in posted.replies:
             self.show(reply.body, reply.media)
         if posted.replies:
@@ -63,7 +99,10 @@ class ChatSimulator:
             return True
         arrived = 0
         for message in self.sent.arrivals(self.reply_wait):
-            self.show(message["body"], tuple(message["media_urls"]))
+            if message.get("content"):
+                self.show_buttons(message)
+            else:
+                self.show(message["body"], tuple(message["media_urls"]))
             arrived += 1
         if arrived:
             return True
@@ -84,6 +123,17 @@ class ChatSimulator:
             print("\n".join(["bridge: " + first, *(f"        {line}" if line else "" for line in rest)]), file=self.out)
         for url in media:
             print(f"bridge: [media {url}]", file=self.out)
+
+    def show_buttons(self, message: dict[str, Any]) -> None:
+        """A quick reply's buttons on one line, a list picker's items one a line, each with what taps it."""
+        kind, data = next(iter(message["content"].items()))
+        self.show(template_text(message))
+        self.buttons = [(kind, button_id, title) for button_id, title in template_buttons(message)]
+        taps = [f">{number} [{title}]" for number, (_, _, title) in enumerate(self.buttons, 1)]
+        if kind == "twilio/list-picker":
+            print("\n".join([f"        [{data.get('button', '')}]", *(f"        {tap}" for tap in taps)]), file=self.out)
+        else:
+            print("        " + "  ".join(taps), file=self.out)
 
     def fail(self, message: str) -> int:
         self.out.flush()

@@ -23,6 +23,7 @@ from .. import routes
 from ..config import E164, Settings
 from ..rasa.client import RasaClient, RasaError
 from ..testing.phone import TwilioPhone, sid
+from ..testing.relay import RelayRefused, open_relay_socket
 
 VOICE_WEBHOOKS = (
     ("Voice: A call comes in", routes.VOICE),
@@ -55,6 +56,7 @@ def run_check(settings: Settings, bridge_url: str, out: TextIO, apply_to: str | 
     check_signatures(settings, report)
     origin = check_public_url(settings, report)
     check_bridge(settings, bridge_url, report)
+    check_relay(settings, bridge_url, report)
     print_webhooks(origin or PLACEHOLDER_ORIGIN, out)
     if apply_to is not None:
         apply_webhooks(settings, origin, apply_to, report)
@@ -159,6 +161,31 @@ def check_bridge(settings: Settings, bridge_url: str, report: Report) -> None:
         report("ok", "bridge", f"{bridge_url} accepted a status callback signed for {signed_for}")
     else:
         report("warn", "bridge", f"{bridge_url} answered HTTP {response.status_code} to an unsigned status callback")
+
+
+def check_relay(settings: Settings, bridge_url: str, report: Report) -> None:
+    """Relay mode: open the ConversationRelay WebSocket signed as Twilio would sign it, then close it at once.
+    (In gather mode there is no WebSocket to prove.)"""
+    if settings.voice_mode != "relay":
+        return
+    signed_for = "ws" + (settings.public_base_url or bridge_url.rstrip("/")).removeprefix("http") + routes.RELAY
+    phone = TwilioPhone(bridge_url, settings.twilio_auth_token, timeout=3.0)
+    try:
+        open_relay_socket(phone, signed_for, timeout=3.0).close()
+    except RelayRefused as exc:
+        why = (": the bridge's TWILIO_AUTH_TOKEN or PUBLIC_BASE_URL differ from this configuration"
+               if exc.status == 403 else "")
+        report("fail", "relay", f"{bridge_url} refused the WebSocket signed for {signed_for} with HTTP {exc.status}{why}")
+        return
+    except (OSError, TimeoutError) as exc:
+        report("skip", "relay", f"no WebSocket at {bridge_url} ({type(exc).__name__}); start the bridge to prove "
+                                "relay mode is reachable")
+        return
+    if not signed_for.startswith("wss://"):
+        report("warn", "relay", f"the WebSocket opens, but at {signed_for}: Twilio connects only to wss:// URLs "
+                                "(set PUBLIC_BASE_URL to the https origin)")
+        return
+    report("ok", "relay", f"{bridge_url} accepted a WebSocket signed for {signed_for}")
 
 
 def print_webhooks(origin: str, out: TextIO) -> None:

@@ -15,9 +15,11 @@ import structlog
 from .. import metrics, routes
 from ..bridge import Bridge
 from ..logs import log
+from ..outbound import messages as outbound_messages
 from ..rasa.client import RasaError
 from ..state import COUNTER_TTL
 from ..whatsapp.conversation import Conversation, Inbound
+from ..whatsapp.native import NativeFeatures, native_features
 from ..whatsapp.replies import Outgoing
 from .queue import Job, JobQueue
 from .sender import WINDOW_CLOSED, MessageSender, SendError
@@ -29,10 +31,11 @@ MAX_CRASHES = 3
 
 
 class Courier:
-    def __init__(self, current: Bridge, queue: JobQueue, sender: MessageSender):
+    def __init__(self, current: Bridge, queue: JobQueue, sender: MessageSender, native: NativeFeatures | None = None):
         self.current = current
         self.queue = queue
         self.sender = sender
+        self.native = native
         base = current.settings.public_base_url
         self.status_callback = base + routes.WHATSAPP_STATUS if base else None
 
@@ -42,7 +45,7 @@ class Courier:
         structlog.contextvars.bind_contextvars(message_sid=job.id, user=job.user)
         started = time.monotonic()
         try:
-            outcome = self._run(job)
+            outcome = self._notify(job) if "outbound" in job.data else self._run(job)
         except Exception:
             log.exception("whatsapp.delivery.crashed")
             outcome = self._crashed(job)
@@ -54,12 +57,12 @@ class Courier:
         inbound = Inbound.from_dict(data["inbound"])
         outcome = "delivered"
         if "outgoing" not in data:
-            conversation = Conversation(self.current, job.user)
+            conversation = Conversation(self.current, job.user, self.native)
             try:
                 outgoing = conversation.reply(inbound)
             except RasaError as exc:
                 log.warning("rasa.failed", kind=exc.kind, detail=exc.detail)
-                if self._retry_later(job, f"rasa_{exc.kind}"):
+                if self._retry_later(job, f"rasa_{exc.kind}", detail=exc.detail):
                     return "rasa_retry"
                 outgoing, outcome = conversation.apology(), "apology"
             data.update(outgoing=[message.as_dict() for message in outgoing], sent=0)
@@ -83,7 +86,8 @@ class Courier:
             except SendError as exc:
                 self.current.store.incr("whatsapp:send_errors", COUNTER_TTL)
                 self.current.store.incr(f"whatsapp:send_error:{exc.code or exc.status or 'network'}", COUNTER_TTL)
-                if exc.retryable and self._retry_later(job, "twilio", status=exc.status, code=exc.code):
+                if exc.retryable and self._retry_later(job, "twilio", status=exc.status, code=exc.code,
+                                                       detail=exc.detail):
                     metrics.whatsapp_delivered("retried")
                     return "send_retry"
                 metrics.whatsapp_delivered("expired" if exc.retryable else "failed")
@@ -99,16 +103,44 @@ class Courier:
         self.queue.finish(job)
         return None
 
+    def _notify(self, job: Job) -> str:
+        """A message from the outbound API: sent once, its outcome kept for GET /api/outbound/messages/{id}."""
+        store = self.current.store
+        record = store.get(outbound_messages.record_key(job.data["outbound"]))
+        if record is None or record["status"] != "queued":  # expired, or sent before a crash cost the lease
+            self.queue.finish(job)
+            return "already_done"
+        callback = f"{self.status_callback}?outbound={record['id']}" if self.status_callback else None
+        try:
+            sid = self.sender.send(job.user, record["from"], outbound_messages.outgoing_of(record), callback)
+        except SendError as exc:
+            if exc.retryable and self._retry_later(job, "twilio", status=exc.status, code=exc.code):
+                metrics.outbound_message_sent("retried")
+                return "send_retry"
+            metrics.outbound_message_sent("expired" if exc.retryable else "failed")
+            log.error("outbound.send.failed", outbound_id=record["id"], status=exc.status, code=exc.code,
+                      detail=exc.detail, retryable=exc.retryable)
+            outbound_messages.mark_failed(store, record, exc.code, exc.detail)
+            self.queue.finish(job)
+            return "window_closed" if exc.code == WINDOW_CLOSED else "gave_up" if exc.retryable else "failed"
+        outbound_messages.mark_sent(store, record, sid)
+        metrics.outbound_message_sent("sent")
+        log.info("outbound.sent", outbound_id=record["id"], twilio_sid=sid)
+        self.queue.finish(job)
+        return "sent"
+
     def _retry_later(self, job: Job, reason: str, **context: object) -> bool:
-        """Postpone the user's lane with exponential backoff; False once the retry window is spent."""
+        """Postpone the user's lane with exponential backoff; False once the retry window is spent.
+        The first retry of a failing streak is a warning with the cause; the ones after it repeat it quietly."""
         data, now = job.data, time.time()
         data["attempts"] = data.get("attempts", 0) + 1
+        first = "failing_since" not in data
         elapsed = now - data.setdefault("failing_since", now)
         window = self.current.settings.whatsapp_retry_window
         if elapsed >= window:
             return False
         delay = min(BACKOFF_FIRST * 2 ** (data["attempts"] - 1), BACKOFF_MAX, window - elapsed)
-        log.info("whatsapp.retry_later", reason=reason, delay=round(delay, 2), **context)
+        (log.warning if first else log.info)("whatsapp.retry_later", reason=reason, delay=round(delay, 2), **context)
         self.queue.postpone(job, delay)
         return True
 
@@ -127,4 +159,5 @@ def start_delivery(current: Bridge, queue: JobQueue) -> LaneWorkers:
     settings = current.settings
     assert settings.twilio_account_sid and settings.twilio_auth_token
     sender = MessageSender(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url)
-    return LaneWorkers(queue, Courier(current, queue, sender).deliver, settings.whatsapp_workers).start()
+    courier = Courier(current, queue, sender, native_features(settings, current.store))
+    return LaneWorkers(queue, courier.deliver, settings.whatsapp_workers).start()

@@ -46,6 +46,19 @@ class Outbox:
                 return
             time.sleep(POLL_SECONDS)
 
+    def add_media(self, data: bytes, content_type: str) -> str:
+        """Keep an attachment in the fake, as Twilio keeps a user's media: the MediaUrl to post."""
+        if self.api is not None:
+            return self.api.add_media(data, content_type)
+        try:
+            response = self.session.post(f"{self.base_url}/_fake/media", data=data,
+                                         headers={"Content-Type": content_type}, timeout=10)
+        except requests.RequestException as exc:
+            raise OutboxError(f"cannot reach the fake Twilio API at {self.base_url}: {type(exc).__name__}") from exc
+        if response.status_code != 201:
+            raise OutboxError(f"{self.base_url}/_fake/media answered HTTP {response.status_code}")
+        return str(response.json()["url"])
+
     def close(self) -> None:
         self.session.close()
         if self.api is not None:

@@ -16,6 +16,7 @@ import requests
 
 from .. import routes
 from ..limits import GATHER_CHILDREN, GATHER_INPUTS, SAY_CHARACTERS, TWIML_BYTES, WEBHOOK_TIMEOUT
+from ..web.hooks import IDEMPOTENCY_HEADER
 from ..web.signature import sign
 
 VERBS = {"Say", "Play", "Pause", "Gather", "Redirect", "Dial", "Hangup", "Reject", "Record", "Enqueue", "Leave",
@@ -60,10 +61,11 @@ class TwilioPhone:
         return urljoin(relative_to or self.public_base_url + "/", url_or_path)
 
     def post(self, public_url: str, params: dict[str, str], headers: dict[str, str] | None = None) -> requests.Response:
-        """POST form parameters to the bridge, signed for the public URL as Twilio signs it."""
+        """POST form parameters to the bridge, signed for the public URL as Twilio signs it, with a fresh
+        I-Twilio-Idempotency-Token as Twilio marks every webhook (a retry passes the first one's in `headers`)."""
         parts = urlsplit(public_url)
         target = self.base_url + parts.path + (f"?{parts.query}" if parts.query else "")
-        signed = dict(headers or {})
+        signed = {IDEMPOTENCY_HEADER: secrets.token_hex(16), **(headers or {})}
         if self.auth_token:
             signed["X-Twilio-Signature"] = sign(self.auth_token, public_url, params)
         return self.session.post(target, data=params, headers=signed, timeout=self.timeout + 5,
@@ -81,6 +83,16 @@ class TwilioPhone:
         call.start()
         return call
 
+    def answer(self, call_sid: str, from_: str, to: str, status_callback: str | None = None,
+               answered_by: str | None = None) -> PhoneCall:
+        """The customer picks up a call the bridge placed through the Calls API: Twilio posts the voice webhook
+        with Direction outbound-api (and AnsweredBy when the call asked for answering-machine detection), and
+        the end of the call to the StatusCallback the Calls API was given."""
+        call = PhoneCall(self, call_sid, from_, to, direction="outbound-api", answered_by=answered_by,
+                         status_callback=status_callback)
+        call.start()
+        return call
+
 
 @dataclass
 class PhoneCall:
@@ -94,6 +106,9 @@ class PhoneCall:
     answers: list[Answer] = field(default_factory=list)
     dialed: str | None = None
     gather: dict[str, str] = field(default_factory=dict)
+    direction: str = "inbound"
+    answered_by: str | None = None
+    status_callback: str | None = None
     _gather_url: str | None = None
     _dial_url: str | None = None
     _after_gather: list[ET.Element] = field(default_factory=list)
@@ -105,14 +120,17 @@ class PhoneCall:
 
     def params(self, **extra: str) -> dict[str, str]:
         base = {"CallSid": self.sid, "AccountSid": self.phone.account_sid, "From": self.from_, "To": self.to,
-                "Caller": self.from_, "Called": self.to, "CallStatus": "in-progress", "Direction": "inbound",
+                "Caller": self.from_, "Called": self.to, "CallStatus": "in-progress", "Direction": self.direction,
                 "ApiVersion": "2010-04-01"}
+        if self.answered_by:
+            base["AnsweredBy"] = self.answered_by
         base.update(extra)
         return base
 
     def start(self) -> None:
         self.heard = []
-        self._fetch(self.phone.public(routes.VOICE), self.params(CallStatus="ringing"))
+        self._fetch(self.phone.public(routes.VOICE),
+                    self.params(CallStatus="ringing" if self.direction == "inbound" else "in-progress"))
 
     def say(self, text: str, confidence: float = 0.92) -> list[str]:
         self.transcript.append(("caller", text))
@@ -145,9 +163,15 @@ class PhoneCall:
     def hangup(self, status: str = "completed") -> int:
         """The call is over: Twilio posts the status callback."""
         self.state = "ended"
-        response = self.phone.post(self.phone.public(routes.CALL_STATUS),
+        response = self.phone.post(self.status_callback or self.phone.public(routes.CALL_STATUS),
                                    self.params(CallStatus=status, CallDuration="42"))
         return response.status_code
+
+    def follow(self, public_url: str, params: dict[str, str]) -> list[str]:
+        """Twilio fetches `public_url` for this call (a <Connect action>, say) and runs the TwiML it gets."""
+        self.heard = []
+        self._fetch(public_url, params)
+        return self.heard
 
     def _respond(self, **result: str) -> list[str]:
         self._expect("gathering")

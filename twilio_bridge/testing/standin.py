@@ -2,6 +2,9 @@
 
 It answers as rasa-pro 3.21 does (see docs/architecture.md, "Rasa's REST channel, as it really behaves") with a small
 scripted Spanish card-blocking dialogue, and can be switched into the failure modes the bridge must survive.
+It also answers an outbound card alert: a call whose `/session_start` metadata has an `outbound_context`, or a chat
+message whose metadata has a `last_notification`, with `card_last_four` in its context ("was it you?": sí unblocks,
+no keeps the card blocked and offers a new one).
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ NOT_BLOCKED = "De acuerdo, no la bloqueo. ¿Algo más?"
 GOODBYE = "Gracias por llamar. Hasta luego."
 HANDOFF = "Le comunico con un asesor."
 FALLBACK = "Perdone, no le entendí. Puedo bloquear una tarjeta perdida o robada."
+CARD_ALERT = "Le llamamos del banco. Bloqueamos su tarjeta que termina en {digits} por un cargo sospechoso. ¿Fue usted?"
+UNBLOCKED = "Gracias. Desbloqueé su tarjeta que termina en {digits}. ¿Algo más?"
+KEPT_BLOCKED = "Su tarjeta que termina en {digits} sigue bloqueada. Le enviaremos una tarjeta nueva. ¿Algo más?"
 CONFIRM_BUTTONS = [{"title": "Sí", "payload": "/affirm"}, {"title": "No", "payload": "/deny"}]
 DIGIT_GATHER = {"gather": {"input": "dtmf speech", "num_digits": 4, "timeout": 6}}
 SPOKEN_DIGITS = {w: str(i) for i, w in enumerate("cero uno dos tres cuatro cinco seis siete ocho nueve".split())}
@@ -150,9 +156,9 @@ class RasaStandIn(LocalServer):
             mode = self.mode
             if mode == "hang":
                 self._stopping.wait(self.hang_seconds)
-            return self._answer(mode, sender, message, request)
+            return self._answer(mode, sender, message, request, body.get("metadata"))
 
-    def _answer(self, mode: str, sender: str, message: Any, request: Request) -> Response:
+    def _answer(self, mode: str, sender: str, message: Any, request: Request, metadata: Any = None) -> Response:
         with self._lock:
             canned = self._canned.popleft() if self._canned else None
         if canned is not None:
@@ -167,21 +173,31 @@ class RasaStandIn(LocalServer):
         if mode == "invalid_json":
             return Response('[{"text": "unterminated', mimetype="application/json")
         texts = {"huge": [HUGE_TEXT], "nasty": [NASTY_TEXT], "empty": []}.get(mode)
-        items = [{"text": t} for t in texts] if texts is not None else self._converse(sender, message)
+        items = [{"text": t} for t in texts] if texts is not None else self._converse(sender, message, metadata)
         return _json([{"recipient_id": sender, **item} for item in _split_blank_lines(items)])
 
-    def _converse(self, sender: str, message: Any) -> list[dict[str, Any]]:
+    def _converse(self, sender: str, message: Any, metadata: Any = None) -> list[dict[str, Any]]:
         """One turn of the scripted dialogue; `[]` once the conversation has ended, as Rasa answers."""
         state = self._states.setdefault(sender, {"step": "idle"})
         if state["step"] == "ended" or not isinstance(message, str):
             return []
         raw, text = message.strip(), _normalise(message)
         step, state["step"] = state["step"], "idle"  # a turn settles what was pending unless it asks again
+        alerted = _alerted_card(metadata)
         if raw == "/session_end":
             state["step"] = "ended"
             return []
+        if raw == "/session_start" and alerted:
+            state.update(step="alert", card=alerted)
+            return [{"text": CARD_ALERT.format(digits=" ".join(alerted)), "buttons": CONFIRM_BUTTONS}]
         if raw == "/session_start":
             return [{"text": GREETING}]
+        if alerted:  # a chat message answering the notification it carries
+            step, state["card"] = "alert", alerted
+        if step == "alert" and (raw == "/affirm" or text.split()[:1] == ["si"]):
+            return [{"text": UNBLOCKED.format(digits=" ".join(state["card"]))}]
+        if step == "alert" and (raw == "/deny" or text.split()[:1] == ["no"]):
+            return [{"text": KEPT_BLOCKED.format(digits=" ".join(state["card"]))}]
         if raw.startswith("/") and raw not in PAYLOADS:
             return [{"text": "COMMAND EXECUTED"}]
         if step == "confirm" and (raw == "/affirm" or text.split()[:1] == ["si"]):
@@ -205,6 +221,16 @@ class RasaStandIn(LocalServer):
         return [{"text": FALLBACK}]
 
 
+def _alerted_card(metadata: Any) -> str | None:
+    """The card of an outbound alert this message answers: the call's context, or the notification's."""
+    if not isinstance(metadata, dict):
+        return None
+    notification = metadata.get("last_notification")
+    context = metadata.get("outbound_context") or (notification.get("context") if isinstance(notification, dict) else None)
+    digits = str(context.get("card_last_four", "")) if isinstance(context, dict) else ""
+    return digits if re.fullmatch(r"\d{4}", digits) else None
+
+
 def _split_blank_lines(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rasa's collecting channel sends a plain text as one message per blank-line-separated part."""
     out: list[dict[str, Any]] = []
@@ -222,10 +248,16 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the Rasa REST stand-in in the foreground.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5005)
-    parser.add_argument("--delay", type=float, default=0.0)
-    parser.add_argument("--mode", choices=MODES, default="ok")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=5005,
+                        help="port to listen on, 0 for a free one (default: %(default)s); the bridge's "
+                             "RASA_WEBHOOK_URL is http://127.0.0.1:PORT/webhooks/rest/webhook")
+    parser.add_argument("--delay", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long before each answer, to play a slow assistant (default: %(default)g)")
+    parser.add_argument("--mode", choices=MODES, default="ok",
+                        help="how to answer: ok (the scripted dialogue) or a failure the bridge must survive: "
+                             "hang, error500, html, invalid_json, empty ([]), huge, nasty (markup, emoji, "
+                             "control characters), drop (close the connection) (default: %(default)s)")
     args = parser.parse_args()
     done = until_signalled()
     with RasaStandIn(delay=args.delay, mode=args.mode).start(args.host, args.port) as standin:

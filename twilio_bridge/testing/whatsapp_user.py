@@ -47,13 +47,18 @@ class WhatsAppUser:
         self.channel = channel
 
     def params(self, body: str = "", media: tuple[tuple[str, str], ...] = (), button_payload: str | None = None,
-               button_text: str | None = None, message_sid: str | None = None) -> dict[str, str]:
-        message_sid = message_sid or sid("SM")
+               button_text: str | None = None, message_sid: str | None = None,
+               list_id: str | None = None) -> dict[str, str]:
+        """As Twilio posts a message: a tap on a quick reply carries `button_payload` (its id) and
+        `button_text`; a choice from a list picker carries `list_id` and the item's title as `button_text`."""
+        message_sid = message_sid or sid("MM" if media else "SM")
+        kind = ("button" if button_payload else "interactive" if list_id
+                else ("audio" if media[0][1].startswith("audio/") else "image") if media and not body else "text")
         params = {"MessageSid": message_sid, "SmsMessageSid": message_sid, "SmsSid": message_sid,
                   "AccountSid": self.twilio.account_sid, "From": self.address, "To": self.bridge_address,
                   "Body": body, "NumMedia": str(len(media)), "NumSegments": "1", "SmsStatus": "received",
                   "ApiVersion": "2010-04-01",
-                  "MessageType": "button" if button_payload else "image" if media and not body else "text"}
+                  "MessageType": kind}
         if self.channel == "whatsapp":
             params.update(ProfileName=self.profile_name, WaId=self.number.lstrip("+"))
         for index, (url, content_type) in enumerate(media):
@@ -61,12 +66,14 @@ class WhatsAppUser:
             params[f"MediaContentType{index}"] = content_type
         if button_payload is not None:
             params.update(ButtonPayload=button_payload, ButtonText=button_text or body)
+        if list_id is not None:
+            params.update(ListId=list_id, ListTitle=button_text or body)
         return params
 
     def send(self, body: str = "", media: tuple[tuple[str, str], ...] = (), button_payload: str | None = None,
-             button_text: str | None = None, message_sid: str | None = None) -> Posted:
+             button_text: str | None = None, message_sid: str | None = None, list_id: str | None = None) -> Posted:
         """Write one message; `media` is ((url, content type), ...)."""
-        return self.post(self.params(body, media, button_payload, button_text, message_sid))
+        return self.post(self.params(body, media, button_payload, button_text, message_sid, list_id))
 
     def post(self, params: dict[str, str], headers: dict[str, str] | None = None) -> Posted:
         answer = self.twilio.fetch(self.twilio.public(routes.WHATSAPP), params, headers)

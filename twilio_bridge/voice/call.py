@@ -11,8 +11,10 @@ from werkzeug.datastructures import MultiDict
 from .. import metrics
 from ..bridge import Bridge
 from ..logs import log
+from ..outbound.calls import outbound_call_metadata
 from ..phrases import phrases_for
 from ..rasa.turn import AssistantTurn, Button, read_turn
+from ..state import StateStore
 from ..web.responses import twiml
 from .holding import Outcome, past_deadline
 from .twiml import Voice, handoff_response, hold_response, turn_response
@@ -26,7 +28,9 @@ def voice_of(current: Bridge) -> Voice:
     return Voice(settings.voice_language, settings.voice_name, phrases_for(settings.voice_language))
 
 
-def call_metadata(form: MultiDict[str, str], **extra: Any) -> dict[str, Any]:
+def call_metadata(form: MultiDict[str, str], store: StateStore | None = None, **extra: Any) -> dict[str, Any]:
+    """What Rasa gets with a call's message. With the store (a call's start, in any voice mode), a call the
+    bridge placed adds its direction and context (`outbound_call_metadata`)."""
     metadata = {
         "channel": "voice",
         "call_sid": form.get("CallSid"),
@@ -35,7 +39,10 @@ def call_metadata(form: MultiDict[str, str], **extra: Any) -> dict[str, Any]:
         "to": form.get("To"),
         "direction": form.get("Direction"),
         "caller_country": form.get("FromCountry"),
+        "answered_by": form.get("AnsweredBy"),
     }
+    if store is not None:
+        metadata.update(outbound_call_metadata(store, form.get("CallSid")))
     metadata.update(extra)
     return {key: value for key, value in metadata.items() if value is not None}
 

@@ -8,6 +8,7 @@ from werkzeug.datastructures import MultiDict
 
 from .. import metrics, routes
 from ..bridge import bridge
+from ..outbound import calls as outbound_calls
 from ..rasa.client import RasaError
 from ..rasa.menu import choose_button
 from ..rasa.turn import Button
@@ -16,6 +17,7 @@ from ..web.errors import answer_every_error
 from ..web.hooks import remember_answer, replay_retried_webhook, require_twilio_signature
 from ..web.responses import twiml
 from .call import GatherCall, call_key, call_metadata, hand_off, voice_of
+from .relay_routes import answer_call_with_relay
 from .twiml import gather_response, goodbye_response
 
 bp = Blueprint("voice", __name__)
@@ -33,7 +35,10 @@ def this_call() -> GatherCall:
 @bp.post(routes.VOICE)
 def incoming_call() -> Response:
     call = this_call()
-    return call.converse("/session_start", call_metadata(request.form, input="call_start"), start=True)
+    metadata = call_metadata(request.form, call.current.store, input="call_start")
+    if call.current.settings.voice_mode == "relay":
+        return answer_call_with_relay(call.current, metadata)
+    return call.converse("/session_start", metadata, start=True)
 
 
 @bp.post(routes.SPEECH)
@@ -120,6 +125,10 @@ def call_status() -> Response:
     sid = request.form.get("CallSid", "")
     status = request.form.get("CallStatus", "")
     structlog.contextvars.bind_contextvars(call_sid=sid, call_status=status, outcome="ignored")
+    placed = outbound_calls.record_status(current.store, request.args.get("outbound"), request.form)
+    if placed is not None and status in outbound_calls.UNANSWERED:  # Rasa never heard of a call nobody answered
+        structlog.contextvars.bind_contextvars(outcome="outbound_unanswered")
+        return Response(status=204)
     if sid and status in FINAL_CALL_STATUSES:
         current.store.delete(call_key(sid))
         try:
@@ -131,8 +140,14 @@ def call_status() -> Response:
 
 
 def _error_answer() -> Response:
+    """An apology and a person; on the way out of a call (after the <Dial>), an apology and goodbye:
+    dialling again would put the caller through to the person over and over."""
     current = bridge()
-    return hand_off(current, [voice_of(current).phrases.trouble], "error")
+    voice = voice_of(current)
+    if request.path == routes.DIAL_RESULT:
+        structlog.contextvars.bind_contextvars(outcome="hangup")
+        return twiml(goodbye_response([voice.phrases.trouble, voice.phrases.goodbye], voice))
+    return hand_off(current, [voice.phrases.trouble], "error")
 
 
 answer_every_error(bp, "voice.unexpected_error", _error_answer)

@@ -12,6 +12,7 @@ from xml.sax.saxutils import escape
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from .. import routes
+from ..config import Settings
 from ..limits import SAY_CHARACTERS, TWIML_BYTES
 from ..phrases import Phrases
 from ..rasa.turn import AssistantTurn, Button
@@ -114,6 +115,22 @@ def turn_response(turn: AssistantTurn, voice: Voice, fallback_number: str | None
         return handoff_response(turn.texts, voice, turn.handoff_number or fallback_number,
                                 announced=bool(turn.texts))
     return gather_response(turn.texts, voice, turn.gather, turn.buttons)
+
+
+def relay_response(settings: Settings, socket_url: str, end_url: str) -> VoiceResponse:
+    """Relay mode's answer to a call: Twilio opens the WebSocket, and posts to `end_url` when the session ends."""
+    response = VoiceResponse()
+    connect = response.connect(action=end_url, method="POST")
+    connect.conversation_relay(
+        url=socket_url,
+        language=settings.voice_language,
+        tts_provider=settings.relay_tts_provider,
+        voice=settings.relay_voice_name,
+        transcription_provider=settings.relay_transcription_provider,
+        dtmf_detection=True,
+        interruptible=settings.relay_interruptible,
+    )
+    return response
 
 
 def _say(parent: VoiceResponse | Gather, text: str, voice: Voice) -> None:

@@ -2,53 +2,121 @@
 webhook Twilio retries the answer it already got, so the caller's words reach Rasa once."""
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import structlog
-from flask import Response, request
+from flask import Response, g, request
 
 from .. import metrics
 from ..bridge import bridge
+from ..limits import WEBHOOK_TIMEOUT
 from ..logs import log
+from ..state import StateStore
 
 IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
-REPLAY_TTL = 600
+REPLAY_TTL = 120  # Twilio's retries of one webhook all fall within its 15 s; a margin beyond
+FIRST_ANSWER_WAIT = WEBHOOK_TIMEOUT - 1  # a retry waits for the first request's answer at most this long after it began
+REPLAY_POLL = 0.05
 
 
 def require_twilio_signature() -> Response | None:
-    """before_request hook of every Twilio-facing blueprint: 403 unless Twilio signed it."""
+    """before_request hook of every Twilio-facing blueprint: 403 unless Twilio signed it.
+
+    The check refuses whatever goes wrong inside it (a body it cannot read, a validator that raises):
+    only a signature that verified lets a request through, and `twilio_signed` records that it did,
+    so an error answer can never stand in for this decision (web.errors).
+    """
     current = bridge()
     if not current.settings.validate_signature:
         log.warning("signature.unchecked", reason="TWILIO_VALIDATE_SIGNATURE=false", path=request.path)
+        g.twilio_signed = True
         return None
-    if current.signatures.is_valid(request):
+    try:
+        valid = current.signatures.is_valid(request)
+    except Exception as exc:
+        log.warning("signature.check_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        valid = False
+    if valid:
+        g.twilio_signed = True
         return None
+    return refuse_unsigned()
+
+
+def twilio_signed() -> bool:
+    """Did this request pass the signature check (or is checking switched off)?"""
+    return bool(g.get("twilio_signed"))
+
+
+def refuse_unsigned() -> Response:
     structlog.contextvars.bind_contextvars(outcome="forbidden")
     metrics.signature_rejected(request.url_rule.rule if request.url_rule else "unmatched")
-    log.warning("signature.rejected", path=request.path, url=current.signatures.public_url(request),
-                signed=bool(request.headers.get("X-Twilio-Signature")))
+    log.warning("signature.rejected", path=request.path, url=bridge().signatures.public_url(request),
+                signed=bool(request.headers.get("X-Twilio-Signature")), content_type=request.mimetype)
     return Response("Forbidden: invalid Twilio signature\n", status=403, mimetype="text/plain")
 
 
 def replay_retried_webhook() -> Response | None:
     """before_request, after the signature check: a webhook Twilio retries gets the answer it already got.
 
-    Twilio marks retries with I-Twilio-Idempotency-Token; answering again would send the caller's
-    words to Rasa twice and run that step of the dialogue twice.
+    Twilio marks every webhook with I-Twilio-Idempotency-Token, the same on its retries; answering a
+    retry again would send the caller's words to Rasa twice and run that step of the dialogue twice.
+    The first request to claim the token (one atomic `add`) answers; a retry arriving while it is still
+    working waits for that answer (within Twilio's 15 s) and replays it.
     """
     token = request.headers.get(IDEMPOTENCY_HEADER)
     if not token:
         return None
-    answered = bridge().store.get(f"replay:{request.path}:{token}")
-    if answered is None:
+    key = f"replay:{request.path}:{token}"
+    try:
+        answered = first_answer(bridge().store, key)
+    except Exception as exc:  # the store is down: answer this request rather than none at all
+        log.warning("replay.unavailable", error=type(exc).__name__, detail=str(exc)[:200])
         return None
+    if answered is None:
+        g.replay_key = key  # this request answers; remember_answer keeps what it said
+        return None
+    if "body" not in answered:
+        raise FirstAnswerMissing(f"no answer for {key} within {FIRST_ANSWER_WAIT:g} s of the first request")
     structlog.contextvars.bind_contextvars(outcome="replayed")
     return Response(answered["body"], status=answered["status"], mimetype=answered["mimetype"])
 
 
+def first_answer(store: StateStore, key: str) -> dict[str, Any] | None:
+    """None when this request claims `key` (it is the first); else the first request's answer once it is
+    kept, or its claim, still unanswered, when FIRST_ANSWER_WAIT after it began has passed."""
+    until = time.time() + FIRST_ANSWER_WAIT
+    while True:
+        if store.add(key, {"claimed_at": time.time()}, REPLAY_TTL):
+            return None
+        record = store.get(key)
+        if record is None:
+            continue  # the claim expired in between: claim it again
+        if "body" in record:
+            return record
+        until = min(until, float(record.get("claimed_at", 0)) + FIRST_ANSWER_WAIT)
+        if time.time() >= until:
+            return record
+        time.sleep(REPLAY_POLL)
+
+
+class FirstAnswerMissing(Exception):
+    """A retry waited for the first request's answer, and none came in time: the route's error answer."""
+
+
 def remember_answer(response: Response) -> Response:
-    """after_request: keep what a webhook answered, for a retry of it."""
-    token = request.headers.get(IDEMPOTENCY_HEADER)
-    if token and response.status_code < 500 and not response.direct_passthrough:
+    """after_request: keep what a webhook answered, for a retry of it. Never changes the answer: a store
+    that cannot keep it costs a retry its replay, not this request its TwiML."""
+    key = g.get("replay_key")
+    if key is None or response.direct_passthrough:
+        return response
+    try:
+        if response.status_code >= 500:  # not an answer Twilio takes: a retry should try again
+            bridge().store.delete(key)
+            return response
         answered = {"body": response.get_data(as_text=True), "status": response.status_code,
                     "mimetype": response.mimetype}
-        bridge().store.add(f"replay:{request.path}:{token}", answered, REPLAY_TTL)
+        bridge().store.put(key, answered, REPLAY_TTL)
+    except Exception as exc:
+        log.warning("replay.not_kept", error=type(exc).__name__, detail=str(exc)[:200])
     return response

@@ -1,6 +1,8 @@
 """Checking that a webhook really comes from Twilio.
 
-Twilio signs the exact URL it called plus the sorted POST parameters. Behind nginx the URL
+Twilio signs the exact URL it called plus the sorted POST parameters. Only a form-encoded body
+(or none) can carry a signature the bridge accepts: its webhooks are all form posts, so any other
+body is refused before anything reads it. Behind nginx the URL
 Flask sees differs from that one, so the public origin comes from PUBLIC_BASE_URL, or from
 X-Forwarded-* headers set by a configured number of trusted proxies (ProxyFix), never from
 headers a client could forge.
@@ -18,6 +20,8 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
+FORM_TYPE = "application/x-www-form-urlencoded"
+
 
 class SignatureCheck:
     def __init__(self, auth_token: str | None, shared_keys: Mapping[str, str], public_base_url: str | None):
@@ -26,25 +30,28 @@ class SignatureCheck:
         self.public_base_url = public_base_url
 
     def public_url(self, request: Request) -> str:
-        """The URL Twilio called, as it signed it."""
+        """The URL Twilio called, as it signed it: a WebSocket upgrade (ConversationRelay) is signed
+        for its ws(s):// URL."""
         if self.public_base_url is None:
-            return request.url
-        query = request.query_string.decode("latin-1")
-        return self.public_base_url + request.root_path + request.path + (f"?{query}" if query else "")
+            url = request.url
+        else:
+            query = request.query_string.decode("latin-1")
+            url = self.public_base_url + request.root_path + request.path + (f"?{query}" if query else "")
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            url = "ws" + url.removeprefix("http")
+        return url
 
     def is_valid(self, request: Request) -> bool:
+        """True only when Twilio signed this request; every doubt, and every failure, is a False."""
         signature = request.headers.get(SIGNATURE_HEADER, "")
-        if not signature:
+        if not signature or not _form_or_empty(request):
             return False
         settings = request.headers.get(SIGNATURE_SETTINGS_HEADER, "")
         algorithm = get_signature_algorithm(settings)
         validator = self._validator(settings)
         if validator is None:
             return False
-        params: object = request.form
-        if request.mimetype == "application/json":
-            params = request.get_data(as_text=True)
-        return validator.validate(self.public_url(request), params, signature, algorithm=algorithm)
+        return validator.validate(self.public_url(request), request.form, signature, algorithm=algorithm)
 
     def _validator(self, settings: str) -> RequestValidator | None:
         """The auth token for classic signatures; for shared-key ones, the key the header names."""
@@ -56,6 +63,13 @@ class SignatureCheck:
             None,
         )
         return self.key_validators.get(key_id or "")
+
+
+def _form_or_empty(request: Request) -> bool:
+    """Twilio's webhooks are `application/x-www-form-urlencoded`; a JSON, multipart or text body is not one."""
+    if request.mimetype == FORM_TYPE:
+        return True
+    return not request.mimetype and not request.content_length and not request.headers.get("Transfer-Encoding")
 
 
 def sign(auth_token: str, url: str, params: Mapping[str, str], algorithm: str = HMAC_SHA1) -> str:

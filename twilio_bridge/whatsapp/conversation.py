@@ -2,9 +2,12 @@
 
 An inbound message as Twilio posted it is kept as an `Inbound`, which is what the queue stores:
 the message Rasa gets is decided only when its turn comes, against the menu the user had then.
+In REST mode a worker's conversation also shows "typing…", hears voice notes and asks with buttons
+to tap (`NativeFeatures`).
 """
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -12,11 +15,14 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from ..bridge import Bridge
+from ..outbound.messages import forget_last_notification, with_last_notification
 from ..phrases import Phrases, phrases_for
 from ..rasa.menu import choose_button
 from ..rasa.turn import Button, read_turn
 from ..text import from_user
+from .native import NativeFeatures
 from .replies import Outgoing, apology, render_turn
+from .voice_notes import Unheard, voice_note_url
 
 MENU_TTL = 7 * 24 * 3600
 MAX_MEDIA = 10
@@ -31,6 +37,7 @@ class Inbound:
     button_payload: str | None = None
     media: list[dict[str, str]] = field(default_factory=list)
     details: dict[str, str] = field(default_factory=dict)  # account, profile name, WaId, location
+    heard_language: str | None = None  # set when the body is a voice note's transcript
 
     @classmethod
     def from_form(cls, form: MultiDict[str, str]) -> Inbound:
@@ -40,14 +47,15 @@ class Inbound:
             if url:
                 media.append({"url": url, "content_type": form.get(f"MediaContentType{index}", "")})
         names = {"AccountSid": "account_sid", "ProfileName": "profile_name", "WaId": "wa_id",
-                 "ButtonText": "button_text", "Latitude": "latitude", "Longitude": "longitude",
+                 "ButtonText": "button_text", "ListTitle": "list_title", "Latitude": "latitude", "Longitude": "longitude",
                  "Address": "address", "Label": "label"}
         details = {key: form[name] for name, key in names.items() if form.get(name)}
         # Twilio always sends a MessageSid; without one, the message must not pass for another sid-less one
         message_sid = form.get("MessageSid") or form.get("SmsSid") or "unknown-" + secrets.token_hex(8)
         return cls(sid=message_sid, user=form.get("From", ""),
                    to=form.get("To", ""), body=form.get("Body", ""),
-                   button_payload=form.get("ButtonPayload") or None, media=media, details=details)
+                   button_payload=form.get("ButtonPayload") or form.get("ListId") or None,  # quick reply, list picker
+                   media=media, details=details)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Inbound:
@@ -65,13 +73,16 @@ class Inbound:
                                     "to": self.to, "input": kind, **self.details}
         if self.media:
             metadata["media"] = self.media
+        if self.heard_language:
+            metadata["language"] = self.heard_language
         return metadata
 
 
 class Conversation:
-    def __init__(self, current: Bridge, user: str):
+    def __init__(self, current: Bridge, user: str, native: NativeFeatures | None = None):
         self.current = current
         self.user = user
+        self.native = native or NativeFeatures()
 
     @property
     def menu_key(self) -> str:
@@ -86,26 +97,42 @@ class Conversation:
         offered = next((b for b in buttons if b.payload == inbound.button_payload), None)
         text = from_user(inbound.body)
         choice = offered or choose_button(text, buttons)
+        spoken = inbound.heard_language is not None
         if choice is not None:
-            return choice.payload, "button"
+            return choice.payload, "voice_note" if spoken else "button"
         if text:
-            return text, "text"
+            return text, "voice_note" if spoken else "text"
         if inbound.media:
             return "", "media"
         return "", "location" if "latitude" in inbound.details else "text"
 
     def reply(self, inbound: Inbound) -> list[Outgoing]:
-        """Ask Rasa; the messages to send back. Raises RasaError; an empty answer gets the apology."""
+        """Ask Rasa; the messages to send back. Raises RasaError; an empty answer gets the apology,
+        a voice note that cannot be heard a request to write instead (and Rasa gets nothing)."""
+        whatsapp = inbound.channel == "whatsapp"
+        if whatsapp and self.native.typing is not None:
+            self.native.typing.show(inbound.sid)
+        voice_note = voice_note_url(inbound.media) if self.native.voice_notes and not inbound.body.strip() else None
+        if voice_note is not None:
+            assert self.native.voice_notes is not None
+            try:
+                heard = self.native.voice_notes.hear(voice_note)
+            except Unheard:
+                return [Outgoing(self.phrases.voice_note_unheard)]
+            inbound = dataclasses.replace(inbound, body=heard.text, heard_language=heard.language)
         menu = self.menu()
         message, kind = self.message_for(inbound, menu)
-        turn = read_turn(self.current.ask_rasa(self.user, message, inbound.metadata(kind)))
+        metadata = with_last_notification(self.current.store, self.user, inbound.metadata(kind))
+        turn = read_turn(self.current.ask_rasa(self.user, message, metadata))
+        forget_last_notification(self.current.store, self.user, metadata)
         if turn.buttons:
             self.current.store.put(self.menu_key, {"buttons": [asdict(b) for b in turn.buttons]}, MENU_TTL)
         elif menu:  # most turns offer no menu and follow none: they write nothing
             self.current.store.delete(self.menu_key)
         if turn.is_empty:
             return self.apology()
-        return render_turn(turn, self.phrases, self.current.settings.fallback_phone_number)
+        ask = self.native.templates.ask if whatsapp and self.native.templates is not None else None
+        return render_turn(turn, self.phrases, self.current.settings.fallback_phone_number, ask)
 
     def apology(self) -> list[Outgoing]:
         return apology(self.phrases, self.current.settings.fallback_phone_number)

@@ -14,6 +14,7 @@ from .. import metrics, routes
 from ..bridge import Bridge, bridge
 from ..delivery.queue import SEEN_TTL
 from ..logs import log
+from ..outbound import messages as outbound_messages
 from ..rasa.client import RasaError
 from ..state import COUNTER_TTL
 from ..web.errors import answer_every_error
@@ -103,6 +104,7 @@ def delivery_status() -> Response:
     code = request.form.get("ErrorCode")
     structlog.contextvars.bind_contextvars(twilio_sid=request.form.get("MessageSid"), message_status=status,
                                            user=request.form.get("To"), outcome="counted")
+    outbound_messages.record_status(store, request.args.get("outbound"), request.form)
     counted = status if status in DELIVERY_STATUSES else "other"
     store.incr(f"whatsapp:status:{counted}", COUNTER_TTL)
     metrics.whatsapp_status_reported(counted)

@@ -1,0 +1,140 @@
+"""The outbound API's front door: off without its token, Bearer auth, one line naming a bad field, Idempotency-Key."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+
+from tests.outbound.conftest import CUSTOMER, TEMPLATE, TOKEN, Outbound
+from twilio_bridge.config import Settings
+from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
+
+MESSAGES, CALLS = "/api/outbound/messages", "/api/outbound/calls"
+TEMPLATE_ORDER = {"to": f"whatsapp:{CUSTOMER}", "content_sid": TEMPLATE, "variables": {"1": "1234"}}
+
+
+def test_without_the_token_the_api_is_not_there(bridge_url: str) -> None:
+    for method, path in (("POST", MESSAGES), ("POST", CALLS), ("GET", f"{MESSAGES}/OM1"), ("GET", f"{CALLS}/OC1")):
+        answer = requests.request(method, bridge_url + path, json=TEMPLATE_ORDER, timeout=5,
+                                  headers={"Authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 404, path
+
+
+@pytest.mark.parametrize("authorization", [None, f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Basic {TOKEN}",
+                                           "Bearer", f"{TOKEN}"])
+def test_a_missing_or_wrong_token_gets_401_and_nothing_happens(
+        outbound: Outbound, fake_api: FakeTwilioAPI, authorization: str | None) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    for path, payload in ((MESSAGES, TEMPLATE_ORDER), (CALLS, {"to": CUSTOMER})):
+        answer = requests.post(outbound.url + path, json=payload, headers=headers, timeout=5)
+        assert answer.status_code == 401
+        assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+        assert answer.json()["error"].startswith("authorization:")
+    assert requests.get(outbound.url + f"{MESSAGES}/OM1", headers=headers, timeout=5).status_code == 401
+    assert fake_api.attempts == []
+
+
+BAD_MESSAGES: list[tuple[Any, str]] = [
+    ("not json", "request"),
+    (["a list"], "request"),
+    ({}, "to"),
+    ({"to": "5512345678", "body": "hola"}, "to"),
+    ({"to": "whatsapp:5512345678", "body": "hola"}, "to"),
+    ({"to": f"whatsapp:{CUSTOMER}"}, "content_sid"),
+    ({**TEMPLATE_ORDER, "body": "hola"}, "content_sid"),
+    ({**TEMPLATE_ORDER, "content_sid": "HX123"}, "content_sid"),
+    ({**TEMPLATE_ORDER, "content_sid": 42}, "content_sid"),
+    ({**TEMPLATE_ORDER, "variables": ["1234"]}, "variables"),
+    ({**TEMPLATE_ORDER, "variables": {"1": {"nested": True}}}, "variables"),
+    ({**TEMPLATE_ORDER, "variables": {"1": ""}}, "variables"),
+    ({"to": f"whatsapp:{CUSTOMER}", "body": "hola", "variables": {"1": "x"}}, "variables"),
+    ({"to": f"whatsapp:{CUSTOMER}", "body": "  "}, "body"),
+    ({"to": f"whatsapp:{CUSTOMER}", "body": "a" * 1601}, "body"),
+    ({**TEMPLATE_ORDER, "context": "card 1234"}, "context"),
+    ({**TEMPLATE_ORDER, "context": {"notes": "x" * 5000}}, "context"),
+    ({**TEMPLATE_ORDER, "contentSid": TEMPLATE}, "contentSid"),
+]
+BAD_CALLS: list[tuple[Any, str]] = [
+    ({}, "to"),
+    ({"to": f"whatsapp:{CUSTOMER}"}, "to"),
+    ({"to": "55 1234 5678"}, "to"),
+    ({"to": CUSTOMER, "context": [1, 2]}, "context"),
+    ({"to": CUSTOMER, "machine_detection": True}, "machine_detection"),
+    ({"to": CUSTOMER, "machine_detection": "enable"}, "machine_detection"),
+    ({"to": CUSTOMER, "url": "https://evil.example/twiml"}, "url"),
+]
+
+
+@pytest.mark.parametrize("path, payload, field", [(MESSAGES, p, f) for p, f in BAD_MESSAGES]
+                         + [(CALLS, p, f) for p, f in BAD_CALLS])
+def test_bad_input_gets_400_with_one_line_naming_the_field(
+        outbound: Outbound, fake_api: FakeTwilioAPI, path: str, payload: Any, field: str) -> None:
+    if isinstance(payload, str):
+        answer = requests.post(outbound.url + path, data=payload, timeout=5,
+                               headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "text/plain"})
+    else:
+        answer = outbound.post(path, payload)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error.startswith(f"{field}: ") and "\n" not in error
+    assert fake_api.attempts == []
+
+
+def test_an_idempotency_key_too_long_is_named(outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
+    answer = outbound.post(MESSAGES, TEMPLATE_ORDER, key="k" * 256)
+    assert answer.status_code == 400 and answer.json()["error"].startswith("Idempotency-Key: ")
+
+
+def test_a_channel_without_its_sender_is_refused_naming_the_setting(
+        start_outbound: Callable[[Settings], Outbound], outbound_settings: Settings, fake_api: FakeTwilioAPI) -> None:
+    bridge = start_outbound(dataclasses.replace(outbound_settings, twilio_sms_from=None, twilio_voice_from=None))
+    sms = bridge.post(MESSAGES, {"to": CUSTOMER, "body": "Su cita es mañana."})
+    call = bridge.post(CALLS, {"to": CUSTOMER})
+    assert (sms.status_code, sms.json()["error"]) == (400, "to: this bridge has no TWILIO_SMS_FROM to send SMS from")
+    assert (call.status_code, call.json()["error"]) == (400, "to: this bridge has no TWILIO_VOICE_FROM to call from")
+
+
+def test_a_repeated_message_request_answers_the_first_202_again_and_sends_once(
+        outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
+    first = outbound.post(MESSAGES, TEMPLATE_ORDER, key="reminder-42")
+    again = outbound.post(MESSAGES, TEMPLATE_ORDER, key="reminder-42")
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    other = outbound.message({"to": f"whatsapp:{CUSTOMER}", "body": "después"})
+    assert other["id"] != first.json()["id"]
+    # One lane per user, in order: had the repeat queued a second message, it would come before this one.
+    sent = fake_api.wait_for(2, to=f"whatsapp:{CUSTOMER}")
+    assert [(m["content_sid"], m["body"]) for m in sent] == [(TEMPLATE, ""), (None, "después")]
+
+
+def test_a_key_reused_for_another_request_is_refused(outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
+    assert outbound.post(MESSAGES, TEMPLATE_ORDER, key="k-1").status_code == 202
+    changed = outbound.post(MESSAGES, {**TEMPLATE_ORDER, "variables": {"1": "9999"}}, key="k-1")
+    assert changed.status_code == 422 and changed.json()["error"].startswith("Idempotency-Key: ")
+
+
+def test_a_repeated_call_request_places_one_call(outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
+    first = outbound.post(CALLS, {"to": CUSTOMER}, key="alert-7")
+    again = outbound.post(CALLS, {"to": CUSTOMER}, key="alert-7")
+    assert first.status_code == again.status_code == 202 and again.json() == first.json()
+    assert [call["sid"] for call in fake_api.calls] == [first.json()["call_sid"]]
+
+
+def test_a_failed_call_request_is_not_remembered_and_the_same_key_may_try_again(
+        outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
+    fake_api.fail("500")
+    failed = outbound.post(CALLS, {"to": CUSTOMER}, key="alert-8")
+    assert failed.status_code == 502 and failed.json()["error"].startswith("twilio: ")
+    fake_api.fail("21215")
+    refused = outbound.post(CALLS, {"to": CUSTOMER}, key="alert-8")
+    assert refused.status_code == 422 and refused.json()["twilio_code"] == 21215
+    placed = outbound.post(CALLS, {"to": CUSTOMER}, key="alert-8")
+    assert placed.status_code == 202 and [c["sid"] for c in fake_api.calls] == [placed.json()["call_sid"]]
+
+
+def test_an_unknown_id_is_404(outbound: Outbound) -> None:
+    assert outbound.get(f"{MESSAGES}/OM0").status_code == 404
+    assert outbound.get(f"{CALLS}/OC0").json()["error"].startswith("call_id: ")

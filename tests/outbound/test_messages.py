@@ -1,0 +1,75 @@
+"""Outbound messages over real HTTP: a template or an SMS through the fake Messages API, retried like replies,
+reported by GET, and the notification reaching Rasa with the user's next message only."""
+from __future__ import annotations
+
+from tests.conftest import AUTH_TOKEN, WHATSAPP_FROM
+from tests.outbound.conftest import CARD_ALERT, CUSTOMER, SMS_FROM, TEMPLATE, Outbound
+from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
+from twilio_bridge.testing.standin import FALLBACK, UNBLOCKED, RasaStandIn
+from twilio_bridge.testing.whatsapp_user import WhatsAppUser
+
+TO = f"whatsapp:{CUSTOMER}"
+ALERT_TEMPLATE = {"to": TO, "content_sid": TEMPLATE, "variables": {"1": "1234", "2": 250},
+                  "context": CARD_ALERT}
+
+
+def test_a_template_goes_out_with_its_content_sid_and_variables_and_is_reported_delivered(
+        outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
+    queued = outbound.message(ALERT_TEMPLATE)
+    assert queued["status"] == "queued" and queued["id"].startswith("OM")
+    [sent] = fake_api.wait_for(1, to=TO)
+    assert (sent["from"], sent["content_sid"], sent["content_variables"], sent["body"]) == (
+        WHATSAPP_FROM, TEMPLATE, {"1": "1234", "2": "250"}, "")
+    assert sent["status_callback"] == f"{outbound.url}/webhook/twilio/whatsapp/status?outbound={queued['id']}"
+    report = outbound.status_becomes(queued["status_url"], "delivered")
+    assert report["twilio_sid"] == sent["sid"] and report["context"] == CARD_ALERT and report["error_code"] is None
+
+
+def test_an_sms_comes_from_the_sms_number(outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
+    outbound.message({"to": CUSTOMER, "body": "Su cita es mañana a las 10."})
+    [sent] = fake_api.wait_for(1, to=CUSTOMER)
+    assert (sent["from"], sent["body"], sent["content_sid"]) == (SMS_FROM, "Su cita es mañana a las 10.", None)
+
+
+def test_a_template_is_retried_through_429_and_500_and_sent_once(outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
+    fake_api.fail("429")
+    fake_api.fail("500")
+    queued = outbound.message(ALERT_TEMPLATE)
+    [sent] = fake_api.wait_for(1, to=TO)
+    assert sent["content_sid"] == TEMPLATE
+    assert [attempt["to"] for attempt in fake_api.attempts] == [TO, TO, TO]
+    assert outbound.status_becomes(queued["status_url"], "delivered")["twilio_sid"] == sent["sid"]
+
+
+def test_outside_the_24_hour_window_a_free_text_fails_at_once_with_63016(
+        outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
+    fake_api.fail("63016")
+    queued = outbound.message({"to": TO, "body": "¿Sigue interesado en la oferta?"})
+    report = outbound.status_becomes(queued["status_url"], "failed")
+    assert report["error_code"] == 63016 and len(fake_api.attempts) == 1
+    assert fake_api.sent_to(TO) == []
+
+
+def test_an_undelivered_template_is_reported_failed_with_twilios_code(
+        outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
+    fake_api.final_status, fake_api.final_error_code = "undelivered", "63024"
+    queued = outbound.message(ALERT_TEMPLATE)
+    report = outbound.status_becomes(queued["status_url"], "failed")
+    assert report["error_code"] == 63024
+
+
+def test_the_users_next_message_carries_the_notification_and_only_that_one(
+        outbound: Outbound, fake_api: FakeTwilioAPI, standin: RasaStandIn) -> None:
+    queued = outbound.message(ALERT_TEMPLATE)
+    outbound.status_becomes(queued["status_url"], "delivered")
+    user = WhatsAppUser(outbound.url, AUTH_TOKEN, number=CUSTOMER)
+    user.send("Sí, fui yo")
+    replies = fake_api.wait_for(2, to=TO)  # the template, then the assistant's answer
+    assert replies[-1]["body"] == UNBLOCKED.format(digits="1 2 3 4")
+    notification = standin.received[-1]["metadata"]["last_notification"]
+    sent_at = outbound.get(queued["status_url"]).json()["sent_at"]
+    assert notification == {"message_id": queued["id"], "content_sid": TEMPLATE, "variables": {"1": "1234", "2": "250"},
+                            "context": CARD_ALERT, "sent_at": sent_at}
+    user.send("gracias")
+    assert fake_api.wait_for(3, to=TO)[-1]["body"] == FALLBACK
+    assert "last_notification" not in standin.received[-1]["metadata"]

@@ -1,0 +1,47 @@
+"""'typing…' (REST mode): a worker that takes a WhatsApp message posts Twilio's typing indicator for it;
+SMS gets none, and a typing indicator that fails never keeps the reply from going out."""
+from __future__ import annotations
+
+from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI, as_seen
+from twilio_bridge.testing.standin import ASK_DIGITS, RasaStandIn
+from twilio_bridge.testing.whatsapp_user import WhatsAppUser
+
+from ..conftest import AUTH_TOKEN
+from ..servers import wait_for
+from ..web.test_metrics import grew, scrape
+from .test_twiml import new_number
+
+
+def test_a_whatsapp_message_taken_by_a_worker_shows_typing_for_that_message(
+        rest_url: str, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    user = WhatsAppUser(rest_url, AUTH_TOKEN, number=new_number())
+    posted = user.send("perdí mi tarjeta")
+    assert as_seen(fake_api.wait_for(1, to=user.address)[0]) == ASK_DIGITS
+    assert fake_api.wait_until(lambda api: api.typing)
+    assert [(t["message_id"], t["channel"]) for t in fake_api.typing] == [(posted.sid, "whatsapp")]
+
+
+def test_sms_gets_no_typing_indicator(rest_url: str, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    user = WhatsAppUser(rest_url, AUTH_TOKEN, number=new_number(), channel="sms")
+    user.send("perdí mi tarjeta")
+    assert as_seen(fake_api.wait_for(1, to=user.address)[0]) == ASK_DIGITS
+    assert fake_api.typing == []  # posted, if at all, before Rasa was asked: long before this reply
+
+
+def test_a_failing_typing_indicator_is_counted_and_the_reply_still_goes_out(
+        rest_url: str, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    before = scrape(rest_url)
+    for failure in ("500", "drop"):
+        fake_api.break_api("typing", failure)
+        user = WhatsAppUser(rest_url, AUTH_TOKEN, number=new_number())
+        user.send("perdí mi tarjeta")
+        assert as_seen(fake_api.wait_for(1, to=user.address)[0]) == ASK_DIGITS
+    assert fake_api.typing == []
+    fake_api.break_api("typing", None)
+    user = WhatsAppUser(rest_url, AUTH_TOKEN, number=new_number())
+    posted = user.send("perdí mi tarjeta")
+    assert fake_api.wait_until(lambda api: api.typing)
+    assert [t["message_id"] for t in fake_api.typing] == [posted.sid]
+    counted = {"failed": 2, "shown": 1}
+    wait_for(lambda: all(grew(before, scrape(rest_url), "twilio_bridge_whatsapp_typing_total", result=result)
+                                == count for result, count in counted.items()))

@@ -1,0 +1,40 @@
+"""WhatsApp in REST mode as people expect it: buttons to tap, "typing…", and voice notes understood.
+
+What a background worker adds to a conversation; built once per process by the delivery workers,
+each part only when its setting turns it on (WHATSAPP_BUTTONS, WHATSAPP_TRANSCRIBE).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import Settings
+from ..delivery.sender import twilio_client
+from ..phrases import phrases_for
+from ..state import StateStore
+from .interactive import ContentTemplates
+from .typing import TypingIndicator
+from .voice_notes import MediaFetcher, Transcriber, VoiceNotes
+
+TWILIO_TIMEOUT = 5.0  # the Content API and the typing indicator: a hung one must not hold a reply for long
+
+
+@dataclass(frozen=True)
+class NativeFeatures:
+    templates: ContentTemplates | None = None  # questions with buttons as quick replies and list pickers
+    typing: TypingIndicator | None = None
+    voice_notes: VoiceNotes | None = None
+
+
+def native_features(settings: Settings, store: StateStore) -> NativeFeatures:
+    assert settings.twilio_account_sid and settings.twilio_auth_token
+    sid, token, api = settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url
+    client = twilio_client(sid, token, api, TWILIO_TIMEOUT)
+    templates = None
+    if settings.whatsapp_buttons == "interactive":
+        language = settings.voice_language.split("-")[0].lower()
+        templates = ContentTemplates(client, store, language, phrases_for(settings.voice_language).chat_options)
+    voice_notes = None
+    if settings.whatsapp_transcribe:
+        voice_notes = VoiceNotes(MediaFetcher(api, sid, token),
+                                 Transcriber(settings.whatsapp_transcribe_model, settings.transcribe_language))
+    return NativeFeatures(templates, TypingIndicator(client), voice_notes)

@@ -1,0 +1,39 @@
+"""WhatsApp's "typing…" for a message a worker has taken, which also marks that message read.
+
+Posted on a thread of its own (Twilio's /v2/Indicators/Typing.json), so a slow or failing Twilio
+never delays the reply; a failure is logged and counted, nothing more.
+"""
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import requests
+from twilio.base.exceptions import TwilioException
+from twilio.rest import Client
+
+from .. import metrics
+from ..logs import log
+
+
+class TypingIndicator:
+    def __init__(self, client: Client, threads: int = 2):
+        self.client = client
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="whatsapp-typing")
+
+    def show(self, message_sid: str) -> Future[bool]:
+        """Start showing "typing…" to the user who sent `message_sid`; the future says whether Twilio took it."""
+        return self.pool.submit(self._post, message_sid)
+
+    def _post(self, message_sid: str) -> bool:
+        try:
+            self.client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id=message_sid)
+        except (TwilioException, requests.RequestException) as exc:
+            metrics.whatsapp_typing("failed")
+            log.warning("whatsapp.typing.failed", message_sid=message_sid, error=type(exc).__name__,
+                        status=getattr(exc, "status", None), detail=str(getattr(exc, "msg", exc))[:200])
+            return False
+        metrics.whatsapp_typing("shown")
+        return True
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
