@@ -223,6 +223,14 @@ def _log_level(value: str) -> str:
     return level
 
 
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value.lower()
+    return parse
+
+
 def _text(value: str) -> str:
     return value
 
@@ -270,12 +278,12 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("VOICE_NAME", "voice_name", _text),
     ("VOICE_GREETING", "voice_greeting", _text),
     ("VOICE_MAX_SILENCES", "voice_max_silences", _count(0, 5)),
-    ("VOICE_MODE", "voice_mode", _one_of(*VOICE_MODES)),
+    ("VOICE_MODE", "voice_mode", _one_of(VOICE_MODES)),
     ("VOICE_SILENCE_SECONDS", "voice_silence_seconds", _seconds(60)),
     ("VOICE_RELAY_TTS_PROVIDER", "relay_tts_provider", _text),
     ("VOICE_RELAY_VOICE", "relay_voice", _text),
     ("VOICE_RELAY_TRANSCRIPTION_PROVIDER", "relay_transcription_provider", _text),
-    ("VOICE_RELAY_INTERRUPTIBLE", "relay_interruptible", _one_of(*RELAY_INTERRUPTIBLE)),
+    ("VOICE_RELAY_INTERRUPTIBLE", "relay_interruptible", _one_of(RELAY_INTERRUPTIBLE)),
     ("TWILIO_WHATSAPP_FROM", "twilio_whatsapp_from", _whatsapp_address),
     ("TWILIO_API_BASE_URL", "twilio_api_base_url", _http_url),
     ("WHATSAPP_RATE_LIMIT", "whatsapp_rate_limit", _count(1, 10_000)),
