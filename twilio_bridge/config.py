@@ -34,6 +34,7 @@ class ConfigError(Exception):
 class Settings:
     port: int = 5001
     rasa_webhook_url: str = "http://localhost:5005/webhooks/rest/webhook"
+    action_server_url: str | None = None
     rasa_timeout: float = 8.0
     voice_hold_seconds: float = 4.0
     rasa_max_wait_seconds: float = 30.0
@@ -98,6 +99,7 @@ class Settings:
         """What /health and `check` may show: no secret, no credential."""
         return {
             "rasa_webhook_url": self.rasa_webhook_url,
+            "action_server_url": self.action_server_url,
             "rasa_timeout": self.rasa_timeout,
             "voice_hold_seconds": self.voice_hold_seconds,
             "rasa_max_wait_seconds": self.rasa_max_wait_seconds,
@@ -263,6 +265,7 @@ def _transcription_model(value: str) -> str:
 VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("PORT", "port", _count(1, 65535)),
     ("RASA_WEBHOOK_URL", "rasa_webhook_url", _http_url),
+    ("ACTION_SERVER_URL", "action_server_url", _http_url),
     ("RASA_TIMEOUT", "rasa_timeout", _seconds(13)),
     ("VOICE_HOLD_SECONDS", "voice_hold_seconds", _seconds(10)),
     ("RASA_MAX_WAIT_SECONDS", "rasa_max_wait_seconds", _seconds(120)),
