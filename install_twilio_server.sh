@@ -203,7 +203,7 @@ find_rasa_oss_python() {
   local candidate
   if [ -n "${RASA_OSS_PYTHON:-}" ]; then
     rasa_oss_python_fits "$RASA_OSS_PYTHON" && { echo "$RASA_OSS_PYTHON"; return; }
-    echo "install_twilio_server.sh: RASA_OSS_PYTHON=$RASA_OSS_PYTHON is not a Python 3.8–3.10" >&2; exit 1
+    fail "RASA_OSS_PYTHON=$RASA_OSS_PYTHON is not a Python 3.8–3.10"
   fi
   # pyenv's shims on PATH may name a version that is not installed: the interpreters themselves come next.
   for candidate in python3.10 python3.9 python3.8 "$HOME"/.pyenv/versions/3.10*/bin/python3.10 \
@@ -218,24 +218,23 @@ install_rasa_oss() {
   local stamp=$RASA_OSS_VENV/.requirements.sha256 wanted python
   wanted=$(sha256sum "$RASA_OSS_REQUIREMENTS" | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ] && [ -x "$RASA_OSS_VENV/bin/rasa" ]; then
+    echo "      rasa $(sed -n 's/^rasa==//p' "$RASA_OSS_REQUIREMENTS") is there"
     return
   fi
   python=$(find_rasa_oss_python)
   mkdir -p "$RASA_OSS_VENV"
   if [ -z "$python" ]; then
-    echo "install_twilio_server.sh: no Python 3.8–3.10 for Rasa Open Source (set RASA_OSS_PYTHON):" \
-      "the tests with real Rasa will be skipped" | tee "$RASA_OSS_VENV/UNAVAILABLE" >&2
+    say "no Python 3.8–3.10 for Rasa Open Source (set RASA_OSS_PYTHON): the tests with real Rasa will be skipped" \
+      | tee "$RASA_OSS_VENV/UNAVAILABLE" >&2
     return
   fi
   rm -f "$RASA_OSS_VENV/UNAVAILABLE"
   [ -x "$RASA_OSS_VENV/bin/python" ] || "$python" -m venv "$RASA_OSS_VENV"
-  echo "install_twilio_server.sh: installing Rasa Open Source into $RASA_OSS_VENV (about 2.7 GB; a few minutes)"
-  "$RASA_OSS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+  run_logged "packages checked" '^(Collecting|Processing|Requirement already satisfied:) ([^ ]+)' \
+    "$RASA_OSS_VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
     --requirement="$RASA_OSS_REQUIREMENTS"
   echo "$wanted" > "$stamp"
 }
-
-[ "$DEV" = 0 ] || install_rasa_oss
 # --- end of Rasa Open Source ------------------------------------------------------------------------------
 
 install_service() {
@@ -296,5 +295,6 @@ else
 fi
 plan make_env_file "settings: twilio.env"
 [ "$DEV" = 0 ] || plan install_test_packages "system packages the tests start for real (nginx, redis-server, certbot, pebble…): a few minutes as root the first time"
+[ "$DEV" = 0 ] || plan install_rasa_oss "Rasa Open Source 3.6 for the real-Rasa tests ($RASA_OSS_VENV, Python 3.8–3.10): about 2.7 GB, two minutes the first time"
 [ "$SYSTEMD" = 0 ] || plan install_service "the systemd service twilio-bridge"
 run_plan
