@@ -245,3 +245,12 @@ def test_a_flood_is_rate_limited_with_429(stack: Stack) -> None:
     assert statuses[:50] == [403] * 50, "the burst allowance reaches the bridge, which refuses the forgeries"
     assert statuses.count(429) >= 50
     assert set(statuses) == {403, 429}
+
+
+def test_rendering_puts_each_bridge_host_in_the_upstream_and_refuses_what_is_not_an_address() -> None:
+    site = render_site(DOMAIN, {"BRIDGE_UPSTREAM": "10.0.0.11:5001 10.0.0.12:5001"})
+    upstream = re.search(r"upstream twilio_bridge \{(.*?)\}", site, re.S)
+    assert upstream and re.findall(r"^\s*server (\S+);$", upstream.group(1), re.M) == ["10.0.0.11:5001", "10.0.0.12:5001"]
+    with pytest.raises(Exception) as refused:
+        render_site(DOMAIN, {"BRIDGE_UPSTREAM": "10.0.0.11:5001; include /etc/passwd"})
+    assert "is not host:port" in refused.value.stderr  # type: ignore[attr-defined]

@@ -1,7 +1,6 @@
 """Voice webhooks: a phone call as a conversation with Rasa (sender = CallSid)."""
 from __future__ import annotations
 
-import math
 
 import structlog
 from flask import Blueprint, Response, request
@@ -78,12 +77,12 @@ def caller_message(form: MultiDict[str, str], buttons: list[Button]) -> tuple[st
 
 
 def _confidence(form: MultiDict[str, str]) -> float | None:
-    """Twilio's 0–1 score, or None: 'NaN' or 'inf' would make the message to Rasa invalid JSON."""
+    """Twilio's 0..1 score; anything else is no score (NaN would make the JSON to Rasa invalid)."""
     try:
         confidence = float(form["Confidence"])
     except (KeyError, ValueError):
         return None
-    return confidence if math.isfinite(confidence) else None
+    return confidence if 0.0 <= confidence <= 1.0 else None
 
 
 def silence(call: GatherCall) -> Response:
