@@ -1,7 +1,6 @@
 """Whatever Rasa does, the caller hears something sensible in time and reaches a person or a goodbye."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -20,12 +19,9 @@ APOLOGY = "Lo siento, tengo un problema técnico."
 def test_a_failing_rasa_mid_call_hands_the_caller_to_a_person(mode: str, phone: TwilioPhone, standin: RasaStandIn) -> None:
     call = phone.call()
     standin.mode = mode
-    started = time.monotonic()
-    call.say("perdí mi tarjeta")
-    elapsed = time.monotonic() - started
+    call.say("perdí mi tarjeta")  # how soon: bench/answer_times.py
     assert call.state == "dialing" and call.dialed == HUMAN
     assert call.heard[0] == APOLOGY
-    assert elapsed < 1.5 + 1.0  # RASA_TIMEOUT in these tests is 1.5 s
 
 
 def test_a_failing_rasa_at_call_start_hands_the_caller_to_a_person(phone: TwilioPhone, standin: RasaStandIn) -> None:
