@@ -9,6 +9,10 @@ monkey-patching of the app, its libraries or the WhatsApp delivery threads, and 
 carries more turns once the box is out of CPU, so `-k gevent` on the command line remains an option
 for a Redis-backed, CPU-bound deployment.
 
+Relay mode (VOICE_MODE=relay) needs nothing here: a ConversationRelay WebSocket is upgraded in a
+gthread thread and then carried by one asyncio loop per worker (twilio_bridge/voice/relay_server.py),
+so calls held do not use these threads (1000 held on 2 cores: bench/README.md, "Relay mode").
+
 Timeouts, against Twilio's 15 s: a voice webhook answers within VOICE_HOLD_SECONDS (holding phrase)
 or RASA_TIMEOUT (at most 13 s), so no request handler runs near `timeout`, which only catches a
 worker that has stopped answering its heartbeat. A held turn's Rasa request may run on in the
@@ -55,6 +59,9 @@ def _load_env_file(path):
 
 
 _load_env_file(os.environ.get("TWILIO_ENV_FILE") or Path.cwd() / "twilio.env")
+# Read in the master before any app is loaded, and cleared once it has started: twilio_voice_server
+# refuses to be imported in this process before then (`--preload`: see there).
+os.environ["TWILIO_BRIDGE_GUNICORN_LOADING"] = str(os.getpid())
 
 METRICS_DIR_PREFIX = "twilio-bridge-metrics-"
 # Named before any worker imports prometheus_client, which reads it once; kept across reloads.
@@ -86,15 +93,16 @@ logconfig_dict = gunicorn_logconfig(loglevel.upper())
 
 
 def on_starting(server):
-    """Check the settings once in the master (a bad one stops gunicorn with one line naming it);
-    start the metrics from zero."""
+    """Check the settings and the state store once in the master (a bad one stops gunicorn with one line
+    naming it); start the metrics from zero."""
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
     for stale in glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(stale)
-    from twilio_voice_server import settings_from_environment
+    os.environ.pop("TWILIO_BRIDGE_GUNICORN_LOADING", None)
+    from twilio_voice_server import refuse_unusable_setup, settings_from_environment
 
     try:
-        settings_from_environment()
+        refuse_unusable_setup(settings_from_environment())
     except SystemExit:
         on_exit(server)
         raise

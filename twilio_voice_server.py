@@ -15,13 +15,22 @@ import os
 import sys
 from pathlib import Path
 
-from dotenv import load_dotenv
-from flask import Flask
+# gunicorn.conf.py names its master here until the master has started (on_starting): importing this
+# module in that process before then is `gunicorn --preload`, which would build the app in the master,
+# where its delivery threads die at the fork and its SQLite files are shared by every worker.
+if os.environ.get("TWILIO_BRIDGE_GUNICORN_LOADING") == str(os.getpid()):
+    print("twilio-bridge: gunicorn --preload is not supported: the app starts threads and opens the state "
+          "store in each worker (remove --preload / preload_app)", file=sys.stderr)
+    raise SystemExit(2)
 
-from twilio_bridge import cli
-from twilio_bridge.app import create_app
-from twilio_bridge.config import ConfigError, Settings, load_settings
-from twilio_bridge.logs import configure_logging
+from dotenv import load_dotenv  # noqa: E402  (after the refusal above, before anything is built)
+from flask import Flask  # noqa: E402
+
+from twilio_bridge import cli  # noqa: E402
+from twilio_bridge.app import create_app  # noqa: E402
+from twilio_bridge.config import ConfigError, Settings, load_settings  # noqa: E402
+from twilio_bridge.logs import configure_logging  # noqa: E402
+from twilio_bridge.state import backend, redis_too_old  # noqa: E402
 
 
 def settings_from_environment() -> Settings:
@@ -35,6 +44,15 @@ def settings_from_environment() -> Settings:
         for problem in exc.problems:
             print(f"twilio-bridge: configuration error: {problem}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def refuse_unusable_setup(settings: Settings) -> None:
+    """What the settings alone cannot tell: a state store the bridge cannot use. One line, exit 2."""
+    kind, where = backend(settings.state_url)
+    problem = redis_too_old(where) if kind == "redis" else None
+    if problem:
+        print(f"twilio-bridge: configuration error: STATE_URL={settings.state_url}: {problem}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def build_app(settings: Settings | None = None) -> Flask:
@@ -52,6 +70,7 @@ def __getattr__(name: str) -> Flask:
 
 
 def serve(settings: Settings) -> int:
+    refuse_unusable_setup(settings)
     build_app(settings).run(host=os.environ.get("HOST", "127.0.0.1"), port=settings.port, threaded=True)
     return 0
 

@@ -23,7 +23,7 @@ GUNICORN = Path(sys.executable).parent / "gunicorn"
 # Settings the bridge and gunicorn.conf.py read; a test's process must not inherit them from whoever runs pytest.
 BRIDGE_VARIABLES = (
     *(name for name, _, _ in VARIABLES), "HOST", "GUNICORN_WORKERS", "GUNICORN_THREADS", "TWILIO_ENV_FILE",
-    "TWILIO_BRIDGE_FROM_ENV_FILE",
+    "TWILIO_BRIDGE_FROM_ENV_FILE", "TWILIO_BRIDGE_GUNICORN_LOADING",
 )
 
 
@@ -134,15 +134,20 @@ def redis_binary() -> str | None:
 
 
 @contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """A throwaway redis-server on a free port; skips the test with the reason when there can be none."""
+def redis_server(workdir: Path, port: int | None = None, bind: Sequence[str] = ("127.0.0.1",),
+                 durable: bool = False) -> Iterator[str]:
+    """A throwaway redis-server on a free port (or `port`), listening on `bind`; skips the test with the
+    reason when there can be none. `durable` keeps an append-only file in `workdir`, as an operator's
+    Redis for the queue does, so a restart on the same port and `workdir` finds the data again."""
     binary = redis_binary()
     if binary is None:
         pytest.skip("redis-server is not installed and could not be installed (needs root and apt-get)")
-    port = free_port()
-    with running([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                  "--dir", str(workdir)], workdir / f"redis-{port}.log", ready=lambda: port_open(port), timeout=10):
-        yield f"redis://127.0.0.1:{port}/0"
+    port = port or free_port()
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
+    with running([binary, "--port", str(port), "--bind", *bind, "--protected-mode", "no", "--save", "",
+                  *persistence, "--dir", str(workdir)], workdir / f"redis-{port}.log",
+                 ready=lambda: port_open(port), timeout=10):
+        yield f"redis://{bind[0]}:{port}/0"
 
 
 @contextmanager
@@ -170,17 +175,20 @@ class Gunicorn:
     """`gunicorn -c gunicorn.conf.py twilio_voice_server:app` in its own process group, configured by `env`
     (over this process's environment minus the bridge's settings), that a test can SIGKILL (master and
     workers at once) and start again on the same port. As a context manager: started, then stopped with SIGTERM.
-    `args` go on gunicorn's command line after the config file; `cpus` pins master and workers."""
+    `args` go on gunicorn's command line after the config file; `cpus` pins master and workers.
+    `host` is the address it listens on, and `netns` the network namespace it runs in (tests/hosts.py)."""
 
     def __init__(self, env: Mapping[str, str], workdir: Path, port: int | None = None, *,
-                 args: Sequence[str] = (), cpus: set[int] | None = None):
+                 args: Sequence[str] = (), cpus: set[int] | None = None, host: str = "127.0.0.1",
+                 netns: str | None = None):
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.workdir = workdir
         self.env = {**without_bridge_settings(), "PYTHONPATH": str(ROOT),
                     "XDG_RUNTIME_DIR": str(workdir),  # gunicorn's control socket, apart from other instances'
-                    **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
-        self.command = [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), *args, "twilio_voice_server:app"]
+                    **env, "HOST": host, "PORT": str(self.port)}
+        inside = ["ip", "netns", "exec", netns] if netns else []  # execs gunicorn: the pid stays the master's
+        self.command = [*inside, str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), *args, "twilio_voice_server:app"]
         self.cpus = cpus
         self.log_path = workdir / f"gunicorn-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None

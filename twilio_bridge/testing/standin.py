@@ -26,7 +26,8 @@ from .local_server import LocalServer, until_signalled
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-MODES = ("ok", "hang", "error500", "html", "invalid_json", "empty", "huge", "nasty", "drop")
+MODES = ("ok", "echo", "hang", "error500", "html", "invalid_json", "empty", "huge", "nasty", "drop")
+ECHO = "Recibido: "  # echo mode answers every text with this and the text: a reply names its message
 NASTY_TEXT = 'Hola <b>cliente</b> & "amigo" \x00\x07 ✅🚀 **importante** _nota_ [enlace](https://x.y) # Título'
 HUGE_SENTENCES = (
     "Su tarjeta de crédito queda protegida mientras revisamos los últimos movimientos de la cuenta. "
@@ -148,7 +149,8 @@ class RasaStandIn(LocalServer):
         sender = str(body.get("sender") or "default")
         message = body.get("message")
         with self._lock:
-            record = {"sender": sender, "message": message, "metadata": body.get("metadata"), "at": time.time()}
+            record = {"sender": sender, "message": message, "metadata": body.get("metadata"), "at": time.time(),
+                      "peer": request.remote_addr}  # which bridge host asked, when there are several
             self.received.append(record)
             sender_lock = self._sender_locks[sender]
         with sender_lock:
@@ -173,6 +175,8 @@ class RasaStandIn(LocalServer):
         if mode == "invalid_json":
             return Response('[{"text": "unterminated', mimetype="application/json")
         texts = {"huge": [HUGE_TEXT], "nasty": [NASTY_TEXT], "empty": []}.get(mode)
+        if mode == "echo" and isinstance(message, str) and not message.startswith("/"):
+            texts = [ECHO + message]  # no dialogue state: asking twice gets the same answer
         items = [{"text": t} for t in texts] if texts is not None else self._converse(sender, message, metadata)
         return _json([{"recipient_id": sender, **item} for item in _split_blank_lines(items)])
 

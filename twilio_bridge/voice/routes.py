@@ -1,6 +1,7 @@
 """Voice webhooks: a phone call as a conversation with Rasa (sender = CallSid)."""
 from __future__ import annotations
 
+
 import structlog
 from flask import Blueprint, Response, request
 from twilio.twiml.voice_response import VoiceResponse

@@ -14,7 +14,6 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from .. import metrics, routes
 from ..bridge import Bridge, bridge
-from ..delivery.queue import SEEN_TTL
 from ..logs import log
 from ..outbound import messages as outbound_messages
 from ..rasa.client import RasaError
@@ -29,6 +28,7 @@ bp = Blueprint("whatsapp", __name__)
 bp.before_request(require_twilio_signature)
 
 RATE_WINDOW = 60
+ANSWER_KEPT = 600  # seconds a TwiML-mode answer waits for Twilio's retries (they come within 15 s)
 DELIVERY_STATUSES = ("queued", "sending", "sent", "delivered", "read", "undelivered", "failed", "canceled")
 
 
@@ -76,7 +76,7 @@ def answer_now(current: Bridge, inbound: Inbound) -> Response:
     except Exception:
         current.store.delete(seen_key)  # nothing was answered: a retry answers instead of waiting for this one
         raise
-    current.store.put(seen_key, {"twiml": answer}, SEEN_TTL)
+    current.store.put(seen_key, {"twiml": answer}, ANSWER_KEPT)
     return twiml(answer)
 
 
@@ -104,7 +104,7 @@ def first_answer(current: Bridge, seen_key: str) -> str | None:
     """
     while True:
         now = time.time()
-        if current.store.add(seen_key, {"claimed_at": now}, SEEN_TTL):
+        if current.store.add(seen_key, {"claimed_at": now}, ANSWER_KEPT):
             return None
         record = current.store.get(seen_key) or {}
         if "twiml" in record:
