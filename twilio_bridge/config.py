@@ -17,6 +17,7 @@ MIN_TOKEN_CHARACTERS = 16
 SECRET_FIELDS = frozenset({"twilio_auth_token", "shared_keys", "metrics_token", "outbound_api_token"})  # never echoed
 VOICE_MODES = ("gather", "relay")
 RELAY_INTERRUPTIBLE = ("any", "speech", "dtmf", "none")
+WHATSAPP_BUTTON_STYLES = ("interactive", "text")  # REST mode: buttons to tap, or a numbered list
 # ConversationRelay's own voice names (Amazon's neural voices), per VOICE_LANGUAGE: `Polly.Mia` is not one.
 RELAY_VOICES = {"es-MX": "Mia-Neural", "es-US": "Lupe-Neural", "es-ES": "Lucia-Neural",
                 "en-US": "Joanna-Neural", "en-GB": "Amy-Neural"}
@@ -225,6 +226,14 @@ def _log_level(value: str) -> str:
     return level
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.lower() not in choices:
+            raise ValueError(f"must be {' or '.join(choices)}")
+        return value.lower()
+    return parse
+
+
 def _text(value: str) -> str:
     return value
 
@@ -284,7 +293,7 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("WHATSAPP_RATE_LIMIT", "whatsapp_rate_limit", _count(1, 10_000)),
     ("WHATSAPP_RETRY_WINDOW", "whatsapp_retry_window", _seconds(86_400)),
     ("WHATSAPP_WORKERS", "whatsapp_workers", _count(1, 64)),
-    ("WHATSAPP_BUTTONS", "whatsapp_buttons", _one_of(("interactive", "text"))),
+    ("WHATSAPP_BUTTONS", "whatsapp_buttons", _one_of(*WHATSAPP_BUTTON_STYLES)),
     ("WHATSAPP_TRANSCRIBE", "whatsapp_transcribe", _boolean),
     ("WHATSAPP_TRANSCRIBE_MODEL", "whatsapp_transcribe_model", _transcription_model),
     ("WHATSAPP_TRANSCRIBE_LANGUAGE", "whatsapp_transcribe_language", _language),
