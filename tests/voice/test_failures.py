@@ -92,7 +92,7 @@ def test_an_unexpected_error_is_an_apology_and_a_person_never_a_500(settings, tm
 def test_a_100_kb_reply_of_hostile_markup_is_answered_before_twilio_gives_up(
         shape: str, phone: TwilioPhone, standin: RasaStandIn) -> None:
     call = phone.call()
-    standin.reply_with([{"text": HOSTILE_SHAPES[shape]}, {"text": "¿Algo más?"}])
+    standin.reply_with([{"text": HOSTILE_SHAPES[shape]}, {"text": "¿Algo más?"}], sender=call.sid)
     call.say("cuéntame todo")  # TwilioWouldFail past Twilio's 15 s: the markup took minutes to clean
     assert call.state == "gathering"
     assert call.heard[-1] in ("¿Algo más?", "El resto del mensaje es demasiado largo para leerlo por teléfono.")

@@ -167,7 +167,8 @@ def test_with_every_rasa_slot_taken_a_new_turn_is_handed_off_at_once_and_never_r
     held = [threading.Thread(target=call.say, args=("perdí mi tarjeta",)) for call in (first, second)]
     for thread in held:
         thread.start()
-    wait_for(lambda: sum(r["message"] == "perdí mi tarjeta" for r in standin.received) == 2)  # both slots taken
+    asking = {first.sid, second.sid}
+    wait_for(lambda: sum(r["sender"] in asking and r["message"] == "perdí mi tarjeta" for r in standin.received) == 2)
     third.say("perdí mi tarjeta")
     for thread in held:
         thread.join()
