@@ -94,18 +94,24 @@ logconfig_dict = gunicorn_logconfig(loglevel.upper())
 
 def on_starting(server):
     """Check the settings and the state store once in the master (a bad one stops gunicorn with one line
-    naming it); start the metrics from zero."""
+    naming it), say what it will serve (the start-up banner, once, not per worker); start the metrics from zero."""
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
     for stale in glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(stale)
     os.environ.pop("TWILIO_BRIDGE_GUNICORN_LOADING", None)
+    from twilio_bridge.logs import configure_logging
+    from twilio_bridge.startup import announce, env_file, local_origin
     from twilio_voice_server import refuse_unusable_setup, settings_from_environment
 
     try:
-        refuse_unusable_setup(settings_from_environment())
+        settings = settings_from_environment()
+        refuse_unusable_setup(settings)
     except SystemExit:
         on_exit(server)
         raise
+    configure_logging(settings.log_level)
+    host, port = server.cfg.bind[0].rsplit(":", 1)  # the command line's -b, else `bind` above
+    announce(settings, env_file(os.environ, Path.cwd()), local_origin(host, int(port)))
 
 
 def post_worker_init(worker):

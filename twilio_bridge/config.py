@@ -309,6 +309,15 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
 
 def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Settings:
     """Build Settings from environment variables; raise ConfigError naming every bad one."""
+    settings, problems = read_settings(environ, workdir)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def read_settings(environ: Mapping[str, str], workdir: Path | None = None) -> tuple[Settings, list[str]]:
+    """Settings from the valid variables (defaults stand in for the bad ones), and one line per bad one:
+    `check` reports every problem and still tests what it can."""
     problems: list[str] = []
     values: dict[str, object] = {}
     for name, attr, parse in VARIABLES:
@@ -330,13 +339,9 @@ def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Se
             "(set TWILIO_VALIDATE_SIGNATURE=false only for local experiments)"
         )
     problems += _outbound_problems(values)
-
-
     if values.get("whatsapp_transcribe") and find_spec("faster_whisper") is None:
         problems.append("WHATSAPP_TRANSCRIBE: on needs the transcription engine: ./install_twilio_server.sh --transcribe")
-    if problems:
-        raise ConfigError(problems)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values), problems  # type: ignore[arg-type]
 
 
 def _outbound_problems(values: Mapping[str, object]) -> list[str]:
