@@ -7,6 +7,8 @@ import sys
 import unicodedata
 from collections.abc import Callable
 
+import pytest
+
 from tests.conftest import AUTH_TOKEN, LiveServer
 from tests.whatsapp.test_twiml import new_number
 from twilio_bridge.config import Settings
@@ -40,10 +42,10 @@ def test_unicode_has_its_decimal_digits() -> None:
 
 
 def test_every_digit_pressed_or_spoken_on_the_phone_reaches_rasa(phone: TwilioPhone, standin: RasaStandIn) -> None:
-    caller = sid("CA")
+    call_sid = sid("CA")  # the stand-in is shared: its canned answers go to this call alone
     for _ in range(1 + 2 * len(ANSWERS)):
-        standin.reply_with(MENU, sender=caller)
-    call = phone.call(call_sid=caller)
+        standin.reply_with(MENU, call_sid)
+    call = phone.call(call_sid=call_sid)
     for answer in ANSWERS:
         assert call.press(answer)[0] == "Elija una opción."
         assert call.say(answer)[0] == "Elija una opción."
@@ -59,7 +61,7 @@ def test_every_digit_written_on_whatsapp_reaches_rasa(
     share = {user.address: ["hola", *ANSWERS[n::len(users)]] for n, user in enumerate(users)}
     for address, texts in share.items():
         for _ in texts:
-            standin.reply_with(MENU, sender=address)
+            standin.reply_with(MENU, address)
     for user in users:
         for text in share[user.address]:
             user.send(text)
