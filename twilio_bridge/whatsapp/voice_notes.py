@@ -92,7 +92,8 @@ class MediaFetcher:
 
     def _read(self, answer: requests.Response) -> bytes:
         declared = answer.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.limit:
+        # ASCII digits only ('²' passes isdigit(), and int() refuses it), and few enough for int()
+        if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > self.limit):
             raise Unheard("too_big", f"{declared} bytes")
         data = bytearray()
         for chunk in answer.iter_content(64 * 1024):
