@@ -5,6 +5,8 @@
     python twilio_voice_server.py call      a phone call from this terminal (see --help)
     python twilio_voice_server.py chat      WhatsApp messages from this terminal
     python twilio_voice_server.py check     configuration, Rasa, signatures, webhook URLs
+    python twilio_voice_server.py notify    a WhatsApp template or SMS through the outbound API
+    python twilio_voice_server.py dial-out  a call to a customer through the outbound API
 
 Settings come from the environment, and from `twilio.env` in the working directory, or the
 file named by TWILIO_ENV_FILE (variables already set win).
