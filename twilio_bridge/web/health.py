@@ -24,7 +24,7 @@ def health() -> ResponseReturnValue:
     except Exception as exc:  # any backend failure is a health fact, not a crash
         state = {"reachable": False, "error": type(exc).__name__}
     status = "ok" if rasa["reachable"] and state["reachable"] else "degraded"
-    whatsapp: dict[str, object] = {"replies": "rest" if current.queue is not None else "twiml"}
+    whatsapp: dict[str, object] = {"replies": "rest" if current.settings.whatsapp_rest_mode else "twiml"}
     try:
         whatsapp["counts"] = delivery_counts(current)
         if current.queue is not None:
