@@ -1,21 +1,23 @@
-"""The entry point's subcommands: run the server (no subcommand), `call`, `chat`, `check`, `notify`, `dial-out`."""
+"""The entry point's subcommands: run the server (no subcommand), `demo`, `call`, `chat`, `check`, `notify`, `dial-out`."""
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import routes
+from .. import __version__, routes
 from ..config import Settings
+from ..startup import Configuration
 from ..testing.outbox import OutboxError, open_outbox
 from ..testing.phone import TwilioPhone
 from ..testing.whatsapp_user import WhatsAppUser
 from .call import Ask, CallSimulator, RelayCallSimulator, Speaker, script_lines, terminal_lines
 from .chat import REPLY_WAIT_SECONDS, ChatSimulator
 from .check import run_check
+from .demo import run_demo
 from .outbound import OutboundClient, OutboundError, add_commands, json_object, run_dial_out, run_notify
-
 
 TWILIO_API = "https://api.twilio.com"
 
@@ -25,7 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="twilio_voice_server.py",
         description="Without a subcommand: run the bridge's development server on $PORT.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{call,chat,check,notify,dial-out}")
+    parser.add_argument("--version", action="version", version=f"twilio-bridge {__version__}")
+    parser.add_argument("--port", type=int, metavar="PORT", help="the development server's port (default: $PORT, 5001)")
+    commands = parser.add_subparsers(dest="command", metavar="{demo,call,chat,check,notify,dial-out}")
+
+    demo = commands.add_parser("demo", help="see it work: a Rasa stand-in, the bridge and a call, in one command",
+                               description="Start the Rasa stand-in and the bridge on free ports, with nothing to "
+                                           "configure, and call it from this terminal (or chat, with --chat). "
+                                           "Everything stops when the call ends.")
+    demo.add_argument("--chat", action="store_true", help="write WhatsApp messages instead of calling")
+    demo.add_argument("--port", type=int, default=0, help="the bridge's port (default: a free one)")
+    demo.add_argument("--rasa-port", type=int, default=0, help="the Rasa stand-in's port (default: a free one)")
+    demo.add_argument("--script", type=Path, metavar="FILE",
+                      help="play a call or chat script instead of the terminal (as call --script)")
 
     call = commands.add_parser("call", help="place a phone call to the bridge from this terminal",
                                description="Play Twilio's part in a call. Type what the caller says; "
@@ -77,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str], load_settings: Callable[[], Settings], serve: Callable[[Settings], int]) -> int:
+def main(argv: list[str], configure: Callable[[], Configuration], serve: Callable[[Settings], int]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "check" and args.apply != bool(args.number):
@@ -87,19 +101,24 @@ def main(argv: list[str], load_settings: Callable[[], Settings], serve: Callable
             parser.error("chat: --voice-note needs --fake-api (the fake keeps the note's media, as Twilio does)")
         if not args.voice_note.is_file():
             parser.error(f"chat: --voice-note: no such file: {args.voice_note}")
-    settings = load_settings()
+    if args.command == "demo":  # reads no settings: it brings its own
+        ask = turns(args.script, "")
+        return 2 if ask is None else run_demo(args, ask)
+    configuration = configure()
+    if args.command == "check":  # reports bad settings among its findings, and tests what it still can
+        local = f"http://127.0.0.1:{configuration.settings.port}"
+        return run_check(configuration, args.bridge or local, sys.stdout, args.number if args.apply else None)
+    settings = configuration.settings_or_exit()
     local = f"http://127.0.0.1:{settings.port}"
     if args.command == "call":
         return place_call(args, settings, args.url or local)
     if args.command == "chat":
         return start_chat(args, settings, args.url or local)
-    if args.command == "check":
-        return run_check(settings, args.bridge or local, sys.stdout, args.number if args.apply else None)
     if args.command in ("notify", "dial-out"):
         client = OutboundClient(args.bridge or local, settings.outbound_api_token)
         run = run_notify if args.command == "notify" else run_dial_out
         return run(args, client, sys.stdout, sys.stderr)
-    return serve(settings)
+    return serve(replace(settings, port=args.port) if args.port else settings)
 
 
 def place_call(args: argparse.Namespace, settings: Settings, url: str) -> int:
@@ -170,7 +189,8 @@ def start_chat(args: argparse.Namespace, settings: Settings, url: str) -> int:
 def turns(script: Path | None, greeting: str) -> Ask | None:
     """The user's lines: typed at the terminal, or a script's (a file, or '-' for standard input)."""
     if script is None:
-        print(greeting)
+        if greeting:
+            print(greeting)
         return terminal_lines()
     if str(script) == "-":
         return script_lines(sys.stdin.readlines(), sys.stdout)
