@@ -1,7 +1,8 @@
 """The Twilio <-> Rasa bridge.
 
     gunicorn twilio_voice_server:app        production (see gunicorn.conf.py)
-    python twilio_voice_server.py           development server on $PORT
+    python twilio_voice_server.py           development server on $PORT (or --port)
+    python twilio_voice_server.py demo      a Rasa stand-in, the bridge and a call, with nothing to configure
     python twilio_voice_server.py call      a phone call from this terminal (see --help)
     python twilio_voice_server.py chat      WhatsApp messages from this terminal
     python twilio_voice_server.py check     configuration, Rasa, signatures, webhook URLs
@@ -15,18 +16,36 @@ import os
 import sys
 from pathlib import Path
 
-from flask import Flask
+# gunicorn.conf.py names its master here until the master has started (on_starting): importing this
+# module in that process before then is `gunicorn --preload`, which would build the app in the master,
+# where its delivery threads die at the fork and its SQLite files are shared by every worker.
+if os.environ.get("TWILIO_BRIDGE_GUNICORN_LOADING") == str(os.getpid()):
+    print("twilio-bridge: gunicorn --preload is not supported: the app starts threads and opens the state "
+          "store in each worker (remove --preload / preload_app)", file=sys.stderr)
+    raise SystemExit(2)
 
-from twilio_bridge import cli
-from twilio_bridge.app import create_app
-from twilio_bridge.config import Settings
-from twilio_bridge.logs import configure_logging
-from twilio_bridge.startup import RequestHandler, announce, configure, env_file, local_origin
+from flask import Flask  # noqa: E402  (after the refusal above, before anything is built)
+
+from twilio_bridge import cli  # noqa: E402
+from twilio_bridge.app import create_app  # noqa: E402
+from twilio_bridge.config import Settings  # noqa: E402
+from twilio_bridge.logs import configure_logging  # noqa: E402
+from twilio_bridge.startup import RequestHandler, announce, configure, env_file, local_origin  # noqa: E402
+from twilio_bridge.state import backend, redis_too_old  # noqa: E402
 
 
 def settings_from_environment() -> Settings:
     """Load twilio.env, then the environment; exit with one line per bad variable."""
     return configure().settings_or_exit()
+
+
+def refuse_unusable_setup(settings: Settings) -> None:
+    """What the settings alone cannot tell: a state store the bridge cannot use. One line, exit 2."""
+    kind, where = backend(settings.state_url)
+    problem = redis_too_old(where) if kind == "redis" else None
+    if problem:
+        print(f"twilio-bridge: configuration error: STATE_URL={settings.state_url}: {problem}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def build_app(settings: Settings | None = None) -> Flask:
@@ -44,6 +63,7 @@ def __getattr__(name: str) -> Flask:
 
 
 def serve(settings: Settings) -> int:
+    refuse_unusable_setup(settings)
     host = os.environ.get("HOST", "127.0.0.1")
     application = build_app(settings)
     announce(settings, env_file(os.environ, Path.cwd()), local_origin(host, settings.port))

@@ -7,6 +7,7 @@
 #   BRIDGE_UPSTREAM=127.0.0.1:5001  HTTP_LISTEN=80  HTTPS_LISTEN=443
 #   LETSENCRYPT_DIR=/etc/letsencrypt  ACME_ROOT=/var/www/letsencrypt
 #   OUTBOUND_ALLOW="203.0.113.7 10.0.0.0/8"   (who may use the outbound API through nginx; nobody by default)
+# Several bridge hosts (sharing STATE_URL=redis://...): BRIDGE_UPSTREAM="10.0.0.11:5001 10.0.0.12:5001".
 set -eu
 [ $# -eq 1 ] || { echo "usage: $0 DOMAIN" >&2; exit 2; }
 case "$1" in
@@ -14,7 +15,18 @@ case "$1" in
 esac
 DOMAIN=$1
 export DOMAIN
-export BRIDGE_UPSTREAM="${BRIDGE_UPSTREAM:-127.0.0.1:5001}"
+upstream="${BRIDGE_UPSTREAM:-127.0.0.1:5001}"
+BRIDGE_UPSTREAM=""
+for address in $upstream; do
+  case "$address" in
+    *[!A-Za-z0-9.:_/\[\]-]*) echo "render-site.sh: BRIDGE_UPSTREAM: '$address' is not host:port or unix:path" >&2; exit 2 ;;
+  esac
+  # The template has `server ${BRIDGE_UPSTREAM};`: each further host becomes a server line of its own.
+  BRIDGE_UPSTREAM="${BRIDGE_UPSTREAM:+$BRIDGE_UPSTREAM;
+    server }$address"
+done
+[ -n "$BRIDGE_UPSTREAM" ] || { echo "render-site.sh: BRIDGE_UPSTREAM is empty" >&2; exit 2; }
+export BRIDGE_UPSTREAM
 export HTTP_LISTEN="${HTTP_LISTEN:-80}"
 export HTTPS_LISTEN="${HTTPS_LISTEN:-443}"
 export LETSENCRYPT_DIR="${LETSENCRYPT_DIR:-/etc/letsencrypt}"

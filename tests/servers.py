@@ -23,8 +23,11 @@ GUNICORN = Path(sys.executable).parent / "gunicorn"
 # Settings the bridge and gunicorn.conf.py read; a test's process must not inherit them from whoever runs pytest.
 BRIDGE_VARIABLES = (
     *(name for name, _, _ in VARIABLES), "HOST", "GUNICORN_WORKERS", "GUNICORN_THREADS", "TWILIO_ENV_FILE",
-    "TWILIO_BRIDGE_FROM_ENV_FILE",
+    "TWILIO_BRIDGE_FROM_ENV_FILE", "TWILIO_BRIDGE_GUNICORN_LOADING",
 )
+
+
+STOP_GRACE = 15.0  # seconds a stopped server and its children get between SIGTERM and SIGKILL
 
 
 def free_port() -> int:
@@ -72,9 +75,10 @@ def _holds(ready: Callable[[], object]) -> object:
 
 @contextmanager
 def running(command: list[str], log: Path, ready: Callable[[], bool], cwd: Path | None = None,
-            env: Mapping[str, str] | None = None, timeout: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
+            env: Mapping[str, str] | None = None, timeout: float = 30.0,
+            grace: float = STOP_GRACE) -> Iterator[subprocess.Popen[bytes]]:
     """Start `command` in a process group of its own, wait until `ready()` holds, and stop it and its
-    children (a server's workers) whatever happens."""
+    children (a server's workers) whatever happens: SIGTERM, then SIGKILL after `grace` seconds."""
     with open(log, "ab") as output:
         process = subprocess.Popen(command, cwd=cwd, env=dict(env) if env is not None else None,
                                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
@@ -82,19 +86,33 @@ def running(command: list[str], log: Path, ready: Callable[[], bool], cwd: Path 
         wait_for(ready, timeout, process, log)
         yield process
     finally:
-        stop_group(process)
+        stop_group(process, grace)
 
 
-def stop_group(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """SIGTERM to the process's group, SIGKILL to whatever is left of it after `grace` seconds
-    (children outlive a leader that exits first)."""
-    _signal_group(process.pid, signal.SIGTERM)
+def stop_group(process: subprocess.Popen[bytes], grace: float = STOP_GRACE, signum: int = signal.SIGTERM) -> None:
+    """`signum` to the process's group, SIGKILL to whatever is left of it after `grace` seconds in all
+    (children outlive a leader that exits first, or ignore SIGTERM), and the group is gone on return."""
+    deadline = time.monotonic() + grace
+    _signal_group(process.pid, signum)
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         pass
+    while group_alive(process.pid) and time.monotonic() < deadline:  # children still shutting down
+        time.sleep(0.05)
     _signal_group(process.pid, signal.SIGKILL)
     process.wait()
+    while group_alive(process.pid):  # SIGKILLed children are gone once init has reaped them
+        time.sleep(0.01)
+
+
+def group_alive(group: int) -> bool:
+    """Is any process (a zombie included) left in the process group?"""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _signal_group(group: int, signum: int) -> None:
@@ -116,15 +134,20 @@ def redis_binary() -> str | None:
 
 
 @contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """A throwaway redis-server on a free port; skips the test with the reason when there can be none."""
+def redis_server(workdir: Path, port: int | None = None, bind: Sequence[str] = ("127.0.0.1",),
+                 durable: bool = False) -> Iterator[str]:
+    """A throwaway redis-server on a free port (or `port`), listening on `bind`; skips the test with the
+    reason when there can be none. `durable` keeps an append-only file in `workdir`, as an operator's
+    Redis for the queue does, so a restart on the same port and `workdir` finds the data again."""
     binary = redis_binary()
     if binary is None:
         pytest.skip("redis-server is not installed and could not be installed (needs root and apt-get)")
-    port = free_port()
-    with running([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                  "--dir", str(workdir)], workdir / f"redis-{port}.log", ready=lambda: port_open(port), timeout=10):
-        yield f"redis://127.0.0.1:{port}/0"
+    port = port or free_port()
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
+    with running([binary, "--port", str(port), "--bind", *bind, "--protected-mode", "no", "--save", "",
+                  *persistence, "--dir", str(workdir)], workdir / f"redis-{port}.log",
+                 ready=lambda: port_open(port), timeout=10):
+        yield f"redis://{bind[0]}:{port}/0"
 
 
 @contextmanager
@@ -152,17 +175,20 @@ class Gunicorn:
     """`gunicorn -c gunicorn.conf.py twilio_voice_server:app` in its own process group, configured by `env`
     (over this process's environment minus the bridge's settings), that a test can SIGKILL (master and
     workers at once) and start again on the same port. As a context manager: started, then stopped with SIGTERM.
-    `args` go on gunicorn's command line after the config file; `cpus` pins master and workers."""
+    `args` go on gunicorn's command line after the config file; `cpus` pins master and workers.
+    `host` is the address it listens on, and `netns` the network namespace it runs in (tests/hosts.py)."""
 
     def __init__(self, env: Mapping[str, str], workdir: Path, port: int | None = None, *,
-                 args: Sequence[str] = (), cpus: set[int] | None = None):
+                 args: Sequence[str] = (), cpus: set[int] | None = None, host: str = "127.0.0.1",
+                 netns: str | None = None):
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.workdir = workdir
         self.env = {**without_bridge_settings(), "PYTHONPATH": str(ROOT),
                     "XDG_RUNTIME_DIR": str(workdir),  # gunicorn's control socket, apart from other instances'
-                    **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
-        self.command = [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), *args, "twilio_voice_server:app"]
+                    **env, "HOST": host, "PORT": str(self.port)}
+        inside = ["ip", "netns", "exec", netns] if netns else []  # execs gunicorn: the pid stays the master's
+        self.command = [*inside, str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), *args, "twilio_voice_server:app"]
         self.cpus = cpus
         self.log_path = workdir / f"gunicorn-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -180,14 +206,10 @@ class Gunicorn:
         return self
 
     def kill(self, signum: int = signal.SIGKILL) -> None:
-        """Signal the master and its workers at once; with SIGKILL nothing gets to clean up."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signum)
-            try:
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        """Signal the master and its workers at once; with SIGKILL nothing gets to clean up. Whatever is
+        left of the group (a worker the master did not reap) is SIGKILLed after gunicorn's grace period."""
+        if self.process is not None:
+            stop_group(self.process, grace=40, signum=signum)
         self.process = None
 
     def __enter__(self) -> Gunicorn:

@@ -273,3 +273,15 @@ def test_apply_needs_a_reachable_public_url_and_a_number(twilio_api: FakeTwilioA
     alone = check(tmp_path, "--apply", **apply_settings(twilio_api, standin))
     assert alone.returncode == 2 and "--apply and --number go together" in alone.stderr
     assert twilio_api.requests == []
+
+
+def test_an_action_server_that_is_down_fails_the_check_though_rasa_answers(
+        bridge_url: str, standin: RasaStandIn, action_server, tmp_path: Path) -> None:
+    settings = dict(TWILIO_AUTH_TOKEN=AUTH_TOKEN, PORT=bridge_url.rsplit(":", 1)[1],
+                    RASA_WEBHOOK_URL=standin.webhook_url, ACTION_SERVER_URL=action_server.url)
+    up = check(tmp_path, **settings)
+    assert up.returncode == 0 and findings(up.stdout)["action server"] == ["ok"], up.stdout
+    action_server.up = False
+    down = check(tmp_path, **settings)
+    assert down.returncode == 1 and findings(down.stdout)["action server"] == ["fail"]
+    assert findings(down.stdout)["rasa"] == ["ok", "ok"] and "HTTP 503" in down.stdout

@@ -154,7 +154,7 @@ def test_tls_for_another_name_is_refused_in_the_handshake(stack: Stack) -> None:
 def test_health_is_exposed_and_nothing_else(stack: Stack, standin: RasaStandIn) -> None:
     session = requests.Session()  # verify per request: REQUESTS_CA_BUNDLE in the environment beats session.verify
     health = session.get(stack.public + "/health", verify=str(stack.ca), timeout=5)
-    assert health.status_code == 200 and health.json()["rasa"]["reachable"] is True
+    assert health.status_code == 200 and health.json() == {"status": "ok"}  # liveness; the detail is for operators
     for path in ("/", "/admin", "/health/", "/webhook", "/webhook/other", "/.env", "/static/x.js"):
         refused = session.get(stack.public + path, verify=str(stack.ca), timeout=5)
         assert refused.status_code == 404, path
@@ -245,3 +245,12 @@ def test_a_flood_is_rate_limited_with_429(stack: Stack) -> None:
     assert statuses[:50] == [403] * 50, "the burst allowance reaches the bridge, which refuses the forgeries"
     assert statuses.count(429) >= 50
     assert set(statuses) == {403, 429}
+
+
+def test_rendering_puts_each_bridge_host_in_the_upstream_and_refuses_what_is_not_an_address() -> None:
+    site = render_site(DOMAIN, {"BRIDGE_UPSTREAM": "10.0.0.11:5001 10.0.0.12:5001"})
+    upstream = re.search(r"upstream twilio_bridge \{(.*?)\}", site, re.S)
+    assert upstream and re.findall(r"^\s*server (\S+);$", upstream.group(1), re.M) == ["10.0.0.11:5001", "10.0.0.12:5001"]
+    with pytest.raises(Exception) as refused:
+        render_site(DOMAIN, {"BRIDGE_UPSTREAM": "10.0.0.11:5001; include /etc/passwd"})
+    assert "is not host:port" in refused.value.stderr  # type: ignore[attr-defined]

@@ -36,8 +36,9 @@ def load(project_dir: Path, name: str) -> Dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def steps(project_dir: Path) -> List[Dict[str, Any]]:
-    rules = load(project_dir, "data/rules.yml")["rules"]
-    stories = load(project_dir, "data/stories.yml")["stories"]
+    training = [load(project_dir, f"data/{path.name}") for path in sorted((project_dir / "data").glob("*.yml"))]
+    rules = [rule for data in training for rule in data.get("rules", [])]
+    stories = [story for data in training for story in data.get("stories", [])]
     found = [step for item in rules + stories for step in item.get("condition", []) + item["steps"]]
     assert found, "no rule or story steps were read"
     return found
@@ -61,7 +62,7 @@ def texts(domain: Dict[str, Any]) -> Iterator[Tuple[str, str]]:
 
 
 def test_files_use_rasa_3_formats(project_dir: Path) -> None:
-    for name in ("domain.yml", "data/nlu.yml", "data/rules.yml", "data/stories.yml"):
+    for name in ("domain.yml", *(f"data/{path.name}" for path in (project_dir / "data").glob("*.yml"))):
         assert load(project_dir, name)["version"] == "3.1", name
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from twilio_bridge.testing.standin import HUGE_TEXT, NASTY_TEXT, RasaStandIn
+from twilio_bridge.testing.standin import ECHO, GREETING, HUGE_TEXT, NASTY_TEXT, RasaStandIn
 
 BUTTONS = [{"title": "Sí", "payload": "/affirm"}, {"title": "No", "payload": "/deny"}]
 
@@ -292,3 +292,10 @@ def test_command_line_runs_until_sigterm() -> None:
         assert process.wait(timeout=5) == 0
     finally:
         process.kill()
+
+
+def test_echo_mode_answers_each_text_with_itself_whatever_came_before(standin: RasaStandIn) -> None:
+    standin.mode = "echo"
+    assert texts(say(standin, "/session_start", sender="CA1")) == [GREETING]
+    assert texts(say(standin, "perdí mi tarjeta", sender="CA1")) == [ECHO + "perdí mi tarjeta"]
+    assert texts(say(standin, "perdí mi tarjeta", sender="CA1")) == [ECHO + "perdí mi tarjeta"]

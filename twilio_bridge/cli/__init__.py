@@ -1,4 +1,4 @@
-"""The entry point's subcommands: run the server (no subcommand), `call`, `chat`, `check`."""
+"""The entry point's subcommands: run the server (no subcommand), `call`, `chat`, `check`, `notify`, `dial-out`."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, routes
 from ..config import Settings
 from ..startup import Configuration
 from ..testing.outbox import OutboxError, open_outbox
@@ -17,6 +17,10 @@ from .call import Ask, CallSimulator, RelayCallSimulator, Speaker, script_lines,
 from .chat import REPLY_WAIT_SECONDS, ChatSimulator
 from .check import run_check
 from .demo import run_demo
+from .outbound import OutboundClient, OutboundError, add_commands, json_object, run_dial_out, run_notify
+
+
+TWILIO_API = "https://api.twilio.com"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"twilio-bridge {__version__}")
     parser.add_argument("--port", type=int, metavar="PORT", help="the development server's port (default: $PORT, 5001)")
-    commands = parser.add_subparsers(dest="command", metavar="{demo,call,chat,check}")
+    commands = parser.add_subparsers(dest="command", metavar="{demo,call,chat,check,notify,dial-out}")
 
     demo = commands.add_parser("demo", help="see it work: a Rasa stand-in, the bridge and a call, in one command",
                                description="Start the Rasa stand-in and the bridge on free ports, with nothing to "
@@ -51,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--relay", action="store_true",
                       help="relay mode: the call over ConversationRelay's WebSocket, replies printed as they "
                            "stream (the default when VOICE_MODE=relay)")
+    call.add_argument("--outbound-context", type=json_object, metavar="JSON",
+                      help="be the customer of an outbound call instead: ask the bridge's outbound API to call "
+                           "--from with this context, then answer it (the bridge's TWILIO_API_BASE_URL must be a "
+                           "fake Calls API; dial-out calls real phones)")
 
     chat = commands.add_parser("chat", help="write WhatsApp messages to the bridge from this terminal",
                                description="Play Twilio's part in a WhatsApp chat. Each line is a message; "
@@ -67,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "print the replies the bridge sends through it")
     chat.add_argument("--voice-note", type=Path, metavar="FILE",
                       help="REST mode, with --fake-api: first send FILE (OGG/Opus, MP3, AMR...) as a voice note")
+    chat.add_argument("--notification", type=json_object, metavar="JSON",
+                      help='the business writes first: the outbound API sends this user {"content_sid": "HX…", '
+                           '"variables": {…}, "context": {…}} (or {"body": …}) before the chat starts')
     chat.add_argument("--wait", type=float, default=REPLY_WAIT_SECONDS, metavar="SECONDS",
                       help="how long to wait for a reply through --fake-api (default: %(default)g)")
 
@@ -77,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--apply", action="store_true",
                        help="set the voice webhooks on --number through Twilio's REST API")
     check.add_argument("--number", metavar="+E164", help="the Twilio number to change with --apply")
+    add_commands(commands)
     return parser
 
 
@@ -103,6 +115,10 @@ def main(argv: list[str], configure: Callable[[], Configuration], serve: Callabl
         return place_call(args, settings, args.url or local)
     if args.command == "chat":
         return start_chat(args, settings, args.url or local)
+    if args.command in ("notify", "dial-out"):
+        client = OutboundClient(args.bridge or local, settings.outbound_api_token)
+        run = run_notify if args.command == "notify" else run_dial_out
+        return run(args, client, sys.stdout, sys.stderr)
     return serve(replace(settings, port=args.port) if args.port else settings)
 
 
@@ -114,8 +130,28 @@ def place_call(args: argparse.Namespace, settings: Settings, url: str) -> int:
         return 2
     speak = Speaker(settings.voice_language, sys.stdout) if args.speak else None
     phone = TwilioPhone(url, settings.twilio_auth_token, public_url)
-    simulator = RelayCallSimulator if args.relay or settings.voice_mode == "relay" else CallSimulator
-    return simulator(phone, ask, sys.stdout, sys.stderr, speak).run(args.from_, args.to)
+    relay = args.relay or settings.voice_mode == "relay"
+    simulator = (RelayCallSimulator if relay else CallSimulator)(phone, ask, sys.stdout, sys.stderr, speak)
+    if args.outbound_context is None:
+        return simulator.run(args.from_, args.to)
+    if relay:
+        print("call: --outbound-context plays a gather-mode call: leave out --relay (and VOICE_MODE=relay)",
+              file=sys.stderr)
+        return 2
+    if settings.twilio_api_base_url == TWILIO_API:
+        print("call: --outbound-context answers a call placed through a fake Calls API, and this bridge's "
+              "TWILIO_API_BASE_URL is Twilio's: dial-out calls a real phone instead", file=sys.stderr)
+        return 2
+    try:
+        placed = OutboundClient(url, settings.outbound_api_token).post(
+            routes.OUTBOUND_CALLS, {"to": args.from_, "context": args.outbound_context})
+    except OutboundError as exc:
+        print(f"call: {exc}", file=sys.stderr)
+        return 1
+    print(f"[the bridge calls {args.from_}: {placed['call_sid']}; answering]")
+    status_callback = f"{public_url}{routes.CALL_STATUS}?outbound={placed['id']}"
+    return simulator.play(lambda: phone.answer(placed["call_sid"], settings.twilio_voice_from or args.to,
+                                               args.from_, status_callback))
 
 
 def start_chat(args: argparse.Namespace, settings: Settings, url: str) -> int:
@@ -138,6 +174,16 @@ def start_chat(args: argparse.Namespace, settings: Settings, url: str) -> int:
               f"TWILIO_WHATSAPP_FROM={settings.twilio_whatsapp_from or user.bridge_address} and this "
               f"TWILIO_AUTH_TOKEN.")
     simulator = ChatSimulator(user, ask, sys.stdout, sys.stderr, sent, args.wait, args.script is not None)
+    if args.notification is not None:
+        try:
+            queued = OutboundClient(url, settings.outbound_api_token).post(
+                routes.OUTBOUND_MESSAGES, {**args.notification, "to": user.address})
+            simulator.notified(queued)
+        except (OutboundError, OutboxError) as exc:
+            print(f"chat: {exc}", file=sys.stderr)
+            if sent is not None:
+                sent.close()
+            return 1
     return simulator.run(args.voice_note)
 
 

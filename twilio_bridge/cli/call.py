@@ -132,8 +132,12 @@ class CallSimulator:
 
     def run(self, from_: str, to: str) -> int:
         """Place one call and play it to the end; OK, or FAILED with the reason printed."""
+        return self.play(lambda: self.phone.call(from_, to))
+
+    def play(self, start: Callable[[], PhoneCall]) -> int:
+        """Start one call (placed by the caller, or a call the bridge placed, answered) and play it to the end."""
         try:
-            call = self.phone.call(from_, to)
+            call = start()
             self.hear(call)
             while not call.ended:
                 self.check_expectations(call)

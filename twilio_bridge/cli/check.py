@@ -68,6 +68,7 @@ def run_check(configuration: Configuration, bridge_url: str, out: TextIO, apply_
     settings, report = configuration.settings, Report(out)
     check_configuration(configuration, report)
     check_rasa(settings, report)
+    check_action_server(settings, report)
     check_signatures(settings, report)
     origin = check_public_url(settings, report)
     check_whatsapp(settings, report)
@@ -117,6 +118,20 @@ def check_rasa(settings: Settings, report: Report) -> None:
     shown = first if len(first) <= 80 else first[:77] + "..."
     more = f" (+{len(items) - 1} more)" if len(items) > 1 else ""
     report("ok", "rasa", f"'hola' from {sender} answered {shown!r}{more} in {latency * 1000:.0f} ms")
+
+
+def check_action_server(settings: Settings, report: Report) -> None:
+    """With its action server down Rasa still answers 200 (a fallback, then nothing): ask the server itself."""
+    if settings.action_server_url is None:
+        return
+    rasa = RasaClient(settings.rasa_webhook_url, settings.rasa_timeout)
+    try:
+        rasa.action_server_health(settings.action_server_url, timeout=3.0)
+    except RasaError as exc:
+        report("fail", "action server", f"the /health of ACTION_SERVER_URL={settings.action_server_url} failed: "
+                                        f"{exc.kind}: {exc.detail} (Rasa's custom actions would fail)")
+        return
+    report("ok", "action server", f"the /health of {settings.action_server_url} answers ok")
 
 
 def rasa_problem(exc: RasaError) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -70,6 +71,26 @@ class RasaClient:
         if response.status_code != 200:
             raise RasaError("status", f"HTTP {response.status_code}", status=response.status_code)
         return response.text.strip()[:100]
+
+
+    def action_server_health(self, action_server_url: str, timeout: float = 2.0) -> str:
+        """The action server's `GET /health` (rasa-sdk answers {"status": "ok"}), at the origin of its URL
+        as Rasa's endpoints.yml names it (http://localhost:5055/webhook). Raises RasaError."""
+        parts = urlsplit(action_server_url)
+        try:
+            response = self.session.get(f"{parts.scheme}://{parts.netloc}/health",
+                                        timeout=(min(timeout, self.connect_timeout), timeout))
+        except requests.RequestException as exc:
+            raise RasaError("unreachable", _short(exc)) from exc
+        if response.status_code != 200:
+            raise RasaError("status", f"HTTP {response.status_code}", status=response.status_code)
+        try:
+            status = response.json().get("status")
+        except (ValueError, AttributeError) as exc:
+            raise RasaError("invalid", "answer is not a JSON object") from exc
+        if status != "ok":
+            raise RasaError("invalid", f"status {status!r}, not 'ok'")
+        return status
 
 
 def _short(exc: Exception) -> str:

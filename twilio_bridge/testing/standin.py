@@ -26,7 +26,8 @@ from .local_server import LocalServer, until_signalled
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-MODES = ("ok", "hang", "error500", "html", "invalid_json", "empty", "huge", "nasty", "drop")
+MODES = ("ok", "echo", "hang", "error500", "html", "invalid_json", "empty", "huge", "nasty", "drop")
+ECHO = "Recibido: "  # echo mode answers every text with this and the text: a reply names its message
 NASTY_TEXT = 'Hola <b>cliente</b> & "amigo" \x00\x07 ✅🚀 **importante** _nota_ [enlace](https://x.y) # Título'
 HUGE_SENTENCES = (
     "Su tarjeta de crédito queda protegida mientras revisamos los últimos movimientos de la cuenta. "
@@ -77,6 +78,7 @@ class RasaStandIn(LocalServer):
         self._sender_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._states: dict[str, dict[str, str]] = {}
         self._canned: deque[list[dict[str, Any]]] = deque()
+        self._canned_for: defaultdict[str, deque[list[dict[str, Any]]]] = defaultdict(deque)
         self._stopping = threading.Event()
 
     @property
@@ -105,16 +107,21 @@ class RasaStandIn(LocalServer):
     def webhook_url(self) -> str:
         return self.origin + "/webhooks/rest/webhook"
 
-    def reply_with(self, items: list[dict[str, Any]]) -> None:
-        """Make the next webhook answer, for any sender, exactly `items` (once)."""
+    def reply_with(self, items: list[dict[str, Any]], sender: str | None = None) -> None:
+        """Make the next webhook answer exactly `items` (once): the next for `sender`, or for any sender.
+        Naming the sender keeps a request left over from an earlier test from taking the answer."""
         with self._lock:
-            self._canned.append(items)
+            if sender is None:
+                self._canned.append(items)
+            else:
+                self._canned_for[sender].append(items)
 
     def clear(self) -> None:
         with self._lock:
             self.received.clear()
             self._states.clear()
             self._canned.clear()
+            self._canned_for.clear()
 
     def _wsgi(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
         request = Request(environ)
@@ -148,7 +155,8 @@ class RasaStandIn(LocalServer):
         sender = str(body.get("sender") or "default")
         message = body.get("message")
         with self._lock:
-            record = {"sender": sender, "message": message, "metadata": body.get("metadata"), "at": time.time()}
+            record = {"sender": sender, "message": message, "metadata": body.get("metadata"), "at": time.time(),
+                      "peer": request.remote_addr}  # which bridge host asked, when there are several
             self.received.append(record)
             sender_lock = self._sender_locks[sender]
         with sender_lock:
@@ -160,7 +168,8 @@ class RasaStandIn(LocalServer):
 
     def _answer(self, mode: str, sender: str, message: Any, request: Request, metadata: Any = None) -> Response:
         with self._lock:
-            canned = self._canned.popleft() if self._canned else None
+            own = self._canned_for.get(sender)
+            canned = own.popleft() if own else self._canned.popleft() if self._canned else None
         if canned is not None:
             return _json(canned)
         if mode == "drop":
@@ -173,6 +182,8 @@ class RasaStandIn(LocalServer):
         if mode == "invalid_json":
             return Response('[{"text": "unterminated', mimetype="application/json")
         texts = {"huge": [HUGE_TEXT], "nasty": [NASTY_TEXT], "empty": []}.get(mode)
+        if mode == "echo" and isinstance(message, str) and not message.startswith("/"):
+            texts = [ECHO + message]  # no dialogue state: asking twice gets the same answer
         items = [{"text": t} for t in texts] if texts is not None else self._converse(sender, message, metadata)
         return _json([{"recipient_id": sender, **item} for item in _split_blank_lines(items)])
 
