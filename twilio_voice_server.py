@@ -1,11 +1,13 @@
 """The Twilio <-> Rasa bridge.
 
     gunicorn twilio_voice_server:app        production (see gunicorn.conf.py)
-    python twilio_voice_server.py           development server on $PORT (or --port)
-    python twilio_voice_server.py demo      a Rasa stand-in, the bridge and a call, with nothing to configure
+    python twilio_voice_server.py           development server on $PORT
+    python twilio_voice_server.py demo      the stand-in, the bridge and a call, on free ports
     python twilio_voice_server.py call      a phone call from this terminal (see --help)
     python twilio_voice_server.py chat      WhatsApp messages from this terminal
     python twilio_voice_server.py check     configuration, Rasa, signatures, webhook URLs
+    python twilio_voice_server.py notify    a WhatsApp template or SMS through the outbound API
+    python twilio_voice_server.py dial-out  a call to a customer through the outbound API
 
 Settings come from the environment, and from `twilio.env` in the working directory, or the
 file named by TWILIO_ENV_FILE (variables already set win).

@@ -92,8 +92,8 @@ def test_a_handoff_goes_through_the_action_url_to_a_person(relay_phone: RelayPho
     call = RelayCall(relay_phone())
     call.start()
     assert call.say("quiero hablar con un asesor").text == HANDOFF
-    assert call.ended() == {"reason": "handoff", "why": "assistant", "number": HUMAN}
-    assert call.heard == [TRANSFER] and call.state == "dialing" and call.dialed == HUMAN
+    assert call.ended() == {"reason": "handoff", "why": "assistant", "number": HUMAN, "announced": True}
+    assert call.heard == [] and call.state == "dialing" and call.dialed == HUMAN  # the assistant announced it
     assert call.after.dial_result("busy") == ["En este momento no hay nadie disponible. Por favor, llame más tarde. "
                                               "Hasta luego."]
 

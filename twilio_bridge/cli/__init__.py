@@ -1,4 +1,4 @@
-"""The entry point's subcommands: run the server (no subcommand), `call`, `chat`, `check`, `notify`, `dial-out`."""
+"""The entry point's subcommands: run the server (no subcommand), `demo`, `call`, `chat`, `check`, `notify`, `dial-out`."""
 from __future__ import annotations
 
 import argparse
@@ -18,7 +18,6 @@ from .chat import REPLY_WAIT_SECONDS, ChatSimulator
 from .check import run_check
 from .demo import run_demo
 from .outbound import OutboundClient, OutboundError, add_commands, json_object, run_dial_out, run_notify
-
 
 TWILIO_API = "https://api.twilio.com"
 

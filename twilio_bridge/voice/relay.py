@@ -61,6 +61,8 @@ class Ending:
         data: dict[str, Any] = {"reason": self.reason, "why": self.why}
         if self.number:
             data["number"] = self.number
+        if self.reason == "handoff" and self.why == "assistant" and self.spoken:
+            data["announced"] = True  # the assistant's words told the caller: the end route does not repeat it
         return data
 
 

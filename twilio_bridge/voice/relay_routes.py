@@ -70,7 +70,7 @@ def relay_ended() -> Response:
     number = number if isinstance(number, str) and E164.match(number) else None
     nobody = voice.phrases.goodbye if handoff.get("why") == "silence" else None
     structlog.contextvars.bind_contextvars(outcome="handoff" if number else "hangup")
-    return twiml(handoff_response([], voice, number, nobody))
+    return twiml(handoff_response([], voice, number, nobody, announced=handoff.get("announced") is True))
 
 
 def _handoff_data(raw: str | None) -> dict[str, Any] | None:
