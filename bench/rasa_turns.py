@@ -80,7 +80,8 @@ def main() -> None:
     print(f"{trained}; Rasa and the action server started (with training) in {ready:.0f} s")
     print(f"{'turns':>6} {'median ms':>10} {'p99 ms':>8}")
     print(f"{len(direct):>6} {median(direct):>10.1f} {percentile(direct, 0.99):>8.1f}  Rasa's REST channel directly")
-    print(f"{len(bridged):>6} {median(bridged):>10.1f} {percentile(bridged, 0.99):>8.1f}  a voice turn through the bridge")
+    print(f"{len(bridged):>6} {median(bridged):>10.1f} {percentile(bridged, 0.99):>8.1f}  "
+          "a voice turn through the bridge")
 
 
 if __name__ == "__main__":

@@ -219,7 +219,7 @@ def test_the_relay_websocket_goes_through_nginx_signed_for_the_public_wss_url(st
     public_socket = "wss" + stack.public.removeprefix("https") + routes.RELAY
     assert call.connect(public_socket, stack.public + routes.RELAY_END, sock=nginx_socket(stack)).text == GREETING
     assert call.say("quiero hablar con un asesor").text == HANDOFF
-    assert call.ended() == {"reason": "handoff", "why": "assistant", "number": HUMAN}
+    assert call.ended() == {"reason": "handoff", "why": "assistant", "number": HUMAN, "announced": True}
     assert call.dialed == HUMAN
 
 

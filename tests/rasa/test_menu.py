@@ -13,7 +13,7 @@ from tests.conftest import AUTH_TOKEN, LiveServer
 from tests.whatsapp.test_twiml import new_number
 from twilio_bridge.config import Settings
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
-from twilio_bridge.testing.phone import TwilioPhone
+from twilio_bridge.testing.phone import TwilioPhone, sid
 from twilio_bridge.testing.standin import RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
 
@@ -42,9 +42,10 @@ def test_unicode_has_its_decimal_digits() -> None:
 
 
 def test_every_digit_pressed_or_spoken_on_the_phone_reaches_rasa(phone: TwilioPhone, standin: RasaStandIn) -> None:
+    call_sid = sid("CA")  # the stand-in is shared: its canned answers go to this call alone
     for _ in range(1 + 2 * len(ANSWERS)):
-        standin.reply_with(MENU)
-    call = phone.call()
+        standin.reply_with(MENU, call_sid)
+    call = phone.call(call_sid=call_sid)
     for answer in ANSWERS:
         assert call.press(answer)[0] == "Elija una opción."
         assert call.say(answer)[0] == "Elija una opción."
@@ -58,8 +59,9 @@ def test_every_digit_written_on_whatsapp_reaches_rasa(
     url = serve(dataclasses.replace(rest_settings, whatsapp_rate_limit=len(ANSWERS))).url
     users = [WhatsAppUser(url, AUTH_TOKEN, number=new_number()) for _ in range(4)]  # four lanes at once
     share = {user.address: ["hola", *ANSWERS[n::len(users)]] for n, user in enumerate(users)}
-    for _ in range(sum(map(len, share.values()))):
-        standin.reply_with(MENU)
+    for address, texts in share.items():
+        for _ in texts:
+            standin.reply_with(MENU, address)
     for user in users:
         for text in share[user.address]:
             user.send(text)
