@@ -9,6 +9,10 @@ monkey-patching of the app, its libraries or the WhatsApp delivery threads, and 
 carries more turns once the box is out of CPU, so `-k gevent` on the command line remains an option
 for a Redis-backed, CPU-bound deployment.
 
+Relay mode (VOICE_MODE=relay) needs nothing here: a ConversationRelay WebSocket is upgraded in a
+gthread thread and then carried by one asyncio loop per worker (twilio_bridge/voice/relay_server.py),
+so calls held do not use these threads (1000 held on 2 cores: bench/README.md, "Relay mode").
+
 Timeouts, against Twilio's 15 s: a voice webhook answers within VOICE_HOLD_SECONDS (holding phrase)
 or RASA_TIMEOUT (at most 13 s), so no request handler runs near `timeout`, which only catches a
 worker that has stopped answering its heartbeat. A held turn's Rasa request may run on in the
@@ -26,8 +30,10 @@ live gauges are dropped when it exits.
 """
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import time
 from glob import glob
 from pathlib import Path
 
@@ -53,6 +59,9 @@ def _load_env_file(path):
 
 
 _load_env_file(os.environ.get("TWILIO_ENV_FILE") or Path.cwd() / "twilio.env")
+# Read in the master before any app is loaded, and cleared once it has started: twilio_voice_server
+# refuses to be imported in this process before then (`--preload`: see there).
+os.environ["TWILIO_BRIDGE_GUNICORN_LOADING"] = str(os.getpid())
 
 METRICS_DIR_PREFIX = "twilio-bridge-metrics-"
 # Named before any worker imports prometheus_client, which reads it once; kept across reloads.
@@ -76,6 +85,7 @@ backlog = 2048
 timeout = 30  # heartbeat: a worker silent this long is stuck; every webhook answers within 13 s
 graceful_timeout = int(_seconds("RASA_MAX_WAIT_SECONDS", 30)) + 5  # held turns finish on reload or stop
 keepalive = 5
+EXIT_MARGIN = 1.0  # seconds of graceful_timeout kept for the worker's own exit after worker_exit
 accesslog = None  # the app logs one structured line per webhook
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
@@ -83,28 +93,50 @@ logconfig_dict = gunicorn_logconfig(loglevel.upper())
 
 
 def on_starting(server):
-    """Check the settings once in the master (a bad one stops gunicorn with one line naming it);
-    start the metrics from zero."""
+    """Check the settings and the state store once in the master (a bad one stops gunicorn with one line
+    naming it), say what it will serve (the start-up banner, once, not per worker); start the metrics from zero."""
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
     for stale in glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(stale)
-    from twilio_voice_server import settings_from_environment
+    os.environ.pop("TWILIO_BRIDGE_GUNICORN_LOADING", None)
+    from twilio_bridge.logs import configure_logging
+    from twilio_bridge.startup import announce, env_file, local_origin
+    from twilio_voice_server import refuse_unusable_setup, settings_from_environment
 
     try:
-        settings_from_environment()
+        settings = settings_from_environment()
+        refuse_unusable_setup(settings)
     except SystemExit:
         on_exit(server)
         raise
+    configure_logging(settings.log_level)
+    host, port = server.cfg.bind[0].rsplit(":", 1)  # the command line's -b, else `bind` above
+    announce(settings, env_file(os.environ, Path.cwd()), local_origin(host, int(port)))
+
+
+def post_worker_init(worker):
+    """Note when this worker is told to stop (SIGTERM: a stop or a reload), for worker_exit."""
+    told_to_stop = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        worker.stop_began = time.monotonic()
+        told_to_stop(sig, frame)
+
+    signal.signal(signal.SIGTERM, handle_exit)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn has it: in-flight requests are not interrupted
 
 
 def worker_exit(server, worker):
-    """A worker stopping (reload, SIGTERM) lets its WhatsApp deliveries in hand finish; queued ones stay queued."""
+    """A worker stopping (reload, SIGTERM) lets its WhatsApp deliveries in hand finish; queued ones stay queued.
+    All it stops shares one deadline: what is left of graceful_timeout since SIGTERM (the requests in flight
+    had their part), less a margin for the process's exit, so the master never has to SIGKILL the worker."""
     import twilio_voice_server
     from twilio_bridge.app import close_app
 
     application = vars(twilio_voice_server).get("app")
     if application is not None:
-        close_app(application, timeout=graceful_timeout / 2)
+        stopping_for = time.monotonic() - getattr(worker, "stop_began", time.monotonic())
+        close_app(application, timeout=max(0.0, graceful_timeout - stopping_for - EXIT_MARGIN))
 
 
 def child_exit(server, worker):

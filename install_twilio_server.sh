@@ -3,8 +3,9 @@
 #
 #   ./install_twilio_server.sh            .venv with the pinned requirements; twilio.env from the example
 #   ./install_twilio_server.sh --dev      the same, plus the tests' tools (test_requirements.txt), the voice-note
-#                                         engine with a small model for its tests, and the system packages the
-#                                         tests start for real
+#                                         engine with a small model for its tests, the system packages the
+#                                         tests start for real, and Rasa Open Source 3.6 in .venv-rasa-oss
+#                                         (a Python 3.8–3.10 found on PATH or in pyenv, or RASA_OSS_PYTHON)
 #   ./install_twilio_server.sh --transcribe   also the offline engine for WhatsApp voice notes
 #                                         (transcribe_requirements.txt; WHATSAPP_TRANSCRIBE=on)
 #   ./install_twilio_server.sh --systemd  the same, then (as root) the service: user twilio-bridge,
@@ -79,10 +80,11 @@ run_logged() {
   fi
 }
 
-# `pip_install ARGS...`: pip install into .venv, counting the packages it goes through.
+# `pip_install ARGS...`: pip install into .venv (PIP_PYTHON=another/bin/python: into another), counting the
+# packages it goes through.
 pip_install() {
   run_logged "packages checked" '^(Collecting|Processing|Requirement already satisfied:) ([^ ]+)' \
-    .venv/bin/python -m pip install --disable-pip-version-check --progress-bar off "$@"
+    "${PIP_PYTHON:-.venv/bin/python}" -m pip install --disable-pip-version-check --progress-bar off "$@"
 }
 
 # `apt_install PACKAGE...`: Debian packages, their daemons left stopped: Debian starts what it installs
@@ -218,6 +220,7 @@ install_rasa_oss() {
   local stamp=$RASA_OSS_VENV/.requirements.sha256 wanted python
   wanted=$(sha256sum "$RASA_OSS_REQUIREMENTS" | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ] && [ -x "$RASA_OSS_VENV/bin/rasa" ]; then
+    echo "      up to date"
     return
   fi
   python=$(find_rasa_oss_python)
@@ -229,13 +232,10 @@ install_rasa_oss() {
   fi
   rm -f "$RASA_OSS_VENV/UNAVAILABLE"
   [ -x "$RASA_OSS_VENV/bin/python" ] || "$python" -m venv "$RASA_OSS_VENV"
-  echo "install_twilio_server.sh: installing Rasa Open Source into $RASA_OSS_VENV (about 2.7 GB; a few minutes)"
-  "$RASA_OSS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    --requirement="$RASA_OSS_REQUIREMENTS"
+  PIP_PYTHON=$RASA_OSS_VENV/bin/python pip_install --requirement="$RASA_OSS_REQUIREMENTS"
   echo "$wanted" > "$stamp"
 }
 
-[ "$DEV" = 0 ] || install_rasa_oss
 # --- end of Rasa Open Source ------------------------------------------------------------------------------
 
 install_service() {
@@ -290,11 +290,14 @@ install_service() {
 
 plan find_python "Python 3.11+ and the virtual environment .venv"
 if [ "$DEV" = 1 ]; then
-  plan install_requirements "Python packages for the bridge and its tests (${requirements[*]}): some 70, about a minute the first time"
+  plan install_requirements "Python packages for the bridge and its tests (${requirements[*]}): about two minutes the first time"
+elif [ "$TRANSCRIBE" = 1 ]; then
+  plan install_requirements "Python packages for the bridge and voice notes (${requirements[*]}): about a minute the first time"
 else
   plan install_requirements "Python packages for the bridge (${requirements[*]}): some 30, about half a minute the first time"
 fi
 plan make_env_file "settings: twilio.env"
 [ "$DEV" = 0 ] || plan install_test_packages "system packages the tests start for real (nginx, redis-server, certbot, pebble…): a few minutes as root the first time"
+[ "$DEV" = 0 ] || plan install_rasa_oss "Rasa Open Source for the tests with real Rasa, in $RASA_OSS_VENV (about 2.7 GB: a few minutes the first time)"
 [ "$SYSTEMD" = 0 ] || plan install_service "the systemd service twilio-bridge"
 run_plan

@@ -2,9 +2,12 @@
 
     gunicorn twilio_voice_server:app        production (see gunicorn.conf.py)
     python twilio_voice_server.py           development server on $PORT
+    python twilio_voice_server.py demo      the stand-in, the bridge and a call, on free ports
     python twilio_voice_server.py call      a phone call from this terminal (see --help)
     python twilio_voice_server.py chat      WhatsApp messages from this terminal
     python twilio_voice_server.py check     configuration, Rasa, signatures, webhook URLs
+    python twilio_voice_server.py notify    a WhatsApp template or SMS through the outbound API
+    python twilio_voice_server.py dial-out  a call to a customer through the outbound API
 
 Settings come from the environment, and from `twilio.env` in the working directory, or the
 file named by TWILIO_ENV_FILE (variables already set win).
@@ -15,26 +18,36 @@ import os
 import sys
 from pathlib import Path
 
-from dotenv import load_dotenv
-from flask import Flask
+# gunicorn.conf.py names its master here until the master has started (on_starting): importing this
+# module in that process before then is `gunicorn --preload`, which would build the app in the master,
+# where its delivery threads die at the fork and its SQLite files are shared by every worker.
+if os.environ.get("TWILIO_BRIDGE_GUNICORN_LOADING") == str(os.getpid()):
+    print("twilio-bridge: gunicorn --preload is not supported: the app starts threads and opens the state "
+          "store in each worker (remove --preload / preload_app)", file=sys.stderr)
+    raise SystemExit(2)
 
-from twilio_bridge import cli
-from twilio_bridge.app import create_app
-from twilio_bridge.config import ConfigError, Settings, load_settings
-from twilio_bridge.logs import configure_logging
+from flask import Flask  # noqa: E402  (after the refusal above, before anything is built)
+
+from twilio_bridge import cli  # noqa: E402
+from twilio_bridge.app import create_app  # noqa: E402
+from twilio_bridge.config import Settings  # noqa: E402
+from twilio_bridge.logs import configure_logging  # noqa: E402
+from twilio_bridge.startup import RequestHandler, announce, configure, env_file, local_origin  # noqa: E402
+from twilio_bridge.state import backend, redis_too_old  # noqa: E402
 
 
 def settings_from_environment() -> Settings:
     """Load twilio.env, then the environment; exit with one line per bad variable."""
-    env_file = Path(os.environ.get("TWILIO_ENV_FILE") or Path.cwd() / "twilio.env")
-    if env_file.is_file():
-        load_dotenv(env_file, override=False)
-    try:
-        return load_settings(os.environ, workdir=Path.cwd())
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"twilio-bridge: configuration error: {problem}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return configure().settings_or_exit()
+
+
+def refuse_unusable_setup(settings: Settings) -> None:
+    """What the settings alone cannot tell: a state store the bridge cannot use. One line, exit 2."""
+    kind, where = backend(settings.state_url)
+    problem = redis_too_old(where) if kind == "redis" else None
+    if problem:
+        print(f"twilio-bridge: configuration error: STATE_URL={settings.state_url}: {problem}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def build_app(settings: Settings | None = None) -> Flask:
@@ -52,12 +65,16 @@ def __getattr__(name: str) -> Flask:
 
 
 def serve(settings: Settings) -> int:
-    build_app(settings).run(host=os.environ.get("HOST", "127.0.0.1"), port=settings.port, threaded=True)
+    refuse_unusable_setup(settings)
+    host = os.environ.get("HOST", "127.0.0.1")
+    application = build_app(settings)
+    announce(settings, env_file(os.environ, Path.cwd()), local_origin(host, settings.port))
+    application.run(host=host, port=settings.port, threaded=True, request_handler=RequestHandler)
     return 0
 
 
 def main(argv: list[str]) -> int:
-    return cli.main(argv, settings_from_environment, serve)
+    return cli.main(argv, configure, serve)
 
 
 if __name__ == "__main__":

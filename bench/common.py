@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import statistics
 import sys
 import tempfile
@@ -108,7 +109,8 @@ class Caller:
 
     async def post(self, path: str, params: dict[str, str]) -> str:
         url = self.base_url + path
-        headers = {"X-Twilio-Signature": sign(AUTH_TOKEN, url, params)}
+        headers = {"X-Twilio-Signature": sign(AUTH_TOKEN, url, params),
+                   "I-Twilio-Idempotency-Token": secrets.token_hex(16)}  # Twilio marks every webhook
         async with self.session.post(url, data=params, headers=headers,
                                      timeout=aiohttp.ClientTimeout(total=15)) as response:
             body = await response.text()

@@ -3,6 +3,7 @@ and a phone and a WhatsApp user that play Twilio."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
 from tests.servers import redis_url  # noqa: F401  (a fixture, shared with every module)
 from twilio_bridge.app import close_app, create_app
@@ -159,3 +161,32 @@ def log_lines() -> Iterator[Callable[[], list[dict]]]:
     configure_logging("DEBUG", json=True, stream=stream)
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
     configure_logging("INFO", json=True)
+
+
+class ActionServer:
+    """rasa-sdk's `GET /health` on 127.0.0.1, answering {"status": "ok"} while `up`, counting its callers."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.hits = 0
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/webhook"  # as Rasa's endpoints.yml names it
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    @Request.application
+    def app(self, request: Request) -> Response:
+        self.hits += 1
+        if request.path != "/health" or not self.up:
+            return Response("no", status=404 if request.path != "/health" else 503)
+        return Response(json.dumps({"status": "ok"}), mimetype="application/json")
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def action_server() -> Iterator[ActionServer]:
+    server = ActionServer()
+    yield server
+    server.stop()

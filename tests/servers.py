@@ -23,8 +23,11 @@ GUNICORN = Path(sys.executable).parent / "gunicorn"
 # Settings the bridge and gunicorn.conf.py read; a test's process must not inherit them from whoever runs pytest.
 BRIDGE_VARIABLES = (
     *(name for name, _, _ in VARIABLES), "HOST", "GUNICORN_WORKERS", "GUNICORN_THREADS", "TWILIO_ENV_FILE",
-    "TWILIO_BRIDGE_FROM_ENV_FILE",
+    "TWILIO_BRIDGE_FROM_ENV_FILE", "TWILIO_BRIDGE_GUNICORN_LOADING",
 )
+
+
+STOP_GRACE = 15.0  # seconds a stopped server and its children get between SIGTERM and SIGKILL
 
 
 def free_port() -> int:
@@ -72,9 +75,10 @@ def _holds(ready: Callable[[], object]) -> object:
 
 @contextmanager
 def running(command: list[str], log: Path, ready: Callable[[], bool], cwd: Path | None = None,
-            env: Mapping[str, str] | None = None, timeout: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
+            env: Mapping[str, str] | None = None, timeout: float = 30.0,
+            grace: float = STOP_GRACE) -> Iterator[subprocess.Popen[bytes]]:
     """Start `command` in a process group of its own, wait until `ready()` holds, and stop it and its
-    children (a server's workers) whatever happens."""
+    children (a server's workers) whatever happens: SIGTERM, then SIGKILL after `grace` seconds."""
     with open(log, "ab") as output:
         process = subprocess.Popen(command, cwd=cwd, env=dict(env) if env is not None else None,
                                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
@@ -82,19 +86,33 @@ def running(command: list[str], log: Path, ready: Callable[[], bool], cwd: Path 
         wait_for(ready, timeout, process, log)
         yield process
     finally:
-        stop_group(process)
+        stop_group(process, grace)
 
 
-def stop_group(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """SIGTERM to the process's group, SIGKILL to whatever is left of it after `grace` seconds
-    (children outlive a leader that exits first)."""
-    _signal_group(process.pid, signal.SIGTERM)
+def stop_group(process: subprocess.Popen[bytes], grace: float = STOP_GRACE, signum: int = signal.SIGTERM) -> None:
+    """`signum` to the process's group, SIGKILL to whatever is left of it after `grace` seconds in all
+    (children outlive a leader that exits first, or ignore SIGTERM), and the group is gone on return."""
+    deadline = time.monotonic() + grace
+    _signal_group(process.pid, signum)
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         pass
+    while group_alive(process.pid) and time.monotonic() < deadline:  # children still shutting down
+        time.sleep(0.05)
     _signal_group(process.pid, signal.SIGKILL)
     process.wait()
+    while group_alive(process.pid):  # SIGKILLed children are gone once init has reaped them
+        time.sleep(0.01)
+
+
+def group_alive(group: int) -> bool:
+    """Is any process (a zombie included) left in the process group?"""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _signal_group(group: int, signum: int) -> None:
@@ -188,14 +206,10 @@ class Gunicorn:
         return self
 
     def kill(self, signum: int = signal.SIGKILL) -> None:
-        """Signal the master and its workers at once; with SIGKILL nothing gets to clean up."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signum)
-            try:
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        """Signal the master and its workers at once; with SIGKILL nothing gets to clean up. Whatever is
+        left of the group (a worker the master did not reap) is SIGKILLed after gunicorn's grace period."""
+        if self.process is not None:
+            stop_group(self.process, grace=40, signum=signum)
         self.process = None
 
     def __enter__(self) -> Gunicorn:

@@ -54,6 +54,8 @@ def test_the_server_refuses_to_start_with_one_line_per_problem(tmp_path: Path) -
         "twilio-bridge: configuration error: RASA_TIMEOUT='abc': is not a number",
         "twilio-bridge: configuration error: TWILIO_AUTH_TOKEN: required to check Twilio's signatures "
         "(set TWILIO_VALIDATE_SIGNATURE=false only for local experiments)",
+        f"twilio-bridge: no twilio.env in {tmp_path}: settings come from the environment only "
+        "(./install_twilio_server.sh creates twilio.env from twilio.env.example)",
     ]
 
 

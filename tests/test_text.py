@@ -1,7 +1,21 @@
 """Text hygiene: what reaches Rasa, a speaker and the logs."""
 from __future__ import annotations
 
-from twilio_bridge.text import for_speech, from_user, mask_digits, split_text
+import pytest
+
+from twilio_bridge.text import LONGEST_TEXT, for_speech, for_whatsapp, from_user, mask_digits, split_text
+
+HOSTILE_SHAPES = {  # 100 kB each, the longest reply the README promises; shapes that made markdown patterns backtrack
+    "stars": "*" * 100_000,
+    "underscore_words": "_a" * 50_000,
+    "open_brackets": "[" * 100_000,
+    "nested_brackets": "[" * 50_000 + "]" * 50_000,
+    "unclosed_links": "[a](" * 25_000,
+    "strike_runs": "~~" * 50_000,
+    "angle_brackets": "<" * 100_000,
+    "bold_words": "**a " * 25_000,
+    "heading_then_spaces": "# a" + " " * 99_996 + "b",
+}
 
 
 def test_user_text_never_starts_with_a_slash() -> None:
@@ -27,3 +41,28 @@ def test_split_text_never_exceeds_the_limit_or_cuts_words() -> None:
 def test_long_digit_strings_are_masked_in_logs() -> None:
     assert mask_digits("tarjeta 4111-1111-1111-1234, tel +525512345678, pin 1234") == (
         "tarjeta ************1234, tel ********5678, pin 1234")
+
+
+def test_markup_cleaning_keeps_its_meaning_with_the_linear_patterns() -> None:
+    assert for_speech("***negrita cursiva*** y **fuerte _suave_** ~~no~~ `código`") == (
+        "negrita cursiva y fuerte suave no código")
+    assert for_speech("[enlace](https://x.y) y [sin cerrar](https://x.y fin") == (
+        "enlace y [sin cerrar](https://x.y fin")
+    assert for_whatsapp("**fuerte *con cursiva* dentro** y ~~tachado~~") == "*fuerte _con cursiva_ dentro* y ~tachado~"
+    assert for_whatsapp("## Título ##\n##   \n") == "*Título*\n##"
+
+
+def test_hostile_markup_comes_out_clean() -> None:
+    spoken = {shape: for_speech(text) for shape, text in HOSTILE_SHAPES.items()}
+    assert spoken["stars"] == spoken["strike_runs"] == ""  # only marks: nothing to say
+    assert spoken["underscore_words"] == "a" * 50_000
+    assert spoken["bold_words"] == " ".join(["**a"] * 25_000).strip()  # never closed: not markup
+    assert spoken["heading_then_spaces"] == "a b"
+    assert spoken["open_brackets"] == HOSTILE_SHAPES["open_brackets"]
+    assert spoken["angle_brackets"] == HOSTILE_SHAPES["angle_brackets"]
+    assert for_whatsapp(HOSTILE_SHAPES["heading_then_spaces"]) == "*a" + " " * 99_996 + "b*"
+
+
+def test_a_text_is_cleaned_up_to_its_longest_and_no_further() -> None:
+    assert len(for_whatsapp("a" * (LONGEST_TEXT + 10))) == LONGEST_TEXT
+    assert len(for_speech("a " * LONGEST_TEXT)) == LONGEST_TEXT - 1

@@ -71,12 +71,15 @@ def start_background_work(app: Flask) -> None:
 
 
 def close_app(app: Flask, timeout: float = 15.0) -> None:
-    """Stop the background work (gunicorn's worker_exit, tests): jobs in hand finish or stay queued;
-    relay calls in progress get `timeout` seconds, then a person."""
-    stop_relay_loop(app, timeout)
+    """Stop the background work (gunicorn's worker_exit, tests) within `timeout` seconds in all: jobs in
+    hand finish or stay queued; relay calls in progress end with a person. Everything winds down at once."""
+    deadline = time.monotonic() + timeout
     current: Bridge = app.extensions[EXTENSION]
     if current.workers is not None:
-        current.workers.stop(timeout)
+        current.workers.begin_stop()
+    stop_relay_loop(app, timeout)
+    if current.workers is not None:
+        current.workers.stop(max(0.0, deadline - time.monotonic()))
         current.workers = None
 
 

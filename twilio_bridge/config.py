@@ -17,6 +17,7 @@ MIN_TOKEN_CHARACTERS = 16
 SECRET_FIELDS = frozenset({"twilio_auth_token", "shared_keys", "metrics_token", "outbound_api_token"})  # never echoed
 VOICE_MODES = ("gather", "relay")
 RELAY_INTERRUPTIBLE = ("any", "speech", "dtmf", "none")
+WHATSAPP_BUTTON_STYLES = ("interactive", "text")  # REST mode: buttons to tap, or a numbered list
 # ConversationRelay's own voice names (Amazon's neural voices), per VOICE_LANGUAGE: `Polly.Mia` is not one.
 RELAY_VOICES = {"es-MX": "Mia-Neural", "es-US": "Lupe-Neural", "es-ES": "Lucia-Neural",
                 "en-US": "Joanna-Neural", "en-GB": "Amy-Neural"}
@@ -34,6 +35,7 @@ class ConfigError(Exception):
 class Settings:
     port: int = 5001
     rasa_webhook_url: str = "http://localhost:5005/webhooks/rest/webhook"
+    action_server_url: str | None = None
     rasa_timeout: float = 8.0
     voice_hold_seconds: float = 4.0
     rasa_max_wait_seconds: float = 30.0
@@ -98,6 +100,7 @@ class Settings:
         """What /health and `check` may show: no secret, no credential."""
         return {
             "rasa_webhook_url": self.rasa_webhook_url,
+            "action_server_url": self.action_server_url,
             "rasa_timeout": self.rasa_timeout,
             "voice_hold_seconds": self.voice_hold_seconds,
             "rasa_max_wait_seconds": self.rasa_max_wait_seconds,
@@ -223,10 +226,10 @@ def _log_level(value: str) -> str:
     return level
 
 
-def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+def _one_of(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value.lower() not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
+            raise ValueError(f"must be {' or '.join(choices)}")
         return value.lower()
     return parse
 
@@ -240,14 +243,6 @@ def _api_token(value: str) -> str:
         raise ValueError(f"must be at least {MIN_TOKEN_CHARACTERS} characters: it lets its holder message and call "
                          "your customers")
     return value
-
-
-def _one_of(*choices: str) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        if value.lower() not in choices:
-            raise ValueError(f"must be {' or '.join(choices)}")
-        return value.lower()
-    return parse
 
 
 def _language(value: str) -> str:
@@ -271,6 +266,7 @@ def _transcription_model(value: str) -> str:
 VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("PORT", "port", _count(1, 65535)),
     ("RASA_WEBHOOK_URL", "rasa_webhook_url", _http_url),
+    ("ACTION_SERVER_URL", "action_server_url", _http_url),
     ("RASA_TIMEOUT", "rasa_timeout", _seconds(13)),
     ("VOICE_HOLD_SECONDS", "voice_hold_seconds", _seconds(10)),
     ("RASA_MAX_WAIT_SECONDS", "rasa_max_wait_seconds", _seconds(120)),
@@ -286,18 +282,18 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("VOICE_NAME", "voice_name", _text),
     ("VOICE_GREETING", "voice_greeting", _text),
     ("VOICE_MAX_SILENCES", "voice_max_silences", _count(0, 5)),
-    ("VOICE_MODE", "voice_mode", _one_of(VOICE_MODES)),
+    ("VOICE_MODE", "voice_mode", _one_of(*VOICE_MODES)),
     ("VOICE_SILENCE_SECONDS", "voice_silence_seconds", _seconds(60)),
     ("VOICE_RELAY_TTS_PROVIDER", "relay_tts_provider", _text),
     ("VOICE_RELAY_VOICE", "relay_voice", _text),
     ("VOICE_RELAY_TRANSCRIPTION_PROVIDER", "relay_transcription_provider", _text),
-    ("VOICE_RELAY_INTERRUPTIBLE", "relay_interruptible", _one_of(RELAY_INTERRUPTIBLE)),
+    ("VOICE_RELAY_INTERRUPTIBLE", "relay_interruptible", _one_of(*RELAY_INTERRUPTIBLE)),
     ("TWILIO_WHATSAPP_FROM", "twilio_whatsapp_from", _whatsapp_address),
     ("TWILIO_API_BASE_URL", "twilio_api_base_url", _http_url),
     ("WHATSAPP_RATE_LIMIT", "whatsapp_rate_limit", _count(1, 10_000)),
     ("WHATSAPP_RETRY_WINDOW", "whatsapp_retry_window", _seconds(86_400)),
     ("WHATSAPP_WORKERS", "whatsapp_workers", _count(1, 64)),
-    ("WHATSAPP_BUTTONS", "whatsapp_buttons", _one_of("interactive", "text")),
+    ("WHATSAPP_BUTTONS", "whatsapp_buttons", _one_of(*WHATSAPP_BUTTON_STYLES)),
     ("WHATSAPP_TRANSCRIBE", "whatsapp_transcribe", _boolean),
     ("WHATSAPP_TRANSCRIBE_MODEL", "whatsapp_transcribe_model", _transcription_model),
     ("WHATSAPP_TRANSCRIBE_LANGUAGE", "whatsapp_transcribe_language", _language),
@@ -313,6 +309,15 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
 
 def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Settings:
     """Build Settings from environment variables; raise ConfigError naming every bad one."""
+    settings, problems = read_settings(environ, workdir)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def read_settings(environ: Mapping[str, str], workdir: Path | None = None) -> tuple[Settings, list[str]]:
+    """Settings from the valid variables (defaults stand in for the bad ones), and one line per bad one:
+    `check` reports every problem and still tests what it can."""
     problems: list[str] = []
     values: dict[str, object] = {}
     for name, attr, parse in VARIABLES:
@@ -334,13 +339,9 @@ def load_settings(environ: Mapping[str, str], workdir: Path | None = None) -> Se
             "(set TWILIO_VALIDATE_SIGNATURE=false only for local experiments)"
         )
     problems += _outbound_problems(values)
-
-
     if values.get("whatsapp_transcribe") and find_spec("faster_whisper") is None:
         problems.append("WHATSAPP_TRANSCRIBE: on needs the transcription engine: ./install_twilio_server.sh --transcribe")
-    if problems:
-        raise ConfigError(problems)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values), problems  # type: ignore[arg-type]
 
 
 def _outbound_problems(values: Mapping[str, object]) -> list[str]:

@@ -12,7 +12,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol, Sequence
 
 Value = dict[str, Any]
 COUNTER_TTL = 400 * 24 * 3600  # counters shown by /health: totals over roughly a year
@@ -66,30 +66,46 @@ class WriteLock:
 
 
 class SqliteFile:
-    """One SQLite file opened the bridge's way, for the state store and the queue alike: a connection per
-    thread, WAL so readers never wait for the writer, and writers in turn on the file's `WriteLock`."""
+    """One SQLite file opened the bridge's way, for the state store and the queue alike: WAL so readers never
+    wait for the writer, writers in turn on the file's `WriteLock`, and a small pool of connections.
 
-    def __init__(self, path: str | Path, synchronous: str = "NORMAL"):
+    The pool bounds file descriptors (each connection holds the file and its WAL open): a worker runs
+    hundreds of threads, and a connection per thread for its life came to about four descriptors per
+    thread. A connection is handed out only while one statement or transaction runs, and it recovers
+    from faults: one that failed is closed, never reused (a connection opened while the file was
+    read-only stays read-only), and one whose file was deleted or replaced is reopened, with the
+    schema created again.
+    """
+
+    POOL_SIZE = 8  # connections per file and process; statements last microseconds to milliseconds
+    POOL_WAIT = 10.0  # seconds a thread waits for a free connection before the operation fails
+
+    def __init__(self, path: str | Path, synchronous: str = "NORMAL", schema: Sequence[str] = ()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.synchronous = synchronous
+        self.schema = tuple(schema)
         self.writing = WriteLock.for_file(self.path)
-        self._local = threading.local()
+        self._idle: list[tuple[sqlite3.Connection, tuple[int, int]]] = []
+        self._opened = 0
+        self._available = threading.Condition()
+        self._pid = os.getpid()
 
-    def db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self.synchronous}")
-            self._local.db = db
-        return db
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one statement or transaction; back to the pool after, closed if anything failed."""
+        db, identity = self._checkout()
+        try:
+            yield db
+        except BaseException:
+            self._discard(db)
+            raise
+        self._checkin(db, identity)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Several statements as one write, in turn with every other writer."""
-        db = self.db()
-        with self.writing.held():
+        with self.connection() as db, self.writing.held():
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -98,33 +114,100 @@ class SqliteFile:
                 raise
             db.execute("COMMIT")
 
+    def _checkout(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
+        identity = self._file_identity()
+        deadline = time.monotonic() + self.POOL_WAIT
+        with self._available:
+            if self._pid != os.getpid():  # connections must not cross a fork: this process opens its own
+                self._idle, self._opened, self._pid = [], 0, os.getpid()
+            while True:
+                while self._idle:
+                    db, opened_on = self._idle.pop()
+                    if opened_on == identity:
+                        return db, identity
+                    self._opened -= 1  # the file was deleted or replaced since: this one writes to nowhere
+                    db.close()
+                if self._opened < self.POOL_SIZE:
+                    self._opened += 1
+                    break
+                if not self._available.wait(max(0.0, deadline - time.monotonic())):
+                    raise sqlite3.OperationalError(f"no free connection to {self.path} within {self.POOL_WAIT:g}s")
+        try:
+            return self._open(), self._file_identity()
+        except BaseException:
+            with self._available:
+                self._opened -= 1
+                self._available.notify()
+            raise
+
+    def _checkin(self, db: sqlite3.Connection, identity: tuple[int, int]) -> None:
+        with self._available:
+            self._idle.append((db, identity))
+            self._available.notify()
+
+    def _discard(self, db: sqlite3.Connection) -> None:
+        with self._available:
+            self._opened -= 1
+            self._available.notify()
+        try:
+            db.close()
+        except sqlite3.Error:
+            pass
+
+    def _file_identity(self) -> tuple[int, int]:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return (0, 0)
+        return stat.st_dev, stat.st_ino
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            if self.schema:  # a file deleted and recreated under a running bridge gets its tables back
+                with self.writing.held():
+                    for statement in self.schema:
+                        db.execute(statement)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
 
 class SqliteStore:
     """Expired rows are invisible at once and deleted within PURGE_SECONDS: every message leaves keys
     (its sid, the user's menu and rate counter) that would otherwise stay in the file for ever."""
 
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires)",
+    )
+
     def __init__(self, path: str | Path):
-        self.file = SqliteFile(path)
-        self._db = self.file.db
+        self.file = SqliteFile(path, schema=self.SCHEMA)
         self._next_purge = 0.0
-        with self.file.transaction() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL)"
-            )
-            db.execute("CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires)")
+        with self.file.connection():
+            pass  # opening the first connection creates the table
+
+    def _read(self, key: str) -> Any:
+        with self.file.connection() as db:
+            row = db.execute("SELECT value FROM kv WHERE key = ? AND expires > ?", (key, time.time())).fetchone()
+        return row[0] if row else None
 
     def get(self, key: str) -> Value | None:
-        row = self._db().execute("SELECT value FROM kv WHERE key = ? AND expires > ?", (key, time.time())).fetchone()
-        return json.loads(row[0]) if row else None
+        raw = self._read(key)
+        return json.loads(raw) if raw is not None else None
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> tuple[int, list[Any]]:
         """One writing statement, in turn with every other writer: rows changed, rows returned."""
-        with self.file.writing.held():
-            cursor = self._db().execute(sql, params)
+        with self.file.connection() as db, self.file.writing.held():
+            cursor = db.execute(sql, params)
             done = cursor.rowcount, cursor.fetchall()
             if time.monotonic() >= self._next_purge:
                 self._next_purge = time.monotonic() + PURGE_SECONDS
-                self._db().execute("DELETE FROM kv WHERE expires <= ?", (time.time(),))
+                db.execute("DELETE FROM kv WHERE expires <= ?", (time.time(),))
             return done
 
     def put(self, key: str, value: Value, ttl: float) -> None:
@@ -159,11 +242,12 @@ class SqliteStore:
         return int(rows[0][0])
 
     def count(self, key: str) -> int:
-        row = self._db().execute("SELECT value FROM kv WHERE key = ? AND expires > ?", (key, time.time())).fetchone()
-        return int(row[0]) if row else 0
+        raw = self._read(key)
+        return int(raw) if raw is not None else 0
 
     def ping(self) -> bool:
-        return self._db().execute("SELECT 1").fetchone() == (1,)
+        with self.file.connection() as db:
+            return db.execute("SELECT 1").fetchone() == (1,)
 
 
 def redis_client(url: str) -> Any:
@@ -171,6 +255,24 @@ def redis_client(url: str) -> Any:
     import redis
 
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+
+
+REDIS_MINIMUM = (7, 0)  # counters expire from their first increment with PEXPIRE … NX, new in Redis 7.0
+
+
+def redis_too_old(url: str) -> str | None:
+    """Why the Redis that STATE_URL names cannot hold the bridge's state, or None. An unreachable Redis
+    is not refused here: it may be restarting, and the store recovers once it answers."""
+    client = redis_client(url)
+    try:
+        version = str(client.info("server")["redis_version"])
+    except Exception:
+        return None
+    finally:
+        client.close()
+    if tuple(int(part) for part in version.split(".")[:2] if part.isdecimal()) >= REDIS_MINIMUM:
+        return None
+    return f"Redis {version} is too old: the bridge needs Redis 7.0 or later (PEXPIRE … NX)"
 
 
 class RedisStore:

@@ -5,21 +5,26 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 
-_MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\((?:[^()\s]+)\)")
-_MARKDOWN_MARKS = re.compile(r"(\*{1,3}|_{1,3}|~~|`{1,3})(?=\S)(.+?)(?<=\S)\1")
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE)
-_BULLET = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+", re.MULTILINE)
+# Every pattern is linear by construction: a repeat either has a fixed bound or stops at the first
+# character that could end it (the mark it looks for is not allowed inside it), so from any start the
+# engine scans at most up to the next such character, and a failed match never rescans the rest of the
+# text. `.+?` up to a closing mark, or `\s*` that may cross lines, made 48 kB of markup take 14 s.
+_LINK = re.compile(r"!?\[([^\[\]\n]{0,500})\]\(([^()\s]{1,2000})\)")
+_MARKS_SPOKEN = tuple(re.compile(rf"({mark})(?=[^\s{char}])([^{char}\n]+?)(?<=\S)\1") for mark, char in (
+    (r"\*{1,3}", r"*"), (r"_{1,3}", r"_"), (r"~~", r"~"), (r"`{1,3}", r"`")))
+_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.*)$", re.MULTILINE)
+_BULLET = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,9}[.)])[ \t]+", re.MULTILINE)
 _SPACES = re.compile(r"[ \t]+")
 _HTML_TAG = re.compile(r"</?[a-zA-Z][^<>]{0,200}>")
 _STRAY_MARKS = re.compile(r"(?<!\S)[#*_~`>|]+(?!\S)")
 _SENTENCE_END = re.compile(r"(?<=[.!?…;:])\s+")
 _LONG_DIGITS = re.compile(r"(?<![\w+])(\+?\d[\d \-]{5,}\d)(?!\w)")
-_LINK_WITH_URL = re.compile(r"!?\[([^\]]*)\]\(([^()\s]+)\)")
-_HEADING_LINE = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
-_BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+# Bold may hold a single '*' or '_' (an italic inside), never its own two-character mark.
+_BOLD = re.compile(r"\*\*(?=\S)((?:[^*\n]|\*(?!\*))+?)(?<=\S)\*\*|__(?=\S)((?:[^_\n]|_(?!_))+?)(?<=\S)__")
 _ITALIC_STAR = re.compile(r"(?<![*\w])\*(?=[^\s*])([^*\n]+?)(?<=\S)\*(?![*\w])")
-_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+_STRIKE = re.compile(r"~~(?=[^\s~])([^~\n]+?)(?<=\S)~~")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+LONGEST_TEXT = 100_000  # characters of one text cleaned; more can be neither spoken (64 kB of TwiML) nor sent
 _BOLD_MARK = "\x02"  # stands for WhatsApp's '*' while single '*' (markdown italics) become '_'
 
 
@@ -47,12 +52,13 @@ def plain(text: str) -> str:
 
 def for_speech(text: str) -> str:
     """What a text-to-speech voice should read: no markdown marks, emoji or stray symbols."""
-    text = plain(text)
-    text = _MARKDOWN_LINK.sub(r"\1", text)
-    text = _HEADING.sub("", text)
+    text = plain(text[:LONGEST_TEXT])
+    text = _LINK.sub(r"\1", text)
+    text = _HEADING.sub(r"\1", text)
     text = _BULLET.sub("", text)
-    for _ in range(2):  # nested marks such as ***bold italic***
-        text = _MARKDOWN_MARKS.sub(r"\2", text)
+    for _ in range(2):  # nested marks such as ***bold italic*** or **bold _italic_**
+        for marks in _MARKS_SPOKEN:
+            text = marks.sub(r"\2", text)
     text = _HTML_TAG.sub("", text)
     text = "".join(" " if _is_pictograph(ch) else ch for ch in text)
     text = _STRAY_MARKS.sub(" ", text)
@@ -62,14 +68,19 @@ def for_speech(text: str) -> str:
 
 def for_whatsapp(text: str) -> str:
     """Markdown as WhatsApp writes it: *bold*, _italic_, ~strike~, links as "text (url)"; no HTML tags."""
-    text = plain(text).replace(_BOLD_MARK, " ")
-    text = _LINK_WITH_URL.sub(lambda m: f"{m[1]} ({m[2]})" if m[1].strip() and m[1] != m[2] else m[2], text)
+    text = plain(text[:LONGEST_TEXT]).replace(_BOLD_MARK, " ")
+    text = _LINK.sub(lambda m: f"{m[1]} ({m[2]})" if m[1].strip() and m[1] != m[2] else m[2], text)
     text = _HTML_TAG.sub("", text)
-    text = _HEADING_LINE.sub(lambda m: _BOLD_MARK + m[1].strip("*_ ") + _BOLD_MARK, text)
-    text = _BOLD.sub(lambda m: _BOLD_MARK + m[2] + _BOLD_MARK, text)
+    text = _HEADING.sub(_bold_heading, text)
+    text = _BOLD.sub(lambda m: _BOLD_MARK + (m[1] or m[2]) + _BOLD_MARK, text)
     text = _ITALIC_STAR.sub(r"_\1_", text)
     text = _STRIKE.sub(r"~\1~", text)
     return text.replace(_BOLD_MARK, "*").strip()
+
+
+def _bold_heading(heading: re.Match[str]) -> str:
+    title = heading[1].rstrip().rstrip("#").strip("*_ \t")  # a closing "##" is markdown too
+    return _BOLD_MARK + title + _BOLD_MARK if title else heading[0]
 
 
 def split_message(text: str, limit: int) -> list[str]:

@@ -7,6 +7,8 @@ from rasa_sdk.events import ActionExecuted, ActiveLoop, AllSlotsReset, EventType
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
+from actions.card_alert import alert_slots, opening
+
 # slot -> metadata keys the bridge may use, compared without case or underscores
 METADATA_SLOTS = {
     "channel": ("channel",),
@@ -79,13 +81,19 @@ class ActionSessionStart(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[EventType]:
+        metadata = session_metadata(tracker)
         if not is_repeat_for_opening_message(tracker.events):
-            dispatcher.utter_message(response="utter_greet")
+            first_words = opening(metadata)  # when the business started the conversation (card_alert.py)
+            if first_words is None:
+                dispatcher.utter_message(response="utter_greet")
+            elif first_words:
+                dispatcher.utter_message(**first_words)
         # Rasa hands the actions only the latest session's events: the slot remembers the greeting
         # across the session that the opening /session_start message starts again.
         return [
             SessionStarted(),
-            *metadata_slots(session_metadata(tracker)),
+            *metadata_slots(metadata),
+            *alert_slots(metadata),
             SlotSet("greeted", True),
             ActionExecuted("action_listen"),
         ]

@@ -93,10 +93,61 @@ def test_a_script_runs_the_call_and_prints_the_transcript(bridge_url: str, stand
         "bridge: ¿Algo más?",
         "caller> no, gracias",
         "bridge: Gracias por llamar. Hasta luego.",
+        "[bridge hung up]",
         "[call ended]",
         "[status callback: HTTP 204]",
     ]
     assert standin.received[3]["message"] == "/affirm"
+
+
+DIALING = f"[dialing {HUMAN}]"
+APOLOGY = ["bridge: Lo siento, tengo un problema técnico.", "bridge: Le comunico con una persona, un momento por favor."]
+
+
+def test_with_rasa_down_a_script_for_the_happy_path_fails_and_its_lines_are_not_dial_outcomes(
+        bridge_url: str, standin: RasaStandIn, tmp_path: Path) -> None:
+    standin.mode = "error500"
+    done = run_cli(["call", bridge_url, "--script", "-"], cli_env(TWILIO_AUTH_TOKEN=AUTH_TOKEN), tmp_path,
+                   stdin="perdí mi tarjeta\n#1234\n")
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        *APOLOGY, DIALING,
+        "dial outcome (completed, busy, no-answer, failed, canceled) [completed]> (no dial: line) completed",
+        "[bridge hung up]", "[call ended]", "[status callback: HTTP 204]"]
+    assert done.stderr.strip() == "call: the call ended with 2 line(s) of the script left, from line 1: 'perdí mi tarjeta'"
+
+
+def test_a_script_expects_the_handoff_and_names_the_dial_outcome_on_lines_of_their_own(
+        bridge_url: str, standin: RasaStandIn, tmp_path: Path) -> None:
+    standin.mode = "error500"
+    script = "expect: handoff\nexpect: problema técnico\ndial: busy\nexpect: hangup\nexpect: llame más tarde\n"
+    done = run_cli(["call", bridge_url, "--script", "-"], cli_env(TWILIO_AUTH_TOKEN=AUTH_TOKEN), tmp_path,
+                   stdin=script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        *APOLOGY, DIALING, "[expected handoff: yes]", "[expected problema técnico: yes]",
+        "dial outcome (completed, busy, no-answer, failed, canceled) [completed]> busy",
+        "bridge: En este momento no hay nadie disponible. Por favor, llame más tarde. Hasta luego.",
+        "[bridge hung up]", "[expected hangup: yes]", "[expected llame más tarde: yes]",
+        "[call ended]", "[status callback: HTTP 204]"]
+
+
+@pytest.mark.parametrize(("script", "problem"), [
+    ("expect: handoff\n", "script line 1: expected 'handoff', but the bridge waits for the caller after saying: "
+                          "Hola, soy el asistente de tarjetas. ¿En qué le puedo ayudar?"),
+    ("quiero un asesor\nexpect: handoff\ndial: ocupado\n", "script line 3: dial: 'ocupado' is not one of "
+                                                             "completed, busy, no-answer, failed, canceled"),
+    ("adiós\nexpect: asesor\n", "script line 2: expected 'asesor', but the bridge hung up after saying: "
+                                 "Gracias por llamar. Hasta luego."),
+])
+def test_a_script_that_expects_otherwise_fails_naming_its_line(script: str, problem: str, bridge_url: str,
+                                                               standin: RasaStandIn, tmp_path: Path) -> None:
+    done = run_cli(["call", bridge_url, "--script", "-"], cli_env(TWILIO_AUTH_TOKEN=AUTH_TOKEN), tmp_path,
+                   stdin=script)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"call: {problem}"
+    assert done.stdout.splitlines()[-1] == "[status callback: HTTP 204]"  # the call was still hung up properly
+    assert standin.received[-1]["message"] == "/session_end"
 
 
 def test_a_script_on_standard_input_signs_for_the_public_url(reconfigure: Callable[..., TwilioPhone],

@@ -16,9 +16,11 @@ from tests.cli_helpers import ENTRY, cli_env, run_cli
 from tests.conftest import AUTH_TOKEN, WHATSAPP_FROM, LiveServer
 from tests.servers import free_port
 from tests.whatsapp.test_twiml import new_number
+from tests.whatsapp.test_voice_notes import TRANSCRIPTION_WAIT
 from twilio_bridge.config import Settings
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
-from twilio_bridge.testing.standin import ASK_DIGITS, RasaStandIn
+from twilio_bridge.testing.standin import ASK_DIGITS, NOT_BLOCKED, RasaStandIn
+from twilio_bridge.testing.whisper_model import spoken_voice_note
 
 Serve = Callable[[Settings], LiveServer]
 
@@ -192,3 +194,52 @@ def test_a_fake_api_that_cannot_be_run_or_reached_is_said_at_once(fake_api: Fake
                    stdin="hola\n")
     assert gone.returncode == 2
     assert gone.stderr.strip() == f"chat: cannot reach the fake Messages API at {nowhere}: ConnectionError"
+
+
+def test_chat_shows_buttons_to_tap_and_a_tap_sends_their_payload(
+        serve: Serve, rest_settings: Settings, standin: RasaStandIn, fake_api: FakeTwilioAPI, tmp_path: Path) -> None:
+    bridge = serve(rest_settings)
+    number = new_number()
+    standin.reply_with([{"text": "¿Qué trámite desea hacer?", "buttons": [
+        {"title": title, "payload": f"/option_{n}"} for n, title in enumerate(
+            ["Bloquear una tarjeta perdida", "Consultar el saldo", "Pagar", "Hablar con un asesor"], 1)]}],
+        f"whatsapp:{number}")
+    standin.reply_with([{"text": "De acuerdo: bloquear una tarjeta."}], f"whatsapp:{number}")
+    done = run_cli(["chat", bridge.url, "--script", "-", "--from", number, "--fake-api", fake_api.base_url],
+                   cli_env(TWILIO_AUTH_TOKEN=AUTH_TOKEN), tmp_path, stdin="hola\n>7\n>1\nperdí mi tarjeta\n1234\n>2\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "you> hola", "bridge: ¿Qué trámite desea hacer?", "        [Ver opciones]",
+        "        >1 [Bloquear una tarjeta…]", "        >2 [Consultar el saldo]", "        >3 [Pagar]",
+        "        >4 [Hablar con un asesor]",
+        "you> >7", "[no button 7: tap >1 to >4]",
+        "you> >1", "[tapped Bloquear una tarjeta…]", "bridge: De acuerdo: bloquear una tarjeta.",
+        "you> perdí mi tarjeta", f"bridge: {ASK_DIGITS}",
+        "you> 1234", "bridge: La tarjeta que termina en 1 2 3 4. ¿La bloqueo?", "        >1 [Sí]  >2 [No]",
+        "you> >2", "[tapped No]", f"bridge: {NOT_BLOCKED}"]
+    sent = [(r["message"], r["metadata"]["input"]) for r in standin.received if r["sender"] == f"whatsapp:{number}"]
+    assert sent == [("hola", "text"), ("/option_1", "button"), ("perdí mi tarjeta", "text"), ("1234", "text"),
+                    ("/deny", "button")]
+
+
+def test_chat_sends_a_voice_note_from_a_file(serve: Serve, voice_settings: Settings, standin: RasaStandIn,
+                                             fake_api: FakeTwilioAPI, tmp_path: Path) -> None:
+    note = tmp_path / "nota.ogg"
+    note.write_bytes(spoken_voice_note("Me robaron la tarjeta, quiero bloquearla"))
+    bridge = serve(voice_settings)
+    number = new_number()
+    done = run_cli(["chat", bridge.url, "--script", "-", "--from", number, "--fake-api", fake_api.base_url,
+                    "--voice-note", str(note), "--wait", str(TRANSCRIPTION_WAIT)], cli_env(TWILIO_AUTH_TOKEN=AUTH_TOKEN),
+                   tmp_path, stdin="", timeout=TRANSCRIPTION_WAIT + 30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["you> [voice note nota.ogg]", f"bridge: {ASK_DIGITS}"]
+    [heard] = [r for r in standin.received if r["sender"] == f"whatsapp:{number}"]
+    assert heard["metadata"]["input"] == "voice_note" and "bloquear" in heard["message"].lower()
+
+
+def test_chat_voice_note_needs_the_fake_api(tmp_path: Path) -> None:
+    note = tmp_path / "nota.ogg"
+    note.write_bytes(b"OggS")
+    done = run_cli(["chat", "http://127.0.0.1:9", "--voice-note", str(note)], cli_env(TWILIO_AUTH_TOKEN=AUTH_TOKEN),
+                   tmp_path)
+    assert done.returncode == 2 and "--voice-note needs --fake-api" in done.stderr

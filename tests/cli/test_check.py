@@ -12,7 +12,8 @@ from werkzeug.wrappers import Request, Response
 
 from tests.cli_helpers import cli_env, run_cli
 from tests.conftest import AUTH_TOKEN, LiveServer
-from tests.servers import free_port
+from tests.servers import BRIDGE_VARIABLES, free_port
+from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.phone import TwilioPhone
 from twilio_bridge.testing.standin import RasaStandIn
 
@@ -41,7 +42,7 @@ def test_a_working_local_setup_passes_with_a_warning_about_the_public_url(bridge
                  RASA_WEBHOOK_URL=standin.webhook_url)
     assert done.returncode == 0, done.stdout
     assert findings(done.stdout) == {"configuration": ["ok"], "rasa": ["ok", "ok"], "signatures": ["ok"],
-                                     "public url": ["warn"], "bridge": ["ok"]}
+                                     "public url": ["warn"], "whatsapp": ["ok"], "bridge": ["ok"]}
     assert "answers 'Hello from Rasa: 3.21.0'" in done.stdout
     assert "answered 'Perdone, no le entendí." in done.stdout
     assert [r["message"] for r in standin.received] == ["hola"]
@@ -57,7 +58,7 @@ def test_behind_a_proxy_the_signed_test_request_proves_token_and_url_and_the_url
                  RASA_WEBHOOK_URL=standin.webhook_url)
     assert done.returncode == 0, done.stdout
     assert findings(done.stdout) == {"configuration": ["ok"], "rasa": ["ok", "ok"], "signatures": ["ok"],
-                                     "public url": ["ok"], "bridge": ["ok"]}
+                                     "public url": ["ok"], "whatsapp": ["ok"], "bridge": ["ok"]}
     assert f"accepted a status callback signed for {PUBLIC}" in done.stdout
     urls = [line.split()[-1] for line in done.stdout.splitlines() if line.startswith("  ")]
     assert urls == [f"{PUBLIC}/webhook/twilio/voice", f"{PUBLIC}/webhook/twilio/fallback",
@@ -66,8 +67,9 @@ def test_behind_a_proxy_the_signed_test_request_proves_token_and_url_and_the_url
     assert standin.received[-1]["message"] == "hola"  # the status callback was not a final one: no /session_end
 
 
-def test_a_bad_configuration_gets_the_servers_one_line_per_variable(tmp_path: Path) -> None:
-    done = check(tmp_path, RASA_TIMEOUT="abc", PUBLIC_BASE_URL="ivr.example.com")
+def test_a_bad_configuration_gets_the_servers_one_line_per_variable_after_every_check_it_could_run(
+        standin: RasaStandIn, tmp_path: Path) -> None:
+    done = check(tmp_path, RASA_TIMEOUT="abc", PUBLIC_BASE_URL="ivr.example.com", RASA_WEBHOOK_URL=standin.webhook_url)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         "twilio-bridge: configuration error: RASA_TIMEOUT='abc': is not a number",
@@ -75,7 +77,23 @@ def test_a_bad_configuration_gets_the_servers_one_line_per_variable(tmp_path: Pa
         "https://ivr.example.com (no path)",
         "twilio-bridge: configuration error: TWILIO_AUTH_TOKEN: required to check Twilio's signatures "
         "(set TWILIO_VALIDATE_SIGNATURE=false only for local experiments)",
+        f"twilio-bridge: no twilio.env in {tmp_path}: settings come from the environment only "
+        "(./install_twilio_server.sh creates twilio.env from twilio.env.example)",
     ]
+    assert findings(done.stdout) == {"configuration": ["fail", "fail", "fail", "warn"], "rasa": ["ok", "ok"],
+                                     "signatures": ["fail"], "public url": ["warn"], "whatsapp": ["ok"],
+                                     "bridge": ["skip"]}
+    assert "fail  configuration: RASA_TIMEOUT='abc': is not a number\n" in done.stdout
+    assert [r["message"] for r in standin.received] == ["hola"]  # Rasa was still tested, with the default timeout
+    assert done.stdout.rstrip().endswith("4 problem(s), 2 warning(s), 1 skipped")
+
+
+def test_the_settings_file_read_is_named(standin: RasaStandIn, tmp_path: Path) -> None:
+    (tmp_path / "twilio.env").write_text(f"TWILIO_AUTH_TOKEN={AUTH_TOKEN}\nRASA_WEBHOOK_URL={standin.webhook_url}\n")
+    env = {name: value for name, value in cli_env().items() if value or name not in BRIDGE_VARIABLES}
+    done = run_cli(["check"], {**env, "PORT": str(free_port())}, tmp_path)  # set, even empty, beats the file
+    assert f"ok    configuration: every variable is valid (from {tmp_path / 'twilio.env'})" in done.stdout
+    assert findings(done.stdout)["rasa"] == ["ok", "ok"]
 
 
 def test_rasa_down_an_unreachable_public_url_and_a_token_mismatch_all_fail(bridge_url: str, tmp_path: Path) -> None:
@@ -85,7 +103,7 @@ def test_rasa_down_an_unreachable_public_url_and_a_token_mismatch_all_fail(bridg
                  PUBLIC_BASE_URL="http://127.0.0.1:8080", RASA_WEBHOOK_URL=closed.url + "/webhooks/rest/webhook")
     assert done.returncode == 1
     assert findings(done.stdout) == {"configuration": ["ok"], "rasa": ["fail"], "signatures": ["ok"],
-                                     "public url": ["fail"], "bridge": ["fail"]}
+                                     "public url": ["fail"], "whatsapp": ["ok"], "bridge": ["fail"]}
     assert "no connection (is Rasa running" in done.stdout
     assert "Twilio cannot reach 127.0.0.1" in done.stdout
     assert "TWILIO_AUTH_TOKEN or PUBLIC_BASE_URL differ" in done.stdout
@@ -100,9 +118,57 @@ def test_an_empty_rasa_answer_fails_and_no_running_bridge_is_skipped(standin: Ra
                  RASA_WEBHOOK_URL=standin.webhook_url)
     assert done.returncode == 1
     assert findings(done.stdout) == {"configuration": ["ok"], "rasa": ["ok", "fail"], "signatures": ["warn"],
-                                     "public url": ["warn"], "bridge": ["skip"]}
+                                     "public url": ["warn"], "whatsapp": ["ok"], "bridge": ["skip"]}
     assert "got an empty answer" in done.stdout
     assert "TWILIO_VALIDATE_SIGNATURE=false: anyone can call the webhooks" in done.stdout
+    assert done.stdout.rstrip().endswith("1 problem(s), 2 warning(s), 1 skipped")
+
+
+def test_a_skipped_step_is_never_no_problems(standin: RasaStandIn, tmp_path: Path) -> None:
+    done = check(tmp_path, TWILIO_AUTH_TOKEN=AUTH_TOKEN, PORT=str(free_port()), RASA_WEBHOOK_URL=standin.webhook_url)
+    assert done.returncode == 0
+    assert findings(done.stdout)["bridge"] == ["skip"]
+    assert "no problems" not in done.stdout
+    assert done.stdout.rstrip().endswith("no problem in what was checked, but not everything was: "
+                                         "1 warning(s), 1 skipped")
+
+
+REST = {"TWILIO_WHATSAPP_FROM": "whatsapp:+14155238886"}
+
+
+def test_whatsapp_rest_mode_proves_the_messages_api_accepts_the_credentials(
+        fake_api: FakeTwilioAPI, standin: RasaStandIn, tmp_path: Path) -> None:
+    done = check(tmp_path, TWILIO_AUTH_TOKEN=AUTH_TOKEN, TWILIO_ACCOUNT_SID=fake_api.account_sid,
+                 TWILIO_API_BASE_URL=fake_api.base_url, RASA_WEBHOOK_URL=standin.webhook_url, PORT=str(free_port()),
+                 **REST)
+    assert findings(done.stdout)["whatsapp"] == ["ok"], done.stdout
+    assert (f"ok    whatsapp: REST mode: the Messages API at {fake_api.base_url} accepted account "
+            f"{fake_api.account_sid}'s credentials; replies go from whatsapp:+14155238886") in done.stdout
+    assert fake_api.attempts == [] and fake_api.messages == []  # nothing was sent
+
+
+def test_a_broken_whatsapp_setup_fails_check(fake_api: FakeTwilioAPI, standin: RasaStandIn, tmp_path: Path) -> None:
+    settings = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": standin.webhook_url, "PORT": str(free_port()),
+                **REST}
+    wrong_account = check(tmp_path, TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_API_BASE_URL=fake_api.base_url, **settings)
+    assert wrong_account.returncode == 1
+    assert (f"fail  whatsapp: REST mode: the Messages API at {fake_api.base_url} answered HTTP 401 (error 20003): "
+            "Authenticate: TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not this account's") in wrong_account.stdout
+
+    closed = LiveServer(Response("unused"))
+    closed.stop()
+    unreachable = check(tmp_path, TWILIO_ACCOUNT_SID=fake_api.account_sid, TWILIO_API_BASE_URL=closed.url, **settings)
+    assert unreachable.returncode == 1
+    url = f"{closed.url}/2010-04-01/Accounts/{fake_api.account_sid}/Messages.json?PageSize=1"
+    assert (f"fail  whatsapp: REST mode: cannot reach the Messages API: GET {url}: connection refused "
+            "(TWILIO_API_BASE_URL); no reply would go out") in unreachable.stdout
+
+    half = check(tmp_path, TWILIO_API_BASE_URL=fake_api.base_url, **settings)
+    assert half.returncode == 0
+    assert ("warn  whatsapp: TWILIO_WHATSAPP_FROM is set but TWILIO_ACCOUNT_SID is not: replies go in TwiML mode"
+            in half.stdout)
+
+
 
 
 class FakeTwilioApi:
@@ -207,3 +273,15 @@ def test_apply_needs_a_reachable_public_url_and_a_number(twilio_api: FakeTwilioA
     alone = check(tmp_path, "--apply", **apply_settings(twilio_api, standin))
     assert alone.returncode == 2 and "--apply and --number go together" in alone.stderr
     assert twilio_api.requests == []
+
+
+def test_an_action_server_that_is_down_fails_the_check_though_rasa_answers(
+        bridge_url: str, standin: RasaStandIn, action_server, tmp_path: Path) -> None:
+    settings = dict(TWILIO_AUTH_TOKEN=AUTH_TOKEN, PORT=bridge_url.rsplit(":", 1)[1],
+                    RASA_WEBHOOK_URL=standin.webhook_url, ACTION_SERVER_URL=action_server.url)
+    up = check(tmp_path, **settings)
+    assert up.returncode == 0 and findings(up.stdout)["action server"] == ["ok"], up.stdout
+    action_server.up = False
+    down = check(tmp_path, **settings)
+    assert down.returncode == 1 and findings(down.stdout)["action server"] == ["fail"]
+    assert findings(down.stdout)["rasa"] == ["ok", "ok"] and "HTTP 503" in down.stdout

@@ -1,6 +1,8 @@
 """Nothing lost: the bridge under real gunicorn, killed with SIGKILL while a message is in its care."""
 from __future__ import annotations
 
+import json
+import signal
 import time
 from pathlib import Path
 
@@ -62,3 +64,27 @@ def test_messages_in_the_care_of_a_sigkilled_server_are_replied_to_once_after_th
     health = requests.get(bridge.url + "/health", timeout=5).json()["whatsapp"]
     assert health["pending"] == 0
     assert health["counts"] == {"statuses": {"sent": 2, "delivered": 2}, "sent": 2, "send_errors": 0}
+
+
+def test_a_stop_with_every_delivery_thread_busy_ends_within_gunicorns_grace_period(
+        tmp_path: Path, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    env = {
+        "RASA_WEBHOOK_URL": standin.webhook_url, "RASA_TIMEOUT": "10", "RASA_MAX_WAIT_SECONDS": "1",  # grace: 6 s
+        "TWILIO_ACCOUNT_SID": fake_api.account_sid, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_WHATSAPP_FROM": WHATSAPP_FROM, "TWILIO_API_BASE_URL": fake_api.base_url,
+        "STATE_URL": f"sqlite:///{tmp_path / 'state.db'}", "WHATSAPP_WORKERS": "3",
+        "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "4",
+    }
+    server = Gunicorn(env, tmp_path).start()
+    try:
+        standin.delay = 12.0  # each delivery thread waits on Rasa longer than the whole grace period
+        for n in range(3):
+            WhatsAppUser(server.url, AUTH_TOKEN, number=f"+52155000033{n:02d}").send("hola")
+        wait_for(lambda: len(standin.received) == 3)
+        server.kill(signal.SIGTERM)  # returns once the master has exited
+    finally:
+        server.kill()
+    log = server.log_path.read_text()
+    stopped = [json.loads(line) for line in log.splitlines() if '"delivery.stopped"' in line]
+    assert [line["unfinished"] for line in stopped] == [3]  # the jobs in hand stay queued for another process
+    assert "SIGKILL" not in log  # the worker stopped its threads in time; the master did not have to kill it

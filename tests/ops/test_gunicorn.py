@@ -137,6 +137,18 @@ def test_gunicorn_and_the_app_log_json_lines_with_the_worker_pid(server: LoggedG
     assert any(line["event"] == "webhook" for line in lines)
 
 
+def test_the_master_says_once_what_it_serves(server: LoggedGunicorn, rasa: RasaStandIn, tmp_path: Path) -> None:
+    banners = [line for line in server.lines() if line["event"] == "bridge.starting"]
+    assert len(banners) == 1 and banners[0]["pid"] == server.process.pid  # the master's, not one per worker
+    banner = banners[0]
+    assert banner["settings"].startswith(f"no twilio.env in {tmp_path}: settings come from the environment only")
+    assert banner["rasa"] == f"{rasa.webhook_url}: answers 'Hello from Rasa: 3.21.0'"
+    assert banner["voice"].startswith("gather") and banner["whatsapp"].startswith("TwiML replies")
+    assert banner["webhooks"].split() == [server.url + path for path in (
+        "/webhook/twilio/voice", "/webhook/twilio/fallback", "/webhook/twilio/status", "/webhook/twilio/whatsapp",
+        "/webhook/twilio/whatsapp/status")]
+
+
 def test_a_reload_keeps_a_held_call(server: LoggedGunicorn, rasa: RasaStandIn) -> None:
     call = TwilioPhone(server.url, AUTH_TOKEN).call()
     old_workers = server.worker_pids()

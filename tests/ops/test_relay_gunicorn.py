@@ -36,7 +36,7 @@ def test_a_whole_relay_call_through_gunicorn(standin: RasaStandIn, tmp_path: Pat
         assert call.press("1").text == BLOCKED.replace("\n\n", " ")
         call.interrupt("Listo. Su tarjeta")
         assert call.say("quiero hablar con un asesor").text == HANDOFF
-        assert call.ended() == {"reason": "handoff", "why": "assistant", "number": HUMAN}
+        assert call.ended() == {"reason": "handoff", "why": "assistant", "number": HUMAN, "announced": True}
         assert call.dialed == HUMAN
         assert call.after.dial_result("completed") == [] and call.state == "ended"
         assert call.after.hangup() == 204

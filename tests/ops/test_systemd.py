@@ -110,3 +110,14 @@ def test_the_installed_unit_passes_systemd_analyze_verify(install_dir: Path, tmp
     # verify only warns about unknown keys and bad values: any warning about this unit is a failure
     problems = [line for line in result.stderr.splitlines() if "twilio-bridge.service" in line]
     assert problems == []
+
+
+def test_the_unit_allows_the_descriptors_a_full_worker_holds() -> None:
+    """Per call in flight a worker holds the caller's socket, gunicorn's poller for it and a socket to Rasa,
+    plus a bounded few for SQLite: systemd's default soft limit (1024) is too close for 250 threads."""
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(ROOT / "deploy" / "twilio-bridge.service")
+    conf = (ROOT / "gunicorn.conf.py").read_text()
+    threads = int(conf.split('os.environ.get("GUNICORN_THREADS", "')[1].split('"')[0])
+    assert int(unit["Service"].get("LimitNOFILE", "1024")) >= 4 * threads + 256

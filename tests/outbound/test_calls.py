@@ -2,11 +2,17 @@
 played by TwilioPhone on the voice webhook the call named), and a call nobody answered, reported by GET."""
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import requests
 
+from tests.conftest import AUTH_TOKEN
 from tests.outbound.conftest import CARD_ALERT, CUSTOMER, VOICE_FROM, Outbound
+from twilio_bridge.config import Settings
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.phone import TwilioPhone
+from twilio_bridge.testing.relay import RelayCall
 from twilio_bridge.testing.standin import CARD_ALERT as SPOKEN_ALERT
 from twilio_bridge.testing.standin import KEPT_BLOCKED, RasaStandIn
 
@@ -61,3 +67,16 @@ def test_a_busy_line_is_reported_with_twilios_details(outbound: Outbound, fake_a
     fake_api.end_call(placed["call_sid"], "busy", SipResponseCode="486")
     report = outbound.get(placed["status_url"]).json()
     assert (report["status"], report["answered"], report["sip_response_code"]) == ("busy", False, "486")
+
+
+def test_in_relay_mode_the_answered_call_starts_with_its_context_too(
+        start_outbound: Callable[[Settings], Outbound], outbound_settings: Settings, fake_api: FakeTwilioAPI,
+        standin: RasaStandIn) -> None:
+    bridge = start_outbound(dataclasses.replace(outbound_settings, voice_mode="relay"))
+    placed = bridge.call({"to": CUSTOMER, "context": CARD_ALERT})
+    call = RelayCall(TwilioPhone(bridge.url, AUTH_TOKEN), VOICE_FROM, CUSTOMER, call_sid=placed["call_sid"])
+    assert call.start().text == f"{SPOKEN_ALERT.format(digits='1 2 3 4')} Diga o marque 1 para Sí, 2 para No."
+    start = standin.received[0]
+    assert (start["sender"], start["message"]) == (placed["call_sid"], "/session_start")
+    assert start["metadata"]["direction"] == "outbound-api" and start["metadata"]["outbound_context"] == CARD_ALERT
+    call.hang_up()

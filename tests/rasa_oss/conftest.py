@@ -6,14 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from tests.servers import gunicorn_bridge
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 
-from .real_rasa import GroupServer, action_server, environment, not_installed, rasa_server, unavailable_here, trained_model
+from .real_rasa import GroupServer, not_installed, real_assistant, unavailable_here
 
 AUTH_TOKEN = "rasa-oss-auth-token-0123456789abcdef"
 HUMAN = "+525511112222"
@@ -32,6 +31,9 @@ class Assistant:
         return f"{self.rasa.url}/webhooks/rest/webhook"
 
 
+ASSISTANT_KEY = pytest.StashKey[Assistant]()  # for the run's summary line
+
+
 @pytest.fixture(scope="session")
 def assistant(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Assistant]:
     unavailable = unavailable_here()
@@ -39,17 +41,11 @@ def assistant(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Con
         pytest.skip(unavailable)
     if not_installed():
         pytest.fail(not_installed(), pytrace=False)
-    workdir = tmp_path_factory.mktemp("rasa-oss")
-    model, train_seconds = trained_model(workdir / "train.log")
-    env = environment(workdir / "cards.db")
     started = time.monotonic()
-    with action_server(workdir, env) as actions, rasa_server(workdir, model, actions.url, env) as rasa:
-        assistant = Assistant(rasa, actions, train_seconds, time.monotonic() - started)
+    with real_assistant(tmp_path_factory.mktemp("rasa-oss")) as (rasa, actions, train_seconds):
+        assistant = Assistant(rasa, actions, train_seconds, time.monotonic() - started - (train_seconds or 0))
         pytestconfig.stash[ASSISTANT_KEY] = assistant
         yield assistant
-
-
-ASSISTANT_KEY = pytest.StashKey[Assistant]()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -84,7 +80,8 @@ def fake_api() -> Iterator[FakeTwilioAPI]:
 
 
 @pytest.fixture(scope="session")
-def rest_bridge(assistant: Assistant, fake_api: FakeTwilioAPI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def rest_bridge(assistant: Assistant, fake_api: FakeTwilioAPI,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The bridge under gunicorn, sending WhatsApp replies through the (fake) Messages API."""
     settings = {"RASA_WEBHOOK_URL": assistant.webhook_url, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
                 "FALLBACK_PHONE_NUMBER": HUMAN, "TWILIO_ACCOUNT_SID": fake_api.account_sid,

@@ -36,8 +36,9 @@ def load(project_dir: Path, name: str) -> Dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def steps(project_dir: Path) -> List[Dict[str, Any]]:
-    rules = load(project_dir, "data/rules.yml")["rules"]
-    stories = load(project_dir, "data/stories.yml")["stories"]
+    training = [load(project_dir, f"data/{path.name}") for path in sorted((project_dir / "data").glob("*.yml"))]
+    rules = [rule for data in training for rule in data.get("rules", [])]
+    stories = [story for data in training for story in data.get("stories", [])]
     found = [step for item in rules + stories for step in item.get("condition", []) + item["steps"]]
     assert found, "no rule or story steps were read"
     return found
@@ -61,7 +62,7 @@ def texts(domain: Dict[str, Any]) -> Iterator[Tuple[str, str]]:
 
 
 def test_files_use_rasa_3_formats(project_dir: Path) -> None:
-    for name in ("domain.yml", "data/nlu.yml", "data/rules.yml", "data/stories.yml"):
+    for name in ("domain.yml", *(f"data/{path.name}" for path in (project_dir / "data").glob("*.yml"))):
         assert load(project_dir, name)["version"] == "3.1", name
 
 
@@ -129,10 +130,25 @@ def test_every_intent_has_several_examples(domain: Dict[str, Any], project_dir: 
         item["intent"]: [line for line in item["examples"].splitlines() if line.strip().startswith("- ")]
         for item in load(project_dir, "data/nlu.yml")["nlu"] if "intent" in item
     }
-    assert set(examples) == set(domain["intents"]) - BRIDGE_COMMANDS
+    # Noise is taught as Rasa's own fallback intent (rasa_project/README.md, "What it understands").
+    assert set(examples) == set(domain["intents"]) - BRIDGE_COMMANDS | {"nlu_fallback"}
     for intent, lines in examples.items():
         assert len(lines) >= 6, intent
         assert len(set(lines)) == len(lines), intent
+
+
+def test_held_out_phrasings_are_never_trained_on(project_dir: Path) -> None:
+    def phrases(name: str) -> Set[str]:
+        found = {line.strip()[2:].lower() for item in load(project_dir, name).get("nlu", []) if "intent" in item
+                 for line in item["examples"].splitlines() if line.strip().startswith("- ")}
+        return found
+
+    data = (project_dir / "data").glob("*.yml")
+    trained = set().union(*(phrases(str(path.relative_to(project_dir))) for path in data))
+    assert trained
+    for held_out in ("evaluation/heldout.yml", "evaluation/blind.yml"):
+        assert phrases(held_out), held_out
+        assert not phrases(held_out) & trained, held_out
 
 
 def test_every_response_is_used(domain: Dict[str, Any], steps: List[Dict[str, Any]], project_dir: Path) -> None:

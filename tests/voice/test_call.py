@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from tests.conftest import HUMAN
 from twilio_bridge.testing.phone import TwilioPhone
 from twilio_bridge.testing.standin import RasaStandIn
@@ -172,3 +174,11 @@ def test_a_webhook_twilio_retries_is_answered_again_without_asking_rasa_twice(ph
     assert [r["message"] for r in standin.received] == ["/session_start", "perdí mi tarjeta"]
     other = phone.post(url, params, headers={"I-Twilio-Idempotency-Token": "another"})
     assert other.status_code == 200 and len(standin.received) == 3
+
+
+@pytest.mark.parametrize("confidence", [float("nan"), float("inf"), -1.0, 7.0])
+def test_a_confidence_that_is_no_score_is_left_out_of_what_rasa_gets(
+        confidence: float, phone: TwilioPhone, standin: RasaStandIn) -> None:
+    call = phone.call()
+    call.say("hola", confidence=confidence)  # NaN would make the JSON body one Rasa's parser may refuse
+    assert standin.received[-1]["message"] == "hola" and "confidence" not in standin.received[-1]["metadata"]

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from tests.conftest import AUTH_TOKEN, HUMAN, LiveServer
+from tests.test_text import HOSTILE_SHAPES
 from twilio_bridge.app import create_app
 from twilio_bridge.state import SqliteStore
 from twilio_bridge.testing.phone import TwilioPhone
@@ -88,3 +89,14 @@ def test_an_unexpected_error_is_an_apology_and_a_person_never_a_500(settings, tm
         assert whatsapp.answer.status == 200 and "problema técnico" in whatsapp.replies[0].body
     finally:
         server.stop()
+
+
+
+@pytest.mark.parametrize("shape", HOSTILE_SHAPES)
+def test_a_100_kb_reply_of_hostile_markup_is_answered_before_twilio_gives_up(
+        shape: str, phone: TwilioPhone, standin: RasaStandIn) -> None:
+    call = phone.call()
+    standin.reply_with([{"text": HOSTILE_SHAPES[shape]}, {"text": "¿Algo más?"}])
+    call.say("cuéntame todo")  # TwilioWouldFail past Twilio's 15 s: the markup took minutes to clean
+    assert call.state == "gathering"
+    assert call.heard[-1] in ("¿Algo más?", "El resto del mensaje es demasiado largo para leerlo por teléfono.")

@@ -15,10 +15,13 @@ from urllib.parse import urlsplit
 import requests
 
 from tests.conftest import AUTH_TOKEN, HUMAN, LiveServer
+from tests.servers import wait_for
 from twilio_bridge.app import create_app
 from twilio_bridge.config import Settings
+from twilio_bridge.state import SqliteStore
 from twilio_bridge.testing.phone import PhoneCall, TwilioPhone
 from twilio_bridge.testing.standin import ASK_DIGITS, FALLBACK, GREETING, RasaStandIn
+from twilio_bridge.voice.holding import RasaWaiter
 
 HOLD = "Un momento, por favor."
 STILL_HOLDING = "Sigo con su consulta, gracias por esperar."
@@ -160,3 +163,40 @@ def test_real_defaults_with_assistants_answering_in_6_12_and_40_seconds(tmp_path
     assert slowest.heard[0] == HOLD and slowest.heard[-2:] == [APOLOGY, TRANSFER] and slowest.dialed == HUMAN
     for call in results.values():
         assert all(answer.seconds <= 4.0 + 1.0 for answer in call.answers)  # never near Twilio's 15 s
+
+
+def test_with_every_rasa_slot_taken_a_new_turn_is_handed_off_at_once_and_never_reaches_rasa(
+        reconfigure, standin: RasaStandIn) -> None:
+    phone = reconfigure(**{**QUICK, "rasa_max_in_flight": 2})
+    first, second, third = phone.call(), phone.call(), phone.call()
+    standin.delay = 1.0
+    held = [threading.Thread(target=call.say, args=("perdí mi tarjeta",)) for call in (first, second)]
+    for thread in held:
+        thread.start()
+    wait_for(lambda: sum(r["message"] == "perdí mi tarjeta" for r in standin.received) == 2)  # both slots taken
+    third.say("perdí mi tarjeta")
+    for thread in held:
+        thread.join()
+    assert third.heard == [APOLOGY, TRANSFER] and third.dialed == HUMAN  # no hold: no queue behind the others
+    assert [r["message"] for r in standin.received if r["sender"] == third.sid] == ["/session_start"]
+    assert first.heard[-1] == second.heard[-1] == ASK_DIGITS
+
+
+def test_an_ask_that_finds_no_free_slot_is_refused_not_queued_behind_its_deadline(tmp_path: Path) -> None:
+    release, asked = threading.Event(), []
+
+    def ask(sender: str, message: str, metadata: dict, timeout: float) -> list[dict]:
+        asked.append((message, timeout))
+        release.wait(10)
+        return [{"text": "hola"}]
+
+    waiter = RasaWaiter(ask, SqliteStore(tmp_path / "state.db"), max_in_flight=1)
+    try:
+        assert waiter.ask("pending:A:1", "A", "uno", {}, wait=0.05, max_wait=0.5, extra={}) is None  # held
+        refused = waiter.ask("pending:B:1", "B", "dos", {}, wait=5.0, max_wait=0.5, extra={})
+        assert refused is not None and refused.error == "overloaded"
+    finally:
+        release.set()
+        waiter.pool.shutdown(wait=True)
+    assert [message for message, _ in asked] == ["uno"]  # "dos" never went to Rasa, not even after its deadline
+    assert all(timeout <= 0.5 for _, timeout in asked)

@@ -92,8 +92,8 @@ def test_a_handoff_goes_through_the_action_url_to_a_person(relay_phone: RelayPho
     call = RelayCall(relay_phone())
     call.start()
     assert call.say("quiero hablar con un asesor").text == HANDOFF
-    assert call.ended() == {"reason": "handoff", "why": "assistant", "number": HUMAN}
-    assert call.heard == [TRANSFER] and call.state == "dialing" and call.dialed == HUMAN
+    assert call.ended() == {"reason": "handoff", "why": "assistant", "number": HUMAN, "announced": True}
+    assert call.heard == [] and call.state == "dialing" and call.dialed == HUMAN  # the assistant announced it
     assert call.after.dial_result("busy") == ["En este momento no hay nadie disponible. Por favor, llame más tarde. "
                                               "Hasta luego."]
 
@@ -215,3 +215,26 @@ def test_relay_settings_are_checked_at_start() -> None:
     english = load_settings({"TWILIO_AUTH_TOKEN": "t", "VOICE_MODE": "RELAY", "VOICE_LANGUAGE": "en-US"})
     assert (english.voice_mode, english.relay_voice_name) == ("relay", "Joanna-Neural")
     assert load_settings({"TWILIO_AUTH_TOKEN": "t", "VOICE_RELAY_TTS_PROVIDER": "Google"}).relay_voice_name is None
+
+
+def test_keypad_digits_end_at_the_finish_key_or_when_the_caller_stops_typing(relay_phone: RelayPhone,
+                                                                            standin: RasaStandIn) -> None:
+    call = RelayCall(relay_phone())
+    call.start()
+    ask_pin = [{"text": "Marque su clave y la tecla gato."}, {"custom": {"gather": {"input": "dtmf",
+                                                                                   "finish_on_key": "#", "timeout": 1}}}]
+    standin.reply_with(ask_pin)
+    assert call.say("quiero mi saldo").text == "Marque su clave y la tecla gato."
+    standin.reply_with(ask_pin)
+    call.press("907#")
+    call.press("55")  # no finish key: sent when the caller stops, after the directive's 1 s
+    call.hang_up()
+    assert [(m["message"], m["metadata"]["input"]) for m in received(standin, call)][2:4] == [
+        ("907", "dtmf"), ("55", "dtmf")]
+
+
+def test_silence_without_a_person_to_call_ends_with_a_goodbye(relay_phone: RelayPhone, standin: RasaStandIn) -> None:
+    call = RelayCall(relay_phone(voice_silence_seconds=0.2, voice_max_silences=0, fallback_phone_number=None))
+    call.start()
+    assert call.ended() == {"reason": "handoff", "why": "silence"}
+    assert call.heard == ["Gracias por llamar. Hasta luego."] and call.state == "ended"

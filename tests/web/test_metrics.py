@@ -67,7 +67,7 @@ def test_with_a_token_only_its_bearer_reads_the_metrics(reconfigure) -> None:
 
 def test_the_health_summary_says_how_metrics_are_protected_without_the_token(reconfigure) -> None:
     base = reconfigure(metrics_token="s3cret-scrape-token").base_url
-    response = requests.get(base + "/health", timeout=5)
+    response = requests.get(base + "/health", headers={"Authorization": "Bearer s3cret-scrape-token"}, timeout=5)
     assert response.json()["config"]["metrics_protected_by"] == "token"
     body = response.text
     assert '"metrics_protected_by":"token"' in body.replace(" ", "") and "s3cret" not in body

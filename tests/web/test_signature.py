@@ -92,7 +92,7 @@ def test_validation_switched_off_accepts_and_warns_on_every_request(reconfigure,
     assert events.count("signature.validation_disabled") == 1 and events.count("signature.unchecked") == 2
 
 
-TWILIO_ROUTES = [routes.VOICE, routes.SPEECH, routes.POLL, routes.DIAL_RESULT, routes.FALLBACK, routes.CALL_STATUS,
+TWILIO_ROUTES = [routes.VOICE, routes.SPEECH, routes.POLL, routes.DIAL_RESULT, routes.FALLBACK, routes.CALL_STATUS, routes.RELAY_END,
                  routes.WHATSAPP, routes.WHATSAPP_STATUS]
 BODIES = {  # what an attacker may post instead of Twilio's form, as requests' keyword arguments
     "form": {"data": PARAMS},

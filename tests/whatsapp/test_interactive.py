@@ -81,7 +81,7 @@ def test_typing_the_number_or_the_title_still_chooses_a_button(
 def test_four_to_ten_buttons_are_a_list_picker_fitted_to_whatsapps_limits(
         rest_url: str, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
     user = chat(rest_url)
-    standin.reply_with(menu_of(SERVICES))
+    standin.reply_with(menu_of(SERVICES), user.address)
     user.send("hola")
     [asked] = fake_api.wait_for(1, to=user.address)
     picker = asked["content"]["twilio/list-picker"]
@@ -92,7 +92,7 @@ def test_four_to_ten_buttons_are_a_list_picker_fitted_to_whatsapps_limits(
     assert [item["description"] for item in picker["items"]] == [title for title, _ in SERVICES]
     assert [button_id for button_id, _ in template_buttons(asked)] == [payload for _, payload in SERVICES]
 
-    standin.reply_with([{"text": "Un asesor le escribirá."}])
+    standin.reply_with([{"text": "Un asesor le escribirá."}], user.address)
     user.send("Hablar con un asesor de…", list_id="/agent")
     assert as_seen(fake_api.wait_for(2, to=user.address)[1]) == "Un asesor le escribirá."
     assert standin.received[-1]["message"] == "/agent"
@@ -102,7 +102,7 @@ def test_four_to_ten_buttons_are_a_list_picker_fitted_to_whatsapps_limits(
 def test_a_tap_on_a_payload_rasa_did_not_offer_is_only_text(
         rest_url: str, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
     user = chat(rest_url)
-    standin.reply_with(menu_of(SERVICES))
+    standin.reply_with(menu_of(SERVICES), user.address)
     user.send("hola")
     fake_api.wait_for(1, to=user.address)
     user.send("/restart", list_id="/restart")
@@ -117,7 +117,7 @@ def test_buttons_that_whatsapp_cannot_show_are_a_numbered_list(
     long_payload = [("Sí", "/affirm" + "x" * 200), ("No", "/deny")]
     for services in (eleven, long_payload):
         user = chat(rest_url)
-        standin.reply_with(menu_of(services))
+        standin.reply_with(menu_of(services), user.address)
         user.send("hola")
         [sent] = fake_api.wait_for(1, to=user.address)
         assert sent["content_sid"] is None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from tests.whatsapp.test_twiml import APOLOGY, new_number
 from twilio_bridge.app import create_app
 from twilio_bridge.config import Settings
 from twilio_bridge.delivery.queue import SqliteJobQueue
+from twilio_bridge.state import SqliteStore
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI, as_seen
 from twilio_bridge.testing.standin import ASK_DIGITS, BLOCKED, FALLBACK, HANDOFF, RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
@@ -235,3 +237,44 @@ def test_one_log_line_per_webhook_and_per_delivery_with_the_number_masked(
     assert (delivery["outcome"], delivery["message_sid"], delivery["sent"]) == ("delivered", posted.sid, 1)
     assert "rasa_ms" in delivery
     assert user.number[1:] not in str(lines) and delivery["user"].endswith(user.number[-4:])
+
+
+class CountlessStore(SqliteStore):
+    """A state store that keeps everything but the delivery counters: their writes fail."""
+
+    def incr(self, key: str, ttl: float) -> int:
+        if key.startswith(("whatsapp:sent", "whatsapp:send_error")):
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        return super().incr(key, ttl)
+
+
+@pytest.mark.parametrize("failures", [0, 2])
+def test_a_counter_that_cannot_be_written_neither_resends_nor_drops_a_message(
+        failures: int, rest_settings: Settings, tmp_path, fake_api: FakeTwilioAPI) -> None:  # type: ignore[no-untyped-def]
+    fake_api.fail("429", times=failures)
+    server = LiveServer(create_app(rest_settings, store=CountlessStore(tmp_path / "countless.db")))
+    try:
+        user = chat(server.url)
+        with capture_logs() as logs:
+            user.send("perdí mi tarjeta")
+            outcomes = lambda: [e["outcome"] for e in logs if e["event"] == "whatsapp.delivery"]  # noqa: E731
+            wait_for(lambda: set(outcomes()) - {"send_retry"})  # the job's end, whatever it is
+        assert outcomes() == ["send_retry"] * failures + ["delivered"]
+        assert bodies(fake_api.sent_to(user.address)) == [ASK_DIGITS]
+    finally:
+        server.stop()
+
+
+def test_a_message_answered_in_twiml_when_the_queue_fails_counts_once_towards_the_rate_limit(
+        rest_settings: Settings, tmp_path, standin: RasaStandIn) -> None:  # type: ignore[no-untyped-def]
+    class FullQueue(SqliteJobQueue):
+        def enqueue(self, job_id: str, user: str, data: dict[str, Any]) -> bool:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    settings = dataclasses.replace(rest_settings, whatsapp_rate_limit=2)
+    server = LiveServer(create_app(settings, queue=FullQueue(tmp_path / "q.db")))
+    try:
+        user = chat(server.url)
+        assert [[r.body for r in user.send(text).replies] for text in ("hola", "hola otra vez")] == [[FALLBACK]] * 2
+    finally:
+        server.stop()

@@ -10,9 +10,15 @@ import pytest
 import requests
 
 from tests.conftest import AUTH_TOKEN, HUMAN, LiveServer
+from tests.servers import wait_for
+from tests.test_text import HOSTILE_SHAPES
+from twilio_bridge import routes
+from twilio_bridge.app import create_app
 from twilio_bridge.config import Settings
+from twilio_bridge.state import SqliteStore
 from twilio_bridge.testing.standin import ASK_DIGITS, BLOCKED, FALLBACK, GOODBYE, HANDOFF, NOT_BLOCKED, RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
+from twilio_bridge.web.signature import sign
 
 APOLOGY = ("Lo siento, tengo un problema técnico y no pude responder a su mensaje. Por favor, escríbame de nuevo "
            f"en unos minutos. Para hablar con una persona, llame al {HUMAN}.")
@@ -140,3 +146,46 @@ def test_sms_and_english(serve: Callable[[Settings], LiveServer], settings: Sett
                                           "message. Please write again in a few minutes."]
     assert standin.received[-1]["sender"] == user.number
     assert standin.received[-1]["metadata"]["channel"] == "sms"
+
+
+@pytest.mark.parametrize("shape", HOSTILE_SHAPES)
+def test_a_100_kb_reply_of_hostile_markup_is_answered_before_twilio_gives_up(
+        shape: str, user: WhatsAppUser, standin: RasaStandIn) -> None:
+    standin.reply_with([{"text": HOSTILE_SHAPES[shape]}])
+    texts = bodies(user.send("cuéntame todo"))  # TwilioWouldFail past Twilio's 15 s
+    assert texts and all(0 < len(t) <= 1600 for t in texts)
+
+
+def test_a_retry_while_the_first_request_waits_on_rasa_gets_the_reply_its_dead_connection_lost(
+        bridge_url: str, user: WhatsAppUser, standin: RasaStandIn) -> None:
+    standin.delay = 1.0
+    params = user.params("perdí mi tarjeta")
+    signed = {"X-Twilio-Signature": sign(AUTH_TOKEN, user.twilio.public(routes.WHATSAPP), params)}
+    with pytest.raises(requests.ReadTimeout):  # Twilio's first attempt: its connection dies before the answer
+        requests.post(bridge_url + routes.WHATSAPP, data=params, headers=signed, timeout=(2, 0.2))
+    wait_for(lambda: standin.received)  # the first request now waits on Rasa
+    retry = user.post(params, {"I-Twilio-Idempotency-Token": "retry-1"})
+    assert bodies(retry) == [ASK_DIGITS]
+    assert [r["message"] for r in standin.received] == ["perdí mi tarjeta"]
+
+
+def test_an_unexpected_error_in_the_first_request_lets_a_retry_answer(
+        serve: Callable[[Settings], LiveServer], settings: Settings, tmp_path, standin: RasaStandIn) -> None:  # type: ignore[no-untyped-def]
+    class MenulessStore(SqliteStore):
+        """Every first read of a user's menu fails, once."""
+        failed: set[str] = set()
+
+        def get(self, key: str) -> dict | None:
+            if key.startswith("whatsapp:menu:") and key not in self.failed:
+                self.failed.add(key)
+                raise RuntimeError("disk hiccup")
+            return super().get(key)
+
+    server = LiveServer(create_app(settings, store=MenulessStore(tmp_path / "state.db")))
+    try:
+        user = WhatsAppUser(server.url, AUTH_TOKEN, number=new_number())
+        first = user.send("perdí mi tarjeta")
+        assert bodies(first) == [APOLOGY]
+        assert bodies(user.resend(first)) == [ASK_DIGITS]  # not the apology kept, not 14 s of waiting for it
+    finally:
+        server.stop()

@@ -1,18 +1,25 @@
-"""The entry point's subcommands: run the server (no subcommand), `call`, `chat`, `check`."""
+"""The entry point's subcommands: run the server (no subcommand), `demo`, `call`, `chat`, `check`, `notify`, `dial-out`."""
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import __version__, routes
 from ..config import Settings
+from ..startup import Configuration
 from ..testing.outbox import OutboxError, open_outbox
 from ..testing.phone import TwilioPhone
 from ..testing.whatsapp_user import WhatsAppUser
 from .call import Ask, CallSimulator, RelayCallSimulator, Speaker, script_lines, terminal_lines
 from .chat import REPLY_WAIT_SECONDS, ChatSimulator
 from .check import run_check
+from .demo import run_demo
+from .outbound import OutboundClient, OutboundError, add_commands, json_object, run_dial_out, run_notify
+
+TWILIO_API = "https://api.twilio.com"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="twilio_voice_server.py",
         description="Without a subcommand: run the bridge's development server on $PORT.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{call,chat,check}")
+    parser.add_argument("--version", action="version", version=f"twilio-bridge {__version__}")
+    parser.add_argument("--port", type=int, metavar="PORT", help="the development server's port (default: $PORT, 5001)")
+    commands = parser.add_subparsers(dest="command", metavar="{demo,call,chat,check,notify,dial-out}")
+
+    demo = commands.add_parser("demo", help="see it work: a Rasa stand-in, the bridge and a call, in one command",
+                               description="Start the Rasa stand-in and the bridge on free ports, with nothing to "
+                                           "configure, and call it from this terminal (or chat, with --chat). "
+                                           "Everything stops when the call ends.")
+    demo.add_argument("--chat", action="store_true", help="write WhatsApp messages instead of calling")
+    demo.add_argument("--port", type=int, default=0, help="the bridge's port (default: a free one)")
+    demo.add_argument("--rasa-port", type=int, default=0, help="the Rasa stand-in's port (default: a free one)")
+    demo.add_argument("--script", type=Path, metavar="FILE",
+                      help="play a call or chat script instead of the terminal (as call --script)")
 
     call = commands.add_parser("call", help="place a phone call to the bridge from this terminal",
                                description="Play Twilio's part in a call. Type what the caller says; "
@@ -35,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--relay", action="store_true",
                       help="relay mode: the call over ConversationRelay's WebSocket, replies printed as they "
                            "stream (the default when VOICE_MODE=relay)")
+    call.add_argument("--outbound-context", type=json_object, metavar="JSON",
+                      help="be the customer of an outbound call instead: ask the bridge's outbound API to call "
+                           "--from with this context, then answer it (the bridge's TWILIO_API_BASE_URL must be a "
+                           "fake Calls API; dial-out calls real phones)")
 
     chat = commands.add_parser("chat", help="write WhatsApp messages to the bridge from this terminal",
                                description="Play Twilio's part in a WhatsApp chat. Each line is a message; "
@@ -51,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "print the replies the bridge sends through it")
     chat.add_argument("--voice-note", type=Path, metavar="FILE",
                       help="REST mode, with --fake-api: first send FILE (OGG/Opus, MP3, AMR...) as a voice note")
+    chat.add_argument("--notification", type=json_object, metavar="JSON",
+                      help='the business writes first: the outbound API sends this user {"content_sid": "HX…", '
+                           '"variables": {…}, "context": {…}} (or {"body": …}) before the chat starts')
     chat.add_argument("--wait", type=float, default=REPLY_WAIT_SECONDS, metavar="SECONDS",
                       help="how long to wait for a reply through --fake-api (default: %(default)g)")
 
@@ -61,10 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--apply", action="store_true",
                        help="set the voice webhooks on --number through Twilio's REST API")
     check.add_argument("--number", metavar="+E164", help="the Twilio number to change with --apply")
+    add_commands(commands)
     return parser
 
 
-def main(argv: list[str], load_settings: Callable[[], Settings], serve: Callable[[Settings], int]) -> int:
+def main(argv: list[str], configure: Callable[[], Configuration], serve: Callable[[Settings], int]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "check" and args.apply != bool(args.number):
@@ -74,15 +101,24 @@ def main(argv: list[str], load_settings: Callable[[], Settings], serve: Callable
             parser.error("chat: --voice-note needs --fake-api (the fake keeps the note's media, as Twilio does)")
         if not args.voice_note.is_file():
             parser.error(f"chat: --voice-note: no such file: {args.voice_note}")
-    settings = load_settings()
+    if args.command == "demo":  # reads no settings: it brings its own
+        ask = turns(args.script, "")
+        return 2 if ask is None else run_demo(args, ask)
+    configuration = configure()
+    if args.command == "check":  # reports bad settings among its findings, and tests what it still can
+        local = f"http://127.0.0.1:{configuration.settings.port}"
+        return run_check(configuration, args.bridge or local, sys.stdout, args.number if args.apply else None)
+    settings = configuration.settings_or_exit()
     local = f"http://127.0.0.1:{settings.port}"
     if args.command == "call":
         return place_call(args, settings, args.url or local)
     if args.command == "chat":
         return start_chat(args, settings, args.url or local)
-    if args.command == "check":
-        return run_check(settings, args.bridge or local, sys.stdout, args.number if args.apply else None)
-    return serve(settings)
+    if args.command in ("notify", "dial-out"):
+        client = OutboundClient(args.bridge or local, settings.outbound_api_token)
+        run = run_notify if args.command == "notify" else run_dial_out
+        return run(args, client, sys.stdout, sys.stderr)
+    return serve(replace(settings, port=args.port) if args.port else settings)
 
 
 def place_call(args: argparse.Namespace, settings: Settings, url: str) -> int:
@@ -93,8 +129,28 @@ def place_call(args: argparse.Namespace, settings: Settings, url: str) -> int:
         return 2
     speak = Speaker(settings.voice_language, sys.stdout) if args.speak else None
     phone = TwilioPhone(url, settings.twilio_auth_token, public_url)
-    simulator = RelayCallSimulator if args.relay or settings.voice_mode == "relay" else CallSimulator
-    return simulator(phone, ask, sys.stdout, sys.stderr, speak).run(args.from_, args.to)
+    relay = args.relay or settings.voice_mode == "relay"
+    simulator = (RelayCallSimulator if relay else CallSimulator)(phone, ask, sys.stdout, sys.stderr, speak)
+    if args.outbound_context is None:
+        return simulator.run(args.from_, args.to)
+    if relay:
+        print("call: --outbound-context plays a gather-mode call: leave out --relay (and VOICE_MODE=relay)",
+              file=sys.stderr)
+        return 2
+    if settings.twilio_api_base_url == TWILIO_API:
+        print("call: --outbound-context answers a call placed through a fake Calls API, and this bridge's "
+              "TWILIO_API_BASE_URL is Twilio's: dial-out calls a real phone instead", file=sys.stderr)
+        return 2
+    try:
+        placed = OutboundClient(url, settings.outbound_api_token).post(
+            routes.OUTBOUND_CALLS, {"to": args.from_, "context": args.outbound_context})
+    except OutboundError as exc:
+        print(f"call: {exc}", file=sys.stderr)
+        return 1
+    print(f"[the bridge calls {args.from_}: {placed['call_sid']}; answering]")
+    status_callback = f"{public_url}{routes.CALL_STATUS}?outbound={placed['id']}"
+    return simulator.play(lambda: phone.answer(placed["call_sid"], settings.twilio_voice_from or args.to,
+                                               args.from_, status_callback))
 
 
 def start_chat(args: argparse.Namespace, settings: Settings, url: str) -> int:
@@ -117,13 +173,24 @@ def start_chat(args: argparse.Namespace, settings: Settings, url: str) -> int:
               f"TWILIO_WHATSAPP_FROM={settings.twilio_whatsapp_from or user.bridge_address} and this "
               f"TWILIO_AUTH_TOKEN.")
     simulator = ChatSimulator(user, ask, sys.stdout, sys.stderr, sent, args.wait, args.script is not None)
+    if args.notification is not None:
+        try:
+            queued = OutboundClient(url, settings.outbound_api_token).post(
+                routes.OUTBOUND_MESSAGES, {**args.notification, "to": user.address})
+            simulator.notified(queued)
+        except (OutboundError, OutboxError) as exc:
+            print(f"chat: {exc}", file=sys.stderr)
+            if sent is not None:
+                sent.close()
+            return 1
     return simulator.run(args.voice_note)
 
 
 def turns(script: Path | None, greeting: str) -> Ask | None:
     """The user's lines: typed at the terminal, or a script's (a file, or '-' for standard input)."""
     if script is None:
-        print(greeting)
+        if greeting:
+            print(greeting)
         return terminal_lines()
     if str(script) == "-":
         return script_lines(sys.stdin.readlines(), sys.stdout)

@@ -12,6 +12,7 @@ first sends FILE as a voice note, its media served by the fake API as Twilio ser
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, TextIO
@@ -102,7 +103,7 @@ class ChatSimulator:
             if message.get("content"):
                 self.show_buttons(message)
             else:
-                self.show(message["body"], tuple(message["media_urls"]))
+                self.show_sent(message)
             arrived += 1
         if arrived:
             return True
@@ -116,6 +117,19 @@ class ChatSimulator:
         return (f"no reply reached the fake Messages API at {self.sent.base_url} within {self.reply_wait:g} s "
                 f"(the bridge's TWILIO_API_BASE_URL must be {self.sent.base_url}, its account SID and token the "
                 "fake's; the bridge's log says more)")
+
+    def notified(self, queued: dict[str, Any]) -> None:
+        """The business wrote first (the outbound API): what reached the user, before they answer."""
+        print(f"[the business sent {queued['id']} through the outbound API]", file=self.out)
+        if self.sent is not None:
+            for message in self.sent.arrivals(self.reply_wait):
+                self.show_sent(message)
+
+    def show_sent(self, message: dict[str, Any]) -> None:
+        """One message as the fake Messages API recorded it: a body and media, or a template and its variables."""
+        template = f"[template {message['content_sid']} {json.dumps(message.get('content_variables') or {})}]"
+        body = message["body"] or (template if message.get("content_sid") else "")
+        self.show(body, tuple(message["media_urls"]))
 
     def show(self, body: str, media: tuple[str, ...] = ()) -> None:
         if body:

@@ -1,8 +1,9 @@
 """`python twilio_voice_server.py check`: is this configuration ready for Twilio?
 
-Each finding is one line, `ok`, `warn`, `fail` or `skip`; any `fail` makes the exit code 1.
-Nothing changes anywhere unless `--apply` is given: then the voice webhooks are set on one
-Twilio number through the REST API.
+Each finding is one line, `ok`, `warn`, `fail` or `skip`; any `fail` makes the exit code 1, and a bad
+setting 2 (after every check that could still run on the valid ones). A run with a `skip` never
+ends in "no problems": something was not proven. Nothing changes anywhere unless `--apply` is
+given: then the voice webhooks are set on one Twilio number through the REST API.
 """
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ from urllib.parse import urlsplit
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 
 from .. import routes
 from ..config import E164, Settings
+from ..delivery.sender import network_problem
 from ..rasa.client import RasaClient, RasaError
+from ..startup import Configuration, rest_mode_missing
 from ..testing.phone import TwilioPhone, sid
 from ..testing.relay import RelayRefused, open_relay_socket
 
@@ -35,6 +39,7 @@ MESSAGING_WEBHOOKS = (
     ("WhatsApp: Status callback URL", routes.WHATSAPP_STATUS),
 )
 PLACEHOLDER_ORIGIN = "https://YOUR-PUBLIC-HOST"
+API_TIMEOUT = 5.0
 
 
 @dataclass
@@ -42,29 +47,52 @@ class Report:
     out: TextIO
     failures: int = 0
     warnings: int = 0
+    skipped: int = 0
 
     def __call__(self, level: str, subject: str, detail: str) -> None:
         self.failures += level == "fail"
         self.warnings += level == "warn"
+        self.skipped += level == "skip"
         print(f"{level:<5} {subject}: {detail}", file=self.out)
 
+    def summary(self) -> str:
+        counts = f"{self.warnings} warning(s)" + (f", {self.skipped} skipped" if self.skipped else "")
+        if self.failures:
+            return f"{self.failures} problem(s), {counts}"
+        if self.skipped:
+            return f"no problem in what was checked, but not everything was: {counts}"
+        return f"no problems, {counts}"
 
-def run_check(settings: Settings, bridge_url: str, out: TextIO, apply_to: str | None = None) -> int:
-    report = Report(out)
-    report("ok", "configuration", "every variable is valid")
+
+def run_check(configuration: Configuration, bridge_url: str, out: TextIO, apply_to: str | None = None) -> int:
+    settings, report = configuration.settings, Report(out)
+    check_configuration(configuration, report)
     check_rasa(settings, report)
+    check_action_server(settings, report)
     check_signatures(settings, report)
     origin = check_public_url(settings, report)
+    check_whatsapp(settings, report)
     check_bridge(settings, bridge_url, report)
     check_relay(settings, bridge_url, report)
     print_webhooks(origin or PLACEHOLDER_ORIGIN, out)
     if apply_to is not None:
         apply_webhooks(settings, origin, apply_to, report)
-    if report.failures:
-        print(f"\n{report.failures} problem(s), {report.warnings} warning(s)", file=out)
-    else:
-        print(f"\nno problems, {report.warnings} warning(s)", file=out)
+    print(f"\n{report.summary()}", file=out)
+    if configuration.problems:
+        configuration.settings_or_exit()  # the server's own lines on stderr, and exit code 2
     return 1 if report.failures else 0
+
+
+def check_configuration(configuration: Configuration, report: Report) -> None:
+    """Each bad variable (the server would not start; the checks below use the default instead), and the file read."""
+    source = configuration.source
+    for problem in configuration.problems:
+        report("fail", "configuration", problem)
+    if configuration.problems and not source.found:
+        report("warn", "configuration", source.describe())
+    elif not configuration.problems:
+        where = source.path if source.found else f"the environment; no {source.path.name} in {source.path.parent}"
+        report("ok", "configuration", f"every variable is valid (from {where})")
 
 
 def check_rasa(settings: Settings, report: Report) -> None:
@@ -92,6 +120,20 @@ def check_rasa(settings: Settings, report: Report) -> None:
     report("ok", "rasa", f"'hola' from {sender} answered {shown!r}{more} in {latency * 1000:.0f} ms")
 
 
+def check_action_server(settings: Settings, report: Report) -> None:
+    """With its action server down Rasa still answers 200 (a fallback, then nothing): ask the server itself."""
+    if settings.action_server_url is None:
+        return
+    rasa = RasaClient(settings.rasa_webhook_url, settings.rasa_timeout)
+    try:
+        rasa.action_server_health(settings.action_server_url, timeout=3.0)
+    except RasaError as exc:
+        report("fail", "action server", f"the /health of ACTION_SERVER_URL={settings.action_server_url} failed: "
+                                        f"{exc.kind}: {exc.detail} (Rasa's custom actions would fail)")
+        return
+    report("ok", "action server", f"the /health of {settings.action_server_url} answers ok")
+
+
 def rasa_problem(exc: RasaError) -> str:
     if exc.kind == "unreachable":
         return "no connection (is Rasa running, with `rest:` in its credentials.yml?)"
@@ -99,6 +141,9 @@ def rasa_problem(exc: RasaError) -> str:
 
 
 def check_signatures(settings: Settings, report: Report) -> None:
+    if settings.validate_signature and not settings.twilio_auth_token:
+        report("fail", "signatures", "no TWILIO_AUTH_TOKEN: no signature can be checked")
+        return
     if not settings.validate_signature:
         report("warn", "signatures", "TWILIO_VALIDATE_SIGNATURE=false: anyone can call the webhooks "
                                      "(for local experiments only)")
@@ -140,8 +185,47 @@ def not_public(host: str) -> bool:
     return not address.is_global
 
 
+def check_whatsapp(settings: Settings, report: Report) -> None:
+    """REST mode: Twilio's API at TWILIO_API_BASE_URL answers and accepts the credentials, as the Messages API
+    the replies go through (one GET of the account's messages, which sends nothing)."""
+    if not settings.whatsapp_rest_mode:
+        missing = rest_mode_missing(settings)
+        if settings.twilio_whatsapp_from:
+            report("warn", "whatsapp", f"TWILIO_WHATSAPP_FROM is set but {' and '.join(missing)} is not: replies "
+                                       "go in TwiML mode, within RASA_TIMEOUT, not through the Messages API")
+        else:
+            report("ok", "whatsapp", f"TwiML mode: replies are the webhook's answer, within RASA_TIMEOUT "
+                                     f"(REST mode needs {' and '.join(missing)})")
+        return
+    assert settings.twilio_account_sid and settings.twilio_auth_token
+    api = settings.twilio_api_base_url
+    client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
+                    http_client=TwilioHttpClient(timeout=API_TIMEOUT),
+                    environment={"TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
+                                 "TWILIO_AUTH_TOKEN": settings.twilio_auth_token})
+    client.api.base_url = api
+    try:
+        client.messages.list(limit=1)
+    except TwilioException as exc:
+        refusal = twilio_refusal(exc)
+        hint = (": TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not this account's" if " 401 " in f" {refusal} "
+                else "")
+        report("fail", "whatsapp", f"REST mode: the Messages API at {api} answered {refusal}{hint}; "
+                                   "no reply would go out")
+        return
+    except requests.RequestException as exc:
+        report("fail", "whatsapp", f"REST mode: cannot reach the Messages API: {network_problem(exc, API_TIMEOUT)} "
+                                   "(TWILIO_API_BASE_URL); no reply would go out")
+        return
+    report("ok", "whatsapp", f"REST mode: the Messages API at {api} accepted account {settings.twilio_account_sid}'s "
+                             f"credentials; replies go from {settings.twilio_whatsapp_from}")
+
+
 def check_bridge(settings: Settings, bridge_url: str, report: Report) -> None:
     """Post a signed status callback, as Twilio would, to prove the token and the URL match the bridge's."""
+    if settings.validate_signature and not settings.twilio_auth_token:
+        report("skip", "bridge", "without TWILIO_AUTH_TOKEN no request can be signed as Twilio signs it")
+        return
     signed_for = settings.public_base_url or bridge_url.rstrip("/")
     phone = TwilioPhone(bridge_url, settings.twilio_auth_token, signed_for, timeout=3.0)
     params = {"CallSid": sid("CA"), "AccountSid": settings.twilio_account_sid or phone.account_sid,

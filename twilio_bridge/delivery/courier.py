@@ -82,10 +82,9 @@ class Courier:
                 sid = self.sender.send(job.user, from_, messages[data["sent"]], self.status_callback)
                 log.info("whatsapp.sent", twilio_sid=sid, index=data["sent"])
                 metrics.whatsapp_delivered("sent")
-                self.current.store.incr("whatsapp:sent", COUNTER_TTL)
+                self._count("whatsapp:sent")
             except SendError as exc:
-                self.current.store.incr("whatsapp:send_errors", COUNTER_TTL)
-                self.current.store.incr(f"whatsapp:send_error:{exc.code or exc.status or 'network'}", COUNTER_TTL)
+                self._count("whatsapp:send_errors", f"whatsapp:send_error:{exc.code or exc.status or 'network'}")
                 if exc.retryable and self._retry_later(job, "twilio", status=exc.status, code=exc.code,
                                                        detail=exc.detail):
                     metrics.whatsapp_delivered("retried")
@@ -102,6 +101,15 @@ class Courier:
                 return "lease_lost"
         self.queue.finish(job)
         return None
+
+    def _count(self, *keys: str) -> None:
+        """Statistics for /health, best-effort: a counter the store fails to write must not pass for a
+        crash, which would send a message Twilio already took again, or drop one after three."""
+        for key in keys:
+            try:
+                self.current.store.incr(key, COUNTER_TTL)
+            except Exception as exc:
+                log.warning("whatsapp.count_failed", counter=key, error=type(exc).__name__, detail=str(exc)[:200])
 
     def _notify(self, job: Job) -> str:
         """A message from the outbound API: sent once, its outcome kept for GET /api/outbound/messages/{id}."""

@@ -59,11 +59,11 @@ class SqliteJobQueue:
     )
 
     def __init__(self, path: str | Path):
-        self.file = SqliteFile(path, synchronous="FULL")  # a job acknowledged to Twilio must survive a power cut
-        self._db, self._transaction = self.file.db, self.file.transaction
-        with self._transaction() as db:
-            for statement in self.SCHEMA:
-                db.execute(statement)
+        # synchronous=FULL: a job acknowledged to Twilio must survive a power cut
+        self.file = SqliteFile(path, synchronous="FULL", schema=self.SCHEMA)
+        self._read, self._transaction = self.file.connection, self.file.transaction
+        with self._read():
+            pass  # opening the first connection creates the tables
 
     def enqueue(self, job_id: str, user: str, data: dict[str, Any]) -> bool:
         now = time.time()
@@ -81,13 +81,15 @@ class SqliteJobQueue:
         return True
 
     def seen(self, job_id: str) -> bool:
-        row = self._db().execute("SELECT 1 FROM queue_seen WHERE id = ? AND expires > ?", (job_id, time.time()))
-        return row.fetchone() is not None
+        with self._read() as db:
+            row = db.execute("SELECT 1 FROM queue_seen WHERE id = ? AND expires > ?", (job_id, time.time()))
+            return row.fetchone() is not None
 
     def claim(self, lease: float) -> Job | None:
         now = time.time()
-        if self._db().execute("SELECT 1 FROM queue_lanes WHERE due <= ? LIMIT 1", (now,)).fetchone() is None:
-            return None  # the common idle case takes no write lock
+        with self._read() as db:
+            if db.execute("SELECT 1 FROM queue_lanes WHERE due <= ? LIMIT 1", (now,)).fetchone() is None:
+                return None  # the common idle case takes no write lock
         with self._transaction() as db:
             while True:
                 lane = db.execute("SELECT user FROM queue_lanes WHERE due <= ? ORDER BY due LIMIT 1", (now,)).fetchone()
@@ -131,7 +133,8 @@ class SqliteJobQueue:
         return True
 
     def pending(self) -> int:
-        return int(self._db().execute("SELECT COUNT(*) FROM queue_jobs").fetchone()[0])
+        with self._read() as db:
+            return int(db.execute("SELECT COUNT(*) FROM queue_jobs").fetchone()[0])
 
     @staticmethod
     def _release(db: sqlite3.Connection, job: Job, due: float) -> bool:

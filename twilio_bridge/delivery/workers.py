@@ -7,6 +7,7 @@ hand alive; when a process dies its leases run out and another process takes the
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 from ..logs import log
@@ -43,17 +44,24 @@ class LaneWorkers:
         with self._wake:
             self._wake.notify()
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Take no new job; let the jobs in hand finish (their leases lapse if they cannot)."""
+    def begin_stop(self) -> None:
+        """Take no new job, without waiting: the jobs in hand wind down while the caller stops other things."""
         self._stopping.set()
         with self._wake:
             self._wake.notify_all()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Take no new job; let the jobs in hand finish within `timeout` seconds in all, for every thread
+        together (their leases lapse if they cannot, and another process takes the jobs over)."""
+        deadline = time.monotonic() + timeout
+        self.begin_stop()
         for thread in self.threads:
-            if thread.is_alive():
-                thread.join(timeout)
-        self._stopped.set()
-        if self.heart.is_alive():
-            self.heart.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._stopped.set()  # the heartbeat stops now, whether or not every job is done
+        self.heart.join(max(0.0, deadline - time.monotonic()))
+        unfinished = sum(thread.is_alive() for thread in self.threads)
+        log.info("delivery.stopped", unfinished=unfinished, detail="jobs left in hand go to another process when"
+                 " their leases lapse" if unfinished else "every job in hand finished")
 
     def _work(self) -> None:
         while not self._stopping.is_set():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, NewConnectionError, ReadTimeoutError
@@ -76,6 +77,20 @@ class RasaClient:
         if response.status != 200:
             raise RasaError("status", f"HTTP {response.status}", status=response.status)
         return response
+
+    def action_server_health(self, action_server_url: str, timeout: float = 2.0) -> str:
+        """The action server's `GET /health` (rasa-sdk answers {"status": "ok"}), at the origin of its URL
+        as Rasa's endpoints.yml names it (http://localhost:5055/webhook). Raises RasaError."""
+        parts = urlsplit(action_server_url)
+        response = self._request("GET", f"{parts.scheme}://{parts.netloc}/health", timeout,
+                                 connect_timeout=min(timeout, self.connect_timeout))
+        try:
+            status = json.loads(response.data).get("status")
+        except (ValueError, AttributeError) as exc:
+            raise RasaError("invalid", "answer is not a JSON object") from exc
+        if status != "ok":
+            raise RasaError("invalid", f"status {status!r}, not 'ok'")
+        return status
 
 
 def _short(exc: Exception) -> str:

@@ -78,7 +78,7 @@ class TwilioPhone:
         return Answer(public_url, response.status_code, time.monotonic() - started, response.text,
                       content_type=response.headers.get("Content-Type", ""))
 
-    def call(self, from_: str = "+525512345678", to: str = "+525500000000", call_sid: str | None = None) -> "Call":
+    def call(self, from_: str = "+525512345678", to: str = "+525500000000", call_sid: str | None = None) -> PhoneCall:
         call = PhoneCall(self, call_sid or sid("CA"), from_, to)
         call.start()
         return call

@@ -69,10 +69,13 @@ class RelayCall:
     """One relay-mode call. `on_token(token, last)` sees every token as it arrives (the simulator prints them)."""
 
     def __init__(self, phone: TwilioPhone, from_: str = "+525512345678", to: str = "+525500000000",
-                 call_sid: str | None = None, on_token: Callable[[str, bool], None] | None = None):
+                 call_sid: str | None = None, on_token: Callable[[str, bool], None] | None = None,
+                 direction: str = "inbound", status_callback: str | None = None):
         self.phone = phone
         self.sid = call_sid or sid("CA")
-        self.after = PhoneCall(phone, self.sid, from_, to)  # follows the TwiML once the session is over
+        # Twilio's webhooks for this call, and the TwiML once the session is over (a call the bridge placed
+        # is outbound-api, its status going to the StatusCallback the Calls API was given)
+        self.after = PhoneCall(phone, self.sid, from_, to, direction=direction, status_callback=status_callback)
         self.session_id = sid("VX")
         self.relay: dict[str, str] = {}  # the <ConversationRelay> attributes
         self.action_url = ""
@@ -89,7 +92,8 @@ class RelayCall:
 
     def start(self) -> Reply:
         """The call webhook, then the WebSocket and `setup`; returns the greeting."""
-        answer = self.phone.fetch(self.phone.public(routes.VOICE), self.after.params(CallStatus="ringing"))
+        status = "ringing" if self.after.direction == "inbound" else "in-progress"
+        answer = self.phone.fetch(self.phone.public(routes.VOICE), self.after.params(CallStatus=status))
         root = check_voice_answer(answer, answer.content_type)
         relay = root.find("Connect/ConversationRelay")
         connect_verb = root.find("Connect")
@@ -108,7 +112,7 @@ class RelayCall:
         self._reader = threading.Thread(target=self._read, name=f"relay-{self.sid[-6:]}", daemon=True)
         self._reader.start()
         self.send({"type": "setup", "sessionId": self.session_id, "accountSid": self.phone.account_sid,
-                   "callSid": self.sid, "from": self.after.from_, "to": self.after.to, "direction": "inbound",
+                   "callSid": self.sid, "from": self.after.from_, "to": self.after.to, "direction": self.after.direction,
                    "callStatus": "RINGING", "customParameters": {}})
         return self.reply()
 

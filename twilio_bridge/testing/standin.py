@@ -78,6 +78,7 @@ class RasaStandIn(LocalServer):
         self._sender_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._states: dict[str, dict[str, str]] = {}
         self._canned: deque[list[dict[str, Any]]] = deque()
+        self._canned_for: defaultdict[str, deque[list[dict[str, Any]]]] = defaultdict(deque)
         self._stopping = threading.Event()
 
     @property
@@ -106,16 +107,21 @@ class RasaStandIn(LocalServer):
     def webhook_url(self) -> str:
         return self.origin + "/webhooks/rest/webhook"
 
-    def reply_with(self, items: list[dict[str, Any]]) -> None:
-        """Make the next webhook answer, for any sender, exactly `items` (once)."""
+    def reply_with(self, items: list[dict[str, Any]], sender: str | None = None) -> None:
+        """Make the next webhook answer exactly `items` (once): the next for `sender`, or for any sender.
+        Naming the sender keeps a request left over from an earlier test from taking the answer."""
         with self._lock:
-            self._canned.append(items)
+            if sender is None:
+                self._canned.append(items)
+            else:
+                self._canned_for[sender].append(items)
 
     def clear(self) -> None:
         with self._lock:
             self.received.clear()
             self._states.clear()
             self._canned.clear()
+            self._canned_for.clear()
 
     def _wsgi(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
         request = Request(environ)
@@ -162,7 +168,8 @@ class RasaStandIn(LocalServer):
 
     def _answer(self, mode: str, sender: str, message: Any, request: Request, metadata: Any = None) -> Response:
         with self._lock:
-            canned = self._canned.popleft() if self._canned else None
+            own = self._canned_for.get(sender)
+            canned = own.popleft() if own else self._canned.popleft() if self._canned else None
         if canned is not None:
             return _json(canned)
         if mode == "drop":

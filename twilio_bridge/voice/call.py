@@ -117,7 +117,7 @@ class GatherCall:
         if outcome.items is None:
             log.warning("rasa.failed", kind=outcome.error, detail=outcome.detail)
             structlog.contextvars.bind_contextvars(rasa_error=outcome.error)
-            return self.give_up("rasa_failed")
+            return self.give_up("overloaded" if outcome.error == "overloaded" else "rasa_failed")
         turn = read_turn(outcome.items)
         if turn.is_empty and start:
             greeting = self.current.settings.voice_greeting or voice_of(self.current).phrases.greeting

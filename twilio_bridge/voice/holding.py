@@ -4,6 +4,10 @@ A voice webhook waits for Rasa at most `Settings.hold_after` seconds. Past that 
 holding phrase and a <Redirect> to the poll route, while a bounded pool in this worker keeps waiting
 for Rasa, up to RASA_MAX_WAIT_SECONDS in all. The outcome goes to the shared state store under the
 turn's key, so the poll may land on any worker or host.
+
+The pool never queues: with RASA_MAX_IN_FLIGHT requests already open, a new turn is refused at once
+("overloaded", so the caller is handed off now rather than after a wait in a queue), and each request
+to Rasa is bounded by the time its caller has left, so none outlives the turn it answers.
 """
 from __future__ import annotations
 
@@ -63,13 +67,22 @@ class RasaWaiter:
         self._ask = ask
         self.store = store
         self.pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="rasa-wait")
+        self.free = threading.BoundedSemaphore(max_in_flight)  # a slot per pool thread: a task never queues
 
     def ask(self, key: str, sender: str, message: str, metadata: Metadata, *, wait: float, max_wait: float,
             extra: dict[str, Any]) -> Outcome | None:
-        """Rasa's outcome if it comes within `wait` seconds; else None, and it will land in the store at `key`."""
+        """Rasa's outcome if it comes within `wait` seconds; else None, and it will land in the store at `key`.
+        With every slot taken, an "overloaded" outcome at once: nothing is sent to Rasa."""
+        if not self.free.acquire(blocking=False):
+            log.warning("rasa.overloaded", detail="every Rasa request slot of this worker is taken")
+            return Outcome(None, "overloaded", 0.0, "RASA_MAX_IN_FLIGHT requests already open")
         job = PendingAsk(key, extra, time.time() + max_wait)
         context = contextvars.copy_context()  # the job logs with the call's context, and cannot leak into the pool
-        self.pool.submit(context.run, self._run, job, sender, message, metadata, max_wait)
+        try:
+            self.pool.submit(context.run, self._run, job, sender, message, metadata, max_wait)
+        except BaseException:
+            self.free.release()
+            raise
         if job.done.wait(wait):
             return job.outcome
         with job.lock:
@@ -82,12 +95,18 @@ class RasaWaiter:
     def _run(self, job: PendingAsk, sender: str, message: str, metadata: Metadata, max_wait: float) -> None:
         started = time.monotonic()
         try:
-            outcome = Outcome(self._ask(sender, message, metadata, max_wait), None, time.monotonic() - started)
+            left = job.deadline - time.time()  # the caller's time, not a fresh max_wait
+            if left <= 0:
+                outcome = Outcome(None, "expired", 0.0, "the caller stopped waiting before Rasa was asked")
+            else:
+                outcome = Outcome(self._ask(sender, message, metadata, left), None, time.monotonic() - started)
         except RasaError as exc:
             outcome = Outcome(None, exc.kind, time.monotonic() - started, exc.detail)
         except Exception:
             log.exception("rasa.wait_failed")
             outcome = Outcome(None, "error", time.monotonic() - started, "see rasa.wait_failed")
+        finally:
+            self.free.release()
         with job.lock:
             job.outcome = outcome
             if job.held:

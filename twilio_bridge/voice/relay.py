@@ -9,6 +9,7 @@ loop's thread pool, so a slow Rasa holds a pool thread, never the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
@@ -26,8 +27,8 @@ from ..rasa.menu import choose_button
 from ..rasa.turn import AssistantTurn, Button, read_turn
 from ..text import for_speech, from_user, split_text
 from .call import call_metadata
-from .relay_messages import (BadMessage, Dtmf, Interrupt, Prompt, RelayError, Setup, end_session, read_message,
-                             text_token)
+from .relay_messages import (BadMessage, Dtmf, Incoming, Interrupt, Prompt, RelayError, Setup, end_session,
+                             read_message, text_token)
 from .twiml import menu_prompt
 
 RunBlocking = Callable[..., Awaitable[Any]]
@@ -60,6 +61,8 @@ class Ending:
         data: dict[str, Any] = {"reason": self.reason, "why": self.why}
         if self.number:
             data["number"] = self.number
+        if self.reason == "handoff" and self.why == "assistant" and self.spoken:
+            data["announced"] = True  # the assistant's words told the caller: the end route does not repeat it
         return data
 
 
@@ -82,7 +85,6 @@ class RelaySession:
         self.last_prompt: tuple[str, ...] = ()
         self.digits = ""
         self.heard: str | None = None  # what the caller heard of an interrupted reply, for Rasa's next message
-        self.closed_by_caller = False
         self.greeting_ending: Ending | None = None  # a greeting that already ends the call (Rasa failed)
 
     async def run(self) -> None:
@@ -92,8 +94,8 @@ class RelaySession:
         try:
             await self.open()
             ending = await self.converse()
-        except ConnectionClosed:
-            self.closed_by_caller = True
+        except ConnectionClosed:  # the caller hung up (Twilio closed the socket): nothing left to say
+            pass
         except asyncio.CancelledError:  # the worker is stopping: a person takes the call over
             ending = self.trouble("shutdown")
         except SessionFailed as exc:
@@ -120,8 +122,10 @@ class RelaySession:
         self.setup = first
         self.call_form = first.as_call_form()
         structlog.contextvars.bind_contextvars(call_sid=first.call_sid, relay_session=first.session_id)
-        stored = await self.blocking(self.current.store.get, relay_call_key(first.call_sid))
-        metadata = stored if isinstance(stored, dict) else call_metadata(self.call_form, input="call_start")
+        metadata = await self.blocking(self.current.store.get, relay_call_key(first.call_sid))
+        if not isinstance(metadata, dict):  # the call webhook's copy is gone (expired, another store): rebuild it
+            metadata = await self.blocking(functools.partial(call_metadata, self.call_form, self.current.store,
+                                                             input="call_start"))
         log.info("relay.open", direction=first.direction)
         self.greeting_ending = await self.ask("/session_start", metadata, start=True)
 
@@ -154,10 +158,13 @@ class RelaySession:
             if ending is not None:
                 return ending
 
-    async def next_message(self) -> Any:
-        """The caller's next message, or None after VOICE_SILENCE_SECONDS of nothing. Frames Twilio
-        should never send are logged and skipped."""
-        deadline = time.monotonic() + self.settings.voice_silence_seconds
+    async def next_message(self) -> Incoming | None:
+        """The caller's next message, or None after VOICE_SILENCE_SECONDS of nothing (while keypad digits
+        are being collected, the gather directive's timeout). Frames Twilio should never send are logged
+        and skipped."""
+        wait = self.gather.get("timeout", self.settings.voice_silence_seconds) if self.digits else \
+            self.settings.voice_silence_seconds  # between keypad digits, the gather directive's own timeout
+        deadline = time.monotonic() + wait
         while True:
             try:
                 frame = await asyncio.wait_for(self.socket.recv(), max(0.0, deadline - time.monotonic()))
@@ -290,8 +297,8 @@ class RelaySession:
             try:
                 await self.speak(ending.spoken)
                 await self.socket.send(end_session(ending.handoff_data()))
-            except ConnectionClosed:
-                self.closed_by_caller = True
+            except ConnectionClosed:  # gone before the last words: the status callback still ends Rasa's session
+                pass
             metrics.call_ended("handoff" if ending.reason == "handoff" and ending.number else "hangup", ending.why)
         try:
             await self.socket.close()

@@ -8,7 +8,7 @@ import structlog
 from flask import Blueprint, Request, Response, current_app, request
 from twilio.twiml.voice_response import VoiceResponse
 
-from .. import metrics, routes
+from .. import routes
 from ..bridge import Bridge, bridge
 from ..config import E164
 from ..web.errors import answer_every_error
@@ -70,7 +70,7 @@ def relay_ended() -> Response:
     number = number if isinstance(number, str) and E164.match(number) else None
     nobody = voice.phrases.goodbye if handoff.get("why") == "silence" else None
     structlog.contextvars.bind_contextvars(outcome="handoff" if number else "hangup")
-    return twiml(handoff_response([], voice, number, nobody))
+    return twiml(handoff_response([], voice, number, nobody, announced=handoff.get("announced") is True))
 
 
 def _handoff_data(raw: str | None) -> dict[str, Any] | None:
@@ -83,9 +83,7 @@ def _handoff_data(raw: str | None) -> dict[str, Any] | None:
 
 def _error_answer() -> Response:
     current = bridge()
-    metrics.call_ended("handoff" if current.settings.fallback_phone_number else "hangup", "error")
-    return twiml(handoff_response([voice_of(current).phrases.trouble], voice_of(current),
-                                  current.settings.fallback_phone_number))
+    return hand_off(current, [voice_of(current).phrases.trouble], "error")
 
 
 answer_every_error(bp, "relay.unexpected_error", _error_answer)

@@ -22,6 +22,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+import structlog
 from flask import Flask, Request, Response
 from websockets.asyncio.connection import Connection
 from websockets.datastructures import Headers
@@ -83,6 +84,7 @@ class RelayLoop:
         task = asyncio.current_task()
         assert task is not None
         self.sessions.add(task)
+        structlog.contextvars.clear_contextvars()  # the task started in the upgrade request's context
         try:
             websocket = Connection(protocol, ping_interval=None, close_timeout=5, max_queue=64)
             await self.loop.connect_accepted_socket(lambda: websocket, connection)

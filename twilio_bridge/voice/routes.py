@@ -1,6 +1,7 @@
 """Voice webhooks: a phone call as a conversation with Rasa (sender = CallSid)."""
 from __future__ import annotations
 
+
 import structlog
 from flask import Blueprint, Response, request
 from twilio.twiml.voice_response import VoiceResponse
@@ -76,10 +77,12 @@ def caller_message(form: MultiDict[str, str], buttons: list[Button]) -> tuple[st
 
 
 def _confidence(form: MultiDict[str, str]) -> float | None:
+    """Twilio's 0..1 score; anything else is no score (NaN would make the JSON to Rasa invalid)."""
     try:
-        return float(form["Confidence"])
+        confidence = float(form["Confidence"])
     except (KeyError, ValueError):
         return None
+    return confidence if 0.0 <= confidence <= 1.0 else None
 
 
 def silence(call: GatherCall) -> Response:

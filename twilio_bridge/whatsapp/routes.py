@@ -6,19 +6,20 @@ replies through the Messages API. TwiML mode (otherwise): the replies are <Messa
 """
 from __future__ import annotations
 
+import time
+
 import structlog
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from twilio.twiml.messaging_response import MessagingResponse
 
 from .. import metrics, routes
 from ..bridge import Bridge, bridge
-from ..delivery.queue import SEEN_TTL
 from ..logs import log
 from ..outbound import messages as outbound_messages
 from ..rasa.client import RasaError
 from ..state import COUNTER_TTL
 from ..web.errors import answer_every_error
-from ..web.hooks import require_twilio_signature
+from ..web.hooks import FIRST_ANSWER_WAIT, REPLAY_POLL, require_twilio_signature
 from ..web.responses import twiml
 from .conversation import Conversation, Inbound
 from .replies import Outgoing, messaging_twiml
@@ -27,6 +28,7 @@ bp = Blueprint("whatsapp", __name__)
 bp.before_request(require_twilio_signature)
 
 RATE_WINDOW = 60
+ANSWER_KEPT = 600  # seconds a TwiML-mode answer waits for Twilio's retries (they come within 15 s)
 DELIVERY_STATUSES = ("queued", "sending", "sent", "delivered", "read", "undelivered", "failed", "canceled")
 
 
@@ -65,9 +67,20 @@ def store_for_delivery(current: Bridge, inbound: Inbound) -> Response:
 def answer_now(current: Bridge, inbound: Inbound) -> Response:
     """TwiML mode: Rasa's replies in the answer, within RASA_TIMEOUT; Twilio's retry gets the same answer."""
     seen_key = f"whatsapp:seen:{inbound.sid}"
-    if not current.store.add(seen_key, {}, SEEN_TTL):
+    earlier = first_answer(current, seen_key)
+    if earlier is not None:
         structlog.contextvars.bind_contextvars(outcome="duplicate")
-        return twiml((current.store.get(seen_key) or {}).get("twiml") or MessagingResponse())
+        return twiml(earlier)
+    try:
+        answer = reply_twiml(current, inbound)
+    except Exception:
+        current.store.delete(seen_key)  # nothing was answered: a retry answers instead of waiting for this one
+        raise
+    current.store.put(seen_key, {"twiml": answer}, ANSWER_KEPT)
+    return twiml(answer)
+
+
+def reply_twiml(current: Bridge, inbound: Inbound) -> str:
     conversation = Conversation(current, inbound.user)
     messages = rate_limited(current, inbound)
     if messages is None:
@@ -78,13 +91,40 @@ def answer_now(current: Bridge, inbound: Inbound) -> Response:
             log.warning("rasa.failed", kind=exc.kind, detail=exc.detail)
             structlog.contextvars.bind_contextvars(outcome="apology", rasa_error=exc.kind)
             messages = conversation.apology()
-    answer = str(messaging_twiml(messages))
-    current.store.put(seen_key, {"twiml": answer}, SEEN_TTL)
-    return twiml(answer)
+    return str(messaging_twiml(messages))
+
+
+def first_answer(current: Bridge, seen_key: str) -> str | None:
+    """None when this request is the first for its message (it claims the sid); else the first one's TwiML.
+
+    A retry that comes while the first request still waits on Rasa waits for its answer: the first
+    one's connection may be the reason for the retry, and its answer would then reach nobody. A first
+    request that has not answered FIRST_ANSWER_WAIT after it began never will (its worker died): the
+    retry answers in its place.
+    """
+    while True:
+        now = time.time()
+        if current.store.add(seen_key, {"claimed_at": now}, ANSWER_KEPT):
+            return None
+        record = current.store.get(seen_key) or {}
+        if "twiml" in record:
+            return str(record["twiml"])
+        if now >= float(record.get("claimed_at", 0)) + FIRST_ANSWER_WAIT:
+            log.warning("whatsapp.first_answer_missing", detail="the first request never answered; answering again")
+            current.store.delete(seen_key)
+            continue
+        time.sleep(REPLAY_POLL)
 
 
 def rate_limited(current: Bridge, inbound: Inbound) -> list[Outgoing] | None:
-    """None while the user is within WHATSAPP_RATE_LIMIT a minute; past it, one notice, then nothing."""
+    """None while the user is within WHATSAPP_RATE_LIMIT a minute; past it, one notice, then nothing.
+    Counted once per request, also when the queue fails and the message is answered in TwiML instead."""
+    if "rate_decision" not in g:
+        g.rate_decision = _count_towards_limit(current, inbound)
+    return g.rate_decision
+
+
+def _count_towards_limit(current: Bridge, inbound: Inbound) -> list[Outgoing] | None:
     count = current.store.incr(f"whatsapp:rate:{inbound.user}", RATE_WINDOW)
     limit = current.settings.whatsapp_rate_limit
     if count <= limit:

@@ -34,6 +34,3 @@ class TypingIndicator:
             return False
         metrics.whatsapp_typing("shown")
         return True
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,98 @@
+"""What a WhatsApp voice note costs: transcription time per second of audio, memory, and the time from
+a voice note's webhook to its reply.
+
+Part 1 transcribes Spanish notes spoken by espeak-ng (OGG/Opus, as WhatsApp sends them) of a few
+lengths with the small Whisper model the tests use (or --model), in this process, and prints the
+seconds per second of audio and this process's memory before the model, after loading it, and at
+its peak. Part 2 starts the Rasa stand-in, the fake Twilio API and the bridge under gunicorn (one
+worker, WHATSAPP_TRANSCRIBE=on), posts voice notes as Twilio would and times each from the webhook
+to the reply reaching the fake Messages API: the first one loads the model in the worker.
+
+    .venv/bin/python bench/voice_notes.py [--model DIR] [--notes 4]
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import AUTH_TOKEN, bridge, messages_api, rss_mb, standin  # noqa: E402
+from twilio_bridge.testing.whatsapp_user import WhatsAppUser  # noqa: E402
+from twilio_bridge.testing.whisper_model import assemble_model, spoken_voice_note  # noqa: E402
+from twilio_bridge.whatsapp.voice_notes import Transcriber  # noqa: E402
+
+SENTENCES = (
+    "Quiero bloquear mi tarjeta.",
+    "Buenas tardes, perdí mi tarjeta de crédito ayer por la noche y quiero bloquearla, por favor.",
+    "Buenas tardes. Ayer por la noche perdí mi cartera con la tarjeta de crédito y la de débito. "
+    "Quiero bloquear las dos y saber cuándo me pueden enviar una nueva a mi domicilio. "
+    "También quisiera saber si alguien ha hecho compras con ellas desde ayer. Muchas gracias.",
+)
+
+
+def transcription(model: str) -> None:
+    notes = [spoken_voice_note(text) for text in SENTENCES]
+    before = rss_mb_self()
+    started = time.monotonic()
+    transcriber = Transcriber(model, "es")
+    transcriber.transcribe(notes[0])  # loads the model, and warms it up
+    loaded_in = time.monotonic() - started
+    after_load = rss_mb_self()
+    for note in notes:
+        heard = transcriber.transcribe(note)
+        print(f"  {heard.seconds:5.1f} s of audio in {heard.took:5.2f} s = {heard.took / heard.seconds:.2f} s "
+              f"per second of audio: {heard.text[:70]!r}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  memory: {before:.0f} MB before the model, {after_load:.0f} MB once loaded "
+          f"(+{after_load - before:.0f} MB), peak {peak:.0f} MB; loading and the first note took {loaded_in:.1f} s")
+
+
+def rss_mb_self() -> float:
+    import os
+
+    return rss_mb(os.getpid())
+
+
+def webhook_to_reply(model: str, notes: int) -> None:
+    note = spoken_voice_note(SENTENCES[1])
+    env = {"RASA_TIMEOUT": "8", "GUNICORN_WORKERS": "1", "WHATSAPP_TRANSCRIBE": "on",
+           "WHATSAPP_TRANSCRIBE_MODEL": model}
+    with standin(0.0) as rasa_url, messages_api() as (api, rest_mode), \
+            bridge(rasa_url, env={**env, **rest_mode}) as running:
+        seconds = []
+        for n in range(notes):
+            user = WhatsAppUser(running.url, AUTH_TOKEN, number=f"+52155{n:08d}")
+            media_url = api.add_media(note, "audio/ogg")
+            started = time.monotonic()
+            user.send(media=((media_url, "audio/ogg"),))
+            api.wait_for(1, to=user.address, timeout=300)
+            seconds.append(time.monotonic() - started)
+        worker_rss = running.worker_rss_mb()
+    print(f"  first note (the worker loads the model): {seconds[0]:.2f} s")
+    if len(seconds) > 1:
+        print(f"  later notes: median {statistics.median(seconds[1:]):.2f} s, max {max(seconds[1:]):.2f} s "
+              f"({len(seconds) - 1} notes of {len(note)} bytes)")
+    print(f"  gunicorn worker's memory afterwards: {', '.join(f'{mb:.0f} MB' for mb in worker_rss)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="a CTranslate2 Whisper directory or a model name (default: the tests' model)")
+    parser.add_argument("--notes", type=int, default=4, help="voice notes posted through the bridge")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="twilio-bridge-bench-") as workdir:
+        model = args.model or str(assemble_model(Path(workdir)))
+        print(f"Transcribing Spanish voice notes with {model}:")
+        transcription(model)
+        print("From a voice note's webhook to its reply (bridge under gunicorn, Rasa answering at once):")
+        webhook_to_reply(model, args.notes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""What gunicorn refuses at start, with one line naming the problem: a Redis too old for the store,
+and --preload (which would build the app, its threads and its SQLite connections in the master)."""
+from __future__ import annotations
+
+import socketserver
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AUTH_TOKEN
+from tests.servers import GUNICORN, ROOT, free_port, without_bridge_settings
+
+
+class OldRedis(socketserver.StreamRequestHandler):
+    """Enough of Redis 6.2's protocol for a client to say HELLO and ask INFO: every other command is OK."""
+
+    def handle(self) -> None:
+        while line := self.rfile.readline():
+            if not line.startswith(b"*"):
+                continue
+            words = []
+            for _ in range(int(line[1:])):
+                self.rfile.readline()  # $length
+                words.append(self.rfile.readline().strip().upper())
+            if words and words[0] == b"HELLO":
+                hello = {b"server": b"redis", b"version": b"6.2.14"}
+                self.wfile.write(b"%%%d\r\n" % (len(hello) + 1) + b"".join(
+                    b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, len(v), v) for k, v in hello.items())
+                    + b"$5\r\nproto\r\n:3\r\n")
+            elif words and words[0] == b"INFO":
+                info = b"# Server\r\nredis_version:6.2.14\r\nredis_mode:standalone\r\n"
+                self.wfile.write(b"$%d\r\n%s\r\n" % (len(info), info))
+            else:
+                self.wfile.write(b"+OK\r\n")
+
+
+@pytest.fixture
+def old_redis() -> Iterator[str]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), OldRedis)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"redis://127.0.0.1:{server.server_address[1]}/0"
+    server.shutdown()
+    server.server_close()
+
+
+def start_gunicorn(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    env = {**without_bridge_settings(), "PYTHONPATH": str(ROOT), "XDG_RUNTIME_DIR": str(tmp_path),
+           "HOST": "127.0.0.1", "PORT": str(free_port()), "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "4",
+           "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "STATE_URL": f"sqlite:///{tmp_path / 'state.db'}", **settings}
+    return subprocess.run([str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), *args, "twilio_voice_server:app"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_redis_older_than_7_is_refused_with_one_line(old_redis: str, tmp_path: Path) -> None:
+    result = start_gunicorn(tmp_path, STATE_URL=old_redis)
+    assert result.returncode == 2
+    assert (f"twilio-bridge: configuration error: STATE_URL={old_redis}: Redis 6.2.14 is too old: "
+            "the bridge needs Redis 7.0 or later (PEXPIRE … NX)") in result.stderr.splitlines()
+
+
+def test_preload_is_refused_before_the_app_exists(tmp_path: Path) -> None:
+    result = start_gunicorn(tmp_path, "--preload")
+    assert result.returncode != 0
+    assert ("twilio-bridge: gunicorn --preload is not supported: the app starts threads and opens the state "
+            "store in each worker (remove --preload / preload_app)") in result.stderr.splitlines()
+    assert not (tmp_path / "state.db").exists()  # nothing opened in the master

@@ -1,0 +1,50 @@
+"""What the server says when it starts: the banner on a terminal (the env file it read, Rasa, the modes, the
+webhook URLs, a warning for a plain-http PUBLIC_BASE_URL), and one log line per request (no second access line).
+Under gunicorn: tests/ops/test_gunicorn.py; without twilio.env: tests/test_config.py."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pexpect
+import requests
+
+from tests.cli_helpers import ENTRY, cli_env, run_cli
+from tests.conftest import AUTH_TOKEN
+from tests.servers import free_port
+from twilio_bridge import __version__
+from twilio_bridge.testing.standin import RasaStandIn
+
+
+def test_the_development_server_says_what_it_serves_and_logs_each_request_once(standin: RasaStandIn,
+                                                                             tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "twilio.env").write_text(f"RASA_WEBHOOK_URL={standin.webhook_url}\n")
+    env = {name: value for name, value in cli_env(TWILIO_AUTH_TOKEN=AUTH_TOKEN).items() if name != "RASA_WEBHOOK_URL"}
+    env.update(PUBLIC_BASE_URL="http://ivr.example.com", TWILIO_WHATSAPP_FROM="whatsapp:+14155238886")
+    server = pexpect.spawn(sys.executable, [str(ENTRY), "--port", str(port)], env=env, cwd=str(tmp_path),
+                           encoding="utf-8", timeout=15, dimensions=(60, 300))
+    try:
+        server.expect_exact(f"twilio-bridge {__version__} starting")
+        server.expect_exact(f"settings:   {tmp_path / 'twilio.env'}")
+        server.expect_exact(f"rasa:       {standin.webhook_url}: answers 'Hello from Rasa: 3.21.0'")
+        server.expect_exact("voice:      gather")
+        server.expect_exact("whatsapp:   TwiML replies, in the webhook's answer (REST replies need TWILIO_ACCOUNT_SID)")
+        server.expect_exact(f"webhooks:   http://127.0.0.1:{port}/webhook/twilio/voice")
+        server.expect_exact(f"http://127.0.0.1:{port}/webhook/twilio/whatsapp/status")
+        server.expect_exact("public url: Twilio calls and signs http://ivr.example.com")
+        server.expect_exact("warning:    PUBLIC_BASE_URL=http://ivr.example.com is plain http")
+        server.expect_exact("Running on")
+
+        assert requests.get(f"http://127.0.0.1:{port}/first", timeout=5).status_code == 404
+        server.expect_exact("route=/first")
+        assert requests.get(f"http://127.0.0.1:{port}/second", timeout=5).status_code == 404
+        server.expect_exact("route=/second")
+        assert "/first" not in server.before  # werkzeug's access line would have come between the two
+    finally:
+        server.terminate(force=True)
+
+
+def test_version() -> None:
+    done = run_cli(["--version"], cli_env(), Path.cwd())
+    assert done.returncode == 0 and done.stdout.strip() == f"twilio-bridge {__version__}"

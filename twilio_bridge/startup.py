@@ -1,0 +1,174 @@
+"""What the server says when it starts: where its settings came from and what it will do with them.
+
+The development server and gunicorn's master say it once (workers do not): which env file was read,
+whether Rasa answers, the voice and WhatsApp modes, the local webhook URLs, and warnings about
+settings that work but should not go to production. On a terminal it is a short readable block;
+elsewhere (journald, docker logs) one JSON log line, `bridge.starting`, and one per warning.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, TextIO
+
+import requests
+from dotenv import load_dotenv
+from werkzeug.serving import WSGIRequestHandler
+
+from . import __version__, routes
+from .config import Settings, read_settings
+from .logs import log, write_line
+
+ENV_FILE = "twilio.env"
+LOCAL_WEBHOOKS = (routes.VOICE, routes.FALLBACK, routes.CALL_STATUS, routes.WHATSAPP, routes.WHATSAPP_STATUS)
+
+
+@dataclass(frozen=True)
+class EnvFile:
+    """The file settings are read from: TWILIO_ENV_FILE, else twilio.env in the working directory."""
+
+    path: Path
+    named: bool  # by TWILIO_ENV_FILE
+
+    @property
+    def found(self) -> bool:
+        return self.path.is_file()
+
+    def describe(self) -> str:
+        if self.found:
+            return str(self.path)
+        if self.named:
+            return f"TWILIO_ENV_FILE={self.path} does not exist: settings come from the environment only"
+        return (f"no {ENV_FILE} in {self.path.parent}: settings come from the environment only "
+                f"(./install_twilio_server.sh creates {ENV_FILE} from {ENV_FILE}.example)")
+
+
+def env_file(environ: Mapping[str, str], cwd: Path) -> EnvFile:
+    named = environ.get("TWILIO_ENV_FILE")
+    return EnvFile(Path(named) if named else cwd / ENV_FILE, bool(named))
+
+
+def load_env_file() -> EnvFile:
+    """Read the env file into the environment, under the variables already set there."""
+    found = env_file(os.environ, Path.cwd())
+    if found.found:
+        load_dotenv(found.path, override=False)
+    return found
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """The settings as read, the lines naming each bad variable, and the file they came from."""
+
+    settings: Settings
+    problems: list[str]
+    source: EnvFile
+
+    def settings_or_exit(self) -> Settings:
+        """The settings, or one line per bad variable on stderr and exit code 2."""
+        if not self.problems:
+            return self.settings
+        for problem in self.problems:
+            print(f"twilio-bridge: configuration error: {problem}", file=sys.stderr)
+        if not self.source.found:
+            print(f"twilio-bridge: {self.source.describe()}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def configure() -> Configuration:
+    """The env file loaded, then the settings read from the environment."""
+    source = load_env_file()
+    settings, problems = read_settings(os.environ, workdir=Path.cwd())
+    return Configuration(settings, problems, source)
+
+
+class RequestHandler(WSGIRequestHandler):
+    """The development server's (and the demo's) requests: the app logs one structured line per request."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """werkzeug's access line would repeat the app's own."""
+
+
+def local_origin(host: str, port: int) -> str:
+    """Where this host reaches the server: a wildcard address is reached on the loopback."""
+    return f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '::') else host}:{port}"
+
+
+def banner(settings: Settings, source: EnvFile, origin: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(label, text) lines, and warnings."""
+    lines = [("settings", source.describe()), ("rasa", rasa_status(settings)),
+             ("voice", voice_mode(settings)), ("whatsapp", whatsapp_mode(settings)),
+             ("webhooks", " ".join(origin + path for path in LOCAL_WEBHOOKS))]
+    if settings.outbound_api_token:
+        lines.append(("outbound", f"{origin}{routes.OUTBOUND_MESSAGES} {origin}{routes.OUTBOUND_CALLS} "
+                                  "(Bearer OUTBOUND_API_TOKEN)"))
+    if settings.public_base_url:
+        lines.append(("public url", f"Twilio calls and signs {settings.public_base_url}"))
+    return lines, setting_warnings(settings)
+
+
+def rasa_status(settings: Settings) -> str:
+    # One plain GET: RasaClient retries a refused connection, and urllib3 would log a warning of its own first.
+    try:
+        answer = requests.get(settings.rasa_origin + "/", timeout=2.0)
+        problem = None if answer.status_code == 200 else f"HTTP {answer.status_code}"
+    except requests.RequestException as exc:
+        answer, problem = None, "no connection" if isinstance(exc, requests.ConnectionError) else type(exc).__name__
+    if answer is None or problem:
+        return (f"{settings.rasa_webhook_url}: does not answer ({problem}): callers get an apology and a person "
+                "until it does (no Rasa at hand? python -m twilio_bridge.testing.standin)")
+    return f"{settings.rasa_webhook_url}: answers {answer.text.strip()[:100]!r}"
+
+
+def voice_mode(settings: Settings) -> str:
+    person = (f"hand-off to {settings.fallback_phone_number}" if settings.fallback_phone_number
+              else "no FALLBACK_PHONE_NUMBER: a hand-off says goodbye instead")
+    if settings.voice_mode == "relay":
+        return (f"relay (ConversationRelay: Twilio listens and speaks, text over the WebSocket {routes.RELAY}), "
+                f"{settings.voice_language}; {person}")
+    return f"gather (<Gather> speech and keypad), {settings.voice_language}, {settings.voice_name}; {person}"
+
+
+def whatsapp_mode(settings: Settings) -> str:
+    if settings.whatsapp_rest_mode:
+        return (f"REST replies through {settings.twilio_api_base_url} from {settings.twilio_whatsapp_from}, "
+                f"{settings.whatsapp_workers} delivery threads per worker")
+    return f"TwiML replies, in the webhook's answer (REST replies need {' and '.join(rest_mode_missing(settings))})"
+
+
+def rest_mode_missing(settings: Settings) -> list[str]:
+    """The variables WhatsApp's REST mode still needs."""
+    return [name for name, value in (("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
+                                     ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token),
+                                     ("TWILIO_WHATSAPP_FROM", settings.twilio_whatsapp_from)) if not value]
+
+
+def setting_warnings(settings: Settings) -> list[str]:
+    warnings = []
+    if settings.public_base_url and settings.public_base_url.startswith("http://"):
+        warnings.append(f"PUBLIC_BASE_URL={settings.public_base_url} is plain http: Twilio signs the URL it calls, "
+                        "so it must call this one, and callers' words would cross the internet unencrypted; "
+                        "use https (nginx with a certificate in front)")
+    if not settings.validate_signature:
+        warnings.append("TWILIO_VALIDATE_SIGNATURE=false: anyone can call the webhooks (local experiments only)")
+    return warnings
+
+
+def announce(settings: Settings, source: EnvFile, origin: str, stream: TextIO | None = None) -> None:
+    """Say it: readable on a terminal, JSON log lines elsewhere."""
+    stream = stream or sys.stderr
+    lines, warnings = banner(settings, source, origin)
+    if not stream.isatty():
+        log.info("bridge.starting", version=__version__, **{label.replace(" ", "_"): text for label, text in lines})
+        for warning in warnings:
+            log.warning("bridge.setting_warning", detail=warning)
+        return
+    write_line(stream, f"twilio-bridge {__version__} starting")
+    for label, text in lines:
+        if label == "webhooks":
+            text = "\n".join(f"{'':14}{url}" for url in text.split()).lstrip()
+        write_line(stream, f"  {label + ':':<12}{text}")
+    for warning in warnings:
+        write_line(stream, f"  warning:    {warning}")
