@@ -7,7 +7,7 @@ gunicorn.conf.py. One connection, one request at a time. Each bridge request is 
 new call (a new CallSid), signed as Twilio signs it; each direct request is the same message to the
 stand-in with a new sender. Rounds alternate direct and bridged, so both see the same machine, and
 the figures are the median over rounds of each round's median and p99. wrk (apt-get install wrk)
-replays requests signed in advance from a Lua table; without it a Python client does the same.
+replays requests signed in advance (a file wrk's Lua reads); without it a Python client does the same.
 """
 from __future__ import annotations
 
