@@ -30,7 +30,7 @@ from flask import Flask  # noqa: E402  (after the refusal above, before anything
 
 from twilio_bridge import cli  # noqa: E402
 from twilio_bridge.app import create_app  # noqa: E402
-from twilio_bridge.config import Settings  # noqa: E402
+from twilio_bridge.config import Settings, redact_url  # noqa: E402
 from twilio_bridge.logs import configure_logging  # noqa: E402
 from twilio_bridge.startup import RequestHandler, announce, configure, env_file, local_origin  # noqa: E402
 from twilio_bridge.state import backend, redis_too_old  # noqa: E402
@@ -46,7 +46,7 @@ def refuse_unusable_setup(settings: Settings) -> None:
     kind, where = backend(settings.state_url)
     problem = redis_too_old(where) if kind == "redis" else None
     if problem:
-        print(f"twilio-bridge: configuration error: STATE_URL={settings.state_url}: {problem}", file=sys.stderr)
+        print(f"twilio-bridge: configuration error: STATE_URL={redact_url(settings.state_url)}: {problem}", file=sys.stderr)
         raise SystemExit(2)
 
 

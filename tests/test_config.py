@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from twilio_bridge.config import ConfigError, Settings, load_settings
+from twilio_bridge.config import ConfigError, Settings, load_settings, redact_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,6 +57,25 @@ def test_the_server_refuses_to_start_with_one_line_per_problem(tmp_path: Path) -
         f"twilio-bridge: no twilio.env in {tmp_path}: settings come from the environment only "
         "(./install_twilio_server.sh creates twilio.env from twilio.env.example)",
     ]
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+    ("rediss://bridge:s3/cr@t@cache/1", "rediss://bridge:***@cache/1"),
+    ("redis:/:s3cret@cache", "redis:/:***@cache"),
+    ("redis://cache:6379/0", "redis://cache:6379/0"),
+    ("redis://bridge@cache/0", "redis://bridge@cache/0"),
+    ("sqlite:///state/bridge.db", "sqlite:///state/bridge.db"),
+])
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_a_malformed_state_url_is_echoed_without_its_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"TWILIO_AUTH_TOKEN": "t", "STATE_URL": "redis:/:s3cret@cache:6379/0"})
+    assert caught.value.problems[0].startswith("STATE_URL='redis:/:***@cache:6379/0': must be")
+    assert "s3cret" not in str(caught.value)
 
 
 def test_settings_are_frozen() -> None:

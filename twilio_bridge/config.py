@@ -147,6 +147,18 @@ class Settings:
         return self.whatsapp_rest_mode or bool(self.outbound_enabled and self.twilio_account_sid and self.twilio_auth_token)
 
 
+def redact_url(url: str) -> str:
+    """The URL with its password, if any, replaced by ***: `redis://:secret@host` → `redis://:***@host`.
+    Malformed URLs too (they are the ones echoed in configuration errors): everything between the user's
+    name and the last @ is masked, so a password holding / or @ is masked whole."""
+    start = url.find("//") + 2 if "//" in url else url.find(":") + 1
+    userinfo, at, rest = url[start:].rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if not (at and colon):
+        return url
+    return f"{url[:start]}{user}:***@{rest}"
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -328,7 +340,7 @@ def read_settings(environ: Mapping[str, str], workdir: Path | None = None) -> tu
             values[attr] = parse(raw)
         except ValueError as exc:
             detail = str(exc) if not str(exc).startswith(("could not convert", "invalid literal")) else "is not a number"
-            problems.append(f"{name}: {detail}" if attr in SECRET_FIELDS else f"{name}={raw[:40]!r}: {detail}")
+            problems.append(f"{name}: {detail}" if attr in SECRET_FIELDS else f"{name}={redact_url(raw)[:40]!r}: {detail}")
 
     if "state_url" not in values and workdir is not None:
         values["state_url"] = f"sqlite:///{workdir / 'state' / 'bridge.db'}"

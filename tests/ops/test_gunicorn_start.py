@@ -42,7 +42,7 @@ def old_redis() -> Iterator[str]:
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), OldRedis)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield f"redis://127.0.0.1:{server.server_address[1]}/0"
+    yield f"redis://:s3cret@127.0.0.1:{server.server_address[1]}/0"
     server.shutdown()
     server.server_close()
 
@@ -58,8 +58,10 @@ def start_gunicorn(tmp_path: Path, *args: str, **settings: str) -> subprocess.Co
 def test_a_redis_older_than_7_is_refused_with_one_line(old_redis: str, tmp_path: Path) -> None:
     result = start_gunicorn(tmp_path, STATE_URL=old_redis)
     assert result.returncode == 2
-    assert (f"twilio-bridge: configuration error: STATE_URL={old_redis}: Redis 6.2.14 is too old: "
+    shown = old_redis.replace(":s3cret@", ":***@")
+    assert (f"twilio-bridge: configuration error: STATE_URL={shown}: Redis 6.2.14 is too old: "
             "the bridge needs Redis 7.0 or later (PEXPIRE … NX)") in result.stderr.splitlines()
+    assert "s3cret" not in result.stdout + result.stderr
 
 
 def test_preload_is_refused_before_the_app_exists(tmp_path: Path) -> None:
