@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -13,6 +14,7 @@ from twilio_bridge.config import Settings
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.phone import TwilioPhone
 from twilio_bridge.testing.standin import RasaStandIn
+from twilio_bridge.web.operators import bearer_matches
 
 
 def scrape(base_url: str, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -63,6 +65,21 @@ def test_with_a_token_only_its_bearer_reads_the_metrics(reconfigure) -> None:
     assert requests.get(base + "/metrics", timeout=5).status_code == 403
     assert requests.get(base + "/metrics", headers={"Authorization": "Bearer wrong"}, timeout=5).status_code == 403
     assert scrape(base, Authorization="Bearer s3cret-scrape-token", **{"X-Forwarded-For": "203.0.113.9"})
+
+
+@pytest.mark.parametrize(("header", "expected", "matches"), [
+    ("Bearer s3cret-scrape-token", "s3cret-scrape-token", True),
+    ("bearer  s3cret-scrape-token ", "s3cret-scrape-token", True),
+    ("Bearer s3cret-scrape-tokens", "s3cret-scrape-token", False),
+    ("Basic s3cret-scrape-token", "s3cret-scrape-token", False),
+    ("s3cret-scrape-token", "s3cret-scrape-token", False),
+    ("Bearer ", "", False),
+    ("Bearer ", None, False),
+    ("Bearer \u00e9t\u00e9", "s3cret-scrape-token", False),
+])
+def test_one_bearer_check_serves_metrics_health_and_the_outbound_api(header: str, expected: str | None,
+                                                                    matches: bool) -> None:
+    assert bearer_matches(header, expected) is matches
 
 
 def test_the_health_summary_says_how_metrics_are_protected_without_the_token(reconfigure) -> None:

@@ -4,7 +4,6 @@ Without OUTBOUND_API_TOKEN the blueprint is not registered at all: every path an
 """
 from __future__ import annotations
 
-import hmac
 import secrets
 from typing import Any
 
@@ -16,6 +15,7 @@ from .. import metrics, routes
 from ..bridge import Bridge, bridge
 from ..config import Settings
 from ..logs import log
+from ..web.operators import bearer_matches
 from . import calls, messages
 from .idempotency import HEADER, MAX_KEY_CHARACTERS, Answer, Key, once
 from .orders import BadField, read_call_order, read_message_order
@@ -37,12 +37,11 @@ def register(app: Flask, settings: Settings) -> None:
 
 @bp.before_request
 def require_bearer_token() -> Response | None:
-    expected = bridge().settings.outbound_api_token or ""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and expected and hmac.compare_digest(token.strip().encode(), expected.encode()):
+    presented = request.headers.get("Authorization", "")
+    if bearer_matches(presented, bridge().settings.outbound_api_token):
         return None
     structlog.contextvars.bind_contextvars(outcome="unauthorized")
-    log.warning("outbound.unauthorized", path=request.path, presented=bool(token))
+    log.warning("outbound.unauthorized", path=request.path, presented=bool(presented))
     answer = _json({"error": "authorization: send Authorization: Bearer <OUTBOUND_API_TOKEN>"}, 401)
     answer.headers["WWW-Authenticate"] = 'Bearer realm="outbound"'
     return answer

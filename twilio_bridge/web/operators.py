@@ -13,10 +13,18 @@ from flask import request
 FORWARDING_HEADERS = ("X-Forwarded-For", "X-Real-IP", "Forwarded")
 
 
+def bearer_matches(header: str, expected: str | None) -> bool:
+    """Whether an Authorization header is `Bearer <expected>` (the scheme in any case, RFC 7235), compared in
+    constant time; never when nothing is expected."""
+    if not expected:
+        return False
+    scheme, _, token = header.strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+
+
 def operator_request(token: str | None) -> bool:
     if token:
-        presented = request.headers.get("Authorization", "")
-        return hmac.compare_digest(presented.encode(), f"Bearer {token}".encode())
+        return bearer_matches(request.headers.get("Authorization", ""), token)
     if any(request.headers.get(name) for name in FORWARDING_HEADERS):
         return False  # nginx on this host would otherwise make every visitor look local
     try:
