@@ -142,6 +142,21 @@ def test_an_unknown_id_is_404(outbound: Outbound) -> None:
     assert outbound.get(f"{CALLS}/OC0").json()["error"].startswith("call_id: ")
 
 
+@pytest.mark.parametrize("method, path, status, allowed", [
+    ("GET", MESSAGES, 405, "POST"), ("DELETE", f"{CALLS}/OC1", 405, "GET"), ("GET", "/api/outbound/nothing", 404, None),
+    ("POST", "/api/outbound", 404, None), ("POST", f"{MESSAGES}/OM1/cancel", 404, None),
+])
+def test_a_method_or_path_the_api_does_not_serve_is_refused_in_json(
+        outbound: Outbound, method: str, path: str, status: int, allowed: str | None) -> None:
+    answer = requests.request(method, outbound.url + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    assert answer.status_code == status and answer.headers["Content-Type"] == "application/json"
+    assert answer.json()["error"].startswith(f"{method} {path}: ")
+    if allowed:
+        assert allowed in answer.headers["Allow"].split(", ")
+    elsewhere = requests.get(outbound.url + "/not-the-api", timeout=5)
+    assert elsewhere.status_code == 404 and elsewhere.headers["Content-Type"].startswith("text/html")
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_concurrent_repeats_place_one_call_on_either_state_store(
         start_outbound: Callable[[Settings], Outbound], outbound_settings: Settings, fake_api: FakeTwilioAPI,

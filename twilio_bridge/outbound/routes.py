@@ -33,6 +33,7 @@ def register(app: Flask, settings: Settings) -> None:
         app.extensions[PLACER] = calls.CallPlacer(settings.twilio_account_sid, settings.twilio_auth_token,
                                                   settings.twilio_api_base_url, settings.public_base_url)
     app.register_blueprint(bp)
+    app.register_error_handler(HTTPException, refused_by_routing)
 
 
 @bp.before_request
@@ -122,10 +123,25 @@ def idempotency_key(scope: str) -> Key | None:
     return Key(scope, value.strip())
 
 
+def refused_by_routing(exc: HTTPException) -> Response | HTTPException:
+    """A path under /api/outbound that no route serves (404), or a method its route does not take (405), is
+    refused before the blueprint is chosen: in JSON too. Every other path keeps Flask's own answer."""
+    if request.path == routes.OUTBOUND or request.path.startswith(routes.OUTBOUND + "/"):
+        return http_error(exc)
+    return exc
+
+
+def http_error(exc: HTTPException) -> Response:
+    """An HTTP refusal in the API's own JSON, naming the request, with its status and headers (405's Allow)."""
+    response = _json({"error": f"{request.method} {request.path}: {exc.description}"}, exc.code or 500)
+    response.headers.extend((name, value) for name, value in exc.get_headers() if name != "Content-Type")
+    return response
+
+
 @bp.errorhandler(Exception)
-def unexpected_error(exc: Exception) -> Response | HTTPException:
+def unexpected_error(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
-        return exc
+        return http_error(exc)
     log.exception("outbound.unexpected_error")
     structlog.contextvars.bind_contextvars(outcome="error")
     return _json({"error": "internal: the request failed on the bridge; its log says more"}, 500)
