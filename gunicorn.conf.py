@@ -40,7 +40,8 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from twilio_bridge.logs import gunicorn_logconfig  # noqa: E402  (needs the line above)
+from twilio_bridge.config import Settings  # noqa: E402  (needs the line above)
+from twilio_bridge.logs import gunicorn_logconfig  # noqa: E402
 
 FROM_FILE = "TWILIO_BRIDGE_FROM_ENV_FILE"  # the names twilio.env set, which a reload may change
 
@@ -77,7 +78,8 @@ def _seconds(name, default):
         return default  # on_starting reports the bad value and stops
 
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5001')}"
+# HOST and PORT as config.py reads them (empty is unset), before any Settings exist; on_starting checks them.
+bind = f"{os.environ.get('HOST') or Settings.host}:{os.environ.get('PORT') or Settings.port}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "250"))  # calls in flight per worker; see above

@@ -66,10 +66,9 @@ def __getattr__(name: str) -> Flask:
 
 def serve(settings: Settings) -> int:
     refuse_unusable_setup(settings)
-    host = os.environ.get("HOST", "127.0.0.1")
     application = build_app(settings)
-    announce(settings, env_file(os.environ, Path.cwd()), local_origin(host, settings.port))
-    application.run(host=host, port=settings.port, threaded=True, request_handler=RequestHandler)
+    announce(settings, env_file(os.environ, Path.cwd()), local_origin(settings.host, settings.port))
+    application.run(host=settings.host, port=settings.port, threaded=True, request_handler=RequestHandler)
     return 0
 
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 # Settings the bridge and gunicorn.conf.py read; a test's process must not inherit them from whoever runs pytest.
 BRIDGE_VARIABLES = (
-    *(name for name, _, _ in VARIABLES), "HOST", "GUNICORN_WORKERS", "GUNICORN_THREADS", "TWILIO_ENV_FILE",
+    *(name for name, _, _ in VARIABLES), "GUNICORN_WORKERS", "GUNICORN_THREADS", "TWILIO_ENV_FILE",
     "TWILIO_BRIDGE_FROM_ENV_FILE", "TWILIO_BRIDGE_GUNICORN_LOADING",
 )
 

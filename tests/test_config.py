@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_defaults_follow_the_design() -> None:
     settings = load_settings({"TWILIO_AUTH_TOKEN": "t"})
-    assert settings.port == 5001 and settings.rasa_timeout == 8
+    assert (settings.host, settings.port, settings.rasa_timeout) == ("127.0.0.1", 5001, 8)
     assert settings.rasa_webhook_url == "http://localhost:5005/webhooks/rest/webhook"
     assert (settings.voice_language, settings.voice_name) == ("es-MX", "Polly.Mia")
     assert settings.validate_signature and settings.twilio_api_base_url == "https://api.twilio.com"
@@ -23,12 +23,12 @@ def test_defaults_follow_the_design() -> None:
 def test_every_bad_variable_gets_one_line_naming_it() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({
-            "PORT": "http", "RASA_TIMEOUT": "20", "RASA_WEBHOOK_URL": "localhost:5005",
+            "HOST": "http://0.0.0.0:5001", "PORT": "http", "RASA_TIMEOUT": "20", "RASA_WEBHOOK_URL": "localhost:5005",
             "FALLBACK_PHONE_NUMBER": "5512345678", "PUBLIC_BASE_URL": "https://ivr.example.com/webhook",
             "STATE_URL": "postgres://x", "TWILIO_VALIDATE_SIGNATURE": "maybe", "TWILIO_WHATSAPP_FROM": "+14155238886",
         })
     names = [line.split("=")[0].split(":")[0] for line in caught.value.problems]
-    assert names == ["PORT", "RASA_WEBHOOK_URL", "RASA_TIMEOUT", "TWILIO_VALIDATE_SIGNATURE", "PUBLIC_BASE_URL",
+    assert names == ["HOST", "PORT", "RASA_WEBHOOK_URL", "RASA_TIMEOUT", "TWILIO_VALIDATE_SIGNATURE", "PUBLIC_BASE_URL",
                      "FALLBACK_PHONE_NUMBER", "TWILIO_WHATSAPP_FROM", "STATE_URL", "TWILIO_AUTH_TOKEN"]
 
 
@@ -76,6 +76,11 @@ def test_a_malformed_state_url_is_echoed_without_its_password() -> None:
         load_settings({"TWILIO_AUTH_TOKEN": "t", "STATE_URL": "redis:/:s3cret@cache:6379/0"})
     assert caught.value.problems[0].startswith("STATE_URL='redis:/:***@cache:6379/0': must be")
     assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "10.0.0.11", "::1", "localhost", "bridge-1.internal"])
+def test_host_is_an_address_to_listen_on(host: str) -> None:
+    assert load_settings({"TWILIO_AUTH_TOKEN": "t", "HOST": host}).host == host
 
 
 def test_settings_are_frozen() -> None:

@@ -5,6 +5,7 @@ the whole file in one pass instead of one restart per mistake.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from importlib.util import find_spec
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
+HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 MIN_TOKEN_CHARACTERS = 16
 SECRET_FIELDS = frozenset({"twilio_auth_token", "shared_keys", "metrics_token", "outbound_api_token"})  # never echoed
@@ -33,6 +35,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
+    host: str = "127.0.0.1"
     port: int = 5001
     rasa_webhook_url: str = "http://localhost:5005/webhooks/rest/webhook"
     action_server_url: str | None = None
@@ -159,6 +162,15 @@ def redact_url(url: str) -> str:
     return f"{url[:start]}{user}:***@{rest}"
 
 
+def _listen_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        if not HOSTNAME.fullmatch(value):
+            raise ValueError("must be an address to listen on, such as 127.0.0.1, 0.0.0.0 or 10.0.0.11") from None
+        return value
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -276,6 +288,7 @@ def _transcription_model(value: str) -> str:
 
 # Every variable the bridge reads: name, Settings field, parser (a ValueError names what is wrong).
 VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
+    ("HOST", "host", _listen_address),
     ("PORT", "port", _count(1, 65535)),
     ("RASA_WEBHOOK_URL", "rasa_webhook_url", _http_url),
     ("ACTION_SERVER_URL", "action_server_url", _http_url),
