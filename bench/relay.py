@@ -40,7 +40,7 @@ class RelayClient:
     """One call as ConversationRelay drives it: a signed upgrade, `setup`, then prompts."""
 
     def __init__(self, base_url: str, number: int):
-        self.url = "ws" + base_url.removeprefix("http") + routes.RELAY
+        self.url = routes.websocket_url(base_url) + routes.RELAY
         self.sid = f"CA{number:032x}"
         self.socket: websockets.ClientConnection | None = None
 

@@ -1,5 +1,6 @@
 """Every path the bridge serves, named once: the routes, the TwiML that points Twilio back at them,
-the CLI's `check` and the test doubles all read them from here (operators, nginx and tests rely on them: contracts)."""
+the CLI's `check` and the test doubles all read them from here (operators, nginx and tests rely on them: contracts).
+Also how a WebSocket route's URL follows from the bridge's http(s) one."""
 from __future__ import annotations
 
 WEBHOOKS = "/webhook/twilio"
@@ -30,3 +31,12 @@ OUTBOUND_MESSAGES = f"{OUTBOUND}/messages"
 OUTBOUND_MESSAGE = f"{OUTBOUND_MESSAGES}/<message_id>"
 OUTBOUND_CALLS = f"{OUTBOUND}/calls"
 OUTBOUND_CALL = f"{OUTBOUND_CALLS}/<call_id>"
+
+
+def websocket_url(http_url: str) -> str:
+    """The ws(s):// twin of an http(s):// URL (an origin, or a whole URL): where Twilio opens a WebSocket route,
+    and the URL it signs the upgrade for."""
+    scheme, separator, rest = http_url.partition("://")
+    if scheme not in ("http", "https") or not separator:
+        raise ValueError(f"not an http(s) URL: {http_url}")
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}"

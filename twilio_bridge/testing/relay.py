@@ -53,7 +53,7 @@ def open_relay_socket(phone: TwilioPhone, public_url: str, timeout: float = 10.0
     """Open the WebSocket at `public_url` as Twilio does: to the bridge (phone.base_url), signed for the public
     URL. `sock`: an open connection to use (a test that resolves a public name to 127.0.0.1 makes its own)."""
     parts = urlsplit(public_url)
-    target = "ws" + phone.base_url.removeprefix("http") + parts.path + (f"?{parts.query}" if parts.query else "")
+    target = routes.websocket_url(phone.base_url) + parts.path + (f"?{parts.query}" if parts.query else "")
     headers = {"X-Twilio-Signature": sign(phone.auth_token, public_url, {})} if phone.auth_token else {}
     context = None
     if target.startswith("wss://"):

@@ -21,6 +21,8 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
+from ..routes import websocket_url
+
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
@@ -39,7 +41,7 @@ class SignatureCheck:
             query = request.query_string.decode("latin-1")
             url = self.public_base_url + request.root_path + request.path + (f"?{query}" if query else "")
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            url = "ws" + url.removeprefix("http")
+            url = websocket_url(url)
         return url
 
     def is_valid(self, request: Request) -> bool:

@@ -35,7 +35,7 @@ def answer_call_with_relay(current: Bridge, metadata: dict[str, Any]) -> Respons
 def relay_socket_url(current: Bridge, incoming: Request) -> str:
     """The public ws(s):// URL of the WebSocket (Twilio signs the upgrade for exactly this URL)."""
     origin = current.settings.public_base_url or incoming.host_url.rstrip("/")
-    return "ws" + origin.removeprefix("http") + routes.RELAY
+    return routes.websocket_url(origin) + routes.RELAY
 
 
 def relay_end_url(current: Bridge) -> str:
