@@ -1,7 +1,7 @@
 """Prometheus metrics: what the bridge counts and times.
 
 The bridge's code calls the small functions below, never prometheus_client directly, so every
-name and label lives here (the scrape route is `scrape.py`). Under gunicorn each worker writes
+name and label lives here (the scrape route is `web/metrics_endpoint.py`). Under gunicorn each worker writes
 its samples to files in PROMETHEUS_MULTIPROC_DIR (set up by gunicorn.conf.py).
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Both send one request with `Authorization: Bearer OUTBOUND_API_TOKEN` (from twilio.env), print the
 bridge's answer, and with `--wait` follow `GET …/{id}` until the message or call has an outcome.
-`chat` and `call` use the same client to play the customer's side (`--notify-template`, `--outbound-context`).
+`chat` and `call` use the same client to play the customer's side (`chat --notification`, `call --outbound-context`).
 """
 from __future__ import annotations
 

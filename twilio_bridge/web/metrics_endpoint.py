@@ -14,7 +14,7 @@ from ..logs import log
 from ..metrics import whatsapp_queue_depth
 from .operators import operator_request
 
-bp = Blueprint("scrape", __name__)
+bp = Blueprint("metrics", __name__)
 
 
 @bp.get(routes.METRICS)
