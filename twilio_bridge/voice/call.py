@@ -19,7 +19,7 @@ from ..web.responses import twiml
 from .holding import Outcome, past_deadline
 from .twiml import Voice, handoff_response, hold_response, turn_response
 
-CALL_TTL = 6 * 3600
+CALL_TTL = 6 * 3600  # what the store keeps of a call, in either mode: longer than any call lasts
 STILL_HOLDING_EVERY = 3  # every third hold in a row says so; the others are a silent poll
 
 

@@ -14,10 +14,10 @@ from ...config import E164
 from ...web.errors import answer_every_error
 from ...web.hooks import require_twilio_signature
 from ...web.responses import twiml
-from ..call import hand_off, voice_of
+from ..call import CALL_TTL, hand_off, voice_of
 from ..twiml import handoff_response, relay_response
 from .server import relay_loop
-from .session import CALL_KEY_TTL, relay_call_key
+from .session import relay_call_key
 
 bp = Blueprint("relay", __name__)
 bp.before_request(require_twilio_signature)
@@ -27,7 +27,7 @@ def answer_call_with_relay(current: Bridge, metadata: dict[str, Any]) -> Respons
     """The call webhook in relay mode: keep the call's metadata for its session, and connect Twilio to the WebSocket."""
     call_sid = metadata.get("call_sid")
     if call_sid:
-        current.store.put(relay_call_key(call_sid), metadata, CALL_KEY_TTL)
+        current.store.put(relay_call_key(call_sid), metadata, CALL_TTL)
     structlog.contextvars.bind_contextvars(call_sid=call_sid, outcome="relay")
     return twiml(relay_response(current.settings, relay_socket_url(current, request), relay_end_url(current)))
 

@@ -44,7 +44,6 @@ from .messages import (
 RunBlocking = Callable[..., Awaitable[Any]]
 
 SETUP_SECONDS = 10.0  # Twilio sends `setup` as soon as the socket opens
-CALL_KEY_TTL = 6 * 3600
 
 
 def relay_call_key(call_sid: str) -> str:
