@@ -79,4 +79,4 @@ def test_in_relay_mode_the_answered_call_starts_with_its_context_too(
     start = standin.received[0]
     assert (start["sender"], start["message"]) == (placed["call_sid"], "/session_start")
     assert start["metadata"]["direction"] == "outbound-api" and start["metadata"]["outbound_context"] == CARD_ALERT
-    call.hang_up()
+    call.hangup()

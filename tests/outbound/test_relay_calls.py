@@ -27,6 +27,6 @@ def test_an_outbound_call_in_relay_mode_starts_with_its_context(
     start = standin.received[0]
     assert (start["sender"], start["message"]) == (placed["call_sid"], "/session_start")
     assert start["metadata"]["direction"] == "outbound-api" and start["metadata"]["outbound_context"] == CARD_ALERT
-    assert call.hang_up() == 204
+    assert call.hangup() == 204
     wait_for(lambda: standin.received[-1]["message"] == "/session_end")
     assert outbound.status_becomes(placed["status_url"], "completed")["answered"] is True

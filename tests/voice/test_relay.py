@@ -64,7 +64,7 @@ def test_behind_a_proxy_the_urls_are_the_public_wss_ones_and_the_upgrade_is_sign
     assert call.start().text == GREETING
     assert call.relay["url"] == "wss://ivr.example.com/webhook/twilio/relay"
     assert call.action_url == "https://ivr.example.com/webhook/twilio/relay/end"
-    call.hang_up()
+    call.hangup()
 
 
 def test_a_whole_card_blocking_call_with_keypad_digits(relay_phone: RelayPhone, standin: RasaStandIn) -> None:
@@ -102,7 +102,7 @@ def test_the_caller_hanging_up_closes_the_session_and_the_status_callback_ends_r
         relay_phone: RelayPhone, standin: RasaStandIn) -> None:
     call = RelayCall(relay_phone())
     call.start()
-    assert call.hang_up() == 204
+    assert call.hangup() == 204
     wait_for(lambda: [m["message"] for m in received(standin, call)][-1:] == ["/session_end"])
     assert received(standin, call)[-1]["metadata"]["call_status"] == "completed"
 
@@ -133,7 +133,7 @@ def test_a_slow_rasa_gets_a_holding_phrase_then_its_answer(relay_phone: RelayPho
     standin.delay = 1.0
     assert call.say("perdí mi tarjeta").text == HOLD
     assert call.reply().text == ASK_DIGITS
-    call.hang_up()
+    call.hangup()
 
 
 def test_past_the_longest_wait_a_slow_rasa_is_an_apology_and_a_person(relay_phone: RelayPhone,
@@ -172,7 +172,7 @@ def test_a_caller_cannot_send_rasa_a_command(relay_phone: RelayPhone, standin: R
     call.start()
     assert call.say("/restart").text != "COMMAND EXECUTED"
     call.say('/SetSlots(card_blocked=true)')
-    call.hang_up()
+    call.hangup()
     spoken = [m["message"] for m in received(standin, call)][1:3]
     assert spoken == ["restart", "SetSlots(card_blocked=true)"]
 
@@ -184,7 +184,7 @@ def test_what_an_interrupted_caller_heard_reaches_rasa_with_the_next_message(rel
     call.interrupt("Hola, soy el asistente", ms=900)
     call.say("perdí mi tarjeta")
     call.say("uno dos tres cuatro")
-    call.hang_up()
+    call.hangup()
     first, second = received(standin, call)[1:3]
     assert first["metadata"]["interrupted"] == {"heard": "Hola, soy el asistente"}
     assert "interrupted" not in second["metadata"]
@@ -228,7 +228,7 @@ def test_keypad_digits_end_at_the_finish_key_or_when_the_caller_stops_typing(rel
     standin.reply_with(ask_pin)
     call.press("907#")
     call.press("55")  # no finish key: sent when the caller stops, after the directive's 1 s
-    call.hang_up()
+    call.hangup()
     assert [(m["message"], m["metadata"]["input"]) for m in received(standin, call)][2:4] == [
         ("907", "dtmf"), ("55", "dtmf")]
 

@@ -228,7 +228,7 @@ class CallSimulator:
         return self.fail(f"the call ended with {len(left)} line(s) of the script left, from line "
                          f"{len(self.script.lines) - len(left) + 1}: {left[0]!r}")
 
-    def hang_up(self, call: PhoneCall) -> int:
+    def hang_up(self, call: PhoneCall | RelayCall) -> int:
         print("[call ended]", file=self.out)
         status = call.hangup()
         if not 200 <= status < 300:
@@ -269,7 +269,7 @@ class RelayCallSimulator(CallSimulator):
             while not call.session_over.wait(END_GRACE_SECONDS):
                 line = self.ask("caller> ")
                 if line is None:
-                    return self.hang_up_relay(call)
+                    return self.hang_up(call)
                 keypad = KEYPAD.match(line.strip())
                 try:
                     if not line.strip():
@@ -307,11 +307,3 @@ class RelayCallSimulator(CallSimulator):
             if self.speak:
                 self.speak("".join(self.spoken))
             self.spoken = []
-
-    def hang_up_relay(self, call: RelayCall) -> int:
-        print("[call ended]", file=self.out)
-        status = call.hang_up()
-        if not 200 <= status < 300:
-            return self.fail(f"the status callback answered HTTP {status}{self.hint(f'HTTP {status}')}")
-        print(f"[status callback: HTTP {status}]", file=self.out)
-        return OK

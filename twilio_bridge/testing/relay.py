@@ -161,7 +161,7 @@ class RelayCall:
             raise self.failure
         return self.handoff
 
-    def hang_up(self, status: str = "completed") -> int:
+    def hangup(self, status: str = "completed") -> int:
         """The caller hangs up: Twilio closes the WebSocket and posts the status callback."""
         self.hung_up = True
         self.close_socket()
