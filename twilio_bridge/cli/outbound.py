@@ -15,8 +15,8 @@ from typing import Any, TextIO
 import requests
 
 from .. import routes
+from .call import FAILED, OK
 
-OK, FAILED, USAGE = 0, 1, 2
 WAIT_POLL_SECONDS = 0.5
 FINAL_MESSAGE = ("delivered", "read", "failed")
 FINAL_CALL = ("completed", "busy", "no-answer", "failed", "canceled")

@@ -281,15 +281,6 @@ class FakeTwilioAPI(LocalServer):
                       "duration": None, "price": None, "answered_by": None, "parent_call_sid": None,
                       "uri": f"/2010-04-01/Accounts/{self.account_sid}/Calls/{call['sid']}.json"}, status=201)
 
-    def wait_for_call(self, to: str | None = None, timeout: float = 10.0) -> dict[str, Any] | None:
-        """The newest call placed (to `to`), once there is one."""
-        def placed() -> list[dict[str, Any]]:
-            return [call for call in self.calls if to is None or call["to"] == to]
-        with self._lock:
-            self._lock.wait_for(lambda: bool(placed()), timeout)
-            found = placed()
-        return found[-1] if found else None
-
     def end_call(self, sid: str, status: str, **extra: str) -> list[int]:
         """Twilio's status callbacks for a call that ends as `status` (busy, no-answer, failed, completed…),
         signed as Twilio signs them; the bridge's HTTP status for each."""
