@@ -9,9 +9,7 @@ import secrets
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Protocol
-
-import requests
+from typing import Any, Iterator, Mapping, Protocol
 
 from actions.card_service import (
     DEFAULT_DB_PATH,
@@ -43,23 +41,6 @@ class HttpAlertService(HttpCardService):
         if not reference:
             raise CardServiceError("card service answered a replacement without a reference", status=200)
         return str(reference)
-
-    def _post(self, request: BlockRequest, what: str) -> Dict[str, Any]:
-        url = f"{self.base_url}/cards/{request.last_four}/{what}"
-        body = {"caller": request.caller, "channel": request.channel, "conversation_id": request.conversation_id}
-        try:
-            reply = self.session.post(url, json=body, timeout=self.timeout)
-        except requests.RequestException as error:
-            raise CardServiceError(f"card service unreachable: {type(error).__name__}") from error
-        if reply.status_code == 404:
-            raise CardNotFound(request.last_four)
-        if reply.status_code != 200:
-            raise CardServiceError(f"card service refused the {what}", status=reply.status_code)
-        try:
-            answer = reply.json()
-        except ValueError as error:
-            raise CardServiceError("card service answered something unreadable", status=200) from error
-        return answer if isinstance(answer, dict) else {}
 
 
 class SqliteAlertService(SqliteCardService):

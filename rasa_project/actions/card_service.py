@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Protocol
+from typing import Any, Dict, Mapping, Optional, Protocol
 
 import requests
 
@@ -68,12 +68,20 @@ class HttpCardService:
         self.session = session or requests.Session()
 
     def block(self, request: BlockRequest) -> BlockResult:
-        url = f"{self.base_url}/cards/{request.last_four}/block"
-        body = {
-            "caller": request.caller,
-            "channel": request.channel,
-            "conversation_id": request.conversation_id,
-        }
+        answer = self._post(request, "block")
+        if "reference" not in answer:
+            raise CardServiceError("card service answered something unreadable", status=200)
+        return BlockResult(
+            last_four=request.last_four,
+            reference=str(answer["reference"]),
+            already_blocked=bool(answer.get("already_blocked", False)),
+        )
+
+    def _post(self, request: BlockRequest, what: str) -> Dict[str, Any]:
+        """`POST …/cards/{last_four}/{what}` (block, unblock, replacement): the JSON object it answered
+        ({} for any other JSON). CardNotFound on 404; CardServiceError when down, refusing or unreadable."""
+        url = f"{self.base_url}/cards/{request.last_four}/{what}"
+        body = {"caller": request.caller, "channel": request.channel, "conversation_id": request.conversation_id}
         try:
             reply = self.session.post(url, json=body, timeout=self.timeout)
         except requests.RequestException as error:
@@ -81,16 +89,12 @@ class HttpCardService:
         if reply.status_code == 404:
             raise CardNotFound(request.last_four)
         if reply.status_code != 200:
-            raise CardServiceError("card service refused the block", status=reply.status_code)
+            raise CardServiceError(f"card service refused the {what}", status=reply.status_code)
         try:
             answer = reply.json()
-            return BlockResult(
-                last_four=request.last_four,
-                reference=str(answer["reference"]),
-                already_blocked=bool(answer.get("already_blocked", False)),
-            )
-        except (ValueError, KeyError, TypeError) as error:
+        except ValueError as error:
             raise CardServiceError("card service answered something unreadable", status=200) from error
+        return answer if isinstance(answer, dict) else {}
 
 
 class SqliteCardService:
