@@ -7,6 +7,7 @@ import structlog
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
+from .. import routes
 from ..logs import log
 from .hooks import refuse_unsigned, twilio_signed
 
@@ -25,7 +26,7 @@ def answer_every_error(bp: Blueprint, event: str, answer: Callable[[], Response]
         log.exception(event)
         if not twilio_signed():
             return refuse_unsigned()
-        if request.path.endswith("/status"):
+        if request.path in (routes.CALL_STATUS, routes.WHATSAPP_STATUS):
             structlog.contextvars.bind_contextvars(outcome="error")
             return Response(status=204)
         return answer()
