@@ -77,7 +77,7 @@ class SqliteFile:
     schema created again.
     """
 
-    POOL_SIZE = 8  # connections per file and process; statements last microseconds to milliseconds
+    POOL_SIZE = 16  # connections per file and process; statements last microseconds to milliseconds
     POOL_WAIT = 10.0  # seconds a thread waits for a free connection before the operation fails
 
     def __init__(self, path: str | Path, synchronous: str = "NORMAL", schema: Sequence[str] = ()):
