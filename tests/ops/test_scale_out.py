@@ -26,7 +26,6 @@ from twilio_bridge.phrases import phrases_for
 from twilio_bridge.testing.fake_twilio_api import as_seen
 from twilio_bridge.testing.phone import PhoneCall, TwilioPhone
 from twilio_bridge.testing.standin import ASK_DIGITS, BLOCKED, ECHO, GREETING
-from twilio_bridge.testing.whatsapp_user import WhatsAppUser
 
 PHRASES = phrases_for("es-MX")
 HANDED_OFF = [PHRASES.trouble, PHRASES.transfer]

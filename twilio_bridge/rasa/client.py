@@ -1,14 +1,16 @@
 """The one way the bridge talks to Rasa's REST channel."""
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, NewConnectionError, ReadTimeoutError
+from urllib3.util import Retry, Timeout
 
 Metadata = dict[str, Any]
+JSON = {"Content-Type": "application/json"}
 
 
 class RasaError(Exception):
@@ -22,40 +24,30 @@ class RasaError(Exception):
 
 
 class RasaClient:
-    """One session per worker; a timeout on every call.
+    """One connection pool per worker; a timeout on every call.
 
+    urllib3 itself, without requests on top: Rasa is one internal origin, so requests' sessions,
+    cookies, proxies from the environment and .netrc only cost time (several times what urllib3
+    takes for the whole call to a local Rasa; bench/README.md).
     Only a connection that never opened is retried: once Rasa has the message it may
     have acted on it, and sending it again would run the dialogue twice.
     """
 
-    def __init__(self, webhook_url: str, timeout: float, session: requests.Session | None = None,
+    def __init__(self, webhook_url: str, timeout: float, pool: urllib3.PoolManager | None = None,
                  pool_size: int = 64):
         self.webhook_url = webhook_url
         self.timeout = timeout
         self.connect_timeout = min(2.0, timeout / 3)
-        self.session = session or requests.Session()
-        retry = Retry(total=None, connect=1, read=False, status=0, other=0, redirect=0, backoff_factor=0.05)
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        retry = Retry(total=None, connect=1, read=False, status=0, other=0, redirect=0, backoff_factor=0.05,
+                      raise_on_status=False)
+        self.pool = pool or urllib3.PoolManager(num_pools=4, maxsize=pool_size, retries=retry)
 
     def send(self, sender: str, message: str, metadata: Metadata | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
         """Post one message; return Rasa's list of reply items (may be empty)."""
-        body = {"sender": sender, "message": message, "metadata": metadata or {}}
+        body = json.dumps({"sender": sender, "message": message, "metadata": metadata or {}}).encode()
+        response = self._request("POST", self.webhook_url, timeout or self.timeout, body=body, headers=JSON)
         try:
-            response = self.session.post(
-                self.webhook_url, json=body, timeout=(self.connect_timeout, timeout or self.timeout)
-            )
-        except requests.ConnectTimeout as exc:
-            raise RasaError("unreachable", f"no connection within {self.connect_timeout:g}s") from exc
-        except requests.Timeout as exc:
-            raise RasaError("timeout", f"no answer within {timeout or self.timeout:g}s") from exc
-        except requests.RequestException as exc:
-            raise RasaError("unreachable", _short(exc)) from exc
-        if response.status_code != 200:
-            raise RasaError("status", f"HTTP {response.status_code}", status=response.status_code)
-        try:
-            items = response.json()
+            items = json.loads(response.data)
         except ValueError as exc:
             raise RasaError("invalid", "answer is not JSON") from exc
         if not isinstance(items, list):
@@ -64,28 +56,36 @@ class RasaClient:
 
     def version(self, origin: str, timeout: float = 2.0) -> str:
         """Rasa's `GET /` greeting ('Hello from Rasa: 3.21.0'), for health checks."""
-        try:
-            response = self.session.get(origin + "/", timeout=(min(timeout, self.connect_timeout), timeout))
-        except requests.RequestException as exc:
-            raise RasaError("unreachable", _short(exc)) from exc
-        if response.status_code != 200:
-            raise RasaError("status", f"HTTP {response.status_code}", status=response.status_code)
-        return response.text.strip()[:100]
+        response = self._request("GET", origin + "/", timeout, connect_timeout=min(timeout, self.connect_timeout))
+        return response.data.decode("utf-8", "replace").strip()[:100]
 
+    def _request(self, method: str, url: str, timeout: float, connect_timeout: float | None = None,
+                 **options: Any) -> urllib3.BaseHTTPResponse:
+        """Rasa's 200 answer, or the RasaError that says why there is none."""
+        connect = connect_timeout or self.connect_timeout
+        try:
+            response = self.pool.request(method, url, timeout=Timeout(connect=connect, read=timeout),
+                                         redirect=False, **options)
+        except MaxRetryError as exc:  # the connection never opened, twice
+            if isinstance(exc.reason, ConnectTimeoutError) and not isinstance(exc.reason, NewConnectionError):
+                raise RasaError("unreachable", f"no connection within {connect:g}s") from exc
+            raise RasaError("unreachable", _short(exc.reason or exc)) from exc
+        except ReadTimeoutError as exc:
+            raise RasaError("timeout", f"no answer within {timeout:g}s") from exc
+        except (HTTPError, OSError) as exc:  # it closed or broke the connection after it had the request
+            raise RasaError("unreachable", _short(exc)) from exc
+        if response.status != 200:
+            raise RasaError("status", f"HTTP {response.status}", status=response.status)
+        return response
 
     def action_server_health(self, action_server_url: str, timeout: float = 2.0) -> str:
         """The action server's `GET /health` (rasa-sdk answers {"status": "ok"}), at the origin of its URL
         as Rasa's endpoints.yml names it (http://localhost:5055/webhook). Raises RasaError."""
         parts = urlsplit(action_server_url)
+        response = self._request("GET", f"{parts.scheme}://{parts.netloc}/health", timeout,
+                                 connect_timeout=min(timeout, self.connect_timeout))
         try:
-            response = self.session.get(f"{parts.scheme}://{parts.netloc}/health",
-                                        timeout=(min(timeout, self.connect_timeout), timeout))
-        except requests.RequestException as exc:
-            raise RasaError("unreachable", _short(exc)) from exc
-        if response.status_code != 200:
-            raise RasaError("status", f"HTTP {response.status_code}", status=response.status_code)
-        try:
-            status = response.json().get("status")
+            status = json.loads(response.data).get("status")
         except (ValueError, AttributeError) as exc:
             raise RasaError("invalid", "answer is not a JSON object") from exc
         if status != "ok":
