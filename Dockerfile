@@ -19,6 +19,11 @@ WORKDIR /app
 # Dependencies in a layer of their own: rebuilt only when the pins change, not with every code change.
 COPY twilio_requirements.txt .
 RUN pip install --no-cache-dir -r twilio_requirements.txt
+# WhatsApp voice notes (WHATSAPP_TRANSCRIBE=on) need the offline engine, about 130 MB more:
+#   docker build --build-arg TRANSCRIBE=1 -t twilio-bridge .
+ARG TRANSCRIBE=0
+COPY transcribe_requirements.txt .
+RUN if [ "$TRANSCRIBE" = 1 ]; then pip install --no-cache-dir -r transcribe_requirements.txt; fi
 
 # The code stays root's, read-only to the service; it writes only state/ (STATE_URL's SQLite file).
 COPY . .
@@ -27,9 +32,11 @@ VOLUME ["/app/state"]
 
 USER 10001:10001
 
-# gunicorn.conf.py binds HOST:PORT; in a container, every interface.
+# gunicorn.conf.py binds HOST:PORT; in a container, every interface. A Whisper model named by
+# WHATSAPP_TRANSCRIBE_MODEL is downloaded once into the state volume (HF_HOME).
 ENV HOST=0.0.0.0 \
-    PORT=5001
+    PORT=5001 \
+    HF_HOME=/app/state/models
 EXPOSE 5001
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

@@ -10,7 +10,7 @@ carries more turns once the box is out of CPU, so `-k gevent` on the command lin
 for a Redis-backed, CPU-bound deployment.
 
 Relay mode (VOICE_MODE=relay) needs nothing here: a ConversationRelay WebSocket is upgraded in a
-gthread thread and then carried by one asyncio loop per worker (twilio_bridge/voice/relay_server.py),
+gthread thread and then carried by one asyncio loop per worker (twilio_bridge/voice/relay/server.py),
 so calls held do not use these threads (1000 held on 2 cores: bench/README.md, "Relay mode").
 
 Timeouts, against Twilio's 15 s: a voice webhook answers within VOICE_HOLD_SECONDS (holding phrase)

@@ -5,7 +5,7 @@
 #   ./install_twilio_server.sh --dev      the same, plus the tests' tools (test_requirements.txt), the voice-note
 #                                         engine with a small model for its tests, the system packages the
 #                                         tests start for real, and Rasa Open Source 3.6 in .venv-rasa-oss
-#                                         (a Python 3.8–3.10 found on PATH or in pyenv, or RASA_OSS_PYTHON)
+#                                         (2.7 GB; a Python 3.8–3.10 found on PATH or in pyenv, or RASA_OSS_PYTHON)
 #   ./install_twilio_server.sh --transcribe   also the offline engine for WhatsApp voice notes
 #                                         (transcribe_requirements.txt; WHATSAPP_TRANSCRIBE=on)
 #   ./install_twilio_server.sh --systemd  the same, then (as root) the service: user twilio-bridge,

@@ -3,7 +3,7 @@ a voice note's webhook to its reply.
 
 Part 1 transcribes Spanish notes spoken by espeak-ng (OGG/Opus, as WhatsApp sends them) of a few
 lengths with the small Whisper model the tests use (or --model), in this process, and prints the
-seconds per second of audio and this process's memory before the model, after loading it, and at
+seconds (wall clock, and CPU) per second of audio and this process's memory before the model, after loading it, and at
 its peak. Part 2 starts the Rasa stand-in, the fake Twilio API and the bridge under gunicorn (one
 worker, WHATSAPP_TRANSCRIBE=on), posts voice notes as Twilio would and times each from the webhook
 to the reply reaching the fake Messages API: the first one loads the model in the worker.
@@ -45,12 +45,20 @@ def transcription(model: str) -> None:
     loaded_in = time.monotonic() - started
     after_load = rss_mb_self()
     for note in notes:
+        cpu = cpu_seconds()
         heard = transcriber.transcribe(note)
+        cpu = cpu_seconds() - cpu
         print(f"  {heard.seconds:5.1f} s of audio in {heard.took:5.2f} s = {heard.took / heard.seconds:.2f} s "
-              f"per second of audio: {heard.text[:70]!r}")
+              f"per second of audio ({cpu / heard.seconds:.2f} CPU-s per second): {heard.text[:60]!r}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  memory: {before:.0f} MB before the model, {after_load:.0f} MB once loaded "
           f"(+{after_load - before:.0f} MB), peak {peak:.0f} MB; loading and the first note took {loaded_in:.1f} s")
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process, every thread: what a transcription costs whatever else the machine does."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_mb_self() -> float:

@@ -82,6 +82,9 @@ def test_the_outbound_api_token_is_long_never_echoed_and_needs_what_it_sends_wit
     with pytest.raises(ConfigError) as caught:
         load_settings({"TWILIO_AUTH_TOKEN": "t", "OUTBOUND_API_TOKEN": "x" * 16, "TWILIO_VOICE_FROM": "+14155550199"})
     assert [line.split(":")[0] for line in caught.value.problems] == ["TWILIO_ACCOUNT_SID", "PUBLIC_BASE_URL"]
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"TWILIO_VALIDATE_SIGNATURE": "false", "OUTBOUND_API_TOKEN": "x" * 16, "TWILIO_ACCOUNT_SID": "AC1"})
+    assert caught.value.problems[0].startswith("TWILIO_AUTH_TOKEN: required with OUTBOUND_API_TOKEN")
     settings = load_settings({"TWILIO_AUTH_TOKEN": "t", "OUTBOUND_API_TOKEN": "x" * 16, "TWILIO_ACCOUNT_SID": "AC1"})
     assert settings.outbound_enabled and settings.delivers_through_rest and not settings.whatsapp_rest_mode
     assert "x" * 16 not in repr(settings) + repr(settings.summary())

@@ -13,6 +13,8 @@ from tests.cli_helpers import ENTRY, cli_env, run_cli
 from tests.conftest import AUTH_TOKEN
 from tests.servers import free_port
 from twilio_bridge import __version__
+from twilio_bridge.config import Settings
+from twilio_bridge.startup import rest_mode_missing
 from twilio_bridge.testing.standin import RasaStandIn
 
 
@@ -48,3 +50,10 @@ def test_the_development_server_says_what_it_serves_and_logs_each_request_once(s
 def test_version() -> None:
     done = run_cli(["--version"], cli_env(), Path.cwd())
     assert done.returncode == 0 and done.stdout.strip() == f"twilio-bridge {__version__}"
+
+
+def test_what_rest_mode_still_needs_reads_as_a_sentence() -> None:
+    assert rest_mode_missing(Settings()) == "TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_WHATSAPP_FROM"
+    assert rest_mode_missing(Settings(twilio_auth_token="t")) == "TWILIO_ACCOUNT_SID and TWILIO_WHATSAPP_FROM"
+    assert rest_mode_missing(Settings(twilio_account_sid="AC1", twilio_auth_token="t",
+                                      twilio_whatsapp_from="whatsapp:+14155238886")) == ""

@@ -1,8 +1,6 @@
 """Text hygiene: what reaches Rasa, a speaker and the logs."""
 from __future__ import annotations
 
-import pytest
-
 from twilio_bridge.text import LONGEST_TEXT, for_speech, for_whatsapp, from_user, mask_digits, split_text
 
 HOSTILE_SHAPES = {  # 100 kB each, the longest reply the README promises; shapes that made markdown patterns backtrack

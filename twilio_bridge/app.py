@@ -17,9 +17,9 @@ from .logs import log
 from .outbound import routes as outbound_routes
 from .rasa.client import RasaClient
 from .state import StateStore, open_store
-from .voice import relay_routes
 from .voice import routes as voice_routes
-from .voice.relay_server import stop_relay_loop
+from .voice.relay import routes as relay_routes
+from .voice.relay.server import stop_relay_loop
 from .web import health, metrics_endpoint
 from .web.signature import SignatureCheck
 from .whatsapp import routes as whatsapp_routes

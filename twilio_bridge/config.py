@@ -349,6 +349,9 @@ def _outbound_problems(values: Mapping[str, object]) -> list[str]:
     if not values.get("outbound_api_token"):
         return []
     problems = []
+    if not values.get("twilio_auth_token") and values.get("validate_signature") is False:  # else reported already
+        problems.append("TWILIO_AUTH_TOKEN: required with OUTBOUND_API_TOKEN (outbound messages and calls go "
+                        "through Twilio's REST API)")
     if not values.get("twilio_account_sid"):
         problems.append("TWILIO_ACCOUNT_SID: required with OUTBOUND_API_TOKEN (outbound messages and calls go "
                         "through Twilio's REST API)")

@@ -143,7 +143,8 @@ def relay_interrupted() -> None:
 WHATSAPP_BUTTONS = Counter(
     "twilio_bridge_whatsapp_buttons",
     "Questions with buttons in REST mode: sent as quick-reply or list-picker, or as a numbered list because "
-    "they did not fit WhatsApp's buttons (unfit) or the Content API failed (content_failed)",
+    "they did not fit WhatsApp's buttons (unfit), the Content API failed (content_failed) or Twilio refused to "
+    "send a template (template_refused)",
     ["result"],
 )
 WHATSAPP_TYPING = Counter(
@@ -161,7 +162,8 @@ TRANSCRIPTION_SECONDS_PER_AUDIO_SECOND = Histogram(
 
 
 def whatsapp_buttons(result: str) -> None:
-    """result: "quick-reply", "list-picker", "unfit" or "content_failed"."""
+    """result: "quick-reply", "list-picker", "unfit", "content_failed", or "template_refused" (Twilio refused
+    to send a template it had made: sent as text instead)."""
     WHATSAPP_BUTTONS.labels(result).inc()
 
 

@@ -135,14 +135,15 @@ def whatsapp_mode(settings: Settings) -> str:
     if settings.whatsapp_rest_mode:
         return (f"REST replies through {settings.twilio_api_base_url} from {settings.twilio_whatsapp_from}, "
                 f"{settings.whatsapp_workers} delivery threads per worker")
-    return f"TwiML replies, in the webhook's answer (REST replies need {' and '.join(rest_mode_missing(settings))})"
+    return f"TwiML replies, in the webhook's answer (REST replies need {rest_mode_missing(settings)})"
 
 
-def rest_mode_missing(settings: Settings) -> list[str]:
-    """The variables WhatsApp's REST mode still needs."""
-    return [name for name, value in (("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
-                                     ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token),
-                                     ("TWILIO_WHATSAPP_FROM", settings.twilio_whatsapp_from)) if not value]
+def rest_mode_missing(settings: Settings) -> str:
+    """The variables WhatsApp's REST mode still needs, as words: `A`, `A and B`, `A, B and C`."""
+    names = [name for name, value in (("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
+                                      ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token),
+                                      ("TWILIO_WHATSAPP_FROM", settings.twilio_whatsapp_from)) if not value]
+    return " and ".join(filter(None, (", ".join(names[:-1]), names[-1]))) if names else ""
 
 
 def setting_warnings(settings: Settings) -> list[str]:

@@ -165,7 +165,7 @@ def test_a_broken_whatsapp_setup_fails_check(fake_api: FakeTwilioAPI, standin: R
 
     half = check(tmp_path, TWILIO_API_BASE_URL=fake_api.base_url, **settings)
     assert half.returncode == 0
-    assert ("warn  whatsapp: TWILIO_WHATSAPP_FROM is set but TWILIO_ACCOUNT_SID is not: replies go in TwiML mode"
+    assert ("warn  whatsapp: TWILIO_WHATSAPP_FROM is set without TWILIO_ACCOUNT_SID: replies go in TwiML mode"
             in half.stdout)
 
 

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pexpect
 
+from werkzeug.wrappers import Response
+
 from tests.cli_helpers import ENTRY, cli_env, run_cli
+from tests.conftest import LiveServer
 from tests.servers import free_port, port_open
 
 STARTED = re.compile(r"Rasa stand-in .* on http://127\.0\.0\.1:(\d+), the bridge on http://127\.0\.0\.1:(\d+) "
@@ -52,3 +55,14 @@ def test_ports_can_be_chosen_and_chat_is_one_option_away(tmp_path: Path) -> None
     assert done.stdout.splitlines()[-2:] == [
         "you> perdí mi tarjeta", "bridge: Entiendo. Para bloquear su tarjeta, marque o diga los últimos cuatro dígitos."]
     assert not port_open(bridge_port) and not port_open(rasa_port)
+
+
+def test_a_port_in_use_is_said_without_a_traceback(tmp_path: Path) -> None:
+    taken = LiveServer(Response("taken"))
+    try:
+        done = run_cli(["demo", "--port", taken.url.rsplit(":", 1)[1], "--script", "-"], cli_env(), tmp_path, stdin="")
+    finally:
+        taken.stop()
+    assert done.returncode == 1
+    assert f"Port {taken.url.rsplit(':', 1)[1]} is in use by another program." in done.stderr
+    assert "Traceback" not in done.stderr

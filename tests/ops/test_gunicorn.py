@@ -155,7 +155,7 @@ def test_a_reload_keeps_a_held_call(server: LoggedGunicorn, rasa: RasaStandIn) -
     rasa.delay = 2.5
     speaking = threading.Thread(target=call.say, args=("perdí mi tarjeta",))
     speaking.start()
-    time.sleep(0.8)  # the turn is held now, its Rasa request running in an old worker
+    server.wait_until(lambda: HOLD in call.heard)  # the turn is held now, its Rasa request running in an old worker
     server.process.send_signal(signal.SIGHUP)
     speaking.join(timeout=30)
     assert call.heard[0] == HOLD and call.heard[-1] == ASK_DIGITS

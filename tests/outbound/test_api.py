@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -138,3 +140,21 @@ def test_a_failed_call_request_is_not_remembered_and_the_same_key_may_try_again(
 def test_an_unknown_id_is_404(outbound: Outbound) -> None:
     assert outbound.get(f"{MESSAGES}/OM0").status_code == 404
     assert outbound.get(f"{CALLS}/OC0").json()["error"].startswith("call_id: ")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_concurrent_repeats_place_one_call_on_either_state_store(
+        start_outbound: Callable[[Settings], Outbound], outbound_settings: Settings, fake_api: FakeTwilioAPI,
+        request: pytest.FixtureRequest, backend: str) -> None:
+    """Eight workers' threads get the same request at once: one claims the key, the others replay it or wait."""
+    settings = outbound_settings
+    if backend == "redis":
+        settings = dataclasses.replace(settings, state_url=request.getfixturevalue("redis_url"))
+    bridge = start_outbound(settings)
+    key = f"alert-{secrets.token_hex(8)}"
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: bridge.post(CALLS, {"to": CUSTOMER}, key=key), range(8)))
+    assert len(fake_api.calls) == 1
+    assert {answer.status_code for answer in answers} <= {202, 409}
+    placed = [answer.json() for answer in answers if answer.status_code == 202]
+    assert placed and all(body["call_sid"] == fake_api.calls[0]["sid"] for body in placed)

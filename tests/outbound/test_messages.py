@@ -2,8 +2,12 @@
 reported by GET, and the notification reaching Rasa with the user's next message only."""
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 from tests.conftest import AUTH_TOKEN, WHATSAPP_FROM
 from tests.outbound.conftest import CARD_ALERT, CUSTOMER, SMS_FROM, TEMPLATE, Outbound
+from twilio_bridge.config import Settings
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.standin import FALLBACK, UNBLOCKED, RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
@@ -73,3 +77,18 @@ def test_the_users_next_message_carries_the_notification_and_only_that_one(
     user.send("gracias")
     assert fake_api.wait_for(3, to=TO)[-1]["body"] == FALLBACK
     assert "last_notification" not in standin.received[-1]["metadata"]
+
+
+def test_an_sms_reply_answered_in_twiml_carries_the_notification_too(
+        start_outbound: Callable[[Settings], Outbound], outbound_settings: Settings, fake_api: FakeTwilioAPI,
+        standin: RasaStandIn) -> None:
+    """Without TWILIO_WHATSAPP_FROM the replies go back in the webhook's TwiML; the SMS still goes out queued."""
+    bridge = start_outbound(dataclasses.replace(outbound_settings, twilio_whatsapp_from=None))
+    queued = bridge.message({"to": CUSTOMER, "body": "¿Reconoce un cargo en su tarjeta 1234? Responda SI o NO.",
+                             "context": CARD_ALERT})
+    bridge.status_becomes(queued["status_url"], "delivered")
+    user = WhatsAppUser(bridge.url, AUTH_TOKEN, number=CUSTOMER, bridge_number=SMS_FROM, channel="sms")
+    assert [reply.body for reply in user.send("si").replies] == [UNBLOCKED.format(digits="1 2 3 4")]
+    notification = standin.received[-1]["metadata"]["last_notification"]
+    assert (notification["body"], notification["context"]) == (
+        "¿Reconoce un cargo en su tarjeta 1234? Responda SI o NO.", CARD_ALERT)

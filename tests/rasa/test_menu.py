@@ -7,8 +7,6 @@ import sys
 import unicodedata
 from collections.abc import Callable
 
-import pytest
-
 from tests.conftest import AUTH_TOKEN, LiveServer
 from tests.whatsapp.test_twiml import new_number
 from twilio_bridge.config import Settings

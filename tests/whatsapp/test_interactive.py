@@ -163,3 +163,17 @@ def test_titles_that_shorten_alike_cannot_be_buttons() -> None:
              Button("Bloquear la tarjeta de crédito", "/block_credit")]
     assert template_types(twins, "Ver opciones") is None
     assert template_types(twins[:1], "Ver opciones") is not None
+
+
+def test_a_template_twilio_no_longer_has_is_sent_as_text_and_made_again(
+        rest_url: str, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    first = ask_for_card(chat(rest_url), fake_api)["content_sid"]
+    fake_api.delete_content(first)  # deleted in Twilio's console: sending with its sid now fails with 21655
+    user = chat(rest_url)
+    asked = ask_for_card(user, fake_api)
+    assert (asked["content_sid"], asked["body"]) == (None, f"{QUESTION}\n\n1. Sí\n2. No")
+    assert [a["content_sid"] for a in fake_api.attempts if a["to"] == user.address] == [None, first, None]
+    user.send("1")
+    assert as_seen(fake_api.wait_for(3, to=user.address)[2]) == BLOCKED
+    again = ask_for_card(chat(rest_url), fake_api)
+    assert again["content_sid"] == fake_api.contents[0]["sid"] != first

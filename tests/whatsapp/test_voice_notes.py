@@ -126,3 +126,19 @@ def test_voice_note_and_button_settings_are_read_and_bad_ones_named(tmp_path: An
     assert [line.split("=")[0] for line in error.value.problems] == [
         "WHATSAPP_BUTTONS", "WHATSAPP_TRANSCRIBE", "WHATSAPP_TRANSCRIBE_MODEL", "WHATSAPP_TRANSCRIBE_LANGUAGE"]
     assert "model.bin" in error.value.problems[2]
+
+
+def test_a_voice_note_retried_while_rasa_is_down_is_transcribed_once(
+        serve: Serve, voice_settings: Settings, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    url = serve(dataclasses.replace(voice_settings, whatsapp_retry_window=60)).url
+    before = scrape(url)
+    standin.mode = "error500"
+    user = WhatsAppUser(url, AUTH_TOKEN, number=new_number())
+    user.send(media=((fake_api.add_media(spoken_voice_note("Quiero bloquear mi tarjeta"), OGG), OGG),))
+    wait_for(lambda: len([r for r in standin.received if r["sender"] == user.address]) >= 2, TRANSCRIPTION_WAIT)
+    standin.mode = "ok"
+    fake_api.wait_for(1, to=user.address, timeout=TRANSCRIPTION_WAIT)
+    asked = [r["message"] for r in standin.received if r["sender"] == user.address]
+    assert len(asked) >= 3 and len(set(asked)) == 1 and "bloquear" in asked[0].lower()
+    assert [f["stage"] for f in fake_api.media_fetches] == ["api", "storage"]
+    assert grew(before, scrape(url), "twilio_bridge_whatsapp_voice_notes_total", result="transcribed") == 1

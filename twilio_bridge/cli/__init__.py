@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = commands.add_parser("chat", help="write WhatsApp messages to the bridge from this terminal",
                                description="Play Twilio's part in a WhatsApp chat. Each line is a message; "
-                                           "Ctrl-D ends the chat.")
+                                           ">2 taps a reply's second button; Ctrl-D ends the chat.")
     chat.add_argument("url", nargs="?", help="the bridge (default: http://127.0.0.1:$PORT)")
     chat.add_argument("--public-url", help="the origin to sign for (default: PUBLIC_BASE_URL, else URL)")
     chat.add_argument("--script", type=Path, metavar="FILE", help="one message per line; '-' reads standard input")

@@ -191,11 +191,11 @@ def check_whatsapp(settings: Settings, report: Report) -> None:
     if not settings.whatsapp_rest_mode:
         missing = rest_mode_missing(settings)
         if settings.twilio_whatsapp_from:
-            report("warn", "whatsapp", f"TWILIO_WHATSAPP_FROM is set but {' and '.join(missing)} is not: replies "
+            report("warn", "whatsapp", f"TWILIO_WHATSAPP_FROM is set without {missing}: replies "
                                        "go in TwiML mode, within RASA_TIMEOUT, not through the Messages API")
         else:
             report("ok", "whatsapp", f"TwiML mode: replies are the webhook's answer, within RASA_TIMEOUT "
-                                     f"(REST mode needs {' and '.join(missing)})")
+                                     f"(REST mode needs {missing})")
         return
     assert settings.twilio_account_sid and settings.twilio_auth_token
     api = settings.twilio_api_base_url

@@ -15,8 +15,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import make_server
 
 from ..app import close_app, create_app
 from ..config import Settings
@@ -33,6 +34,7 @@ PERSON = "+5215500000000"  # who a hand-off dials; the demo asks you how that le
 
 
 def run_demo(args: argparse.Namespace, ask: Ask) -> int:
+    """A port taken: werkzeug says so in two lines and exits 1; what had started stops on the way out."""
     with tempfile.TemporaryDirectory(prefix="twilio-bridge-demo-") as workdir, \
             RasaStandIn().start(port=args.rasa_port or 0) as standin, \
             open(Path(workdir) / "bridge.log", "w", encoding="utf-8") as log:
@@ -55,22 +57,20 @@ def run_demo(args: argparse.Namespace, ask: Ask) -> int:
 
 
 @contextmanager
-def serving(port: int, rasa_webhook_url: str, token: str, workdir: Path, log: object) -> Iterator[str]:
+def serving(port: int, rasa_webhook_url: str, token: str, workdir: Path, log: TextIO) -> Iterator[str]:
     """The bridge on 127.0.0.1:port (0: a free one) in a background thread, its log lines in `log`."""
-    server: BaseWSGIServer = make_server("127.0.0.1", port, _not_ready, threaded=True, request_handler=RequestHandler)
-    settings = Settings(port=server.server_port, rasa_webhook_url=rasa_webhook_url, twilio_auth_token=token,
-                        fallback_phone_number=PERSON, state_url=f"sqlite:///{workdir / 'state.db'}")
-    configure_logging(settings.log_level, json=False, stream=log)  # type: ignore[arg-type]
-    server.app = application = create_app(settings)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
+    settings = Settings(rasa_webhook_url=rasa_webhook_url, twilio_auth_token=token, fallback_phone_number=PERSON,
+                        state_url=f"sqlite:///{workdir / 'state.db'}")
+    configure_logging(settings.log_level, json=False, stream=log)
+    application = create_app(settings)
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        server = make_server("127.0.0.1", port, application, threaded=True, request_handler=RequestHandler)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}"
+        finally:
+            server.shutdown()
+            server.server_close()
     finally:
-        server.shutdown()
-        server.server_close()
         close_app(application)
-
-
-def _not_ready(environ: object, start_response: object) -> object:
-    raise RuntimeError("the demo's bridge is still being built")  # never reached: serving starts after the app

@@ -19,6 +19,7 @@ from ..outbound import messages as outbound_messages
 from ..rasa.client import RasaError
 from ..state import COUNTER_TTL
 from ..whatsapp.conversation import Conversation, Inbound
+from ..whatsapp.interactive import forget_template
 from ..whatsapp.native import NativeFeatures, native_features
 from ..whatsapp.replies import Outgoing
 from .queue import Job, JobQueue
@@ -89,6 +90,10 @@ class Courier:
                                                        detail=exc.detail):
                     metrics.whatsapp_delivered("retried")
                     return "send_retry"
+                message = messages[data["sent"]]
+                if not exc.retryable and exc.code != WINDOW_CLOSED and message.content_sid and message.fallback_body:
+                    messages[data["sent"]] = self._without_template(job, message, exc)
+                    continue
                 metrics.whatsapp_delivered("expired" if exc.retryable else "failed")
                 log.error("whatsapp.send.failed", status=exc.status, code=exc.code, detail=exc.detail,
                           retryable=exc.retryable, index=data["sent"])
@@ -101,6 +106,21 @@ class Courier:
                 return "lease_lost"
         self.queue.finish(job)
         return None
+
+    def _without_template(self, job: Job, message: Outgoing, exc: SendError) -> Outgoing:
+        """Twilio refused a question's buttons: the same question as text, at once, and its template forgotten
+        (best-effort, as counters are: the question must go out even when the store cannot be written)."""
+        assert message.content_sid and message.fallback_body
+        log.warning("whatsapp.buttons.template_refused", content_sid=message.content_sid, code=exc.code,
+                    detail=exc.detail)
+        metrics.whatsapp_buttons("template_refused")
+        try:
+            forget_template(self.current.store, message.content_sid)
+        except Exception as error:
+            log.warning("whatsapp.buttons.forget_failed", error=type(error).__name__, detail=str(error)[:200])
+        as_text = Outgoing(message.fallback_body)
+        job.data["outgoing"][job.data["sent"]] = as_text.as_dict()
+        return as_text
 
     def _count(self, *keys: str) -> None:
         """Statistics for /health, best-effort: a counter the store fails to write must not pass for a

@@ -25,6 +25,7 @@ PLACER = "twilio_bridge.outbound.placer"
 
 
 def register(app: Flask, settings: Settings) -> None:
+    """The factory's step: the routes, and the Calls API client when calls can be placed (TWILIO_VOICE_FROM)."""
     if not settings.outbound_enabled:
         return
     if settings.twilio_voice_from:  # load_settings made sure the account and the public URL are there too

@@ -78,6 +78,7 @@ class FakeTwilioAPI(LocalServer):
         self.attempts: list[dict[str, Any]] = []  # every authenticated POST, accepted or not
         self.callbacks: list[dict[str, Any]] = []  # status callbacks posted, with the bridge's HTTP status
         self.contents: list[dict[str, Any]] = []  # Content API templates created, in order
+        self.deleted_contents: set[str] = set()  # sids of templates deleted since (`delete_content`)
         self.typing: list[dict[str, Any]] = []  # typing indicators posted, in order
         self.media_fetches: list[dict[str, Any]] = []  # every media download, with whether it was authorised
         self._media: dict[str, tuple[bytes, str]] = {}  # media sid: (bytes, content type)
@@ -122,6 +123,12 @@ class FakeTwilioAPI(LocalServer):
         with self._lock:
             self._broken[api] = kind
 
+    def delete_content(self, content_sid: str) -> None:
+        """A template deleted in Twilio's console: a message naming it fails with 21655 from now on."""
+        with self._lock:
+            self.contents[:] = [c for c in self.contents if c["sid"] != content_sid]
+            self.deleted_contents.add(content_sid)
+
     def add_media(self, data: bytes, content_type: str) -> str:
         """An attachment as Twilio keeps one: the MediaUrl a webhook would carry."""
         media_sid = "ME" + secrets.token_hex(16)
@@ -137,6 +144,7 @@ class FakeTwilioAPI(LocalServer):
             self.attempts.clear()
             self.callbacks.clear()
             self.contents.clear()
+            self.deleted_contents.clear()
             self.typing.clear()
             self.media_fetches.clear()
             self._media.clear()
@@ -229,7 +237,7 @@ class FakeTwilioAPI(LocalServer):
             # A template made through /v1/Content is known here; one approved in the console (HX…) is taken as is.
             if template is not None:
                 attempt["content"] = template["types"]
-            elif not attempt["content_sid"].startswith("HX"):
+            elif not attempt["content_sid"].startswith("HX") or attempt["content_sid"] in self.deleted_contents:
                 return _error("21655")
         elif not attempt["body"] and not attempt["media_urls"]:
             return _error("21602")

@@ -1,7 +1,6 @@
 """Voice webhooks: a phone call as a conversation with Rasa (sender = CallSid)."""
 from __future__ import annotations
 
-
 import structlog
 from flask import Blueprint, Response, request
 from twilio.twiml.voice_response import VoiceResponse
@@ -18,7 +17,7 @@ from ..web.errors import answer_every_error
 from ..web.hooks import remember_answer, replay_retried_webhook, require_twilio_signature
 from ..web.responses import twiml
 from .call import GatherCall, call_key, call_metadata, hand_off, voice_of
-from .relay_routes import answer_call_with_relay
+from .relay.routes import answer_call_with_relay
 from .twiml import gather_response, goodbye_response
 
 bp = Blueprint("voice", __name__)

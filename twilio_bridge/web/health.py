@@ -43,7 +43,7 @@ def detail(current: Bridge) -> dict[str, object]:
     except Exception as exc:  # any backend failure is a health fact, not a crash
         state = {"reachable": False, "error": type(exc).__name__}
     ready = rasa["reachable"] and state["reachable"] and action_server.get("reachable", True)
-    whatsapp: dict[str, object] = {"replies": "rest" if current.queue is not None else "twiml"}
+    whatsapp: dict[str, object] = {"replies": "rest" if current.settings.whatsapp_rest_mode else "twiml"}
     try:
         whatsapp["counts"] = delivery_counts(current)
         if current.queue is not None:

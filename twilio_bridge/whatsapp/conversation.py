@@ -112,14 +112,10 @@ class Conversation:
         whatsapp = inbound.channel == "whatsapp"
         if whatsapp and self.native.typing is not None:
             self.native.typing.show(inbound.sid)
-        voice_note = voice_note_url(inbound.media) if self.native.voice_notes and not inbound.body.strip() else None
-        if voice_note is not None:
-            assert self.native.voice_notes is not None
-            try:
-                heard = self.native.voice_notes.hear(voice_note)
-            except Unheard:
-                return [Outgoing(self.phrases.voice_note_unheard)]
-            inbound = dataclasses.replace(inbound, body=heard.text, heard_language=heard.language)
+        heard = self.transcribed(inbound)
+        if heard is None:
+            return [Outgoing(self.phrases.voice_note_unheard)]
+        inbound = heard
         menu = self.menu()
         message, kind = self.message_for(inbound, menu)
         metadata = with_last_notification(self.current.store, self.user, inbound.metadata(kind))
@@ -133,6 +129,18 @@ class Conversation:
             return self.apology()
         ask = self.native.templates.ask if whatsapp and self.native.templates is not None else None
         return render_turn(turn, self.phrases, self.current.settings.fallback_phone_number, ask)
+
+    def transcribed(self, inbound: Inbound) -> Inbound | None:
+        """A voice note (audio without text) with its transcript as the text, when voice notes are heard;
+        None when it cannot be heard; any other message as it is."""
+        url = voice_note_url(inbound.media) if not inbound.body.strip() else None
+        if url is None or self.native.voice_notes is None:
+            return inbound
+        try:
+            heard = self.native.voice_notes.hear(url)
+        except Unheard:
+            return None
+        return dataclasses.replace(inbound, body=heard.text, heard_language=heard.language)
 
     def apology(self) -> list[Outgoing]:
         return apology(self.phrases, self.current.settings.fallback_phone_number)

@@ -24,7 +24,7 @@ from ..limits import CONTENT_ID, LIST_BUTTON, LIST_ITEM, LIST_ITEM_DESCRIPTION, 
 from ..logs import log
 from ..rasa.turn import Button
 from ..state import StateStore
-from .replies import Outgoing
+from .replies import Outgoing, numbered_menu
 
 TEMPLATE_TTL = 30 * 24 * 3600  # a template deleted at Twilio is made again within a month
 QUESTION = "{{1}}"
@@ -32,6 +32,14 @@ QUESTION = "{{1}}"
 
 class ContentError(Exception):
     """The Content API did not create the template; the reply falls back to the numbered list."""
+
+
+def forget_template(store: StateStore, content_sid: str) -> None:
+    """Twilio refused this template (deleted in the console?): the next question with its buttons makes a new one."""
+    cached = store.get(f"whatsapp:content-key:{content_sid}")
+    if cached:
+        store.delete(cached["key"])
+    store.delete(f"whatsapp:content-key:{content_sid}")
 
 
 def fit(text: str, limit: int) -> str:
@@ -91,7 +99,8 @@ class ContentTemplates:
         kind = next(iter(types)).removeprefix("twilio/")
         metrics.whatsapp_buttons(kind)
         structlog.contextvars.bind_contextvars(buttons=kind)
-        return Outgoing(content_sid=sid, content_variables={"1": question})
+        return Outgoing(content_sid=sid, content_variables={"1": question},
+                        fallback_body=f"{question}\n\n{numbered_menu(buttons)}")
 
     def sid_for(self, types: dict[str, Any]) -> str:
         """The template's sid, created at Twilio the first time these exact buttons are asked. Raises ContentError."""
@@ -113,5 +122,6 @@ class ContentTemplates:
         if not created.sid:
             raise ContentError("the Content API answered without a sid")
         self.store.put(key, {"sid": created.sid}, TEMPLATE_TTL)
+        self.store.put(f"whatsapp:content-key:{created.sid}", {"key": key}, TEMPLATE_TTL)
         log.info("whatsapp.content.created", content_sid=created.sid, kind=next(iter(types)))
         return str(created.sid)

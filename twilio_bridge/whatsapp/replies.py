@@ -20,18 +20,21 @@ from ..text import for_whatsapp, split_message
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One message: a body and/or a media URL, or a Content API template with its variables."""
+    """One message: a body and/or a media URL, or a Content API template with its variables (and the text
+    to send instead should Twilio refuse the template)."""
     body: str = ""
     media_url: str | None = None
     content_sid: str | None = None
     content_variables: dict[str, str] | None = None
+    fallback_body: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Outgoing:
-        return cls(raw.get("body", ""), raw.get("media_url"), raw.get("content_sid"), raw.get("content_variables"))
+        return cls(raw.get("body", ""), raw.get("media_url"), raw.get("content_sid"), raw.get("content_variables"),
+                   raw.get("fallback_body"))
 
 
 # Asks a question with tappable buttons: the message that does, or None to list them as numbered text.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -25,6 +26,7 @@ MAX_REDIRECTS = 3
 SAMPLE_RATE = 16_000  # what Whisper listens at
 MAX_SECONDS = 300.0  # a longer note would hold a worker for minutes: the user is asked to write instead
 BEAM_SIZE = 5
+REMEMBERED = 64  # transcripts kept per process, for a message retried while Rasa is down
 
 
 class Unheard(Exception):
@@ -90,7 +92,8 @@ class MediaFetcher:
 
     def _read(self, answer: requests.Response) -> bytes:
         declared = answer.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.limit:
+        # ASCII digits only ('²' passes isdigit(), and int() refuses it), and few enough for int()
+        if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > self.limit):
             raise Unheard("too_big", f"{declared} bytes")
         data = bytearray()
         for chunk in answer.iter_content(64 * 1024):
@@ -162,14 +165,24 @@ def _refuse_long(audio: bytes) -> None:
 
 
 class VoiceNotes:
-    """Hears the first audio attachment of a message: fetched, transcribed, logged and counted."""
+    """Hears the first audio attachment of a message: fetched, transcribed, logged and counted.
 
-    def __init__(self, fetcher: MediaFetcher, transcriber: Transcriber):
+    The last few transcripts are kept by media URL: while Rasa is down a message is retried for
+    minutes, and its note need not be transcribed again each time.
+    """
+
+    def __init__(self, fetcher: MediaFetcher, transcriber: Transcriber, remember: int = REMEMBERED):
         self.fetcher = fetcher
         self.transcriber = transcriber
+        self.remember = remember
+        self._heard: OrderedDict[str, Heard] = OrderedDict()
+        self._lock = threading.Lock()
 
     def hear(self, url: str) -> Heard:
         """What the voice note at `url` says. Raises Unheard, after logging and counting why."""
+        with self._lock:
+            if url in self._heard:
+                return self._heard[url]
         try:
             audio = self.fetcher.fetch(url)
             heard = self.transcriber.transcribe(audio)
@@ -180,6 +193,10 @@ class VoiceNotes:
         metrics.voice_note_heard("transcribed", heard.seconds, heard.took)
         log.info("whatsapp.voice_note.heard", audio_seconds=heard.seconds, transcribe_ms=round(heard.took * 1000),
                  language=heard.language, characters=len(heard.text))
+        with self._lock:
+            self._heard[url] = heard
+            while len(self._heard) > self.remember:
+                self._heard.popitem(last=False)
         return heard
 
 

@@ -17,19 +17,29 @@ from typing import Any, Awaitable, Callable, Protocol
 import structlog
 from websockets.exceptions import ConnectionClosed
 
-from .. import metrics
-from ..bridge import Bridge
-from ..limits import SAY_CHARACTERS
-from ..logs import log
-from ..phrases import Phrases, phrases_for
-from ..rasa.client import RasaError
-from ..rasa.menu import choose_button
-from ..rasa.turn import AssistantTurn, Button, read_turn
-from ..text import for_speech, from_user, split_text
-from .call import call_metadata
-from .relay_messages import (BadMessage, Dtmf, Incoming, Interrupt, Prompt, RelayError, Setup, end_session,
-                             read_message, text_token)
-from .twiml import menu_prompt
+from ... import metrics
+from ...bridge import Bridge
+from ...limits import SAY_CHARACTERS
+from ...logs import log
+from ...phrases import Phrases, phrases_for
+from ...rasa.client import RasaError
+from ...rasa.menu import choose_button
+from ...rasa.turn import AssistantTurn, Button, read_turn
+from ...text import for_speech, from_user, split_text
+from ..call import call_metadata
+from ..twiml import menu_prompt
+from .messages import (
+    BadMessage,
+    Dtmf,
+    Incoming,
+    Interrupt,
+    Prompt,
+    RelayError,
+    Setup,
+    end_session,
+    read_message,
+    text_token,
+)
 
 RunBlocking = Callable[..., Awaitable[Any]]
 

@@ -30,9 +30,9 @@ from websockets.http11 import Request as HandshakeRequest
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ..bridge import EXTENSION, Bridge
-from ..logs import log
-from .relay import RelaySession
+from ...bridge import EXTENSION, Bridge
+from ...logs import log
+from .session import RelaySession
 
 RELAY_EXTENSION = "twilio_bridge.relay"
 MAX_FRAME = 64 * 1024  # Twilio's messages are small JSON objects; a transcript is a few hundred bytes

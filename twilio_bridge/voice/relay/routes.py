@@ -8,16 +8,16 @@ import structlog
 from flask import Blueprint, Request, Response, current_app, request
 from twilio.twiml.voice_response import VoiceResponse
 
-from .. import routes
-from ..bridge import Bridge, bridge
-from ..config import E164
-from ..web.errors import answer_every_error
-from ..web.hooks import require_twilio_signature
-from ..web.responses import twiml
-from .call import hand_off, voice_of
-from .relay import CALL_KEY_TTL, relay_call_key
-from .relay_server import relay_loop
-from .twiml import handoff_response, relay_response
+from ... import routes
+from ...bridge import Bridge, bridge
+from ...config import E164
+from ...web.errors import answer_every_error
+from ...web.hooks import require_twilio_signature
+from ...web.responses import twiml
+from ..call import hand_off, voice_of
+from ..twiml import handoff_response, relay_response
+from .server import relay_loop
+from .session import CALL_KEY_TTL, relay_call_key
 
 bp = Blueprint("relay", __name__)
 bp.before_request(require_twilio_signature)
