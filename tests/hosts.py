@@ -1,9 +1,10 @@
 """Separate hosts on one machine: network namespaces (`ip netns`) on one Linux bridge, as if on one LAN.
 
 Each host has its own address and its own loopback, so two bridges really are two hosts to nginx and
-to each other. This machine joins the LAN at `HUB`, where the shared servers (Redis, the Rasa stand-in,
-the fake Twilio API) listen for the hosts. Addresses come from 198.18.0.0/15, the range set aside
-for benchmarking (RFC 2544), and exist only inside this machine while the hosts do.
+to each other. This machine joins the LAN at its hub address (.1), where the shared servers (Redis, the
+Rasa stand-in, the fake Twilio API) listen for the hosts. Addresses come from 198.18.0.0/15, the range set
+aside for benchmarking (RFC 2544), a /24 per test process (two runs at once do not collide), and exist
+only inside this machine while the hosts do.
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ from twilio_bridge.testing.phone import TwilioPhone
 from twilio_bridge.testing.standin import RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
 
-HUB = "198.18.0.1"
 PREFIX = 24
 
 
@@ -37,6 +37,7 @@ PREFIX = 24
 class Host:
     netns: str
     address: str
+    hub: str  # this machine's address on the hosts' LAN
 
 
 def ip(*args: str) -> None:
@@ -61,17 +62,18 @@ def can_make_hosts() -> str | None:
 
 @contextmanager
 def lan(count: int) -> Iterator[list[Host]]:
-    """`count` hosts at 198.18.0.2, .3, …, reachable from here through HUB; all removed afterwards.
+    """`count` hosts at 198.18.N.2, .3, …, reachable from here through 198.18.N.1; all removed afterwards.
     Skips the test, saying why, where namespaces cannot be made."""
     reason = can_make_hosts()
     if reason:
         pytest.skip(reason)
     tag = f"tb{os.getpid() % 100_000}"  # interface names stay within Linux's 15 characters
     hub = f"{tag}hub"
-    hosts = [Host(f"{tag}-host{n}", f"198.18.0.{n + 2}") for n in range(count)]
+    subnet = f"198.18.{os.getpid() % 256}"
+    hosts = [Host(f"{tag}-host{n}", f"{subnet}.{n + 2}", f"{subnet}.1") for n in range(count)]
     try:
         ip("link", "add", hub, "type", "bridge")
-        ip("addr", "add", f"{HUB}/{PREFIX}", "dev", hub)
+        ip("addr", "add", f"{subnet}.1/{PREFIX}", "dev", hub)
         ip("link", "set", hub, "up")
         for n, host in enumerate(hosts):
             outside, inside = f"{tag}v{n}", f"{tag}h{n}"
@@ -128,7 +130,8 @@ class Cluster:
 
     def start_redis(self) -> None:
         """redis-server on the hub and loopback, durable: started again, it has what it had when stopped."""
-        self.redis.enter_context(redis_server(self.redis_dir, self.redis_port, bind=("127.0.0.1", HUB), durable=True))
+        hub = self.bridges[0].host.hub
+        self.redis.enter_context(redis_server(self.redis_dir, self.redis_port, bind=("127.0.0.1", hub), durable=True))
 
     def stop_redis(self) -> None:
         self.redis.close()
@@ -185,14 +188,15 @@ def cluster(root: Path, count: int = 2, settings: Mapping[str, str] | None = Non
         redis_dir.mkdir(parents=True)
         redis_port = free_port()
         redis = stack.enter_context(ExitStack())
-        redis.enter_context(redis_server(redis_dir, redis_port, bind=("127.0.0.1", HUB), durable=True))
-        standin = stack.enter_context(RasaStandIn().start(HUB))
-        fake_api = stack.enter_context(FakeTwilioAPI(auth_token=AUTH_TOKEN).start(HUB))
+        hub = hosts[0].hub
+        redis.enter_context(redis_server(redis_dir, redis_port, bind=("127.0.0.1", hub), durable=True))
+        standin = stack.enter_context(RasaStandIn().start(hub))
+        fake_api = stack.enter_context(FakeTwilioAPI(auth_token=AUTH_TOKEN).start(hub))
         https_port = free_port()
         public = f"https://{DOMAIN}:{https_port}"
         values = {
             "RASA_WEBHOOK_URL": standin.webhook_url, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "PUBLIC_BASE_URL": public,
-            "FALLBACK_PHONE_NUMBER": HUMAN, "STATE_URL": f"redis://{HUB}:{redis_port}/0",
+            "FALLBACK_PHONE_NUMBER": HUMAN, "STATE_URL": f"redis://{hub}:{redis_port}/0",
             "TWILIO_ACCOUNT_SID": fake_api.account_sid, "TWILIO_WHATSAPP_FROM": WHATSAPP_FROM,
             "TWILIO_API_BASE_URL": fake_api.base_url, **(settings or {})}
         bridges = []

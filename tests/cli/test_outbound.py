@@ -84,3 +84,12 @@ def test_chat_plays_the_customer_answering_a_template(
     assert result.returncode == 0, result.stderr
     assert f'bridge: [template {TEMPLATE} {{"1": "1234"}}]' in result.stdout
     assert f"bridge: {UNBLOCKED.format(digits='1 2 3 4')}" in result.stdout
+
+
+def test_notify_wait_says_when_the_message_is_still_queued(
+        outbound: Outbound, fake_api: FakeTwilioAPI, tmp_path: Path) -> None:
+    fake_api.fail("500", times=None)  # Twilio keeps failing: the bridge keeps retrying
+    result = run_cli(["notify", "--to", f"whatsapp:{CUSTOMER}", "--body", "hola", "--wait", "1"],
+                     operator_env(outbound, fake_api), tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-2:] == ["[queued]", "[still queued after 1 s]"]

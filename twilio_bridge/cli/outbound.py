@@ -1,7 +1,8 @@
 """`python twilio_voice_server.py notify | dial-out`: the outbound API from a terminal, as the operator's systems use it.
 
 Both send one request with `Authorization: Bearer OUTBOUND_API_TOKEN` (from twilio.env), print the
-bridge's answer, and with `--wait` follow `GET …/{id}` until the message or call has an outcome.
+bridge's answer, and with `--wait` follow `GET …/{id}` until the message or call has an outcome (exit 0
+once delivered or read, or the call completed; 1 for a failure, an unanswered call, or still no outcome).
 `chat` and `call` use the same client to play the customer's side (`chat --notification`, `call --outbound-context`).
 """
 from __future__ import annotations
@@ -137,7 +138,7 @@ def run_notify(args: argparse.Namespace, client: OutboundClient, out: TextIO, er
         print(f"queued {queued['id']} to {queued['to']} (status: {queued['status_url']})", file=out)
         if args.wait:
             report = client.follow(queued["status_url"], FINAL_MESSAGE, args.wait, out)
-            return FAILED if report["status"] == "failed" else OK
+            return OK if report["status"] in ("delivered", "read") else _unfinished(report, args.wait, out)
     except OutboundError as exc:
         print(f"notify: {exc}", file=err)
         return FAILED
@@ -154,11 +155,18 @@ def run_dial_out(args: argparse.Namespace, client: OutboundClient, out: TextIO, 
               f"(status: {placed['status_url']})", file=out)
         if args.wait:
             report = client.follow(placed["status_url"], FINAL_CALL, args.wait, out)
-            return OK if report["status"] == "completed" else FAILED
+            return OK if report["status"] == "completed" else _unfinished(report, args.wait, out)
     except OutboundError as exc:
         print(f"dial-out: {exc}", file=err)
         return FAILED
     return OK
+
+
+def _unfinished(report: dict[str, Any], waited: float, out: TextIO) -> int:
+    """--wait ended without success: a failure was printed as it came; a status still moving is said so."""
+    if report["status"] not in FINAL_MESSAGE + FINAL_CALL:
+        print(f"[still {report['status']} after {waited:g} s]", file=out)
+    return FAILED
 
 
 def _details(report: dict[str, Any]) -> str:
