@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, TextIO
 
-import requests
 from dotenv import load_dotenv
 from werkzeug.serving import WSGIRequestHandler
 
 from . import __version__, routes
 from .config import Settings, read_settings
 from .logs import log, write_line
+from .rasa.client import RasaClient, RasaError
 
 ENV_FILE = "twilio.env"
 LOCAL_WEBHOOKS = (routes.VOICE, routes.FALLBACK, routes.CALL_STATUS, routes.WHATSAPP, routes.WHATSAPP_STATUS)
@@ -110,16 +110,13 @@ def banner(settings: Settings, source: EnvFile, origin: str) -> tuple[list[tuple
 
 
 def rasa_status(settings: Settings) -> str:
-    # One plain GET: RasaClient retries a refused connection, and urllib3 would log a warning of its own first.
+    # No retry of a refused connection: a start-up line must not wait, nor let urllib3 warn of a retry first.
     try:
-        answer = requests.get(settings.rasa_origin + "/", timeout=2.0)
-        problem = None if answer.status_code == 200 else f"HTTP {answer.status_code}"
-    except requests.RequestException as exc:
-        answer, problem = None, "no connection" if isinstance(exc, requests.ConnectionError) else type(exc).__name__
-    if answer is None or problem:
-        return (f"{settings.rasa_webhook_url}: does not answer ({problem}): callers get an apology and a person "
+        greeting = RasaClient(settings.rasa_webhook_url, 2.0, pool_size=1, connect_retries=0).version(settings.rasa_origin)
+    except RasaError as exc:
+        return (f"{settings.rasa_webhook_url}: does not answer ({exc.detail}): callers get an apology and a person "
                 "until it does (no Rasa at hand? python -m twilio_bridge.testing.standin)")
-    return f"{settings.rasa_webhook_url}: answers {answer.text.strip()[:100]!r}"
+    return f"{settings.rasa_webhook_url}: answers {greeting!r}"
 
 
 def voice_mode(settings: Settings) -> str:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from .. import __version__, routes
@@ -13,13 +13,12 @@ from ..startup import Configuration
 from ..testing.outbox import OutboxError, open_outbox
 from ..testing.phone import TwilioPhone
 from ..testing.whatsapp_user import WhatsAppUser
+from ..twilio_rest import TWILIO_API_ORIGIN
 from .call import Ask, CallSimulator, RelayCallSimulator, Speaker, script_lines, terminal_lines
 from .chat import REPLY_WAIT_SECONDS, ChatSimulator
 from .check import run_check
 from .demo import run_demo
 from .outbound import OutboundClient, OutboundError, add_commands, json_object, run_dial_out, run_notify
-
-TWILIO_API = "https://api.twilio.com"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +136,7 @@ def place_call(args: argparse.Namespace, settings: Settings, url: str) -> int:
         print("call: --outbound-context plays a gather-mode call: leave out --relay (and VOICE_MODE=relay)",
               file=sys.stderr)
         return 2
-    if settings.twilio_api_base_url == TWILIO_API:
+    if settings.twilio_api_base_url.rstrip("/") == TWILIO_API_ORIGIN:
         print("call: --outbound-context answers a call placed through a fake Calls API, and this bridge's "
               "TWILIO_API_BASE_URL is Twilio's: dial-out calls a real phone instead", file=sys.stderr)
         return 2

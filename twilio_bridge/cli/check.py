@@ -17,17 +17,15 @@ from urllib.parse import urlsplit
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
-from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
-from twilio.rest import Client
 
 from .. import routes
 from ..config import E164, Settings
-from ..delivery.sender import network_problem
 from ..rasa.client import RasaClient, RasaError
 from ..startup import Configuration, rest_mode_missing
 from ..testing.phone import TwilioPhone, sid
 from ..testing.relay import RelayRefused, open_relay_socket
+from ..twilio_rest import network_problem, twilio_client
 
 VOICE_WEBHOOKS = (
     ("Voice: A call comes in", routes.VOICE),
@@ -199,11 +197,7 @@ def check_whatsapp(settings: Settings, report: Report) -> None:
         return
     assert settings.twilio_account_sid and settings.twilio_auth_token
     api = settings.twilio_api_base_url
-    client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
-                    http_client=TwilioHttpClient(timeout=API_TIMEOUT),
-                    environment={"TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
-                                 "TWILIO_AUTH_TOKEN": settings.twilio_auth_token})
-    client.api.base_url = api
+    client = twilio_client(settings.twilio_account_sid, settings.twilio_auth_token, api, API_TIMEOUT)
     try:
         client.messages.list(limit=1)
     except TwilioException as exc:
@@ -305,8 +299,8 @@ def apply_webhooks(settings: Settings, origin: str | None, number: str, report: 
     if origin is None or not_public(urlsplit(origin).hostname or ""):
         report("fail", "apply", "set PUBLIC_BASE_URL to the https origin Twilio can reach first")
         return
-    client = Client(settings.twilio_account_sid, settings.twilio_auth_token)
-    client.api.base_url = settings.twilio_api_base_url
+    client = twilio_client(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url,
+                           API_TIMEOUT)
     try:
         matches = [n for n in client.incoming_phone_numbers.list(phone_number=number, limit=20)
                    if n.phone_number == number]

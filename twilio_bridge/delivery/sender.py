@@ -5,19 +5,16 @@ A message is a body and/or media, or a Content API template (ContentSid, with it
 from __future__ import annotations
 
 import json
-import re
 
 import requests
 from twilio.base import values
 from twilio.base.exceptions import TwilioException
-from twilio.http.http_client import TwilioHttpClient
-from twilio.rest import Client
 
+from ..twilio_rest import network_problem, twilio_client
 from ..whatsapp.replies import Outgoing
 
 SEND_TIMEOUT = 10.0
 WINDOW_CLOSED = 63016  # a free-form WhatsApp message more than 24 h after the user's last one
-OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")  # urllib3 buries the socket's error in its message
 
 
 class SendError(Exception):
@@ -30,17 +27,6 @@ class SendError(Exception):
         self.status = status
         self.code = code
 
-
-def twilio_client(account_sid: str, auth_token: str, api_base_url: str, timeout: float) -> Client:
-    """A twilio `Client` whose every REST host (api, content, messaging) is TWILIO_API_BASE_URL when it is set
-    elsewhere than Twilio: one local fake then serves them all."""
-    # Credentials come from Settings; passing them as the client's environment keeps it from reading os.environ.
-    client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout),
-                    environment={"TWILIO_ACCOUNT_SID": account_sid, "TWILIO_AUTH_TOKEN": auth_token})
-    if api_base_url.rstrip("/") != "https://api.twilio.com":
-        for domain in (client.api, client.content, client.messaging):
-            domain.base_url = api_base_url
-    return client
 
 
 class MessageSender:
@@ -69,13 +55,3 @@ class MessageSender:
         except requests.RequestException as exc:
             raise SendError(network_problem(exc, self.timeout), True) from exc
         return str(created.sid)
-
-
-def network_problem(exc: requests.RequestException, timeout: float) -> str:
-    """Where and why a request to Twilio got no answer, in words an operator can act on:
-    `POST https://api.twilio.com/…/Messages.json: connection refused`."""
-    where = f"{exc.request.method} {exc.request.url}: " if exc.request is not None else ""
-    if isinstance(exc, requests.Timeout):
-        return f"{where}no answer within {timeout:g} s"
-    cause = OS_ERROR.search(str(exc))
-    return where + (cause.group(1).strip().lower() if cause else type(exc).__name__)

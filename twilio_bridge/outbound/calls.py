@@ -16,9 +16,9 @@ from twilio.base.exceptions import TwilioException
 from werkzeug.datastructures import MultiDict
 
 from .. import metrics, routes
-from ..delivery.sender import twilio_client
 from ..logs import log
 from ..state import StateStore
+from ..twilio_rest import twilio_client
 from .messages import RECORD_TTL, now_iso
 from .orders import CallOrder
 

@@ -34,11 +34,11 @@ class RasaClient:
     """
 
     def __init__(self, webhook_url: str, timeout: float, pool: urllib3.PoolManager | None = None,
-                 pool_size: int = 64):
+                 pool_size: int = 64, connect_retries: int = 1):
         self.webhook_url = webhook_url
         self.timeout = timeout
         self.connect_timeout = min(2.0, timeout / 3)
-        retry = Retry(total=None, connect=1, read=False, status=0, other=0, redirect=0, backoff_factor=0.05,
+        retry = Retry(total=None, connect=connect_retries, read=False, status=0, other=0, redirect=0, backoff_factor=0.05,
                       raise_on_status=False)
         self.pool = pool or urllib3.PoolManager(num_pools=4, maxsize=pool_size, retries=retry)
 

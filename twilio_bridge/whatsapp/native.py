@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import Settings
-from ..delivery.sender import twilio_client
 from ..phrases import phrases_for
 from ..state import StateStore
+from ..twilio_rest import twilio_client
 from .interactive import ContentTemplates
 from .typing import TypingIndicator
 from .voice_notes import MediaFetcher, Transcriber, VoiceNotes
