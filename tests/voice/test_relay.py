@@ -146,6 +146,25 @@ def test_past_the_longest_wait_a_slow_rasa_is_an_apology_and_a_person(relay_phon
     assert call.ended() == {"reason": "handoff", "why": "max_wait", "number": HUMAN}
 
 
+def test_with_every_rasa_slot_taken_a_caller_is_handed_off_at_once_not_queued(relay_phone: RelayPhone,
+                                                                              standin: RasaStandIn) -> None:
+    phone = relay_phone(voice_hold_seconds=0.3, rasa_timeout=0.3, rasa_max_wait_seconds=10.0, rasa_max_in_flight=1)
+    first, second = RelayCall(phone), RelayCall(phone)
+    assert first.start().text == second.start().text == GREETING
+    standin.delay = 4.0
+    assert first.say("perdí mi tarjeta").text == HOLD  # its ask holds the only slot
+    assert second.say("perdí mi tarjeta").text == APOLOGY  # no holding phrase: it never waited behind the first
+    assert second.ended() == {"reason": "handoff", "why": "rasa_failed", "number": HUMAN}
+    assert second.heard == [TRANSFER] and second.dialed == HUMAN
+    assert [m["message"] for m in received(standin, second)] == ["/session_start"]
+    assert first.reply().text == ASK_DIGITS
+    standin.delay = 0
+    third = RelayCall(phone)
+    assert third.start().text == GREETING  # the slot is free again once Rasa has answered
+    first.hang_up()
+    third.hang_up()
+
+
 def test_silence_is_reprompted_then_handed_off(relay_phone: RelayPhone, standin: RasaStandIn) -> None:
     call = RelayCall(relay_phone(voice_silence_seconds=0.3, voice_max_silences=2))
     call.start()

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 from tests.conftest import AUTH_TOKEN, HUMAN, WHATSAPP_FROM, LiveServer
 from tests.servers import wait_for
 from tests.whatsapp.test_twiml import APOLOGY, new_number
+from twilio_bridge import metrics
 from twilio_bridge.app import create_app
 from twilio_bridge.config import Settings
 from twilio_bridge.delivery.queue import SqliteJobQueue
@@ -268,6 +269,23 @@ def test_a_counter_that_cannot_be_written_neither_resends_nor_drops_a_message(
         assert bodies(fake_api.sent_to(user.address)) == [ASK_DIGITS]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("failures", [0, 2])
+def test_a_metric_that_cannot_be_written_neither_resends_nor_drops_a_message(
+        failures: int, rest_url: str, fake_api: FakeTwilioAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unwritable(result: str) -> None:
+        raise OSError("no space left in PROMETHEUS_MULTIPROC_DIR")
+
+    monkeypatch.setattr(metrics, "whatsapp_delivered", unwritable)
+    fake_api.fail("429", times=failures)
+    user = chat(rest_url)
+    with capture_logs() as logs:
+        user.send("perdí mi tarjeta")
+        outcomes = lambda: [e["outcome"] for e in logs if e["event"] == "whatsapp.delivery"]  # noqa: E731
+        wait_for(lambda: set(outcomes()) - {"send_retry"})  # the job's end, whatever it is
+    assert outcomes() == ["send_retry"] * failures + ["delivered"]
+    assert bodies(fake_api.sent_to(user.address)) == [ASK_DIGITS]
 
 
 def test_a_message_answered_in_twiml_when_the_queue_fails_counts_once_towards_the_rate_limit(

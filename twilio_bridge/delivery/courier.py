@@ -9,6 +9,7 @@ a message is sent twice only if the process died between Twilio's "created" and 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -82,19 +83,19 @@ class Courier:
             try:
                 sid = self.sender.send(job.user, from_, messages[data["sent"]], self.status_callback)
                 log.info("whatsapp.sent", twilio_sid=sid, index=data["sent"])
-                metrics.whatsapp_delivered("sent")
+                _counted(metrics.whatsapp_delivered, "sent")
                 self._count("whatsapp:sent")
             except SendError as exc:
                 self._count("whatsapp:send_errors", f"whatsapp:send_error:{exc.code or exc.status or 'network'}")
                 if exc.retryable and self._retry_later(job, "twilio", status=exc.status, code=exc.code,
                                                        detail=exc.detail):
-                    metrics.whatsapp_delivered("retried")
+                    _counted(metrics.whatsapp_delivered, "retried")
                     return "send_retry"
                 message = messages[data["sent"]]
                 if not exc.retryable and exc.code != WINDOW_CLOSED and message.content_sid and message.fallback_body:
                     messages[data["sent"]] = self._without_template(job, message, exc)
                     continue
-                metrics.whatsapp_delivered("expired" if exc.retryable else "failed")
+                _counted(metrics.whatsapp_delivered, "expired" if exc.retryable else "failed")
                 log.error("whatsapp.send.failed", status=exc.status, code=exc.code, detail=exc.detail,
                           retryable=exc.retryable, index=data["sent"])
                 if exc.retryable or exc.code == WINDOW_CLOSED:  # out of time, or every message would fail alike
@@ -113,7 +114,7 @@ class Courier:
         assert message.content_sid and message.fallback_body
         log.warning("whatsapp.buttons.template_refused", content_sid=message.content_sid, code=exc.code,
                     detail=exc.detail)
-        metrics.whatsapp_buttons("template_refused")
+        _counted(metrics.whatsapp_buttons, "template_refused")
         try:
             forget_template(self.current.store, message.content_sid)
         except Exception as error:
@@ -143,16 +144,16 @@ class Courier:
             sid = self.sender.send(job.user, record["from"], outbound_messages.outgoing_of(record), callback)
         except SendError as exc:
             if exc.retryable and self._retry_later(job, "twilio", status=exc.status, code=exc.code):
-                metrics.outbound_message_sent("retried")
+                _counted(metrics.outbound_message_sent, "retried")
                 return "send_retry"
-            metrics.outbound_message_sent("expired" if exc.retryable else "failed")
+            _counted(metrics.outbound_message_sent, "expired" if exc.retryable else "failed")
             log.error("outbound.send.failed", outbound_id=record["id"], status=exc.status, code=exc.code,
                       detail=exc.detail, retryable=exc.retryable)
             outbound_messages.mark_failed(store, record, exc.code, exc.detail)
             self.queue.finish(job)
             return "window_closed" if exc.code == WINDOW_CLOSED else "gave_up" if exc.retryable else "failed"
         outbound_messages.mark_sent(store, record, sid)
-        metrics.outbound_message_sent("sent")
+        _counted(metrics.outbound_message_sent, "sent")
         log.info("outbound.sent", outbound_id=record["id"], twilio_sid=sid)
         self.queue.finish(job)
         return "sent"
@@ -181,6 +182,14 @@ class Courier:
             return "dropped"
         self.queue.postpone(job, BACKOFF_MAX)
         return "crashed"
+
+
+def _counted(metric: Callable[[str], None], result: str) -> None:
+    """A Prometheus count, best-effort as _count's: a metric that cannot be written must not fail the step."""
+    try:
+        metric(result)
+    except Exception as exc:
+        log.warning("metrics.count_failed", metric=metric.__name__, error=type(exc).__name__, detail=str(exc)[:200])
 
 
 def start_delivery(current: Bridge, queue: JobQueue) -> LaneWorkers:

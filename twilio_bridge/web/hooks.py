@@ -61,8 +61,9 @@ def replay_retried_webhook() -> Response | None:
 
     Twilio marks every webhook with I-Twilio-Idempotency-Token, the same on its retries; answering a
     retry again would send the caller's words to Rasa twice and run that step of the dialogue twice.
-    The first request to claim the token (one atomic `add`) answers; a retry arriving while it is still
-    working waits for that answer (within Twilio's 15 s) and replays it.
+    The first request to claim the token answers; a retry arriving while it is still working waits
+    for that answer (within Twilio's 15 s) and replays it. A retry whose first request never answered
+    gets the route's error answer rather than a second turn of the dialogue (FirstAnswerMissing).
     """
     token = request.headers.get(IDEMPOTENCY_HEADER)
     if not token:
@@ -70,34 +71,51 @@ def replay_retried_webhook() -> Response | None:
     key = f"replay:{request.path}:{token}"
     try:
         answered = first_answer(bridge().store, key)
+    except FirstAnswerMissing:
+        raise
     except Exception as exc:  # the store is down: answer this request rather than none at all
         log.warning("replay.unavailable", error=type(exc).__name__, detail=str(exc)[:200])
         return None
     if answered is None:
         g.replay_key = key  # this request answers; remember_answer keeps what it said
         return None
-    if "body" not in answered:
-        raise FirstAnswerMissing(f"no answer for {key} within {FIRST_ANSWER_WAIT:g} s of the first request")
     structlog.contextvars.bind_contextvars(outcome="replayed")
     return Response(answered["body"], status=answered["status"], mimetype=answered["mimetype"])
 
 
-def first_answer(store: StateStore, key: str) -> dict[str, Any] | None:
-    """None when this request claims `key` (it is the first); else the first request's answer once it is
-    kept, or its claim, still unanswered, when FIRST_ANSWER_WAIT after it began has passed."""
+def first_answer(store: StateStore, key: str, kept_for: float = REPLAY_TTL, take_over: bool = False) -> Any:
+    """One answer for a message Twilio may send more than once: None when this request claims `key` (it
+    answers, then keep_answer, or deletes `key` when it failed so that a retry answers); else the answer
+    the first request kept.
+
+    A retry that comes while the first request still works waits for its answer: the first one's
+    connection may be the reason for the retry, and its answer would then reach nobody. A first request
+    that has not answered FIRST_ANSWER_WAIT after it began never will (its worker died): with
+    `take_over` this request claims `key` in its place; without, FirstAnswerMissing.
+    """
     until = time.time() + FIRST_ANSWER_WAIT
     while True:
-        if store.add(key, {"claimed_at": time.time()}, REPLAY_TTL):
+        if store.add(key, {"claimed_at": time.time()}, kept_for):
             return None
         record = store.get(key)
         if record is None:
             continue  # the claim expired in between: claim it again
-        if "body" in record:
-            return record
+        if "answer" in record:
+            return record["answer"]
         until = min(until, float(record.get("claimed_at", 0)) + FIRST_ANSWER_WAIT)
-        if time.time() >= until:
-            return record
-        time.sleep(REPLAY_POLL)
+        if time.time() < until:
+            time.sleep(REPLAY_POLL)
+            continue
+        if not take_over:
+            raise FirstAnswerMissing(f"no answer for {key} within {FIRST_ANSWER_WAIT:g} s of the first request")
+        log.warning("replay.first_answer_missing", key=key, detail="the first request never answered; answering again")
+        store.delete(key)
+        until = time.time() + FIRST_ANSWER_WAIT
+
+
+def keep_answer(store: StateStore, key: str, answer: Any, kept_for: float = REPLAY_TTL) -> None:
+    """The first request's answer under its claimed `key`, for first_answer to give its retries."""
+    store.put(key, {"answer": answer}, kept_for)
 
 
 class FirstAnswerMissing(Exception):
@@ -116,7 +134,7 @@ def remember_answer(response: Response) -> Response:
             return response
         answered = {"body": response.get_data(as_text=True), "status": response.status_code,
                     "mimetype": response.mimetype}
-        bridge().store.put(key, answered, REPLAY_TTL)
+        keep_answer(bridge().store, key, answered)
     except Exception as exc:
         log.warning("replay.not_kept", error=type(exc).__name__, detail=str(exc)[:200])
     return response

@@ -1,1 +1,6 @@
-"""WhatsApp and SMS: the webhooks, a user's conversation with Rasa, and rendering replies."""
+"""WhatsApp and SMS: the webhooks, a user's conversation with Rasa, and rendering replies.
+
+In REST mode a worker's conversation also has what `native` puts together, each part when its setting
+turns it on: buttons to tap (`interactive`), "typing…" (`typing_indicator`) and voice notes understood
+(`voice_notes`).
+"""

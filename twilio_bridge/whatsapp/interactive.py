@@ -34,12 +34,17 @@ class ContentError(Exception):
     """The Content API did not create the template; the reply falls back to the numbered list."""
 
 
+def content_sid_key(content_sid: str) -> str:
+    """The store key that remembers which template (its whatsapp:content: key) `content_sid` was made for."""
+    return f"whatsapp:content-key:{content_sid}"
+
+
 def forget_template(store: StateStore, content_sid: str) -> None:
     """Twilio refused this template (deleted in the console?): the next question with its buttons makes a new one."""
-    cached = store.get(f"whatsapp:content-key:{content_sid}")
+    cached = store.get(content_sid_key(content_sid))
     if cached:
         store.delete(cached["key"])
-    store.delete(f"whatsapp:content-key:{content_sid}")
+    store.delete(content_sid_key(content_sid))
 
 
 def fit(text: str, limit: int) -> str:
@@ -122,6 +127,6 @@ class ContentTemplates:
         if not created.sid:
             raise ContentError("the Content API answered without a sid")
         self.store.put(key, {"sid": created.sid}, TEMPLATE_TTL)
-        self.store.put(f"whatsapp:content-key:{created.sid}", {"key": key}, TEMPLATE_TTL)
+        self.store.put(content_sid_key(created.sid), {"key": key}, TEMPLATE_TTL)
         log.info("whatsapp.content.created", content_sid=created.sid, kind=next(iter(types)))
         return str(created.sid)

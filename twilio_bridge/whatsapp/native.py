@@ -12,7 +12,7 @@ from ..phrases import phrases_for
 from ..state import StateStore
 from ..twilio_rest import twilio_client
 from .interactive import ContentTemplates
-from .typing import TypingIndicator
+from .typing_indicator import TypingIndicator
 from .voice_notes import MediaFetcher, Transcriber, VoiceNotes
 
 TWILIO_TIMEOUT = 5.0  # the Content API and the typing indicator: a hung one must not hold a reply for long

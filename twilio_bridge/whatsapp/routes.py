@@ -6,8 +6,6 @@ replies through the Messages API. TwiML mode (otherwise): the replies are <Messa
 """
 from __future__ import annotations
 
-import time
-
 import structlog
 from flask import Blueprint, Response, g, request
 from twilio.twiml.messaging_response import MessagingResponse
@@ -19,7 +17,7 @@ from ..outbound import messages as outbound_messages
 from ..rasa.client import RasaError
 from ..state import COUNTER_TTL
 from ..web.errors import answer_every_error
-from ..web.hooks import FIRST_ANSWER_WAIT, REPLAY_POLL, require_twilio_signature
+from ..web.hooks import first_answer, keep_answer, require_twilio_signature
 from ..web.responses import twiml
 from .conversation import Conversation, Inbound
 from .replies import Outgoing, messaging_twiml
@@ -67,7 +65,7 @@ def store_for_delivery(current: Bridge, inbound: Inbound) -> Response:
 def answer_now(current: Bridge, inbound: Inbound) -> Response:
     """TwiML mode: Rasa's replies in the answer, within RASA_TIMEOUT; Twilio's retry gets the same answer."""
     seen_key = f"whatsapp:seen:{inbound.sid}"
-    earlier = first_answer(current, seen_key)
+    earlier = first_answer(current.store, seen_key, ANSWER_KEPT, take_over=True)
     if earlier is not None:
         structlog.contextvars.bind_contextvars(outcome="duplicate")
         return twiml(earlier)
@@ -76,7 +74,7 @@ def answer_now(current: Bridge, inbound: Inbound) -> Response:
     except Exception:
         current.store.delete(seen_key)  # nothing was answered: a retry answers instead of waiting for this one
         raise
-    current.store.put(seen_key, {"twiml": answer}, ANSWER_KEPT)
+    keep_answer(current.store, seen_key, answer, ANSWER_KEPT)
     return twiml(answer)
 
 
@@ -92,28 +90,6 @@ def reply_twiml(current: Bridge, inbound: Inbound) -> str:
             structlog.contextvars.bind_contextvars(outcome="apology", rasa_error=exc.kind)
             messages = conversation.apology()
     return str(messaging_twiml(messages))
-
-
-def first_answer(current: Bridge, seen_key: str) -> str | None:
-    """None when this request is the first for its message (it claims the sid); else the first one's TwiML.
-
-    A retry that comes while the first request still waits on Rasa waits for its answer: the first
-    one's connection may be the reason for the retry, and its answer would then reach nobody. A first
-    request that has not answered FIRST_ANSWER_WAIT after it began never will (its worker died): the
-    retry answers in its place.
-    """
-    while True:
-        now = time.time()
-        if current.store.add(seen_key, {"claimed_at": now}, ANSWER_KEPT):
-            return None
-        record = current.store.get(seen_key) or {}
-        if "twiml" in record:
-            return str(record["twiml"])
-        if now >= float(record.get("claimed_at", 0)) + FIRST_ANSWER_WAIT:
-            log.warning("whatsapp.first_answer_missing", detail="the first request never answered; answering again")
-            current.store.delete(seen_key)
-            continue
-        time.sleep(REPLAY_POLL)
 
 
 def rate_limited(current: Bridge, inbound: Inbound) -> list[Outgoing] | None:

@@ -32,20 +32,30 @@ from websockets.server import ServerProtocol
 
 from ...bridge import EXTENSION, Bridge
 from ...logs import log
+from ...rasa.client import RasaError
 from .session import RelaySession
 
 RELAY_EXTENSION = "twilio_bridge.relay"
 MAX_FRAME = 64 * 1024  # Twilio's messages are small JSON objects; a transcript is a few hundred bytes
+STORE_THREADS = 4  # the state store answers in milliseconds; Rasa's slots stay free for Rasa
 SERVER_SOCKETS = ("gunicorn.socket", "werkzeug.socket")
 _creating = threading.Lock()
 
 
 class RelayLoop:
-    """This worker's relay sessions on one event loop thread; Rasa and the state store on a bounded pool."""
+    """This worker's relay sessions on one event loop thread; Rasa and the state store each on a bounded pool.
+
+    Rasa's pool never queues, as in gather mode (voice.holding): with RASA_MAX_IN_FLIGHT asks already
+    open, a new one fails at once (RasaError "overloaded") and its caller hears the apology and is handed
+    off, rather than waiting silently behind the others.
+    """
 
     def __init__(self, current: Bridge):
         self.current = current
-        self.pool = ThreadPoolExecutor(current.settings.rasa_max_in_flight, thread_name_prefix="relay-rasa")
+        max_in_flight = current.settings.rasa_max_in_flight
+        self.rasa_pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="relay-rasa")
+        self.rasa_free = threading.BoundedSemaphore(max_in_flight)  # a slot per pool thread: an ask never queues
+        self.pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="relay-store")
         self.loop = asyncio.new_event_loop()
         self.sessions: set[asyncio.Task[None]] = set()
         self.thread = threading.Thread(target=self.loop.run_forever, name="relay-loop", daemon=True)
@@ -76,9 +86,27 @@ class RelayLoop:
         return Response(status=101)
 
     async def run_blocking(self, function: Callable[..., Any], *args: Any) -> Any:
-        """Run blocking work (Rasa, the state store) on the pool, with the session's log context."""
-        context = contextvars.copy_context()
-        return await self.loop.run_in_executor(self.pool, functools.partial(context.run, function, *args))
+        """Run blocking work (Rasa, the state store) on its pool, with the session's log context.
+        A Rasa ask that finds every slot taken raises RasaError("overloaded") at once."""
+        work = functools.partial(contextvars.copy_context().run, function, *args)
+        if function != self.current.ask_rasa:  # the session asks Rasa through Bridge.ask_rasa; the rest is the store
+            return await self.loop.run_in_executor(self.pool, work)
+        if not self.rasa_free.acquire(blocking=False):
+            log.warning("rasa.overloaded", detail="every Rasa request slot of this worker is taken")
+            raise RasaError("overloaded", "RASA_MAX_IN_FLIGHT requests already open")
+        try:
+            asked = self.rasa_pool.submit(self._in_slot, work)
+        except BaseException:
+            self.rasa_free.release()
+            raise
+        return await asyncio.wrap_future(asked, loop=self.loop)
+
+    def _in_slot(self, work: Callable[[], Any]) -> Any:
+        """The slot is freed when Rasa answers or fails, not when the session stops waiting for it."""
+        try:
+            return work()
+        finally:
+            self.rasa_free.release()
 
     async def _serve(self, connection: socket.socket, protocol: ServerProtocol) -> None:
         task = asyncio.current_task()
@@ -102,6 +130,7 @@ class RelayLoop:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.rasa_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _drain(self, timeout: float) -> None:
         if not self.sessions:
