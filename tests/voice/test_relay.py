@@ -161,8 +161,8 @@ def test_with_every_rasa_slot_taken_a_caller_is_handed_off_at_once_not_queued(re
     standin.delay = 0
     third = RelayCall(phone)
     assert third.start().text == GREETING  # the slot is free again once Rasa has answered
-    first.hang_up()
-    third.hang_up()
+    first.hangup()
+    third.hangup()
 
 
 def test_silence_is_reprompted_then_handed_off(relay_phone: RelayPhone, standin: RasaStandIn) -> None:

@@ -86,14 +86,17 @@ class RelayLoop:
         return Response(status=101)
 
     async def run_blocking(self, function: Callable[..., Any], *args: Any) -> Any:
-        """Run blocking work (Rasa, the state store) on its pool, with the session's log context.
-        A Rasa ask that finds every slot taken raises RasaError("overloaded") at once."""
+        """Run blocking work (the state store) on its own pool, with the session's log context."""
         work = functools.partial(contextvars.copy_context().run, function, *args)
-        if function != self.current.ask_rasa:  # the session asks Rasa through Bridge.ask_rasa; the rest is the store
-            return await self.loop.run_in_executor(self.pool, work)
+        return await self.loop.run_in_executor(self.pool, work)
+
+    async def ask_rasa(self, *args: Any) -> Any:
+        """`Bridge.ask_rasa` in one of RASA_MAX_IN_FLIGHT slots, with the session's log context; with every
+        slot taken it raises RasaError("overloaded") at once, never a silent queue."""
         if not self.rasa_free.acquire(blocking=False):
             log.warning("rasa.overloaded", detail="every Rasa request slot of this worker is taken")
             raise RasaError("overloaded", "RASA_MAX_IN_FLIGHT requests already open")
+        work = functools.partial(contextvars.copy_context().run, self.current.ask_rasa, *args)
         try:
             asked = self.rasa_pool.submit(self._in_slot, work)
         except BaseException:
@@ -116,7 +119,7 @@ class RelayLoop:
         try:
             websocket = Connection(protocol, ping_interval=None, close_timeout=5, max_queue=64)
             await self.loop.connect_accepted_socket(lambda: websocket, connection)
-            await RelaySession(self.current, websocket, self.run_blocking).run()
+            await RelaySession(self.current, websocket, self).run()
         except Exception:
             log.exception("relay.serve_failed")
         finally:

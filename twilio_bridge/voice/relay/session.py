@@ -12,7 +12,7 @@ import asyncio
 import functools
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import structlog
 from websockets.exceptions import ConnectionClosed
@@ -41,7 +41,12 @@ from .messages import (
     text_token,
 )
 
-RunBlocking = Callable[..., Awaitable[Any]]
+class Workers(Protocol):
+    """Where a session's blocking work runs (the relay server's pools), so the event loop never waits on it."""
+
+    async def run_blocking(self, function: Callable[..., Any], *args: Any) -> Any: ...
+
+    async def ask_rasa(self, sender: str, message: str, metadata: dict[str, Any], timeout: float) -> Any: ...
 
 SETUP_SECONDS = 10.0  # Twilio sends `setup` as soon as the socket opens
 
@@ -78,11 +83,11 @@ class Ending:
 class RelaySession:
     """One call over one WebSocket. `run()` returns when the call has left the assistant or the socket closed."""
 
-    def __init__(self, current: Bridge, socket: Socket, run_blocking: RunBlocking):
+    def __init__(self, current: Bridge, socket: Socket, workers: Workers):
         self.current = current
         self.settings = current.settings
         self.socket = socket
-        self.blocking = run_blocking
+        self.workers = workers
         self.phrases: Phrases = phrases_for(self.settings.voice_language)
         self.setup: Setup | None = None
         self.call_form: dict[str, str] = {}
@@ -131,9 +136,9 @@ class RelaySession:
         self.setup = first
         self.call_form = first.as_call_form()
         structlog.contextvars.bind_contextvars(call_sid=first.call_sid, relay_session=first.session_id)
-        metadata = await self.blocking(self.current.store.get, relay_call_key(first.call_sid))
+        metadata = await self.workers.run_blocking(self.current.store.get, relay_call_key(first.call_sid))
         if not isinstance(metadata, dict):  # the call webhook's copy is gone (expired, another store): rebuild it
-            metadata = await self.blocking(functools.partial(call_metadata, self.call_form, self.current.store,
+            metadata = await self.workers.run_blocking(functools.partial(call_metadata, self.call_form, self.current.store,
                                                              input="call_start"))
         log.info("relay.open", direction=first.direction)
         self.greeting_ending = await self.ask("/session_start", metadata, start=True)
@@ -240,8 +245,8 @@ class RelaySession:
         """Ask Rasa and speak its answer; a holding phrase if it is slow, an apology and a person if it fails."""
         assert self.setup is not None
         settings = self.settings
-        asked = asyncio.ensure_future(self.blocking(self.current.ask_rasa, self.setup.call_sid, message, metadata,
-                                                    settings.rasa_max_wait_seconds))
+        asked = asyncio.ensure_future(self.workers.ask_rasa(self.setup.call_sid, message, metadata,
+                                                            settings.rasa_max_wait_seconds))
         held = False
         try:
             if settings.holds:
@@ -315,7 +320,7 @@ class RelaySession:
             log.debug("relay.close_failed")
         if self.setup is not None:
             try:
-                await self.blocking(self.current.store.delete, relay_call_key(self.setup.call_sid))
+                await self.workers.run_blocking(self.current.store.delete, relay_call_key(self.setup.call_sid))
             except Exception:
                 log.exception("relay.forget_failed")
         outcome = ending.reason if ending is not None else "caller_hung_up"
