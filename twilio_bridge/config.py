@@ -130,10 +130,15 @@ class Settings:
         }
 
     @property
+    def language_code(self) -> str:
+        """The assistant's language as ISO 639-1 (es for es-MX): WhatsApp templates and voice notes use it."""
+        return _language_code(self.voice_language)
+
+    @property
     def transcribe_language(self) -> str | None:
         """The language voice notes are transcribed in (ISO 639-1), or None to let the model guess."""
         chosen = self.whatsapp_transcribe_language or self.voice_language
-        return None if chosen == "auto" else chosen.split("-")[0].lower()
+        return None if chosen == "auto" else _language_code(chosen)
 
     @property
     def whatsapp_rest_mode(self) -> bool:
@@ -248,6 +253,10 @@ def _log_level(value: str) -> str:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
     return level
+
+
+def _language_code(language: str) -> str:
+    return language.split("-")[0].lower()
 
 
 def _one_of(*choices: str) -> Callable[[str], str]:

@@ -31,8 +31,8 @@ def native_features(settings: Settings, store: StateStore) -> NativeFeatures:
     client = twilio_client(sid, token, api, TWILIO_TIMEOUT)
     templates = None
     if settings.whatsapp_buttons == "interactive":
-        language = settings.voice_language.split("-")[0].lower()
-        templates = ContentTemplates(client, store, language, phrases_for(settings.voice_language).chat_options)
+        options = phrases_for(settings.voice_language).chat_options
+        templates = ContentTemplates(client, store, settings.language_code, options)
     voice_notes = None
     if settings.whatsapp_transcribe:
         voice_notes = VoiceNotes(MediaFetcher(api, sid, token),
