@@ -5,10 +5,14 @@ when that is not Twilio's own, so one local fake serves them all in tests.
 """
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 
 import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
 
 TWILIO_API_ORIGIN = "https://api.twilio.com"
@@ -26,11 +30,47 @@ def twilio_client(account_sid: str, auth_token: str, api_base_url: str, timeout:
     return client
 
 
-def network_problem(exc: requests.RequestException, timeout: float) -> str:
+def network_problem(exc: requests.RequestException, timeout: float | None = None) -> str:
     """Where and why a request to Twilio got no answer, in words an operator can act on:
     `POST https://api.twilio.com/…/Messages.json: connection refused`."""
     where = f"{exc.request.method} {exc.request.url}: " if exc.request is not None else ""
     if isinstance(exc, requests.Timeout):
-        return f"{where}no answer within {timeout:g} s"
+        return f"{where}no answer within {timeout:g} s" if timeout else f"{where}no answer in time"
     cause = OS_ERROR.search(str(exc))
     return where + (cause.group(1).strip().lower() if cause else type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class TwilioFailure:
+    """Why a request to Twilio's REST API did not succeed: words an operator can act on, and Twilio's HTTP
+    status and error code (None when Twilio was never reached)."""
+
+    detail: str
+    status: int | None = None
+    code: int | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """Worth trying again: the network, 429 or 5xx; never another 4xx (63016 would fail again)."""
+        return self.status is None or self.status == 429 or self.status >= 500
+
+    def __str__(self) -> str:
+        return self.detail if self.status is None else f"HTTP {self.status} (error {self.code}): {self.detail}"
+
+
+def twilio_failure(exc: TwilioException | requests.RequestException, timeout: float | None = None) -> TwilioFailure:
+    """Read whatever the twilio SDK or the network raised, however the SDK reports it."""
+    if isinstance(exc, requests.RequestException):
+        return TwilioFailure(network_problem(exc, timeout))
+    if isinstance(exc, TwilioRestException):
+        return TwilioFailure(str(exc.msg)[:200], exc.status, exc.code)
+    if isinstance(exc, TwilioServiceException):
+        return TwilioFailure(str(exc.detail or exc.title)[:200], exc.status, exc.code)
+    answer = exc.args[1] if len(exc.args) > 1 else None
+    if isinstance(answer, Response):  # a list page that failed: the SDK passes the raw answer
+        try:
+            payload = json.loads(answer.text)
+        except ValueError:
+            payload = {}
+        return TwilioFailure(str(payload.get("message", ""))[:200], answer.status_code, payload.get("code"))
+    return TwilioFailure(str(exc)[:200])

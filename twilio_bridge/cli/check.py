@@ -8,7 +8,6 @@ given: then the voice webhooks are set on one Twilio number through the REST API
 from __future__ import annotations
 
 import ipaddress
-import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -16,8 +15,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 import requests
-from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
-from twilio.http.response import Response as TwilioResponse
+from twilio.base.exceptions import TwilioException
 
 from .. import routes
 from ..config import E164, Settings
@@ -25,7 +23,7 @@ from ..rasa.client import RasaClient, RasaError
 from ..startup import Configuration, rest_mode_missing
 from ..testing.phone import TwilioPhone, sid
 from ..testing.relay import RelayRefused, open_relay_socket
-from ..twilio_rest import network_problem, twilio_client
+from ..twilio_rest import network_problem, twilio_client, twilio_failure
 
 VOICE_WEBHOOKS = (
     ("Voice: A call comes in", routes.VOICE),
@@ -201,7 +199,7 @@ def check_whatsapp(settings: Settings, report: Report) -> None:
     try:
         client.messages.list(limit=1)
     except TwilioException as exc:
-        refusal = twilio_refusal(exc)
+        refusal = str(twilio_failure(exc))
         hint = (": TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not this account's" if " 401 " in f" {refusal} "
                 else "")
         report("fail", "whatsapp", f"REST mode: the Messages API at {api} answered {refusal}{hint}; "
@@ -272,22 +270,6 @@ def print_webhooks(origin: str, out: TextIO) -> None:
         print(f"  {label + ':':<36} {origin}{path}", file=out)
 
 
-def twilio_refusal(exc: TwilioException) -> str:
-    """Status, error code and message of whatever Twilio's API refused, however the SDK reports it."""
-    if isinstance(exc, TwilioRestException):
-        return f"HTTP {exc.status} (error {exc.code}): {exc.msg}"
-    if isinstance(exc, TwilioServiceException):
-        return f"HTTP {exc.status} (error {exc.code}): {exc.detail or exc.title}"
-    response = exc.args[1] if len(exc.args) > 1 else None
-    if isinstance(response, TwilioResponse):  # a list page that failed: the SDK passes the raw answer
-        try:
-            payload = json.loads(response.text)
-        except ValueError:
-            payload = {}
-        return f"HTTP {response.status_code} (error {payload.get('code', '?')}): {payload.get('message', '')}".rstrip()
-    return str(exc)
-
-
 def apply_webhooks(settings: Settings, origin: str | None, number: str, report: Report) -> None:
     """Set the voice webhooks on one of the account's numbers (WhatsApp senders are set in the console)."""
     if not E164.match(number):
@@ -314,7 +296,7 @@ def apply_webhooks(settings: Settings, origin: str | None, number: str, report: 
             status_callback=urls[routes.CALL_STATUS], status_callback_method="POST",
         )
     except TwilioException as exc:
-        report("fail", "apply", f"Twilio answered {twilio_refusal(exc)}")
+        report("fail", "apply", f"Twilio answered {str(twilio_failure(exc))}")
         return
     except requests.RequestException as exc:
         report("fail", "apply", f"could not reach Twilio's API at {settings.twilio_api_base_url}: {type(exc).__name__}")

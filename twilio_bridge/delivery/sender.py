@@ -10,7 +10,7 @@ import requests
 from twilio.base import values
 from twilio.base.exceptions import TwilioException
 
-from ..twilio_rest import network_problem, twilio_client
+from ..twilio_rest import twilio_client, twilio_failure
 from ..whatsapp.replies import Outgoing
 
 SEND_TIMEOUT = 10.0
@@ -47,11 +47,7 @@ class MessageSender:
                 content_variables=json.dumps(message.content_variables) if message.content_variables else values.unset,
                 status_callback=status_callback or values.unset,
             )
-        except TwilioException as exc:
-            status = getattr(exc, "status", None)
-            code = getattr(exc, "code", None)
-            retryable = status is not None and (status == 429 or status >= 500)
-            raise SendError(str(getattr(exc, "msg", exc))[:200], retryable, status, code) from exc
-        except requests.RequestException as exc:
-            raise SendError(network_problem(exc, self.timeout), True) from exc
+        except (TwilioException, requests.RequestException) as exc:
+            failure = twilio_failure(exc, self.timeout)
+            raise SendError(failure.detail, failure.retryable, failure.status, failure.code) from exc
         return str(created.sid)

@@ -18,7 +18,7 @@ from werkzeug.datastructures import MultiDict
 from .. import metrics, routes
 from ..logs import log
 from ..state import StateStore
-from ..twilio_rest import twilio_client
+from ..twilio_rest import twilio_client, twilio_failure
 from .messages import RECORD_TTL, now_iso
 from .orders import CallOrder
 
@@ -48,6 +48,7 @@ class CallPlacer:
                  timeout: float = CALLS_TIMEOUT):
         self.client = twilio_client(account_sid, auth_token, api_base_url, timeout)
         self.public_base_url = public_base_url
+        self.timeout = timeout
 
     def place(self, call_id: str, order: CallOrder) -> str:
         """Start the call; its sid. Raises CallRefused."""
@@ -59,11 +60,9 @@ class CallPlacer:
                 status_callback_event=STATUS_EVENTS, status_callback_method="POST",
                 machine_detection=order.machine_detection or values.unset,
             )
-        except TwilioException as exc:
-            raise CallRefused(str(getattr(exc, "msg", exc))[:200], getattr(exc, "status", None),
-                              getattr(exc, "code", None)) from exc
-        except requests.RequestException as exc:
-            raise CallRefused(f"Twilio's Calls API unreachable: {type(exc).__name__}") from exc
+        except (TwilioException, requests.RequestException) as exc:
+            failure = twilio_failure(exc, self.timeout)
+            raise CallRefused(failure.detail, failure.status, failure.code) from exc
         return str(created.sid)
 
 

@@ -20,10 +20,19 @@ from twilio.rest import Client
 from twilio.rest.content.v1.content import ContentList
 
 from .. import metrics
-from ..limits import CONTENT_ID, LIST_BUTTON, LIST_ITEM, LIST_ITEM_DESCRIPTION, LIST_ITEMS, QUICK_REPLY_BUTTONS, QUICK_REPLY_TITLE
+from ..limits import (
+    CONTENT_ID,
+    LIST_BUTTON,
+    LIST_ITEM,
+    LIST_ITEM_DESCRIPTION,
+    LIST_ITEMS,
+    QUICK_REPLY_BUTTONS,
+    QUICK_REPLY_TITLE,
+)
 from ..logs import log
 from ..rasa.turn import Button
 from ..state import StateStore
+from ..twilio_rest import twilio_failure
 from .replies import Outgoing, numbered_menu
 
 TEMPLATE_TTL = 30 * 24 * 3600  # a template deleted at Twilio is made again within a month
@@ -120,10 +129,8 @@ class ContentTemplates:
             "variables": {"1": "?"}, "types": types})
         try:
             created = self.client.content.v1.contents.create(request)
-        except TwilioException as exc:
-            raise ContentError(str(getattr(exc, "msg", exc))[:200]) from exc
-        except requests.RequestException as exc:
-            raise ContentError(f"{type(exc).__name__}: {str(exc)[:160]}") from exc
+        except (TwilioException, requests.RequestException) as exc:
+            raise ContentError(str(twilio_failure(exc))) from exc
         if not created.sid:
             raise ContentError("the Content API answered without a sid")
         self.store.put(key, {"sid": created.sid}, TEMPLATE_TTL)

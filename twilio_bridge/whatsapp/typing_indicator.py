@@ -13,6 +13,7 @@ from twilio.rest import Client
 
 from .. import metrics
 from ..logs import log
+from ..twilio_rest import twilio_failure
 
 
 class TypingIndicator:
@@ -28,9 +29,10 @@ class TypingIndicator:
         try:
             self.client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id=message_sid)
         except (TwilioException, requests.RequestException) as exc:
+            failure = twilio_failure(exc)
             metrics.whatsapp_typing("failed")
-            log.warning("whatsapp.typing.failed", message_sid=message_sid, error=type(exc).__name__,
-                        status=getattr(exc, "status", None), detail=str(getattr(exc, "msg", exc))[:200])
+            log.warning("whatsapp.typing.failed", message_sid=message_sid, status=failure.status, code=failure.code,
+                        detail=failure.detail)
             return False
         metrics.whatsapp_typing("shown")
         return True
