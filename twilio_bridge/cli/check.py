@@ -244,7 +244,7 @@ def check_relay(settings: Settings, bridge_url: str, report: Report) -> None:
     (In gather mode there is no WebSocket to prove.)"""
     if settings.voice_mode != "relay":
         return
-    signed_for = "ws" + (settings.public_base_url or bridge_url.rstrip("/")).removeprefix("http") + routes.RELAY
+    signed_for = routes.websocket_url((settings.public_base_url or bridge_url.rstrip("/")) + routes.RELAY)
     phone = TwilioPhone(bridge_url, settings.twilio_auth_token, timeout=3.0)
     try:
         open_relay_socket(phone, signed_for, timeout=3.0).close()
