@@ -93,3 +93,23 @@ def test_on_sqlite_webhooks_without_end_do_not_hold_deliveries_back_for_long(tmp
     finally:
         done.set()
         answering.join(10)
+
+
+def test_on_sqlite_no_write_checkpoints_the_file_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's automatic checkpoint (an fsync inside the commit past 1000 pages) made one webhook in a hundred slow."""
+    monkeypatch.setattr(state.SqliteFile, "wrote", lambda self: None)  # no checkpoint thread
+    store = SqliteStore(tmp_path / "s.db")
+    last = ""
+    for n in range(1500):  # past 1000 pages of WAL, where SQLite would have checkpointed on its own
+        last = f"key-{n}-{secrets.token_hex(4)}"
+        store.put(last, {"padding": "x" * 3000}, 60)
+    assert last.encode() not in (tmp_path / "s.db").read_bytes()
+    assert last.encode() in (tmp_path / "s.db-wal").read_bytes() and store.get(last) == {"padding": "x" * 3000}
+
+
+def test_on_sqlite_the_checkpoint_thread_copies_writes_into_the_database_file(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    key = f"checkpointed-{secrets.token_hex(8)}"
+    store.put(key, {"n": 1}, 60)
+    wait_for(lambda: key.encode() in (tmp_path / "s.db").read_bytes(), seconds=5)
+    assert any(t.name == "checkpoint-s.db" for t in threading.enumerate())
