@@ -26,6 +26,11 @@ if os.environ.get("TWILIO_BRIDGE_GUNICORN_LOADING") == str(os.getpid()):
           "store in each worker (remove --preload / preload_app)", file=sys.stderr)
     raise SystemExit(2)
 
+# An empty setting is an unset one, here too: prometheus_client, imported below, would take an empty
+# PROMETHEUS_MULTIPROC_DIR as the working directory and leave its files there.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
 from flask import Flask  # noqa: E402  (after the refusal above, before anything is built)
 
 from twilio_bridge import cli  # noqa: E402

@@ -16,6 +16,8 @@ def cli_env(**settings: str) -> dict[str, str]:
     so neither the developer's environment nor a twilio.env can leak in."""
     env = {name: value for name, value in os.environ.items() if name != "TWILIO_ENV_FILE"}
     env.update({name: "" for name in BRIDGE_VARIABLES})
+    # Removed, not blanked: prometheus_client takes an empty one as the working directory and writes there.
+    env.pop("PROMETHEUS_MULTIPROC_DIR")
     env.update(settings)
     env["PYTHONUNBUFFERED"] = "1"
     return env
