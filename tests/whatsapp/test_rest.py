@@ -260,13 +260,7 @@ def test_a_counter_that_cannot_be_written_neither_resends_nor_drops_a_message(
     fake_api.fail("429", times=failures)
     server = LiveServer(create_app(rest_settings, store=CountlessStore(tmp_path / "countless.db")))
     try:
-        user = chat(server.url)
-        with capture_logs() as logs:
-            user.send("perdí mi tarjeta")
-            outcomes = lambda: [e["outcome"] for e in logs if e["event"] == "whatsapp.delivery"]  # noqa: E731
-            wait_for(lambda: set(outcomes()) - {"send_retry"})  # the job's end, whatever it is
-        assert outcomes() == ["send_retry"] * failures + ["delivered"]
-        assert bodies(fake_api.sent_to(user.address)) == [ASK_DIGITS]
+        assert_delivered_once_after(failures, chat(server.url), fake_api)
     finally:
         server.stop()
 
@@ -279,7 +273,11 @@ def test_a_metric_that_cannot_be_written_neither_resends_nor_drops_a_message(
 
     monkeypatch.setattr(metrics, "whatsapp_delivered", unwritable)
     fake_api.fail("429", times=failures)
-    user = chat(rest_url)
+    assert_delivered_once_after(failures, chat(rest_url), fake_api)
+
+
+def assert_delivered_once_after(failures: int, user: WhatsAppUser, fake_api: FakeTwilioAPI) -> None:
+    """One message, `failures` retries (429), then delivered: the reply sent exactly once."""
     with capture_logs() as logs:
         user.send("perdí mi tarjeta")
         outcomes = lambda: [e["outcome"] for e in logs if e["event"] == "whatsapp.delivery"]  # noqa: E731
