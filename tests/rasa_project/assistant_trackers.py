@@ -1,8 +1,10 @@
-"""Real rasa-sdk trackers and events, shaped as Rasa sends them to the action server."""
+"""Real rasa-sdk trackers and events, shaped as Rasa sends them to the action server, and an action run on them."""
 
+import asyncio
 from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
 
 
 def user_event(text: str, intent: str, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -33,3 +35,14 @@ def make_tracker(
         active_loop=active_loop or {},
         latest_action_name="action_listen",
     )
+
+
+def run(action: Any, tracker: Any, domain: Dict[str, Any]) -> tuple:
+    """Run a custom action as the action server does: what it said, and the events it returned."""
+    dispatcher = CollectingDispatcher()
+    events = asyncio.run(action.run(dispatcher, tracker, domain))
+    return dispatcher, events
+
+
+def responses(dispatcher: CollectingDispatcher) -> List[str]:
+    return [message["response"] for message in dispatcher.messages]

@@ -1,6 +1,5 @@
 """Every custom action, run with rasa-sdk's own dispatcher and tracker."""
 
-import asyncio
 from typing import Any, Dict, List
 
 import pytest
@@ -13,9 +12,8 @@ from actions.card_actions import (
 from actions.card_service import BlockRequest, BlockResult, CardNotFound, CardServiceError
 from actions.fallback import ActionHandleFallback
 from actions.session import ActionEndConversation, ActionGreet, ActionSessionStart
-from assistant_trackers import make_tracker, user_event
+from assistant_trackers import make_tracker, responses, run, user_event
 from rasa_sdk.events import ActionExecuted, ActiveLoop, AllSlotsReset, SessionStarted, SlotSet
-from rasa_sdk.executor import CollectingDispatcher
 from werkzeug.datastructures import MultiDict
 
 from twilio_bridge.voice.call import call_metadata
@@ -23,15 +21,6 @@ from twilio_bridge.whatsapp.conversation import Inbound
 
 CALL_METADATA = {"channel": "voice", "call_sid": "CA42", "from": "+525512345678", "to": "+525500000000"}
 
-
-def run(action: Any, tracker: Any, domain: Dict[str, Any]) -> tuple:
-    dispatcher = CollectingDispatcher()
-    events = asyncio.run(action.run(dispatcher, tracker, domain))
-    return dispatcher, events
-
-
-def responses(dispatcher: CollectingDispatcher) -> List[str]:
-    return [message["response"] for message in dispatcher.messages]
 
 
 # action_session_start

@@ -1,7 +1,6 @@
 """The card alert the business starts: read from the bridge's metadata, opened with, answered (unblock, or keep
 blocked and a new card), with rasa-sdk's own dispatcher and tracker, the demo store and the HTTP contract."""
 
-import asyncio
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -16,9 +15,8 @@ from actions.card_alert import (
 )
 from actions.card_service import BlockRequest, BlockResult, CardNotFound, CardServiceError
 from actions.session import ActionSessionStart
-from assistant_trackers import make_tracker, user_event
+from assistant_trackers import make_tracker, responses, run, user_event
 from rasa_sdk.events import SlotSet
-from rasa_sdk.executor import CollectingDispatcher
 from test_assistant_card_service import FakeCardService, card_service_url  # noqa: F401  (a fixture)
 
 ALERT = {"reason": "suspicious_charge", "card_last_four": "1234", "merchant": "Tienda Ejemplo"}
@@ -31,15 +29,6 @@ TEMPLATE_REPLY = {"channel": "whatsapp", "message_sid": "SM7", "from": "whatsapp
                                         "sent_at": "2026-11-30T07:00:00Z"}}
 ALERT_SLOTS = [SlotSet("outbound_alert", "suspicious_charge"), SlotSet("alert_card_last_four", "1234")]
 
-
-def run(action: Any, tracker: Any, domain: Dict[str, Any]) -> tuple:
-    dispatcher = CollectingDispatcher()
-    events = asyncio.run(action.run(dispatcher, tracker, domain))
-    return dispatcher, events
-
-
-def responses(dispatcher: CollectingDispatcher) -> List[str]:
-    return [message["response"] for message in dispatcher.messages]
 
 
 @pytest.mark.parametrize("metadata, digits", [
