@@ -52,11 +52,8 @@ def require_bearer_token() -> Response | None:
 def send_message() -> Response:
     current = bridge()
     payload = request.get_json(silent=True)
-    try:
-        key = idempotency_key("messages")
-        order = read_message_order(payload, current.settings)
-    except BadField as exc:
-        return _refused(exc)
+    key = idempotency_key("messages")
+    order = read_message_order(payload, current.settings)
     message_id = key.derived_id("OM") if key else "OM" + secrets.token_hex(16)
 
     def queue_it() -> Answer:
@@ -74,11 +71,8 @@ def send_message() -> Response:
 def start_call() -> Response:
     current = bridge()
     payload = request.get_json(silent=True)
-    try:
-        key = idempotency_key("calls")
-        order = read_call_order(payload, current.settings)
-    except BadField as exc:
-        return _refused(exc)
+    key = idempotency_key("calls")
+    order = read_call_order(payload, current.settings)
     call_id = key.derived_id("OC") if key else "OC" + secrets.token_hex(16)
     return _answer(*once(current.store, key, payload, lambda: place_call(current, call_id, order)))
 
@@ -147,7 +141,9 @@ def unexpected_error(exc: Exception) -> Response:
     return _json({"error": "internal: the request failed on the bridge; its log says more"}, 500)
 
 
-def _refused(exc: BadField) -> Response:
+@bp.errorhandler(BadField)
+def refused(exc: BadField) -> Response:
+    """A field the request got wrong: 400 with one line naming it."""
     structlog.contextvars.bind_contextvars(outcome="bad_request", bad_field=exc.name)
     return _json({"error": str(exc)}, 400)
 
