@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from tests.conftest import HUMAN
-from twilio_bridge.testing.phone import TwilioPhone
+from twilio_bridge.testing.phone import TwilioPhone, sid
 from twilio_bridge.testing.standin import RasaStandIn
 
 
@@ -154,8 +154,9 @@ def test_status_callbacks_that_are_not_final_leave_the_session_alone(phone: Twil
 
 def test_rasa_saying_nothing_at_call_start_gets_the_configured_greeting(reconfigure, standin: RasaStandIn) -> None:
     phone = reconfigure(voice_greeting="Bienvenido al banco.")
-    standin.reply_with([])
-    call = phone.call()
+    call_sid = sid("CA")
+    standin.reply_with([], call_sid)  # the stand-in is shared: this answer is for this call alone
+    call = phone.call(call_sid=call_sid)
     assert call.heard == ["Bienvenido al banco."] and call.state == "gathering"
 
 

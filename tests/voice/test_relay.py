@@ -242,9 +242,9 @@ def test_keypad_digits_end_at_the_finish_key_or_when_the_caller_stops_typing(rel
     call.start()
     ask_pin = [{"text": "Marque su clave y la tecla gato."}, {"custom": {"gather": {"input": "dtmf",
                                                                                    "finish_on_key": "#", "timeout": 1}}}]
-    standin.reply_with(ask_pin)
+    standin.reply_with(ask_pin, call.sid)
     assert call.say("quiero mi saldo").text == "Marque su clave y la tecla gato."
-    standin.reply_with(ask_pin)
+    standin.reply_with(ask_pin, call.sid)
     call.press("907#")
     call.press("55")  # no finish key: sent when the caller stops, after the directive's 1 s
     call.hangup()
