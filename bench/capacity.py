@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Bridge, Tally, bridge, median, percentile, run_calls, standin  # noqa: E402
 
 HEADER = (f"{'calls':>6}{'turns/s':>9}{'ceiling':>9}{'median s':>10}{'p99 s':>8}{'errors':>8}{'holds':>7}"
-          f"{'CPU ms/turn':>13}{'RSS peak MB':>14}")
+          f"{'CPU ms/turn':>13}{'stand-in, callers':>19}{'RSS peak MB':>14}")
 
 
 @dataclass
@@ -34,12 +34,14 @@ class Row:
     errors: dict[str, int]
     holds: int
     cpu_ms_per_turn: float
+    others_ms_per_turn: tuple[float, float]  # the stand-in's CPU, the simulated callers' (this process)
     rss_peak_mb: list[float]
 
     def __str__(self) -> str:
         errors = sum(self.errors.values())
         return (f"{self.calls:>6}{self.turns_per_second:>9.1f}{self.calls / 1.0:>9.0f}{self.median:>10.3f}"
                 f"{self.p99:>8.3f}{errors:>8}{self.holds:>7}{self.cpu_ms_per_turn:>13.2f}"
+                f"{'{:.2f}, {:.2f}'.format(*self.others_ms_per_turn):>19}"
                 f"{' / '.join(f'{mb:.0f}' for mb in self.rss_peak_mb):>14}" + (f"  {self.errors}" if errors else ""))
 
 
@@ -53,7 +55,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def load(running: Bridge, calls: int, seconds: float, idle: list[float]) -> Row:
-    pids = running.worker_pids()
+    pids, others = running.worker_pids(), [standin_pid(), os.getpid()]
     peak = list(idle)
     done = threading.Event()
 
@@ -64,15 +66,24 @@ def load(running: Bridge, calls: int, seconds: float, idle: list[float]) -> Row:
     sampler = threading.Thread(target=sample)
     sampler.start()
     tally = Tally()
-    cpu_before = cpu_seconds(pids)
+    cpu_before, others_before = cpu_seconds(pids), [cpu_seconds([pid]) for pid in others]
     try:
         elapsed = asyncio.run(run_calls(running.url, calls, seconds, tally))
     finally:
         done.set()
         sampler.join()
-    turns = len(tally.seconds)
-    return Row(calls, turns / elapsed, median(tally.seconds), percentile(tally.seconds, 0.99), tally.errors,
-               tally.holds, 1000 * (cpu_seconds(pids) - cpu_before) / max(turns, 1), peak)
+    turns = max(len(tally.seconds), 1)
+    others_ms = tuple(1000 * (cpu_seconds([pid]) - before) / turns for pid, before in zip(others, others_before))
+    return Row(calls, len(tally.seconds) / elapsed, median(tally.seconds), percentile(tally.seconds, 0.99),
+               tally.errors, tally.holds, 1000 * (cpu_seconds(pids) - cpu_before) / turns, others_ms, peak)  # type: ignore[arg-type]
+
+
+def standin_pid() -> int:
+    """The stand-in this process started (bench.common.standin)."""
+    for child in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split():
+        if b"twilio_bridge.testing.standin" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return int(child)
+    raise LookupError("no stand-in among this process's children")
 
 
 def pin(bridge_cpu: int | None) -> set[int] | None:
