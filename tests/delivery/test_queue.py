@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
 from twilio_bridge.delivery.queue import JobQueue, RedisJobQueue, SqliteJobQueue
+from twilio_bridge.state import SqliteFile
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -75,3 +77,46 @@ def test_jobs_survive_a_new_connection(tmp_path: Path) -> None:
     SqliteJobQueue(tmp_path / "q.db").enqueue("SM1", "ana", {"body": "hola"})
     job = SqliteJobQueue(tmp_path / "q.db").claim(5)
     assert (job.id, job.user, job.data) == ("SM1", "ana", {"body": "hola"})
+
+
+def test_on_sqlite_only_the_steps_that_stand_before_a_second_send_wait_for_the_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Enqueue, saved progress and finish flush to disk (synchronous=FULL) before they return; a lease taken,
+    renewed or given back with a delay need not (NORMAL: a power cut undoing one only hands the job over)."""
+    at_commit: list[str] = []
+    opened = SqliteFile._open
+
+    def traced(self: SqliteFile) -> sqlite3.Connection:
+        db = opened(self)
+        mode = [self.synchronous]
+
+        def follow(sql: str) -> None:
+            if sql.startswith("PRAGMA synchronous="):
+                mode[0] = sql.removeprefix("PRAGMA synchronous=")
+            elif sql == "COMMIT":
+                at_commit.append(mode[0])
+
+        db.set_trace_callback(follow)
+        return db
+
+    monkeypatch.setattr(SqliteFile, "_open", traced)
+    queue = SqliteJobQueue(tmp_path / "q.db")
+    steps = {}
+
+    def step(name: str, done: bool) -> None:
+        assert done
+        steps[name], at_commit[:] = at_commit[:], []
+
+    step("enqueue", queue.enqueue("SM1", "ana", {}))
+    job = queue.claim(5)
+    step("claim", job is not None)
+    job.data["outgoing"] = ["hola"]
+    step("save", queue.save(job))
+    step("renew", queue.renew(job, 5))
+    step("postpone", queue.postpone(job, 0))
+    job = queue.claim(5)
+    step("claim again", job is not None)
+    step("finish", queue.finish(job))
+    step("enqueue after", queue.enqueue("SM2", "ana", {}))  # on a connection the NORMAL steps used before
+    assert steps == {"enqueue": ["FULL"], "claim": ["NORMAL"], "save": ["FULL"], "renew": ["NORMAL"],
+                     "postpone": ["NORMAL"], "claim again": ["NORMAL"], "finish": ["FULL"], "enqueue after": ["FULL"]}

@@ -21,6 +21,13 @@ from typing import Any, Protocol
 from ..state import SqliteFile, backend, redis_client
 
 SEEN_TTL = 3 * 24 * 3600  # how long a job id is remembered after it was enqueued, for Twilio's retries
+# SQLite: what a power cut may undo. Each commit survives the process being killed (WAL), and reaches the disk
+# no later than the next flushed one. Flushed (FULL) before the call returns: an enqueue (Twilio has its 200
+# after it), the saved answer and each message marked sent (they stand between the job and a second Rasa call
+# or a second send), the finish. Not flushed (NORMAL), as undoing them sends nothing twice: a lease taken or
+# renewed (undone, the job is taken again at its first unsaved step, as after a crash) and a postponement
+# (undone, the job is tried again sooner, its attempt count one lower).
+LEASE_ONLY = "NORMAL"
 
 
 @dataclass
@@ -59,15 +66,17 @@ class SqliteJobQueue:
     )
 
     def __init__(self, path: str | Path):
-        # synchronous=FULL: a job acknowledged to Twilio must survive a power cut
+        # synchronous=FULL: a job acknowledged to Twilio must survive a power cut (LEASE_ONLY: the steps after)
         self.file = SqliteFile(path, synchronous="FULL", schema=self.SCHEMA)
         self._read, self._transaction = self.file.connection, self.file.transaction
         with self._read():
             pass  # opening the first connection creates the tables
 
     def enqueue(self, job_id: str, user: str, data: dict[str, Any]) -> bool:
+        """Committed with the enqueues of this process's other threads: one flush to disk for all of them."""
         now = time.time()
-        with self._transaction() as db:
+
+        def store(db: sqlite3.Connection) -> bool:
             fresh = db.execute(
                 "INSERT INTO queue_seen (id, expires) VALUES (?, ?) ON CONFLICT(id) DO UPDATE"
                 " SET expires = excluded.expires WHERE queue_seen.expires <= ?", (job_id, now + SEEN_TTL, now),
@@ -78,7 +87,9 @@ class SqliteJobQueue:
             db.execute("INSERT INTO queue_jobs (id, user, data) VALUES (?, ?, ?)", (job_id, user, json.dumps(data)))
             db.execute("INSERT INTO queue_lanes (user, due) VALUES (?, ?) ON CONFLICT(user) DO NOTHING", (user, now))
             db.execute("DELETE FROM queue_seen WHERE expires <= ?", (now,))
-        return True
+            return True
+
+        return self.file.write(store)
 
     def seen(self, job_id: str) -> bool:
         with self._read() as db:
@@ -90,7 +101,7 @@ class SqliteJobQueue:
         with self._read() as db:
             if db.execute("SELECT 1 FROM queue_lanes WHERE due <= ? LIMIT 1", (now,)).fetchone() is None:
                 return None  # the common idle case takes no write lock
-        with self._transaction() as db:
+        with self._transaction(LEASE_ONLY) as db:
             while True:
                 lane = db.execute("SELECT user FROM queue_lanes WHERE due <= ? ORDER BY due LIMIT 1", (now,)).fetchone()
                 if lane is None:
@@ -104,7 +115,7 @@ class SqliteJobQueue:
         return Job(head[0], lane[0], json.loads(head[1]), token)
 
     def renew(self, job: Job, lease: float) -> bool:
-        with self._transaction() as db:
+        with self._transaction(LEASE_ONLY) as db:
             return db.execute("UPDATE queue_lanes SET due = ? WHERE user = ? AND token = ?",
                               (time.time() + lease, job.user, job.token)).rowcount == 1
 
@@ -117,7 +128,7 @@ class SqliteJobQueue:
             ).rowcount == 1
 
     def postpone(self, job: Job, delay: float) -> bool:
-        with self._transaction() as db:
+        with self._transaction(LEASE_ONLY) as db:
             if not self._release(db, job, time.time() + delay):
                 return False
             db.execute("UPDATE queue_jobs SET data = ? WHERE id = ?", (json.dumps(job.data), job.id))

@@ -1,0 +1,168 @@
+"""Group commit on SQLite: writes made at the same moment share one transaction and one flush to disk,
+each writer returns only once its own write is committed, and a process killed mid-group loses
+nothing it had acknowledged."""
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from twilio_bridge.delivery.queue import SqliteJobQueue
+from twilio_bridge.state import SqliteFile, SqliteStore, WriteLock
+
+from tests.servers import ROOT, wait_for
+
+WRITERS = 12
+
+
+@pytest.fixture
+def commits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every COMMIT that a connection opened from here on runs."""
+    seen: list[str] = []
+    opened = SqliteFile._open
+
+    def traced(self: SqliteFile) -> sqlite3.Connection:
+        db = opened(self)
+        db.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
+        return db
+
+    monkeypatch.setattr(SqliteFile, "_open", traced)
+    return seen
+
+
+def committed_ids(path: Path) -> set[str]:
+    """What another process would find in the file: a connection of its own, opened now."""
+    with sqlite3.connect(path) as db:
+        return {row[0] for row in db.execute("SELECT id FROM queue_jobs")}
+
+
+def queued_behind_a_held_lock(file: SqliteFile, write: Callable[[int], Any], count: int) -> list[Future]:
+    """`count` threads call `write(n)` while the file's write lock is held elsewhere, so that all but the
+    first (the leader, blocked on the lock) gather into one group; the futures, once the lock is free."""
+    lock = WriteLock.for_file(file.path)
+    pool = ThreadPoolExecutor(count)
+    with lock.held():
+        leader = pool.submit(write, 0)
+        wait_for(lambda: file._leading, seconds=5)
+        futures = [leader, *(pool.submit(write, n) for n in range(1, count))]
+        wait_for(lambda: len(file._waiting) == count - 1, seconds=5)
+        assert not any(future.done() for future in futures)  # none can answer before a commit holds its write
+    pool.shutdown(wait=True)
+    return futures
+
+
+def test_enqueues_at_the_same_moment_share_one_commit_and_each_returns_after_it(
+        tmp_path: Path, commits: list[str]) -> None:
+    queue = SqliteJobQueue(tmp_path / "state.db")
+
+    def enqueue(n: int) -> bool:
+        accepted = queue.enqueue(f"SM{n}", f"user{n % 3}", {"n": n})
+        return accepted and f"SM{n}" in committed_ids(tmp_path / "state.db")  # visible to others on return
+
+    commits.clear()
+    futures = queued_behind_a_held_lock(queue.file, enqueue, WRITERS)
+    assert [future.result() for future in futures] == [True] * WRITERS
+    assert len(commits) == 2  # the leader's own, then one for the eleven that gathered behind it
+    assert committed_ids(tmp_path / "state.db") == {f"SM{n}" for n in range(WRITERS)}
+    first, _second = queue.claim(5), queue.claim(5)
+    assert first.id == "SM0" and not queue.enqueue("SM5", "user2", {})  # lanes in order, ids taken once
+
+
+def test_a_write_that_fails_in_a_group_is_undone_alone_and_raised_to_its_writer(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+
+    def write(n: int) -> int:
+        if n == 5:
+            return store.file.write(lambda db: (db.execute("INSERT INTO kv VALUES ('half', '{}', 1e12)"),
+                                                db.execute("INSERT INTO no_such_table VALUES (1)")))
+        return store.incr("messages", 60)
+
+    futures = queued_behind_a_held_lock(store.file, write, WRITERS)
+    with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+        futures[5].result()
+    counts = sorted(future.result() for n, future in enumerate(futures) if n != 5)
+    assert counts == list(range(1, WRITERS))  # each increment counted once, the failing write's first half undone
+    assert store.count("messages") == WRITERS - 1 and store.get("half") is None
+    store.put("after", {"ok": True}, 60)  # the file is still writable, by a connection that did not fail
+    assert store.get("after") == {"ok": True}
+
+
+def test_a_commit_that_fails_fails_every_write_of_its_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    connection = store.file.connection
+
+    @contextmanager
+    def failing_at_commit() -> Iterator[CommitFails]:  # as a full or failing disk does
+        with connection() as db:
+            yield CommitFails(db)
+
+    monkeypatch.setattr(store.file, "connection", failing_at_commit)
+    futures = queued_behind_a_held_lock(store.file, lambda n: store.put(f"lost{n}", {"n": n}, 60), 4)
+    for future in futures:
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+            future.result()
+    monkeypatch.undo()
+    assert [store.get(f"lost{n}") for n in range(4)] == [None] * 4
+    store.put("after", {"ok": True}, 60)
+    assert store.get("after") == {"ok": True}
+
+
+class CommitFails:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.db.execute(sql, *args)
+
+
+ENQUEUE_UNTIL_KILLED = """
+import sys, threading
+from twilio_bridge.delivery.queue import SqliteJobQueue
+queue = SqliteJobQueue(sys.argv[1])
+said = threading.Lock()
+def enqueue(writer):
+    for n in range(100000):
+        job = f"SM{writer}-{n}"
+        assert queue.enqueue(job, f"user{writer}", {"n": n})
+        with said:
+            print(job, flush=True)  # acknowledged, as a webhook's 200 would be
+for writer in range(16):
+    threading.Thread(target=enqueue, args=(writer,)).start()
+"""
+
+
+def test_a_process_killed_in_the_middle_of_group_commits_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    database = tmp_path / "state.db"
+    writer = subprocess.Popen([sys.executable, "-c", ENQUEUE_UNTIL_KILLED, str(database)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    acknowledged = []
+    try:
+        assert writer.stdout is not None
+        while len(acknowledged) < 500:
+            line = writer.stdout.readline()
+            assert line, "the writer ended before it was killed"
+            acknowledged.append(line.strip())
+        writer.send_signal(signal.SIGKILL)
+        acknowledged += [line.strip() for line in writer.stdout]  # said before the kill, read after
+    finally:
+        writer.kill()
+        writer.wait(10)
+    stored = committed_ids(database)
+    assert set(acknowledged) <= stored
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    queue = SqliteJobQueue(database)
+    for lane in range(16):  # each user's jobs in the order they were enqueued, with no gap
+        numbers = [int(job.split("-")[1]) for job in sorted(stored) if job.startswith(f"SM{lane}-")]
+        assert sorted(numbers) == list(range(len(numbers)))
+    assert queue.pending() == len(stored)
