@@ -25,13 +25,21 @@ WRITERS = 12
 
 @pytest.fixture
 def commits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every COMMIT that a connection opened from here on runs."""
+    """Every COMMIT that a connection opened from here on runs: the `PRAGMA synchronous` it ran under."""
     seen: list[str] = []
     opened = SqliteFile._open
 
     def traced(self: SqliteFile) -> sqlite3.Connection:
         db = opened(self)
-        db.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
+        mode = [self.synchronous]
+
+        def follow(sql: str) -> None:
+            if sql.startswith("PRAGMA synchronous="):
+                mode[0] = sql.removeprefix("PRAGMA synchronous=")
+            elif sql == "COMMIT":
+                seen.append(mode[0])
+
+        db.set_trace_callback(follow)
         return db
 
     monkeypatch.setattr(SqliteFile, "_open", traced)
@@ -51,9 +59,9 @@ def queued_behind_a_held_lock(file: SqliteFile, write: Callable[[int], Any], cou
     pool = ThreadPoolExecutor(count)
     with lock.held():
         leader = pool.submit(write, 0)
-        wait_for(lambda: file._leading, seconds=5)
+        wait_for(lambda: file.writing.leading, seconds=5)
         futures = [leader, *(pool.submit(write, n) for n in range(1, count))]
-        wait_for(lambda: len(file._waiting) == count - 1, seconds=5)
+        wait_for(lambda: len(file.writing.waiting) == count - 1, seconds=5)
         assert not any(future.done() for future in futures)  # none can answer before a commit holds its write
     pool.shutdown(wait=True)
     return futures
@@ -70,10 +78,28 @@ def test_enqueues_at_the_same_moment_share_one_commit_and_each_returns_after_it(
     commits.clear()
     futures = queued_behind_a_held_lock(queue.file, enqueue, WRITERS)
     assert [future.result() for future in futures] == [True] * WRITERS
-    assert len(commits) == 2  # the leader's own, then one for the eleven that gathered behind it
+    assert commits == ["FULL", "FULL"]  # the leader's own, then one for the eleven that gathered behind it
     assert committed_ids(tmp_path / "state.db") == {f"SM{n}" for n in range(WRITERS)}
     first, _second = queue.claim(5), queue.claim(5)
     assert first.id == "SM0" and not queue.enqueue("SM5", "user2", {})  # lanes in order, ids taken once
+
+
+def test_the_state_stores_writes_and_the_queues_share_a_commit_flushed_as_the_queue_asks(
+        tmp_path: Path, commits: list[str]) -> None:
+    store, queue = SqliteStore(tmp_path / "state.db"), SqliteJobQueue(tmp_path / "state.db")
+
+    def write(n: int) -> object:
+        if n % 2:
+            return queue.enqueue(f"SM{n}", "ana", {"n": n})
+        return store.incr("whatsapp:rate:ana", 60)
+
+    commits.clear()
+    futures = queued_behind_a_held_lock(store.file, write, WRITERS)
+    results = [future.result() for future in futures]
+    assert results[1::2] == [True] * (WRITERS // 2) and sorted(results[::2]) == list(range(1, WRITERS // 2 + 1))
+    assert commits == ["NORMAL", "FULL"]  # the store's first write alone, not flushed; then all the others, flushed
+    store.put("alone", {}, 60)
+    assert commits[2:] == ["NORMAL"]  # a connection the group flushed went back to the store's own setting
 
 
 def test_a_write_that_fails_in_a_group_is_undone_alone_and_raised_to_its_writer(tmp_path: Path) -> None:

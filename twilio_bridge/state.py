@@ -24,6 +24,7 @@ PURGE_SECONDS = 60.0  # how often each process deletes the expired rows of a SQL
 BACKGROUND = contextvars.ContextVar("background_writer", default=False)
 BACKGROUND_YIELD = 0.05  # at most this long a background write waits for webhooks' writes, each time
 CHECKPOINT_EVERY = 0.5  # seconds between a file's checkpoints, while it is being written
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")  # SQLite's levels, from the least flushed to the most
 CHECKPOINT_IDLE = 30.0  # a file's checkpoint thread ends after this long without writes (the next write starts one)
 
 
@@ -45,7 +46,9 @@ class WriteLock:
 
     Both wake the next writer the moment the lock is free, where SQLite's own busy handler sleeps in
     steps of up to 100 ms: under a burst of webhooks that sleep was most of the slowest answers.
-    One per file and process (`for_file`), shared by every store on the file.
+    One per file and process (`for_file`), shared by every store on the file, and so is the group of
+    writes waiting for the next group commit (`SqliteFile.write`): the state store's and the queue's
+    writes of one moment go to the file together.
     """
 
     _open: dict[tuple[int, str], WriteLock] = {}
@@ -56,6 +59,9 @@ class WriteLock:
         self._file = open(f"{path}.lock", "a")  # noqa: SIM115 (held for the life of the process)
         self._answering = 0  # this process's writers answering a webhook, waiting or writing
         self._turns = threading.Condition()
+        self.grouping = threading.Condition()
+        self.waiting: list[_Write] = []  # writes for the next group commit, in the order they came
+        self.leading = False  # a thread of this process is committing a group now
 
     @classmethod
     def for_file(cls, path: Path) -> WriteLock:
@@ -131,10 +137,6 @@ class SqliteFile:
         self._pid = os.getpid()
         self._unchecked = False  # written since the last checkpoint
         self._checkpointing_in = 0  # the process whose checkpoint thread runs, 0 when none does
-        self._grouping = threading.Condition()
-        self._waiting: list[_Write] = []  # writes for the next group commit, in the order they came
-        self._leading = False  # a thread of this process is committing a group now
-        self._grouping_in = os.getpid()
 
     @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
@@ -166,35 +168,39 @@ class SqliteFile:
         self.wrote()
 
     def write(self, work: Callable[[sqlite3.Connection], Result]) -> Result:
-        """`work`'s statements committed, with the file's `synchronous`, together with whatever other threads of
-        this process write at the same moment (see the class); what `work` returns, or what it raised (its
-        statements undone, the others' kept). Returns only after the commit that holds them."""
-        mine = _Write(work, BACKGROUND.get())
-        with self._grouping:
-            if self._grouping_in != os.getpid():  # a fork keeps none of the parent's threads, waiting or leading
-                self._waiting, self._leading, self._grouping_in = [], False, os.getpid()
-            self._waiting.append(mine)
-            while not mine.done and self._leading:
-                self._grouping.wait()
+        """`work`'s statements committed, at least as durably as the file's `synchronous` asks, together with
+        whatever other threads of this process write to the file at the same moment (see the class); what
+        `work` returns, or what it raised (its statements undone, the others' kept). Returns only after the
+        commit that holds them."""
+        mine, lock = _Write(work, BACKGROUND.get(), self.synchronous), self.writing
+        with lock.grouping:
+            lock.waiting.append(mine)
+            while not mine.done and lock.leading:
+                lock.grouping.wait()
             if not mine.done:
-                self._leading = True
-                group, self._waiting = self._waiting, []
+                lock.leading = True
+                group, lock.waiting = lock.waiting, []
         if not mine.done:
             try:
                 self._commit_group(group)
             finally:
-                with self._grouping:
-                    self._leading = False
-                    self._grouping.notify_all()
+                with lock.grouping:
+                    lock.leading = False
+                    lock.grouping.notify_all()
         if mine.error is not None:
             raise mine.error
         return mine.result  # type: ignore[return-value]
 
     def _commit_group(self, group: list[_Write]) -> None:
-        """One transaction for every write in `group`; each is done, with its result or error, when this returns."""
+        """One transaction for every write in `group`, on a connection of this file (the writes may be another
+        store's on the same file), flushed as its most durable write asks; each write is done, with its
+        result or error, when this returns."""
         background = all(write.background for write in group)  # a webhook's write among them: it goes first
+        synchronous = max((write.synchronous for write in group), key=SYNCHRONOUS.index)
         try:
             with self.writing.in_turn(background), self.connection() as db, self.writing.held():
+                if synchronous != self.synchronous:
+                    db.execute(f"PRAGMA synchronous={synchronous}")  # back to the file's own below, before the pool
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     for write in group:
@@ -209,6 +215,8 @@ class SqliteFile:
                     db.execute("ROLLBACK")
                     raise
                 db.execute("COMMIT")
+                if synchronous != self.synchronous:
+                    db.execute(f"PRAGMA synchronous={self.synchronous}")
                 failed = next((write.error for write in group if isinstance(write.error, sqlite3.Error)), None)
                 if failed is not None:
                     raise _FaultyConnection from failed  # the connection may be at fault: closed, not pooled
@@ -318,10 +326,10 @@ class SqliteFile:
 class _Write:
     """One thread's write waiting for, or done by, a group commit."""
 
-    __slots__ = ("work", "background", "done", "result", "error")
+    __slots__ = ("work", "background", "synchronous", "done", "result", "error")
 
-    def __init__(self, work: Callable[[sqlite3.Connection], Any], background: bool):
-        self.work, self.background = work, background
+    def __init__(self, work: Callable[[sqlite3.Connection], Any], background: bool, synchronous: str):
+        self.work, self.background, self.synchronous = work, background, synchronous
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
