@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from twilio_bridge import state
-from twilio_bridge.state import RedisStore, SqliteStore, StateStore, WriteLock
+from twilio_bridge.state import RedisStore, SqliteStore, StateStore
 
 from tests.servers import redis_url, wait_for  # noqa: F401  (redis_url: a fixture, shared with every module)
 
@@ -39,60 +39,6 @@ def test_put_add_incr_delete_and_expiry(reopen: Callable[[], StateStore]) -> Non
     store.delete(key("a"))
     assert store.get(key("a")) is None
     assert reopen().get(key("b")) == {"n": 4}  # another worker sees the same state
-
-
-def test_on_sqlite_a_webhooks_write_goes_before_a_delivery_waiting_for_the_same_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state, "BACKGROUND_YIELD", 30.0)  # long enough that only the order can decide
-    lock = WriteLock.for_file(tmp_path / "s.db")
-    writing, release, order = threading.Event(), threading.Event(), []
-
-    def first_webhook() -> None:
-        with lock.in_turn(), lock.held():
-            writing.set()
-            release.wait(10)
-
-    def write(name: str, background: bool) -> None:
-        state.BACKGROUND.set(background)
-        with lock.in_turn(), lock.held():
-            order.append(name)
-
-    threads = [threading.Thread(target=first_webhook)]
-    threads[0].start()
-    writing.wait(10)
-    threads += [threading.Thread(target=write, args=("delivery", True)),
-                threading.Thread(target=write, args=("webhook", False))]
-    threads[1].start()
-    threads[2].start()
-    wait_for(lambda: lock._answering == 2)  # the second webhook queued behind the first, after the delivery
-    release.set()
-    for thread in threads:
-        thread.join(10)
-    assert order == ["webhook", "delivery"]
-
-
-def test_on_sqlite_webhooks_without_end_do_not_hold_deliveries_back_for_long(tmp_path: Path) -> None:
-    lock = WriteLock.for_file(tmp_path / "s.db")
-    delivered, done = threading.Event(), threading.Event()
-
-    def webhooks() -> None:  # one webhook's write after another, never none waiting
-        with lock.in_turn():
-            done.wait(10)
-
-    def delivery() -> None:
-        state.BACKGROUND.set(True)
-        with lock.in_turn(), lock.held():
-            delivered.set()
-
-    answering = threading.Thread(target=webhooks)
-    answering.start()
-    wait_for(lambda: lock._answering == 1)
-    threading.Thread(target=delivery).start()
-    try:
-        assert delivered.wait(5)  # after BACKGROUND_YIELD, not when the webhooks stop
-    finally:
-        done.set()
-        answering.join(10)
 
 
 def test_on_sqlite_no_write_checkpoints_the_file_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,6 @@ A small key-value interface with expiry. Values are JSON objects.
 """
 from __future__ import annotations
 
-import contextvars
 import fcntl
 import json
 import os
@@ -20,9 +19,6 @@ Value = dict[str, Any]
 Result = TypeVar("Result")
 COUNTER_TTL = 400 * 24 * 3600  # counters shown by /health: totals over roughly a year
 PURGE_SECONDS = 60.0  # how often each process deletes the expired rows of a SQLite store, as part of a write
-# True in threads whose writes nobody waits for (WhatsApp deliveries): on SQLite a webhook's write goes first.
-BACKGROUND = contextvars.ContextVar("background_writer", default=False)
-BACKGROUND_YIELD = 0.05  # at most this long a background write waits for webhooks' writes, each time
 CHECKPOINT_EVERY = 0.5  # seconds between a file's checkpoints, while it is being written
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")  # SQLite's levels, from the least flushed to the most
 CHECKPOINT_IDLE = 30.0  # a file's checkpoint thread ends after this long without writes (the next write starts one)
@@ -57,8 +53,6 @@ class WriteLock:
     def __init__(self, path: Path):
         self._threads = threading.Lock()
         self._file = open(f"{path}.lock", "a")  # noqa: SIM115 (held for the life of the process)
-        self._answering = 0  # this process's writers answering a webhook, waiting or writing
-        self._turns = threading.Condition()
         self.grouping = threading.Condition()
         self.waiting: list[_Write] = []  # writes for the next group commit, in the order they came
         self.leading = False  # a thread of this process is committing a group now
@@ -70,26 +64,6 @@ class WriteLock:
             if key not in cls._open:
                 cls._open[key] = cls(path)
             return cls._open[key]
-
-    @contextmanager
-    def in_turn(self, background: bool | None = None) -> Iterator[None]:
-        """Around a whole write, before it takes a connection: a background writer (BACKGROUND, unless
-        `background` says) lets this process's webhooks write first, for up to BACKGROUND_YIELD; without
-        it, a webhook's write waited behind the deliveries' (each a flush to disk) for most of its answer time."""
-        if BACKGROUND.get() if background is None else background:
-            with self._turns:
-                self._turns.wait_for(lambda: not self._answering, BACKGROUND_YIELD)
-            yield
-            return
-        with self._turns:
-            self._answering += 1
-        try:
-            yield
-        finally:
-            with self._turns:
-                self._answering -= 1
-                if not self._answering:
-                    self._turns.notify_all()
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -116,10 +90,11 @@ class SqliteFile:
     in a write: SQLite's automatic checkpoint ran inside the commit that crossed 1000 pages, about one
     webhook in a hundred, holding every writer and taking that webhook from 2.7 to 8 ms (p99).
 
-    Group commit (`write`): the writes that threads of one process make at the same moment go to the
-    file as one transaction, each in a savepoint of its own, with one flush to disk for all of them;
-    each thread returns only once that commit is done. Sixteen webhooks at once had each waited for
-    the fifteen flushes before its own.
+    Every write is a group commit (`write`): what the threads of one process write to the file at the
+    same moment (webhooks' and deliveries' alike, the state store's and the queue's) goes in as one
+    transaction, each write in a savepoint of its own, with one flush to disk for all of them; each
+    thread returns only once that commit is done. Sixteen webhooks at once had each waited for the
+    fifteen flushes before its own, and for the deliveries' (each write its own transaction and lock).
     """
 
     POOL_SIZE = 16  # connections per file and process; statements last microseconds to milliseconds
@@ -149,30 +124,12 @@ class SqliteFile:
             raise
         self._checkin(db, identity)
 
-    @contextmanager
-    def transaction(self, synchronous: str | None = None) -> Iterator[sqlite3.Connection]:
-        """Several statements as one write, in turn with every other writer; `synchronous` instead of the
-        file's own for this commit (NORMAL: it survives the process being killed, not a power cut)."""
-        with self.writing.in_turn(), self.connection() as db, self.writing.held():
-            if synchronous and synchronous != self.synchronous:
-                db.execute(f"PRAGMA synchronous={synchronous}")  # back to the file's own below, before the pool
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            if synchronous and synchronous != self.synchronous:
-                db.execute(f"PRAGMA synchronous={self.synchronous}")
-        self.wrote()
-
-    def write(self, work: Callable[[sqlite3.Connection], Result]) -> Result:
+    def write(self, work: Callable[[sqlite3.Connection], Result], synchronous: str | None = None) -> Result:
         """`work`'s statements committed, at least as durably as the file's `synchronous` asks, together with
         whatever other threads of this process write to the file at the same moment (see the class); what
         `work` returns, or what it raised (its statements undone, the others' kept). Returns only after the
         commit that holds them."""
-        mine, lock = _Write(work, BACKGROUND.get(), self.synchronous), self.writing
+        mine, lock = _Write(work, synchronous or self.synchronous), self.writing
         with lock.grouping:
             lock.waiting.append(mine)
             while not mine.done and lock.leading:
@@ -195,10 +152,9 @@ class SqliteFile:
         """One transaction for every write in `group`, on a connection of this file (the writes may be another
         store's on the same file), flushed as its most durable write asks; each write is done, with its
         result or error, when this returns."""
-        background = all(write.background for write in group)  # a webhook's write among them: it goes first
         synchronous = max((write.synchronous for write in group), key=SYNCHRONOUS.index)
         try:
-            with self.writing.in_turn(background), self.connection() as db, self.writing.held():
+            with self.connection() as db, self.writing.held():
                 if synchronous != self.synchronous:
                     db.execute(f"PRAGMA synchronous={synchronous}")  # back to the file's own below, before the pool
                 db.execute("BEGIN IMMEDIATE")
@@ -326,10 +282,10 @@ class SqliteFile:
 class _Write:
     """One thread's write waiting for, or done by, a group commit."""
 
-    __slots__ = ("work", "background", "synchronous", "done", "result", "error")
+    __slots__ = ("work", "synchronous", "done", "result", "error")
 
-    def __init__(self, work: Callable[[sqlite3.Connection], Any], background: bool, synchronous: str):
-        self.work, self.background, self.synchronous = work, background, synchronous
+    def __init__(self, work: Callable[[sqlite3.Connection], Any], synchronous: str):
+        self.work, self.synchronous = work, synchronous
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None

@@ -68,7 +68,7 @@ class SqliteJobQueue:
     def __init__(self, path: str | Path):
         # synchronous=FULL: a job acknowledged to Twilio must survive a power cut (LEASE_ONLY: the steps after)
         self.file = SqliteFile(path, synchronous="FULL", schema=self.SCHEMA)
-        self._read, self._transaction = self.file.connection, self.file.transaction
+        self._read = self.file.connection
         with self._read():
             pass  # opening the first connection creates the tables
 
@@ -101,7 +101,8 @@ class SqliteJobQueue:
         with self._read() as db:
             if db.execute("SELECT 1 FROM queue_lanes WHERE due <= ? LIMIT 1", (now,)).fetchone() is None:
                 return None  # the common idle case takes no write lock
-        with self._transaction(LEASE_ONLY) as db:
+
+        def lease_head(db: sqlite3.Connection) -> Job | None:
             while True:
                 lane = db.execute("SELECT user FROM queue_lanes WHERE due <= ? ORDER BY due LIMIT 1", (now,)).fetchone()
                 if lane is None:
@@ -112,36 +113,41 @@ class SqliteJobQueue:
                 db.execute("DELETE FROM queue_lanes WHERE user = ?", lane)
             token = secrets.token_hex(8)
             db.execute("UPDATE queue_lanes SET due = ?, token = ? WHERE user = ?", (now + lease, token, lane[0]))
-        return Job(head[0], lane[0], json.loads(head[1]), token)
+            return Job(head[0], lane[0], json.loads(head[1]), token)
+
+        return self.file.write(lease_head, LEASE_ONLY)
 
     def renew(self, job: Job, lease: float) -> bool:
-        with self._transaction(LEASE_ONLY) as db:
-            return db.execute("UPDATE queue_lanes SET due = ? WHERE user = ? AND token = ?",
-                              (time.time() + lease, job.user, job.token)).rowcount == 1
+        return self.file.write(lambda db: db.execute(
+            "UPDATE queue_lanes SET due = ? WHERE user = ? AND token = ?", (time.time() + lease, job.user, job.token),
+        ).rowcount == 1, LEASE_ONLY)
 
     def save(self, job: Job) -> bool:
-        with self._transaction() as db:
-            return db.execute(
-                "UPDATE queue_jobs SET data = ? WHERE id = ?"
-                " AND EXISTS (SELECT 1 FROM queue_lanes WHERE user = ? AND token = ?)",
-                (json.dumps(job.data), job.id, job.user, job.token),
-            ).rowcount == 1
+        return self.file.write(lambda db: db.execute(
+            "UPDATE queue_jobs SET data = ? WHERE id = ?"
+            " AND EXISTS (SELECT 1 FROM queue_lanes WHERE user = ? AND token = ?)",
+            (json.dumps(job.data), job.id, job.user, job.token),
+        ).rowcount == 1)
 
     def postpone(self, job: Job, delay: float) -> bool:
-        with self._transaction(LEASE_ONLY) as db:
+        def release_for_later(db: sqlite3.Connection) -> bool:
             if not self._release(db, job, time.time() + delay):
                 return False
             db.execute("UPDATE queue_jobs SET data = ? WHERE id = ?", (json.dumps(job.data), job.id))
-        return True
+            return True
+
+        return self.file.write(release_for_later, LEASE_ONLY)
 
     def finish(self, job: Job) -> bool:
-        with self._transaction() as db:
+        def remove(db: sqlite3.Connection) -> bool:
             if not self._release(db, job, time.time()):
                 return False
             db.execute("DELETE FROM queue_jobs WHERE id = ?", (job.id,))
             if db.execute("SELECT 1 FROM queue_jobs WHERE user = ? LIMIT 1", (job.user,)).fetchone() is None:
                 db.execute("DELETE FROM queue_lanes WHERE user = ?", (job.user,))
-        return True
+            return True
+
+        return self.file.write(remove)
 
     def pending(self) -> int:
         with self._read() as db:

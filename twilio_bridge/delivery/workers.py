@@ -11,7 +11,6 @@ import time
 from typing import Callable
 
 from ..logs import log
-from ..state import BACKGROUND
 from .queue import Job, JobQueue
 
 LEASE_SECONDS = 10.0  # how long a dead process's jobs wait before another takes them over
@@ -65,7 +64,6 @@ class LaneWorkers:
                  " their leases lapse" if unfinished else "every job in hand finished")
 
     def _work(self) -> None:
-        BACKGROUND.set(True)  # nobody waits on these writes: webhooks' go first
         while not self._stopping.is_set():
             try:
                 job = self.queue.claim(self.lease)
@@ -87,7 +85,6 @@ class LaneWorkers:
                     self._active.pop(job.token, None)
 
     def _heartbeat(self) -> None:
-        BACKGROUND.set(True)
         while not self._stopped.wait(HEARTBEAT_SECONDS):
             with self._lock:
                 jobs = list(self._active.values())
