@@ -53,9 +53,9 @@ class WriteLock:
     def __init__(self, path: Path):
         self._threads = threading.Lock()
         self._file = open(f"{path}.lock", "a")  # noqa: SIM115 (held for the life of the process)
-        self.grouping = threading.Condition()
+        self.grouping = threading.Lock()
         self.waiting: list[_Write] = []  # writes for the next group commit, in the order they came
-        self.leading = False  # a thread of this process is committing a group now
+        self.leading = False  # a thread of this process is committing a group, or has been woken to commit the next
 
     @classmethod
     def for_file(cls, path: Path) -> WriteLock:
@@ -125,67 +125,82 @@ class SqliteFile:
         self._checkin(db, identity)
 
     def write(self, work: Callable[[sqlite3.Connection], Result], synchronous: str | None = None) -> Result:
-        """`work`'s statements committed, at least as durably as the file's `synchronous` asks, together with
-        whatever other threads of this process write to the file at the same moment (see the class); what
-        `work` returns, or what it raised (its statements undone, the others' kept). Returns only after the
-        commit that holds them."""
+        """`work`'s statements committed, flushed as `synchronous` (by default the file's own) asks or more,
+        together with whatever other threads of this process write to the file at the same moment (see the
+        class); what `work` returns, or what it raised (its statements undone, the others' kept). Returns
+        only after the commit that holds them."""
         mine, lock = _Write(work, synchronous or self.synchronous), self.writing
         with lock.grouping:
             lock.waiting.append(mine)
-            while not mine.done and lock.leading:
-                lock.grouping.wait()
-            if not mine.done:
-                lock.leading = True
-                group, lock.waiting = lock.waiting, []
+            leads, lock.leading = not lock.leading, True
+        if not leads:
+            mine.woken.wait()  # done by a leader, or handed the lead with its write still waiting
         if not mine.done:
+            with lock.grouping:
+                group, lock.waiting = lock.waiting, []
             try:
                 self._commit_group(group)
             finally:
                 with lock.grouping:
-                    lock.leading = False
-                    lock.grouping.notify_all()
+                    following = lock.waiting[0] if lock.waiting else None
+                    lock.leading = following is not None
+                for write in group:
+                    write.woken.set()
+                if following is not None:
+                    following.woken.set()  # one thread woken to lead next, not every waiting one
         if mine.error is not None:
             raise mine.error
-        return mine.result  # type: ignore[return-value]
+        return mine.result  # type: ignore[no-any-return]
 
     def _commit_group(self, group: list[_Write]) -> None:
-        """One transaction for every write in `group`, on a connection of this file (the writes may be another
-        store's on the same file), flushed as its most durable write asks; each write is done, with its
-        result or error, when this returns."""
-        synchronous = max((write.synchronous for write in group), key=SYNCHRONOUS.index)
+        """The writes of `group` on one connection of this file (some may be another store's on the same file),
+        one transaction for each `synchronous` they ask, the least flushed first: a write that need not reach
+        the disk is done, and its writer woken, before the flush that the others wait for. Each write is done,
+        with its result or error, when this returns."""
+        levels = sorted({write.synchronous for write in group}, key=SYNCHRONOUS.index)
         try:
             with self.connection() as db, self.writing.held():
-                if synchronous != self.synchronous:
-                    db.execute(f"PRAGMA synchronous={synchronous}")  # back to the file's own below, before the pool
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    for write in group:
-                        db.execute("SAVEPOINT one_write")
-                        try:
-                            write.result = write.work(db)
-                        except Exception as exc:  # noqa: BLE001 (that writer's to raise, not the group's)
-                            write.error = exc
-                            db.execute("ROLLBACK TO one_write")
-                        db.execute("RELEASE one_write")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-                if synchronous != self.synchronous:
-                    db.execute(f"PRAGMA synchronous={self.synchronous}")
+                for synchronous in levels:
+                    db.execute(f"PRAGMA synchronous={synchronous}")
+                    together = [write for write in group if write.synchronous == synchronous]
+                    self._commit(db, together)
+                    for write in together:
+                        write.done = True
+                        write.woken.set()
+                if levels[-1] != self.synchronous:
+                    db.execute(f"PRAGMA synchronous={self.synchronous}")  # the pool's connections keep the file's own
                 failed = next((write.error for write in group if isinstance(write.error, sqlite3.Error)), None)
                 if failed is not None:
                     raise _FaultyConnection from failed  # the connection may be at fault: closed, not pooled
         except _FaultyConnection:
             pass
-        except BaseException as exc:  # nothing of the group was committed: each writer raises it
+        except BaseException as exc:  # what was not committed: each of its writers raises the fault
             for write in group:
-                write.result, write.error = None, exc
+                if not write.done:
+                    write.result, write.error = None, exc
             raise
         finally:
             for write in group:
                 write.done = True
         self.wrote()
+
+    @staticmethod
+    def _commit(db: sqlite3.Connection, together: list[_Write]) -> None:
+        """One transaction; each write in a savepoint, so that one that fails is undone alone."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for write in together:
+                db.execute("SAVEPOINT one_write")
+                try:
+                    write.result = write.work(db)
+                except Exception as exc:  # noqa: BLE001 (that writer's to raise, not the group's)
+                    write.error = exc
+                    db.execute("ROLLBACK TO one_write")
+                db.execute("RELEASE one_write")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def wrote(self) -> None:
         """After every write: the WAL it grew goes into the database within CHECKPOINT_EVERY, off the writer's path."""
@@ -282,10 +297,11 @@ class SqliteFile:
 class _Write:
     """One thread's write waiting for, or done by, a group commit."""
 
-    __slots__ = ("work", "synchronous", "done", "result", "error")
+    __slots__ = ("work", "synchronous", "woken", "done", "result", "error")
 
     def __init__(self, work: Callable[[sqlite3.Connection], Any], synchronous: str):
         self.work, self.synchronous = work, synchronous
+        self.woken = threading.Event()
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
