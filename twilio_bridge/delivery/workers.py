@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from ..logs import log
 from .queue import Job, JobQueue
@@ -16,6 +17,7 @@ from .queue import Job, JobQueue
 LEASE_SECONDS = 10.0  # how long a dead process's jobs wait before another takes them over
 HEARTBEAT_SECONDS = 2.0
 POLL_SECONDS = 0.5  # jobs enqueued by other processes, and postponed ones, are found this often
+WEBHOOKS_FIRST = 0.05  # at most this long a thread waits, before taking a job, for the webhooks in hand to answer
 
 
 class LaneWorkers:
@@ -31,6 +33,8 @@ class LaneWorkers:
         self._active: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition()
+        self._answering = 0  # webhooks of this process storing a message now
+        self._answered = threading.Condition()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
 
@@ -43,6 +47,20 @@ class LaneWorkers:
         """A job was just enqueued in this process: one idle thread takes it now instead of at its next poll."""
         with self._wake:
             self._wake.notify()
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """Around a webhook's work: while one runs, a thread about to take a job waits (WEBHOOKS_FIRST at
+        most), so that a burst of webhooks has the process's CPU first and the deliveries catch up after."""
+        with self._answered:
+            self._answering += 1
+        try:
+            yield
+        finally:
+            with self._answered:
+                self._answering -= 1
+                if not self._answering:
+                    self._answered.notify_all()
 
     def begin_stop(self) -> None:
         """Take no new job, without waiting: the jobs in hand wind down while the caller stops other things."""
@@ -65,6 +83,8 @@ class LaneWorkers:
 
     def _work(self) -> None:
         while not self._stopping.is_set():
+            with self._answered:
+                self._answered.wait_for(lambda: not self._answering, WEBHOOKS_FIRST)
             try:
                 job = self.queue.claim(self.lease)
             except Exception as exc:  # the store is down: wait and try again, never die

@@ -6,6 +6,8 @@ replies through the Messages API. TwiML mode (otherwise): the replies are <Messa
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import structlog
 from flask import Blueprint, Response, g, request
 from twilio.twiml.messaging_response import MessagingResponse
@@ -38,7 +40,8 @@ def incoming_message() -> Response:
                                            retry=bool(request.headers.get("I-Twilio-Idempotency-Token")))
     if current.queue is not None and current.settings.whatsapp_rest_mode:
         try:
-            return store_for_delivery(current, inbound)
+            with current.workers.answering() if current.workers else nullcontext():
+                return store_for_delivery(current, inbound)
         except Exception as exc:  # the queue is unreachable: answer now rather than lose the message
             log.error("whatsapp.queue_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
     return answer_now(current, inbound)

@@ -1,0 +1,49 @@
+"""The delivery threads let the webhooks of their process answer first, for a bounded time."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.servers import wait_for
+from twilio_bridge.delivery import workers as workers_module
+from twilio_bridge.delivery.queue import Job, SqliteJobQueue
+from twilio_bridge.delivery.workers import LaneWorkers
+
+
+def test_a_job_is_taken_once_the_webhooks_in_hand_have_answered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workers_module, "WEBHOOKS_FIRST", 30.0)  # long enough that only the webhooks' end can decide
+    queue = SqliteJobQueue(tmp_path / "state.db")
+    answered, handled = threading.Event(), threading.Event()
+    taken_after_answer: list[bool] = []
+
+    def handle(job: Job) -> None:
+        taken_after_answer.append(answered.is_set())
+        queue.finish(job)
+        handled.set()
+
+    workers = LaneWorkers(queue, handle, threads=1, poll=0.05).start()
+    try:
+        with workers.answering():
+            queue.enqueue("SM1", "ana", {})
+            workers.wake()
+            wait_for(lambda: len(workers._answered._waiters) == 1, seconds=5)  # the thread waits for this webhook
+            answered.set()
+        assert handled.wait(5)
+        assert taken_after_answer == [True]
+    finally:
+        workers.stop(5)
+
+
+def test_webhooks_without_end_do_not_hold_deliveries_back_for_long(tmp_path: Path) -> None:
+    queue = SqliteJobQueue(tmp_path / "state.db")
+    handled = threading.Event()
+    workers = LaneWorkers(queue, lambda job: (queue.finish(job), handled.set()), threads=1, poll=0.05).start()
+    try:
+        with workers.answering():  # one webhook after another, never none in hand
+            queue.enqueue("SM1", "ana", {})
+            workers.wake()
+            assert handled.wait(5)  # after WEBHOOKS_FIRST, not when the webhooks stop
+    finally:
+        workers.stop(5)
