@@ -193,3 +193,33 @@ def test_a_process_killed_in_the_middle_of_group_commits_loses_no_acknowledged_w
         numbers = [int(job.split("-")[1]) for job in sorted(stored) if job.startswith(f"SM{lane}-")]
         assert sorted(numbers) == list(range(len(numbers)))
     assert queue.pending() == len(stored)
+
+
+def test_the_rate_count_and_the_message_are_one_write_and_a_message_seen_before_is_not_counted(
+        tmp_path: Path, commits: list[str]) -> None:
+    store, queue = SqliteStore(tmp_path / "state.db"), SqliteJobQueue(tmp_path / "state.db")
+
+    def admit_below(limit: int) -> Callable[[], dict[str, Any] | None]:
+        return lambda: {"n": 1} if store.incr("rate:ana", 60) <= limit else None
+
+    commits.clear()
+    assert queue.offer("SM1", "ana", admit_below(1)) is True
+    assert commits == ["FULL"]  # the count inside the queue's own write, flushed with it
+    assert queue.offer("SM1", "ana", admit_below(1)) is False and store.count("rate:ana") == 1
+    assert queue.offer("SM2", "ana", admit_below(1)) is None  # turned away: counted, not stored
+    assert store.count("rate:ana") == 2 and committed_ids(tmp_path / "state.db") == {"SM1"}
+
+
+def test_a_write_inside_another_is_undone_with_it_and_may_not_ask_for_more_than_it(tmp_path: Path) -> None:
+    store, queue = SqliteStore(tmp_path / "state.db"), SqliteJobQueue(tmp_path / "state.db")
+
+    def count_then_fail() -> dict[str, Any]:
+        store.incr("rate:ana", 60)
+        raise ValueError("refused after counting")
+
+    with pytest.raises(ValueError, match="after counting"):
+        queue.offer("SM1", "ana", count_then_fail)
+    assert store.count("rate:ana") == 0 and queue.pending() == 0
+    with pytest.raises(ValueError, match="would not be flushed"):
+        store.file.write(lambda db: queue.enqueue("SM2", "ana", {}))  # a FULL write inside a NORMAL one
+    assert queue.pending() == 0

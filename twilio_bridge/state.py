@@ -4,6 +4,7 @@ A small key-value interface with expiry. Values are JSON objects.
 """
 from __future__ import annotations
 
+import contextvars
 import fcntl
 import json
 import os
@@ -20,6 +21,9 @@ Result = TypeVar("Result")
 COUNTER_TTL = 400 * 24 * 3600  # counters shown by /health: totals over roughly a year
 PURGE_SECONDS = 60.0  # how often each process deletes the expired rows of a SQLite store, as part of a write
 CHECKPOINT_EVERY = 0.5  # seconds between a file's checkpoints, while it is being written
+# The file and connection whose group commit runs the current thread's write: a write made inside it joins it.
+_WRITING: contextvars.ContextVar[tuple[Path, str, sqlite3.Connection] | None] = contextvars.ContextVar(
+    "sqlite_writing", default=None)
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")  # SQLite's levels, from the least flushed to the most
 CHECKPOINT_IDLE = 30.0  # a file's checkpoint thread ends after this long without writes (the next write starts one)
 
@@ -128,8 +132,15 @@ class SqliteFile:
         """`work`'s statements committed, flushed as `synchronous` (by default the file's own) asks or more,
         together with whatever other threads of this process write to the file at the same moment (see the
         class); what `work` returns, or what it raised (its statements undone, the others' kept). Returns
-        only after the commit that holds them."""
+        only after the commit that holds them. Called from inside another write to the same file (one store's
+        write within another's), it is part of that write, and of its commit.
+
+        `work` may run in another thread (the group's leader): it uses only what it was given, never the
+        request's context (Flask's `g`, the log's bound values)."""
         mine, lock = _Write(work, synchronous or self.synchronous), self.writing
+        enclosing = _WRITING.get()
+        if enclosing is not None and enclosing[0] == self.path:
+            return self._within(enclosing[2], mine, enclosing[1])
         with lock.grouping:
             lock.waiting.append(mine)
             leads, lock.leading = not lock.leading, True
@@ -184,23 +195,40 @@ class SqliteFile:
                 write.done = True
         self.wrote()
 
-    @staticmethod
-    def _commit(db: sqlite3.Connection, together: list[_Write]) -> None:
+    def _commit(self, db: sqlite3.Connection, together: list[_Write]) -> None:
         """One transaction; each write in a savepoint, so that one that fails is undone alone."""
         db.execute("BEGIN IMMEDIATE")
         try:
             for write in together:
                 db.execute("SAVEPOINT one_write")
+                running = _WRITING.set((self.path, write.synchronous, db))
                 try:
                     write.result = write.work(db)
                 except Exception as exc:  # noqa: BLE001 (that writer's to raise, not the group's)
                     write.error = exc
                     db.execute("ROLLBACK TO one_write")
+                finally:
+                    _WRITING.reset(running)
                 db.execute("RELEASE one_write")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    @staticmethod
+    def _within(db: sqlite3.Connection, write: _Write, enclosing: str) -> Any:
+        """A write inside another's: its statements in a savepoint of the enclosing one's transaction."""
+        if SYNCHRONOUS.index(write.synchronous) > SYNCHRONOUS.index(enclosing):
+            raise ValueError(f"a synchronous={write.synchronous} write inside a {enclosing} one would not be flushed")
+        db.execute("SAVEPOINT inner_write")
+        try:
+            result = write.work(db)
+        except BaseException:
+            db.execute("ROLLBACK TO inner_write")
+            db.execute("RELEASE inner_write")
+            raise
+        db.execute("RELEASE inner_write")
+        return result
 
     def wrote(self) -> None:
         """After every write: the WAL it grew goes into the database within CHECKPOINT_EVERY, off the writer's path."""

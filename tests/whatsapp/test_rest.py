@@ -189,7 +189,7 @@ def test_sms_replies_come_from_the_number_written_to(rest_url: str, fake_api: Fa
 def test_with_the_queue_unreachable_the_webhook_answers_in_twiml(
         rest_settings: Settings, tmp_path, standin: RasaStandIn) -> None:  # type: ignore[no-untyped-def]
     class BrokenQueue(SqliteJobQueue):
-        def seen(self, job_id: str) -> bool:
+        def offer(self, job_id: str, user: str, admit: Callable[[], dict[str, Any] | None]) -> bool | None:
             raise ConnectionError("state store down")
 
     app = create_app(rest_settings, queue=BrokenQueue(tmp_path / "q.db"))
@@ -289,7 +289,8 @@ def assert_delivered_once_after(failures: int, user: WhatsAppUser, fake_api: Fak
 def test_a_message_answered_in_twiml_when_the_queue_fails_counts_once_towards_the_rate_limit(
         rest_settings: Settings, tmp_path, standin: RasaStandIn) -> None:  # type: ignore[no-untyped-def]
     class FullQueue(SqliteJobQueue):
-        def enqueue(self, job_id: str, user: str, data: dict[str, Any]) -> bool:
+        def offer(self, job_id: str, user: str, admit: Callable[[], dict[str, Any] | None]) -> bool | None:
+            admit()  # counted, as on Redis, where the count is a write of its own before the queue's
             raise sqlite3.OperationalError("database or disk is full")
 
     settings = dataclasses.replace(rest_settings, whatsapp_rate_limit=2)

@@ -16,7 +16,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from ..state import SqliteFile, backend, redis_client
 
@@ -41,6 +41,10 @@ class Job:
 class JobQueue(Protocol):
     def enqueue(self, job_id: str, user: str, data: dict[str, Any]) -> bool:
         """Store a job at the end of its user's lane; False (and nothing stored) when the id was seen before."""
+    def offer(self, job_id: str, user: str, admit: Callable[[], dict[str, Any] | None]) -> bool | None:
+        """`enqueue` of what `admit()` returns, asked only when the id is new: False when it was seen before,
+        None when `admit` turned the job away (nothing stored), True when stored. On SQLite, the state
+        store's writes that `admit` makes are part of the same commit."""
     def seen(self, job_id: str) -> bool: ...
     def claim(self, lease: float) -> Job | None:
         """The head job of a lane that is due and not leased, leased for `lease` seconds."""
@@ -73,16 +77,20 @@ class SqliteJobQueue:
             pass  # opening the first connection creates the tables
 
     def enqueue(self, job_id: str, user: str, data: dict[str, Any]) -> bool:
-        """Committed with the enqueues of this process's other threads: one flush to disk for all of them."""
+        return bool(self.offer(job_id, user, lambda: data))
+
+    def offer(self, job_id: str, user: str, admit: Callable[[], dict[str, Any] | None]) -> bool | None:
+        """One write, committed with the other writes of this process's threads: one flush to disk for all of them."""
         now = time.time()
 
-        def store(db: sqlite3.Connection) -> bool:
-            fresh = db.execute(
-                "INSERT INTO queue_seen (id, expires) VALUES (?, ?) ON CONFLICT(id) DO UPDATE"
-                " SET expires = excluded.expires WHERE queue_seen.expires <= ?", (job_id, now + SEEN_TTL, now),
-            ).rowcount == 1
-            if not fresh:
+        def store(db: sqlite3.Connection) -> bool | None:
+            if db.execute("SELECT 1 FROM queue_seen WHERE id = ? AND expires > ?", (job_id, now)).fetchone():
                 return False
+            data = admit()
+            if data is None:
+                return None
+            db.execute("INSERT INTO queue_seen (id, expires) VALUES (?, ?) ON CONFLICT(id) DO UPDATE"
+                       " SET expires = excluded.expires", (job_id, now + SEEN_TTL))
             db.execute("DELETE FROM queue_jobs WHERE id = ?", (job_id,))  # a finished job's id, seen long ago
             db.execute("INSERT INTO queue_jobs (id, user, data) VALUES (?, ?, ?)", (job_id, user, json.dumps(data)))
             db.execute("INSERT INTO queue_lanes (user, due) VALUES (?, ?) ON CONFLICT(user) DO NOTHING", (user, now))
@@ -227,6 +235,12 @@ class RedisJobQueue:
         keys = [self.prefix + "seen:" + job_id, self.jobs, self._lane(user), self.lanes]
         args = [job_id, json.dumps(data), user, time.time(), int(SEEN_TTL * 1000)]
         return bool(self._scripts["enqueue"](keys=keys, args=args))
+
+    def offer(self, job_id: str, user: str, admit: Callable[[], dict[str, Any] | None]) -> bool | None:
+        if self.seen(job_id):
+            return False
+        data = admit()
+        return None if data is None else self.enqueue(job_id, user, data)
 
     def seen(self, job_id: str) -> bool:
         return bool(self.redis.exists(self.prefix + "seen:" + job_id))

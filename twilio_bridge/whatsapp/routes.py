@@ -7,6 +7,7 @@ replies through the Messages API. TwiML mode (otherwise): the replies are <Messa
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Any
 
 import structlog
 from flask import Blueprint, Response, g, request
@@ -16,6 +17,7 @@ from .. import metrics, routes
 from ..bridge import Bridge, bridge
 from ..logs import log
 from ..outbound import messages as outbound_messages
+from ..phrases import phrases_for
 from ..rasa.client import RasaError
 from ..state import COUNTER_TTL
 from ..web.errors import answer_every_error
@@ -48,21 +50,33 @@ def incoming_message() -> Response:
 
 
 def store_for_delivery(current: Bridge, inbound: Inbound) -> Response:
-    """Durable before the answer: once Twilio has its 200, the message is in the queue."""
+    """Durable before the answer: once Twilio has its 200, the message is in the queue. A message seen before
+    is not counted towards the rate limit; on SQLite the count and the message are one write."""
     assert current.queue is not None
-    if current.queue.seen(inbound.sid):
-        return _empty("duplicate")
-    notice = rate_limited(current, inbound)
-    if notice == []:
+    counted: list[int] = []
+
+    def admit() -> dict[str, Any] | None:  # inside the queue's write, perhaps in another request's thread
+        counted.append(current.store.incr(_rate_key(inbound), RATE_WINDOW))
+        notice = _notice_for(current, counted[0])
+        if notice == []:
+            return None
+        job: dict[str, Any] = {"inbound": inbound.as_dict()}
+        if notice:
+            job.update(outgoing=[message.as_dict() for message in notice], sent=0)
+        return job
+
+    try:
+        stored = current.queue.offer(inbound.sid, inbound.user, admit)
+    finally:
+        if counted:  # also when the queue failed after counting: the TwiML answer must not count it again
+            g.rate_decision = _rate_decision(current, inbound, counted[0])
+    if stored is None:
         return _empty("rate_limited")
-    job = {"inbound": inbound.as_dict()}
-    if notice:
-        job.update(outgoing=[message.as_dict() for message in notice], sent=0)
-    if not current.queue.enqueue(inbound.sid, inbound.user, job):
+    if not stored:
         return _empty("duplicate")
     if current.workers is not None:
         current.workers.wake()
-    return _empty("rate_notice" if notice else "queued")
+    return _empty("rate_notice" if g.rate_decision else "queued")
 
 
 def answer_now(current: Bridge, inbound: Inbound) -> Response:
@@ -104,15 +118,31 @@ def rate_limited(current: Bridge, inbound: Inbound) -> list[Outgoing] | None:
 
 
 def _count_towards_limit(current: Bridge, inbound: Inbound) -> list[Outgoing] | None:
-    count = current.store.incr(f"whatsapp:rate:{inbound.user}", RATE_WINDOW)
+    return _rate_decision(current, inbound, current.store.incr(_rate_key(inbound), RATE_WINDOW))
+
+
+def _rate_key(inbound: Inbound) -> str:
+    return f"whatsapp:rate:{inbound.user}"
+
+
+def _notice_for(current: Bridge, count: int) -> list[Outgoing] | None:
+    """The rate limit's decision for a user's `count`-th message of the minute (see rate_limited)."""
     limit = current.settings.whatsapp_rate_limit
     if count <= limit:
         return None
-    structlog.contextvars.bind_contextvars(outcome="rate_limited", rate=count)
     if count > limit + 1:
         return []
-    log.warning("whatsapp.rate_limited", limit=limit)
-    return [Outgoing(Conversation(current, inbound.user).phrases.chat_slow_down)]
+    return [Outgoing(phrases_for(current.settings.voice_language).chat_slow_down)]
+
+
+def _rate_decision(current: Bridge, inbound: Inbound, count: int) -> list[Outgoing] | None:
+    """_notice_for, in the request's log."""
+    notice = _notice_for(current, count)
+    if notice is not None:
+        structlog.contextvars.bind_contextvars(outcome="rate_limited", rate=count)
+    if notice:
+        log.warning("whatsapp.rate_limited", limit=current.settings.whatsapp_rate_limit)
+    return notice
 
 
 @bp.post(routes.WHATSAPP_STATUS)
