@@ -21,11 +21,11 @@ Result = TypeVar("Result")
 COUNTER_TTL = 400 * 24 * 3600  # counters shown by /health: totals over roughly a year
 PURGE_SECONDS = 60.0  # how often each process deletes the expired rows of a SQLite store, as part of a write
 CHECKPOINT_EVERY = 0.5  # seconds between a file's checkpoints, while it is being written
-# The file and connection whose group commit runs the current thread's write: a write made inside it joins it.
+CHECKPOINT_IDLE = 30.0  # a file's checkpoint thread ends after this long without writes (the next write starts one)
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")  # SQLite's levels, from the least flushed to the most
+# The file, level and connection of the group commit running the current thread's write: a write made inside joins it.
 _WRITING: contextvars.ContextVar[tuple[Path, str, sqlite3.Connection] | None] = contextvars.ContextVar(
     "sqlite_writing", default=None)
-SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")  # SQLite's levels, from the least flushed to the most
-CHECKPOINT_IDLE = 30.0  # a file's checkpoint thread ends after this long without writes (the next write starts one)
 
 
 class StateStore(Protocol):
@@ -171,15 +171,18 @@ class SqliteFile:
         levels = sorted({write.synchronous for write in group}, key=SYNCHRONOUS.index)
         try:
             with self.connection() as db, self.writing.held():
+                current = self.synchronous  # the pool's connections keep the file's own between writes
                 for synchronous in levels:
-                    db.execute(f"PRAGMA synchronous={synchronous}")
+                    if synchronous != current:
+                        db.execute(f"PRAGMA synchronous={synchronous}")
+                        current = synchronous
                     together = [write for write in group if write.synchronous == synchronous]
                     self._commit(db, together)
                     for write in together:
                         write.done = True
                         write.woken.set()
-                if levels[-1] != self.synchronous:
-                    db.execute(f"PRAGMA synchronous={self.synchronous}")  # the pool's connections keep the file's own
+                if current != self.synchronous:
+                    db.execute(f"PRAGMA synchronous={self.synchronous}")
                 failed = next((write.error for write in group if isinstance(write.error, sqlite3.Error)), None)
                 if failed is not None:
                     raise _FaultyConnection from failed  # the connection may be at fault: closed, not pooled
