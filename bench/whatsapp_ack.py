@@ -3,7 +3,9 @@
 Starts the Rasa stand-in (answering after --delay seconds), the fake Twilio Messages API and the
 bridge under gunicorn (gunicorn.conf.py, SQLite state in a temporary directory), then posts signed
 inbound messages from several users at once and prints the webhook's answer times, and how long
-the replies took to arrive through the Messages API.
+the replies took to arrive through the Messages API. Also the bridge's CPU per webhook while they were
+posted (its workers' CPU time over the messages, deliveries done meanwhile included) and the machine's
+load average: on a shared machine the answer times move with the load, the CPU per webhook much less.
 
     .venv/bin/python bench/whatsapp_ack.py [--messages 200] [--users 40] [--concurrency 16] [--delay 2]
                                            [--workers 2] [--state-url redis://127.0.0.1:6379/0]
@@ -11,6 +13,7 @@ the replies took to arrive through the Messages API.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -19,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.capacity import cpu_seconds  # noqa: E402
 from bench.common import AUTH_TOKEN, bridge, messages_api, percentile, standin  # noqa: E402
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser  # noqa: E402
 
@@ -39,6 +43,8 @@ def main() -> None:
     with standin(args.delay) as rasa_url, messages_api() as (api, rest_mode), \
             bridge(rasa_url, env={**env, **rest_mode}) as running:
         users = [WhatsAppUser(running.url, AUTH_TOKEN, number=f"+52155{n:08d}") for n in range(args.users)]
+        workers, load_before = running.worker_pids(), os.getloadavg()[0]
+        cpu_before = cpu_seconds(workers)
         started = time.monotonic()
 
         def post(n: int) -> float:
@@ -49,6 +55,7 @@ def main() -> None:
         with ThreadPoolExecutor(args.concurrency) as pool:
             seconds = list(pool.map(post, range(args.messages)))
         posted_in = time.monotonic() - started
+        cpu_ms = (cpu_seconds(workers) - cpu_before) * 1000 / args.messages
         delivered = api.wait_for(args.messages, timeout=args.messages * args.delay + 60)
         delivered_in = time.monotonic() - started
 
@@ -58,6 +65,7 @@ def main() -> None:
           f"Rasa answers in {args.delay:g} s; gunicorn with {args.workers} workers; state in {state}")
     print(f"webhook answer: median {statistics.median(ms):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms, "
           f"max {max(ms):.1f} ms (all posted in {posted_in:.1f} s)")
+    print(f"bridge CPU per webhook {cpu_ms:.2f} ms; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"replies through the Messages API: {len(delivered)}/{args.messages}, the last after {delivered_in:.1f} s")
 
 

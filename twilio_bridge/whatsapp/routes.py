@@ -68,8 +68,8 @@ def store_for_delivery(current: Bridge, inbound: Inbound) -> Response:
     try:
         stored = current.queue.offer(inbound.sid, inbound.user, admit)
     finally:
-        if counted:  # also when the queue failed after counting: the TwiML answer must not count it again
-            g.rate_decision = _rate_decision(current, inbound, counted[0])
+        if counted:  # also when the queue failed after counting, so that the TwiML answer does not count again
+            g.rate_decision = _rate_decision(current, counted[0])  # (on SQLite the count went with the failed write)
     if stored is None:
         return _empty("rate_limited")
     if not stored:
@@ -118,7 +118,7 @@ def rate_limited(current: Bridge, inbound: Inbound) -> list[Outgoing] | None:
 
 
 def _count_towards_limit(current: Bridge, inbound: Inbound) -> list[Outgoing] | None:
-    return _rate_decision(current, inbound, current.store.incr(_rate_key(inbound), RATE_WINDOW))
+    return _rate_decision(current, current.store.incr(_rate_key(inbound), RATE_WINDOW))
 
 
 def _rate_key(inbound: Inbound) -> str:
@@ -135,7 +135,7 @@ def _notice_for(current: Bridge, count: int) -> list[Outgoing] | None:
     return [Outgoing(phrases_for(current.settings.voice_language).chat_slow_down)]
 
 
-def _rate_decision(current: Bridge, inbound: Inbound, count: int) -> list[Outgoing] | None:
+def _rate_decision(current: Bridge, count: int) -> list[Outgoing] | None:
     """_notice_for, in the request's log."""
     notice = _notice_for(current, count)
     if notice is not None:
