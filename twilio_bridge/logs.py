@@ -6,6 +6,7 @@ Secrets are never logged; long digit strings (cards, phone numbers) are masked.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -21,15 +22,20 @@ _SECRET_KEYS = ("token", "secret", "password", "authorization", "signature", "au
 _NOT_PERSONAL = ("timestamp", "event", "route", "path")  # and identifiers ending in _sid
 
 
-def _personal(key: str) -> bool:
-    return key not in _NOT_PERSONAL and not key.endswith("sid")
+@functools.lru_cache(maxsize=1024)  # a line's keys come from a small set, asked about on every line
+def _kind_of_key(key: str) -> str:
+    """"secret" (never logged), "personal" (long digit strings masked) or "plain"."""
+    if any(word in key.lower() for word in _SECRET_KEYS):
+        return "secret"
+    return "plain" if key in _NOT_PERSONAL or key.endswith("sid") else "personal"
 
 
 def _mask(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in list(event.items()):
-        if any(word in key.lower() for word in _SECRET_KEYS):
+        kind = _kind_of_key(key)
+        if kind == "secret":
             event[key] = "[redacted]"
-        elif isinstance(value, str) and _personal(key):
+        elif kind == "personal" and isinstance(value, str):
             event[key] = mask_digits(value)
     return event
 
