@@ -64,15 +64,19 @@ class Bridge(Gunicorn):
 
 @contextmanager
 def bridge(rasa_url: str, *gunicorn_args: str, env: dict[str, str] | None = None,
-           cpus: set[int] | None = None) -> Iterator[Bridge]:
-    """The bridge under the shipped gunicorn.conf.py (plus any overriding command-line arguments), on `cpus`."""
+           cpus: set[int] | None = None, app: str | None = None) -> Iterator[Bridge]:
+    """The bridge under the shipped gunicorn.conf.py (plus any overriding command-line arguments), on `cpus`;
+    `app` serves another WSGI app the same way (bench/floor_app.py)."""
     with tempfile.TemporaryDirectory(prefix="twilio-bridge-bench-") as workdir:
         settings = {
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("BENCH_EXTRA_PATH")])),
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": rasa_url, "FALLBACK_PHONE_NUMBER": "+525511112222",
             "STATE_URL": f"sqlite:///{workdir}/state.db", "LOG_LEVEL": "WARNING", **(env or {}),
         }
-        with Bridge(settings, Path(workdir), args=gunicorn_args, cpus=cpus) as running_bridge:
+        served = Bridge(settings, Path(workdir), args=gunicorn_args, cpus=cpus)
+        if app is not None:
+            served.command[-1] = app
+        with served as running_bridge:
             yield running_bridge
 
 
