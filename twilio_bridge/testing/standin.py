@@ -6,7 +6,7 @@ It also answers an outbound card alert: a call whose `/session_start` metadata h
 message whose metadata has a `last_notification`, with `card_last_four` in its context ("was it you?": sí unblocks,
 no keeps the card blocked and offers a new one).
 
-Served on one event loop (local_server.LocalEventLoopServer), as Rasa is: connections kept alive, a slow answer an
+Served on one event loop (event_loop_server), as Rasa is: connections kept alive, a slow answer an
 asyncio wait that costs no thread, one sender's messages answered one at a time, in order.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .local_server import LocalEventLoopServer
+from .event_loop_server import EventLoopServer
 
 MODES = ("ok", "echo", "hang", "error500", "html", "invalid_json", "empty", "huge", "nasty", "drop")
 ECHO = "Recibido: "  # echo mode answers every text with this and the text: a reply names its message
@@ -66,7 +66,7 @@ def _four_digits(text: str) -> str | None:
     return digits if re.fullmatch(r"\d{4}", digits) else None
 
 
-class RasaStandIn(LocalEventLoopServer):
+class RasaStandIn(EventLoopServer):
     """Rasa's REST channel on 127.0.0.1: `.start()`, point the bridge at `.webhook_url`, assert on `.received`."""
 
     def __init__(self, delay: float = 0.0, mode: str = "ok") -> None:

@@ -1,4 +1,4 @@
-"""How the Rasa stand-in is served (local_server.LocalEventLoopServer), over real HTTP on 127.0.0.1: connections
+"""How the Rasa stand-in is served (event_loop_server), over real HTTP on 127.0.0.1: connections
 kept alive as Rasa keeps them, hundreds of slow answers held on one thread, and a stop that does not wait for them."""
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 import http.client
 import json
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +16,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from tests.servers import wait_for
+from tests.servers import ROOT, wait_for
 from twilio_bridge.rasa.client import RasaClient
 from twilio_bridge.testing.standin import ASK_DIGITS, GREETING, RasaStandIn
 
@@ -111,3 +113,18 @@ def test_hundreds_of_delayed_answers_come_back_without_a_thread_each() -> None:
     assert [answer[0]["recipient_id"] for answer in answers] == [f"CA{n}" for n in range(300)]
     assert {answer[0]["text"] for answer in answers} == {GREETING}
     assert threads_while_held <= threads_before + 2  # a thread per connection would add 300
+
+
+def test_a_port_in_use_is_said_in_one_line(standin: RasaStandIn) -> None:
+    port = urlsplit(standin.origin).port
+    done = subprocess.run([sys.executable, "-m", "twilio_bridge.testing.standin", "--port", str(port)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr == f"Port {port} is in use by another program: stop it, or choose another port.\n"
+
+
+def test_the_bridges_processes_do_not_load_the_stand_ins_server() -> None:
+    """aiohttp would cost each gunicorn worker 8 MB; the demo imports the stand-in only when it runs."""
+    loaded = subprocess.run([sys.executable, "-c", "import sys, twilio_voice_server; print(sorted(sys.modules))"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "'twilio_bridge.cli.demo'" in loaded and "'aiohttp'" not in loaded
