@@ -270,6 +270,7 @@ def main() -> None:
                              "hang, error500, html, invalid_json, empty ([]), huge, nasty (markup, emoji, "
                              "control characters), drop (close the connection) (default: %(default)s)")
     args = parser.parse_args()
+
     def announce(standin: RasaStandIn) -> None:
         print(f"Rasa stand-in listening: RASA_WEBHOOK_URL={standin.webhook_url}", flush=True)
 
