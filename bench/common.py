@@ -66,14 +66,17 @@ class Bridge(Gunicorn):
 def bridge(rasa_url: str, *gunicorn_args: str, env: dict[str, str] | None = None,
            cpus: set[int] | None = None, app: str | None = None) -> Iterator[Bridge]:
     """The bridge under the shipped gunicorn.conf.py (plus any overriding command-line arguments), on `cpus`;
-    `app` serves another WSGI app the same way (bench/floor_app.py)."""
+    `app` serves another WSGI app of this checkout the same way (bench/floor_app.py). BENCH_BRIDGE_ROOT names
+    another checkout whose bridge is served instead, under the same load and stand-in (a "before")."""
+    served_from = ROOT if app else Path(os.environ.get("BENCH_BRIDGE_ROOT") or ROOT)  # another checkout's bridge
     with tempfile.TemporaryDirectory(prefix="twilio-bridge-bench-") as workdir:
         settings = {
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("BENCH_EXTRA_PATH")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(served_from), os.environ.get("BENCH_EXTRA_PATH")])),
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": rasa_url, "FALLBACK_PHONE_NUMBER": "+525511112222",
             "STATE_URL": f"sqlite:///{workdir}/state.db", "LOG_LEVEL": "WARNING", **(env or {}),
         }
         served = Bridge(settings, Path(workdir), args=gunicorn_args, cpus=cpus)
+        served.command[served.command.index("-c") + 1] = str(served_from / "gunicorn.conf.py")
         if app is not None:
             served.command[-1] = app
         with served as running_bridge:
