@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import threading
 import time
 import unicodedata
 from collections import defaultdict, deque
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -69,13 +71,14 @@ def _four_digits(text: str) -> str | None:
 class RasaStandIn(EventLoopServer):
     """Rasa's REST channel on 127.0.0.1: `.start()`, point the bridge at `.webhook_url`, assert on `.received`."""
 
-    def __init__(self, delay: float = 0.0, mode: str = "ok") -> None:
+    def __init__(self, delay: float = 0.0, mode: str = "ok", record: bool = True) -> None:
         self.delay = delay
         self.mode = mode  # validated by the property below
         self.hang_seconds = 60.0
+        self.record = record  # off on the command line, where nobody reads `received` and benchmarks send millions
         self.received: list[dict[str, Any]] = []
         self._lock = threading.Lock()  # what tests read and script from their own threads; held for no wait
-        self._sender_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._sender_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # a sender's lock, and how many hold or want it
         self._states: dict[str, dict[str, str]] = {}
         self._canned: deque[list[dict[str, Any]]] = deque()
         self._canned_for: defaultdict[str, deque[list[dict[str, Any]]]] = defaultdict(deque)
@@ -144,16 +147,33 @@ class RasaStandIn(EventLoopServer):
             return _json({"error": "Failed when parsing body as json"}, status=400)
         sender = str(body.get("sender") or "default")
         message = body.get("message")
-        with self._lock:
-            record = {"sender": sender, "message": message, "metadata": body.get("metadata"), "at": time.time(),
-                      "peer": request.remote}  # which bridge host asked, when there are several
-            self.received.append(record)
-        async with self._sender_locks[sender]:
+        if self.record:
+            with self._lock:
+                record = {"sender": sender, "message": message, "metadata": body.get("metadata"), "at": time.time(),
+                          "peer": request.remote}  # which bridge host asked, when there are several
+                self.received.append(record)
+        async with self._in_order(sender):
             await self._pause(self.delay)
             mode = self.mode
             if mode == "hang":
                 await self._pause(self.hang_seconds)
             return self._answer(mode, sender, message, request, body.get("metadata"))
+
+    @contextlib.asynccontextmanager
+    async def _in_order(self, sender: str) -> AsyncIterator[None]:
+        """One message of a sender at a time, as Rasa handles them; the lock goes when nobody holds or wants it
+        (a benchmark's hundred thousand senders would otherwise keep one each, and slow every collection)."""
+        lock, users = self._sender_locks.get(sender) or (asyncio.Lock(), 0)
+        self._sender_locks[sender] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._sender_locks[sender]
+            if users == 1:
+                del self._sender_locks[sender]
+            else:
+                self._sender_locks[sender] = (lock, users - 1)
 
     def _answer(self, mode: str, sender: str, message: Any, request: web.BaseRequest,
                 metadata: Any = None) -> web.StreamResponse:
@@ -274,7 +294,7 @@ def main() -> None:
     def announce(standin: RasaStandIn) -> None:
         print(f"Rasa stand-in listening: RASA_WEBHOOK_URL={standin.webhook_url}", flush=True)
 
-    RasaStandIn(delay=args.delay, mode=args.mode).run(args.host, args.port, announce)
+    RasaStandIn(delay=args.delay, mode=args.mode, record=False).run(args.host, args.port, announce)
 
 
 if __name__ == "__main__":
