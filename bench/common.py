@@ -142,12 +142,17 @@ class Caller:
         return True
 
 
-async def run_calls(base_url: str, concurrency: int, seconds: float, tally: Tally) -> float:
-    """`concurrency` calls, each taking turns back to back until `seconds` have passed; returns the time taken."""
+async def run_calls(base_url: str, concurrency: int, seconds: float, tally: Tally, ramp: float = 0.0) -> float:
+    """`concurrency` calls, each taking turns back to back until `seconds` have passed; returns the time taken.
+
+    With `ramp` the calls start evenly spread over that many seconds, as calls come in, rather than all in
+    the same millisecond: then, with every turn taking Rasa's same latency, they stay in step, and the
+    bridge gets all their turns at once, then none while they wait (waves that set the p99)."""
     stop_at = time.monotonic() + seconds
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         async def one_call(number: int) -> None:
+            await asyncio.sleep(ramp * number / concurrency)
             while time.monotonic() < stop_at:
                 caller = Caller(session, base_url, number)
                 number += concurrency
