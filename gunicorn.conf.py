@@ -92,6 +92,7 @@ accesslog = None  # the app logs one structured line per webhook
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 logconfig_dict = gunicorn_logconfig(loglevel.upper())
+logger_class = "twilio_bridge.logs.GunicornLogger"  # builds no access line, which the logconfig drops
 
 
 def on_starting(server):

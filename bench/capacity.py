@@ -4,7 +4,8 @@
 
 Each call takes turns back to back (no caller pauses: every call always has a webhook in flight),
 following holding <Redirect>s as Twilio does. Little's law sets the ceiling: turns per second can
-reach calls ÷ 1 s. Prints turns/s, median and p99 time per turn (the caller's words to the answer),
+reach calls ÷ 1 s. By default every call starts at once (the figures' method since the first); `--ramp 1`
+spreads the starts over Rasa's 1 s, as calls arrive, so the turns do not come in waves. Prints turns/s, median and p99 time per turn (the caller's words to the answer),
 errors, holds, worker CPU per turn, and each worker's RSS idle and at the peak of the load.
 """
 from __future__ import annotations
@@ -54,7 +55,7 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def load(running: Bridge, calls: int, seconds: float, idle: list[float]) -> Row:
+def load(running: Bridge, calls: int, seconds: float, idle: list[float], ramp: float = 0.0) -> Row:
     pids, others = running.worker_pids(), [standin_pid(), os.getpid()]
     peak = list(idle)
     done = threading.Event()
@@ -68,7 +69,7 @@ def load(running: Bridge, calls: int, seconds: float, idle: list[float]) -> Row:
     tally = Tally()
     cpu_before, others_before = cpu_seconds(pids), [cpu_seconds([pid]) for pid in others]
     try:
-        elapsed = asyncio.run(run_calls(running.url, calls, seconds, tally))
+        elapsed = asyncio.run(run_calls(running.url, calls, seconds, tally, ramp))
     finally:
         done.set()
         sampler.join()
@@ -95,7 +96,7 @@ def pin(bridge_cpu: int | None) -> set[int] | None:
 
 
 def measure(calls: list[int], seconds: float, gunicorn_args: list[str], bridge_cpus: set[int] | None,
-            show: bool = True) -> tuple[list[float], list[Row]]:
+            show: bool = True, ramp: float = 0.0) -> tuple[list[float], list[Row]]:
     with standin(delay=1.0) as rasa_url, bridge(rasa_url, *gunicorn_args, cpus=bridge_cpus) as running:
         asyncio.run(run_calls(running.url, 10, 3.0, Tally()))  # warm up: imports, connections, SQLite
         idle = running.worker_rss_mb()
@@ -104,7 +105,7 @@ def measure(calls: list[int], seconds: float, gunicorn_args: list[str], bridge_c
             print(HEADER)
         rows = []
         for count in calls:
-            rows.append(load(running, count, seconds, idle))
+            rows.append(load(running, count, seconds, idle, ramp))
             if show:
                 print(rows[-1], flush=True)
         return idle, rows
@@ -114,11 +115,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, nargs="+", default=[50, 200, 500])
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--ramp", type=float, default=0.0, metavar="SECONDS",
+                        help="start the calls spread over this long, not all at once (bench.common.run_calls)")
     parser.add_argument("--bridge-cpu", type=int,
                         help="pin gunicorn to this CPU, the stand-in and callers to the others")
     parser.add_argument("gunicorn_args", nargs="*", help="after --, e.g. -k gevent --worker-connections 1000")
     args = parser.parse_args()
-    measure(args.calls, args.seconds, args.gunicorn_args, pin(args.bridge_cpu))
+    measure(args.calls, args.seconds, args.gunicorn_args, pin(args.bridge_cpu), ramp=args.ramp)
 
 
 if __name__ == "__main__":

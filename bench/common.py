@@ -64,15 +64,22 @@ class Bridge(Gunicorn):
 
 @contextmanager
 def bridge(rasa_url: str, *gunicorn_args: str, env: dict[str, str] | None = None,
-           cpus: set[int] | None = None) -> Iterator[Bridge]:
-    """The bridge under the shipped gunicorn.conf.py (plus any overriding command-line arguments), on `cpus`."""
+           cpus: set[int] | None = None, app: str | None = None) -> Iterator[Bridge]:
+    """The bridge under the shipped gunicorn.conf.py (plus any overriding command-line arguments), on `cpus`;
+    `app` serves another WSGI app of this checkout the same way (bench/floor_app.py). BENCH_BRIDGE_ROOT names
+    another checkout whose bridge is served instead, under the same load and stand-in (a "before")."""
+    served_from = ROOT if app else Path(os.environ.get("BENCH_BRIDGE_ROOT") or ROOT)  # another checkout's bridge
     with tempfile.TemporaryDirectory(prefix="twilio-bridge-bench-") as workdir:
         settings = {
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("BENCH_EXTRA_PATH")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(served_from), os.environ.get("BENCH_EXTRA_PATH")])),
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": rasa_url, "FALLBACK_PHONE_NUMBER": "+525511112222",
             "STATE_URL": f"sqlite:///{workdir}/state.db", "LOG_LEVEL": "WARNING", **(env or {}),
         }
-        with Bridge(settings, Path(workdir), args=gunicorn_args, cpus=cpus) as running_bridge:
+        served = Bridge(settings, Path(workdir), args=gunicorn_args, cpus=cpus)
+        served.command[served.command.index("-c") + 1] = str(served_from / "gunicorn.conf.py")
+        if app is not None:
+            served.command[-1] = app
+        with served as running_bridge:
             yield running_bridge
 
 
@@ -135,12 +142,17 @@ class Caller:
         return True
 
 
-async def run_calls(base_url: str, concurrency: int, seconds: float, tally: Tally) -> float:
-    """`concurrency` calls, each taking turns back to back until `seconds` have passed; returns the time taken."""
+async def run_calls(base_url: str, concurrency: int, seconds: float, tally: Tally, ramp: float = 0.0) -> float:
+    """`concurrency` calls, each taking turns back to back until `seconds` have passed; returns the time taken.
+
+    With `ramp` the calls start evenly spread over that many seconds, as calls come in, rather than all in
+    the same millisecond: then, with every turn taking Rasa's same latency, they stay in step, and the
+    bridge gets all their turns at once, then none while they wait (waves that set the p99)."""
     stop_at = time.monotonic() + seconds
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         async def one_call(number: int) -> None:
+            await asyncio.sleep(ramp * number / concurrency)
             while time.monotonic() < stop_at:
                 caller = Caller(session, base_url, number)
                 number += concurrency

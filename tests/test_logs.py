@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 from tests.conftest import AUTH_TOKEN
 from twilio_bridge.testing.phone import TwilioPhone
 
@@ -43,3 +45,33 @@ def test_identifiers_and_timestamps_are_not_masked(log_lines) -> None:
     assert line["call_sid"] == "CA1234567890abcdef"
     assert line["detail"] == "card ************1111 in CA7654321x"
     assert line["timestamp"][:4].isdigit() and "*" not in line["timestamp"]
+
+
+def test_gunicorn_builds_no_access_line_that_its_logconfig_drops() -> None:
+    """gunicorn builds every request's access atoms once any logconfig is set; the shipped one drops them."""
+    from gunicorn.config import Config
+
+    from twilio_bridge.logs import GunicornLogger, gunicorn_logconfig
+
+    class Counting(GunicornLogger):
+        built = 0
+
+        def atoms(self, *args: object) -> dict:
+            Counting.built += 1
+            return {}
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    config = Config()
+    config.set("logconfig_dict", gunicorn_logconfig("INFO"))
+    try:
+        logger = Counting(config)  # applies the logconfig, as gunicorn does
+        logger.access(None, None, {}, None)
+        assert Counting.built == 0
+        logger.access_log.setLevel("INFO")  # an operator's logconfig that keeps access lines still gets them
+        logger.access(None, None, {}, None)
+        assert Counting.built == 1
+    finally:
+        root.handlers[:], root.level = saved
+        for name in ("gunicorn.error", "gunicorn.access"):
+            logging.getLogger(name).handlers.clear()

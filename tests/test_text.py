@@ -1,7 +1,7 @@
 """Text hygiene: what reaches Rasa, a speaker and the logs."""
 from __future__ import annotations
 
-from twilio_bridge.text import LONGEST_TEXT, for_speech, for_whatsapp, from_user, mask_digits, split_text
+from twilio_bridge.text import LONGEST_TEXT, for_speech, for_whatsapp, from_user, mask_digits, plain, split_text
 
 HOSTILE_SHAPES = {  # 100 kB each, the longest reply the README promises; shapes that made markdown patterns backtrack
     "stars": "*" * 100_000,
@@ -27,6 +27,13 @@ def test_speech_text_loses_markdown_emoji_and_tags_but_keeps_meaning() -> None:
     assert for_speech("# Aviso\n* **Tarjeta** bloqueada ✅\n* Ver [detalles](https://x.y)") == (
         "Aviso Tarjeta bloqueada Ver detalles")
     assert for_speech("5 * 3 = 15 & 2 < 3") == "5 3 = 15 & 2 < 3"
+
+
+def test_what_xml_cannot_hold_and_what_a_voice_cannot_read_become_spaces() -> None:
+    assert plain("a\x00b\x1bc\rd\x85e\ud800f\uffffg\n\th") == "a b c d e f g\n\th"
+    assert plain("¿Perdió su tarjeta? Ñandú © 2026 😀") == "¿Perdió su tarjeta? Ñandú © 2026 😀"  # plain keeps symbols
+    spoken = for_speech("Listo 👍🏽, © Banco ® ° ¦ ❤️ 👨‍👩‍👧 ¡Adiós, señor Muñoz! 50 % ½ € ¥ § ¶")
+    assert spoken == "Listo , Banco ¡Adiós, señor Muñoz! 50 % ½ € ¥ § ¶"
 
 
 def test_split_text_never_exceeds_the_limit_or_cuts_words() -> None:

@@ -189,6 +189,18 @@ def test_different_senders_are_served_concurrently(senders: int) -> None:
         standin.stop()
 
 
+def test_a_standin_for_benchmarks_keeps_nothing_per_message() -> None:
+    """The command line's stand-in records nothing, and a sender's lock goes once its messages are answered:
+    a benchmark's hundred thousand senders left no garbage for the collector to walk (pauses of tens of ms)."""
+    with RasaStandIn(record=False) as standin:
+        standin.delay = 0.2
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda n: requests.post(standin.webhook_url, json={"sender": f"CA{n % 3}", "message": "hola"},
+                                                            timeout=30).json(), range(8)))
+        assert all(answer[0]["text"] for answer in answers)
+        assert standin.received == [] and standin._sender_locks == {}
+
+
 @pytest.mark.parametrize(
     ("mode", "status", "content_type", "body"),
     [

@@ -24,7 +24,6 @@ from ..config import Settings
 from ..logs import configure_logging
 from ..startup import RequestHandler
 from ..testing.phone import TwilioPhone
-from ..testing.standin import RasaStandIn
 from ..testing.whatsapp_user import WhatsAppUser
 from .call import Ask, CallSimulator
 from .chat import REPLY_WAIT_SECONDS, ChatSimulator
@@ -35,6 +34,8 @@ PERSON = "+5215500000000"  # who a hand-off dials; the demo asks you how that le
 
 def run_demo(args: argparse.Namespace, ask: Ask) -> int:
     """A port taken: werkzeug says so in two lines and exits 1; what had started stops on the way out."""
+    from ..testing.standin import RasaStandIn  # here: its server (aiohttp) would cost every bridge process 8 MB
+
     with tempfile.TemporaryDirectory(prefix="twilio-bridge-demo-") as workdir, \
             RasaStandIn().start(port=args.rasa_port or 0) as standin, \
             open(Path(workdir) / "bridge.log", "w", encoding="utf-8") as log:

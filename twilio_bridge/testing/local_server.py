@@ -1,7 +1,8 @@
-"""The stand-ins' shared plumbing: a WSGI app served over real HTTP on a background thread, on 127.0.0.1.
+"""The fake Messages API's plumbing: a WSGI app served over real HTTP on werkzeug's threads, on 127.0.0.1.
 
-Used by the Rasa stand-in and the fake Messages API (tests, benchmarks, the chat simulator), and by
-their command lines, which serve in the foreground until SIGINT or SIGTERM.
+Used by the fake Messages API (tests, benchmarks, the chat simulator), on a background thread, and by its command
+line, which serves in the foreground until SIGINT or SIGTERM. The Rasa stand-in is served by event_loop_server
+instead: werkzeug closes every connection after one answer, and holds a thread per connection.
 """
 from __future__ import annotations
 
@@ -64,8 +65,9 @@ class _Server(ThreadedWSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    # Keep-alive, as Rasa (Sanic) and Twilio's API keep it: with HTTP/1.0 every request to a stand-in would
-    # pay a new connection that the real service does not ask for, and the benchmarks would count it.
+    # HTTP/1.1 answers, as Twilio's API gives them. werkzeug's development server still closes the connection after
+    # each one (werkzeug/serving.py: "Always close the connection"): a client of a stand-in served here pays a new
+    # connection per request, which is why the Rasa stand-in, counted by the benchmarks, is served by event_loop_server.
     protocol_version = "HTTP/1.1"
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:

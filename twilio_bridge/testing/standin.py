@@ -5,26 +5,28 @@ scripted Spanish card-blocking dialogue, and can be switched into the failure mo
 It also answers an outbound card alert: a call whose `/session_start` metadata has an `outbound_context`, or a chat
 message whose metadata has a `last_notification`, with `card_last_four` in its context ("was it you?": sí unblocks,
 no keeps the card blocked and offers a new one).
+
+Served on one event loop (event_loop_server), as Rasa is: connections kept alive, a slow answer an
+asyncio wait that costs no thread, one sender's messages answered one at a time, in order.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import re
-import socket
 import threading
 import time
 import unicodedata
 from collections import defaultdict, deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from typing import Any
 
-from werkzeug.wrappers import Request, Response
+from aiohttp import web
 
-from .local_server import LocalServer, until_signalled
-
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+from .event_loop_server import EventLoopServer
 
 MODES = ("ok", "echo", "hang", "error500", "html", "invalid_json", "empty", "huge", "nasty", "drop")
 ECHO = "Recibido: "  # echo mode answers every text with this and the text: a reply names its message
@@ -66,20 +68,20 @@ def _four_digits(text: str) -> str | None:
     return digits if re.fullmatch(r"\d{4}", digits) else None
 
 
-class RasaStandIn(LocalServer):
+class RasaStandIn(EventLoopServer):
     """Rasa's REST channel on 127.0.0.1: `.start()`, point the bridge at `.webhook_url`, assert on `.received`."""
 
-    def __init__(self, delay: float = 0.0, mode: str = "ok") -> None:
+    def __init__(self, delay: float = 0.0, mode: str = "ok", record: bool = True) -> None:
         self.delay = delay
         self.mode = mode  # validated by the property below
         self.hang_seconds = 60.0
+        self.record = record  # off on the command line, where nobody reads `received` and benchmarks send millions
         self.received: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._sender_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._lock = threading.Lock()  # what tests read and script from their own threads; held for no wait
+        self._sender_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # a sender's lock, and how many hold or want it
         self._states: dict[str, dict[str, str]] = {}
         self._canned: deque[list[dict[str, Any]]] = deque()
         self._canned_for: defaultdict[str, deque[list[dict[str, Any]]]] = defaultdict(deque)
-        self._stopping = threading.Event()
 
     @property
     def mode(self) -> str:
@@ -90,14 +92,6 @@ class RasaStandIn(LocalServer):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         self._mode = mode
-
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> RasaStandIn:
-        self._stopping.clear()
-        return super().start(host, port)
-
-    def stop(self) -> None:
-        self._stopping.set()  # a delayed or hung request ends now, so the server can shut down
-        super().stop()
 
     @property
     def origin(self) -> str:
@@ -123,21 +117,20 @@ class RasaStandIn(LocalServer):
             self._canned.clear()
             self._canned_for.clear()
 
-    def _wsgi(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
-        request = Request(environ)
+    def _on_loop(self) -> None:
+        self._sender_locks.clear()  # an asyncio lock belongs to the loop it first waited on
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         route = (request.method, request.path)
         if route == ("GET", "/"):
-            response = Response("Hello from Rasa: 3.21.0", mimetype="text/plain")
-        elif route == ("POST", "/webhooks/rest/webhook"):
-            response = self._webhook(request)
-        elif route == ("POST", "/_standin/control"):
-            response = self._control(request)
-        else:
-            response = Response("Not found", status=404, mimetype="text/plain")
-        return response(environ, start_response)
+            return web.Response(text="Hello from Rasa: 3.21.0")
+        if route == ("POST", "/webhooks/rest/webhook"):
+            return await self._webhook(request)
+        if route == ("POST", "/_standin/control"):
+            return self._control(await _json_body(request))
+        return web.Response(text="Not found", status=404)
 
-    def _control(self, request: Request) -> Response:
-        body = request.get_json(silent=True)
+    def _control(self, body: Any) -> web.Response:
         try:
             if not isinstance(body, dict):
                 raise TypeError("the body must be a JSON object")
@@ -148,39 +141,58 @@ class RasaStandIn(LocalServer):
         self.delay = delay
         return _json({"mode": self.mode, "delay": self.delay})
 
-    def _webhook(self, request: Request) -> Response:
-        body = request.get_json(silent=True)
+    async def _webhook(self, request: web.BaseRequest) -> web.StreamResponse:
+        body = await _json_body(request)
         if not isinstance(body, dict):
             return _json({"error": "Failed when parsing body as json"}, status=400)
         sender = str(body.get("sender") or "default")
         message = body.get("message")
-        with self._lock:
-            record = {"sender": sender, "message": message, "metadata": body.get("metadata"), "at": time.time(),
-                      "peer": request.remote_addr}  # which bridge host asked, when there are several
-            self.received.append(record)
-            sender_lock = self._sender_locks[sender]
-        with sender_lock:
-            self._stopping.wait(self.delay)
+        if self.record:
+            with self._lock:
+                record = {"sender": sender, "message": message, "metadata": body.get("metadata"), "at": time.time(),
+                          "peer": request.remote}  # which bridge host asked, when there are several
+                self.received.append(record)
+        async with self._in_order(sender):
+            await self._pause(self.delay)
             mode = self.mode
             if mode == "hang":
-                self._stopping.wait(self.hang_seconds)
+                await self._pause(self.hang_seconds)
             return self._answer(mode, sender, message, request, body.get("metadata"))
 
-    def _answer(self, mode: str, sender: str, message: Any, request: Request, metadata: Any = None) -> Response:
+    @contextlib.asynccontextmanager
+    async def _in_order(self, sender: str) -> AsyncIterator[None]:
+        """One message of a sender at a time, as Rasa handles them; the lock goes when nobody holds or wants it
+        (a benchmark's hundred thousand senders would otherwise keep one each, and slow every collection)."""
+        lock, users = self._sender_locks.get(sender) or (asyncio.Lock(), 0)
+        self._sender_locks[sender] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._sender_locks[sender]
+            if users == 1:
+                del self._sender_locks[sender]
+            else:
+                self._sender_locks[sender] = (lock, users - 1)
+
+    def _answer(self, mode: str, sender: str, message: Any, request: web.BaseRequest,
+                metadata: Any = None) -> web.StreamResponse:
         with self._lock:
             own = self._canned_for.get(sender)
             canned = own.popleft() if own else self._canned.popleft() if self._canned else None
         if canned is not None:
             return _json(canned)
         if mode == "drop":
-            request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
-            return Response(status=200)
+            assert request.transport is not None
+            request.transport.close()  # no answer: aiohttp finds the connection closed and writes nothing
+            return web.Response()
         if mode == "error500":
-            return Response("<html><body><h1>Internal Server Error</h1></body></html>", 500, mimetype="text/html")
+            return web.Response(text="<html><body><h1>Internal Server Error</h1></body></html>", status=500,
+                                content_type="text/html")
         if mode == "html":
-            return Response("<html><body>Rasa is starting</body></html>", mimetype="text/html")
+            return web.Response(text="<html><body>Rasa is starting</body></html>", content_type="text/html")
         if mode == "invalid_json":
-            return Response('[{"text": "unterminated', mimetype="application/json")
+            return web.Response(text='[{"text": "unterminated', content_type="application/json")
         texts = {"huge": [HUGE_TEXT], "nasty": [NASTY_TEXT], "empty": []}.get(mode)
         if mode == "echo" and isinstance(message, str) and not message.startswith("/"):
             texts = [ECHO + message]  # no dialogue state: asking twice gets the same answer
@@ -253,8 +265,16 @@ def _split_blank_lines(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _json(payload: Any, status: int = 200) -> Response:
-    return Response(json.dumps(payload, ensure_ascii=False), status=status, mimetype="application/json")
+async def _json_body(request: web.BaseRequest) -> Any:
+    """The body as JSON whatever its Content-Type, as Rasa reads it; None if it is not JSON."""
+    try:
+        return json.loads(await request.read())
+    except ValueError:  # not UTF-8, or not JSON
+        return None
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(payload, ensure_ascii=False), status=status, content_type="application/json")
 
 
 def main() -> None:
@@ -270,10 +290,11 @@ def main() -> None:
                              "hang, error500, html, invalid_json, empty ([]), huge, nasty (markup, emoji, "
                              "control characters), drop (close the connection) (default: %(default)s)")
     args = parser.parse_args()
-    done = until_signalled()
-    with RasaStandIn(delay=args.delay, mode=args.mode).start(args.host, args.port) as standin:
+
+    def announce(standin: RasaStandIn) -> None:
         print(f"Rasa stand-in listening: RASA_WEBHOOK_URL={standin.webhook_url}", flush=True)
-        done.wait()
+
+    RasaStandIn(delay=args.delay, mode=args.mode, record=False).run(args.host, args.port, announce)
 
 
 if __name__ == "__main__":
