@@ -15,6 +15,7 @@ import asyncio
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Bridge, Tally, bridge, median, percentile, run_calls, standin  # noqa: E402
 
-HEADER = (f"{'calls':>6}{'turns/s':>9}{'ceiling':>9}{'median s':>10}{'p99 s':>8}{'errors':>8}{'holds':>7}"
+RASA_SECONDS = 1.0  # the stand-in's answer time (measure's standin(delay=...))
+HEADER = (f"{'calls':>6}{'turns/s':>9}{'steady':>8}{'ceiling':>9}{'median s':>10}{'p99 s':>8}{'errors':>8}{'holds':>7}"
           f"{'CPU ms/turn':>13}{'stand-in, callers':>19}{'RSS peak MB':>14}")
 
 
@@ -30,6 +32,7 @@ HEADER = (f"{'calls':>6}{'turns/s':>9}{'ceiling':>9}{'median s':>10}{'p99 s':>8}
 class Row:
     calls: int
     turns_per_second: float
+    steady_per_second: float  # from the last call's start plus one turn until the stop
     median: float
     p99: float
     errors: dict[str, int]
@@ -40,7 +43,7 @@ class Row:
 
     def __str__(self) -> str:
         errors = sum(self.errors.values())
-        return (f"{self.calls:>6}{self.turns_per_second:>9.1f}{self.calls / 1.0:>9.0f}{self.median:>10.3f}"
+        return (f"{self.calls:>6}{self.turns_per_second:>9.1f}{self.steady_per_second:>8.1f}{self.calls / RASA_SECONDS:>9.0f}{self.median:>10.3f}"
                 f"{self.p99:>8.3f}{errors:>8}{self.holds:>7}{self.cpu_ms_per_turn:>13.2f}"
                 f"{'{:.2f}, {:.2f}'.format(*self.others_ms_per_turn):>19}"
                 f"{' / '.join(f'{mb:.0f}' for mb in self.rss_peak_mb):>14}" + (f"  {self.errors}" if errors else ""))
@@ -68,6 +71,7 @@ def load(running: Bridge, calls: int, seconds: float, idle: list[float], ramp: f
     sampler.start()
     tally = Tally()
     cpu_before, others_before = cpu_seconds(pids), [cpu_seconds([pid]) for pid in others]
+    began = time.monotonic()
     try:
         elapsed = asyncio.run(run_calls(running.url, calls, seconds, tally, ramp))
     finally:
@@ -75,7 +79,8 @@ def load(running: Bridge, calls: int, seconds: float, idle: list[float], ramp: f
         sampler.join()
     turns = max(len(tally.seconds), 1)
     others_ms = tuple(1000 * (cpu_seconds([pid]) - before) / turns for pid, before in zip(others, others_before))
-    return Row(calls, len(tally.seconds) / elapsed, median(tally.seconds), percentile(tally.seconds, 0.99),
+    steady = tally.per_second_between(began + ramp + RASA_SECONDS, began + seconds)
+    return Row(calls, len(tally.seconds) / elapsed, steady, median(tally.seconds), percentile(tally.seconds, 0.99),
                tally.errors, tally.holds, 1000 * (cpu_seconds(pids) - cpu_before) / turns, others_ms, peak)  # type: ignore[arg-type]
 
 
@@ -97,7 +102,7 @@ def pin(bridge_cpu: int | None) -> set[int] | None:
 
 def measure(calls: list[int], seconds: float, gunicorn_args: list[str], bridge_cpus: set[int] | None,
             show: bool = True, ramp: float = 0.0) -> tuple[list[float], list[Row]]:
-    with standin(delay=1.0) as rasa_url, bridge(rasa_url, *gunicorn_args, cpus=bridge_cpus) as running:
+    with standin(delay=RASA_SECONDS) as rasa_url, bridge(rasa_url, *gunicorn_args, cpus=bridge_cpus) as running:
         asyncio.run(run_calls(running.url, 10, 3.0, Tally()))  # warm up: imports, connections, SQLite
         idle = running.worker_rss_mb()
         if show:

@@ -95,8 +95,13 @@ class Tally:
     """Per turn: seconds from the caller's words to the assistant's answer, holds followed as Twilio would."""
 
     seconds: list[float] = field(default_factory=list)
+    answered_at: list[float] = field(default_factory=list)  # time.monotonic() at each turn's answer
     errors: dict[str, int] = field(default_factory=dict)
     holds: int = 0
+
+    def per_second_between(self, start: float, end: float) -> float:
+        """Turns answered per second from `start` to `end` (monotonic): the steady rate, without a run's edges."""
+        return sum(start <= at < end for at in self.answered_at) / (end - start) if end > start else float("nan")
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -138,7 +143,8 @@ class Caller:
         if "<Gather" not in body:  # an apology and a <Dial>: the bridge let this caller down
             tally.error("handoff")
             return False
-        tally.seconds.append(time.monotonic() - started)
+        tally.answered_at.append(time.monotonic())
+        tally.seconds.append(tally.answered_at[-1] - started)
         return True
 
 

@@ -51,8 +51,10 @@ def main() -> None:
                 return statistics.median(getattr(r, attr) for r in rows)
             errors = sum(sum(r.errors.values()) for r in rows)
             peak = [statistics.median(mb) for mb in zip(*(r.rss_peak_mb for r in rows))]
-            print(f"{calls:>6}{mid('turns_per_second'):>9.1f}{calls:>9}{mid('median'):>10.3f}{mid('p99'):>8.3f}"
-                  f"{errors:>8}{sum(r.holds for r in rows):>7}{mid('cpu_ms_per_turn'):>13.2f}"
+            others = [statistics.median(ms) for ms in zip(*(r.others_ms_per_turn for r in rows))]
+            print(f"{calls:>6}{mid('turns_per_second'):>9.1f}{mid('steady_per_second'):>8.1f}{calls:>9}"
+                  f"{mid('median'):>10.3f}{mid('p99'):>8.3f}{errors:>8}{sum(r.holds for r in rows):>7}"
+                  f"{mid('cpu_ms_per_turn'):>13.2f}{'{:.2f}, {:.2f}'.format(*others):>19}"
                   f"{' / '.join(f'{mb:.0f}' for mb in peak):>14}")
 
 
