@@ -122,6 +122,17 @@ def test_a_write_that_fails_in_a_group_is_undone_alone_and_raised_to_its_writer(
     assert store.get("after") == {"ok": True}
 
 
+def test_a_write_alone_that_fails_is_undone_whole_without_a_savepoint(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    store.put("before", {"ok": True}, 60)
+    with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+        store.file.write(lambda db: (db.execute("INSERT INTO kv VALUES ('half', '{}', 1e12)"),
+                                     db.execute("INSERT INTO no_such_table VALUES (1)")))
+    assert store.get("half") is None and store.get("before") == {"ok": True}
+    store.put("after", {"ok": True}, 60)
+    assert store.get("after") == {"ok": True}
+
+
 def test_a_commit_that_fails_fails_every_write_of_its_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = SqliteStore(tmp_path / "state.db")
     connection = store.file.connection
