@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from werkzeug.wrappers import Request, Response
 from tests.servers import redis_url  # noqa: F401  (a fixture, shared with every module)
 from twilio_bridge.app import close_app, create_app
 from twilio_bridge.config import Settings
+from twilio_bridge.state import SqliteFile
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.phone import TwilioPhone
 from twilio_bridge.testing.standin import RasaStandIn
@@ -190,3 +192,26 @@ def action_server() -> Iterator[ActionServer]:
     server = ActionServer()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def commits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every COMMIT that a connection opened from here on runs: the `PRAGMA synchronous` it ran under."""
+    seen: list[str] = []
+    opened = SqliteFile._open
+
+    def traced(self: SqliteFile) -> sqlite3.Connection:
+        db = opened(self)
+        mode = [self.synchronous]
+
+        def follow(sql: str) -> None:
+            if sql.startswith("PRAGMA synchronous="):
+                mode[0] = sql.removeprefix("PRAGMA synchronous=")
+            elif sql == "COMMIT":
+                seen.append(mode[0])
+
+        db.set_trace_callback(follow)
+        return db
+
+    monkeypatch.setattr(SqliteFile, "_open", traced)
+    return seen

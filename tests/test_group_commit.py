@@ -23,29 +23,6 @@ from tests.servers import ROOT, wait_for
 WRITERS = 12
 
 
-@pytest.fixture
-def commits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every COMMIT that a connection opened from here on runs: the `PRAGMA synchronous` it ran under."""
-    seen: list[str] = []
-    opened = SqliteFile._open
-
-    def traced(self: SqliteFile) -> sqlite3.Connection:
-        db = opened(self)
-        mode = [self.synchronous]
-
-        def follow(sql: str) -> None:
-            if sql.startswith("PRAGMA synchronous="):
-                mode[0] = sql.removeprefix("PRAGMA synchronous=")
-            elif sql == "COMMIT":
-                seen.append(mode[0])
-
-        db.set_trace_callback(follow)
-        return db
-
-    monkeypatch.setattr(SqliteFile, "_open", traced)
-    return seen
-
-
 def committed_ids(path: Path) -> set[str]:
     """What another process would find in the file: a connection of its own, opened now."""
     with sqlite3.connect(path) as db:

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
 from twilio_bridge.delivery.queue import JobQueue, RedisJobQueue, SqliteJobQueue
-from twilio_bridge.state import SqliteFile
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -80,26 +78,10 @@ def test_jobs_survive_a_new_connection(tmp_path: Path) -> None:
 
 
 def test_on_sqlite_only_the_steps_that_stand_before_a_second_send_wait_for_the_disk(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, commits: list[str]) -> None:
     """Enqueue, saved progress and finish flush to disk (synchronous=FULL) before they return; a lease taken,
     renewed or given back with a delay need not (NORMAL: a power cut undoing one only hands the job over)."""
-    at_commit: list[str] = []
-    opened = SqliteFile._open
-
-    def traced(self: SqliteFile) -> sqlite3.Connection:
-        db = opened(self)
-        mode = [self.synchronous]
-
-        def follow(sql: str) -> None:
-            if sql.startswith("PRAGMA synchronous="):
-                mode[0] = sql.removeprefix("PRAGMA synchronous=")
-            elif sql == "COMMIT":
-                at_commit.append(mode[0])
-
-        db.set_trace_callback(follow)
-        return db
-
-    monkeypatch.setattr(SqliteFile, "_open", traced)
+    at_commit = commits
     queue = SqliteJobQueue(tmp_path / "q.db")
     steps = {}
 
