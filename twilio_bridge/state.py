@@ -96,8 +96,8 @@ class SqliteFile:
 
     Every write is a group commit (`write`): what the threads of one process write to the file at the
     same moment (webhooks' and deliveries' alike, the state store's and the queue's) goes in as one
-    transaction, each write in a savepoint of its own, with one flush to disk for all of them; each
-    thread returns only once that commit is done. Sixteen webhooks at once had each waited for the
+    transaction, each write in a savepoint of its own when there are several, with one flush to disk for
+    all of them; each thread returns only once that commit is done. Sixteen webhooks at once had each waited for the
     fifteen flushes before its own, and for the deliveries' (each write its own transaction and lock).
     """
 

@@ -113,12 +113,8 @@ def rate_limited(current: Bridge, inbound: Inbound) -> list[Outgoing] | None:
     """None while the user is within WHATSAPP_RATE_LIMIT a minute; past it, one notice, then nothing.
     Counted once per request, also when the queue fails and the message is answered in TwiML instead."""
     if "rate_decision" not in g:
-        g.rate_decision = _count_towards_limit(current, inbound)
+        g.rate_decision = _rate_decision(current, current.store.incr(_rate_key(inbound), RATE_WINDOW))
     return g.rate_decision
-
-
-def _count_towards_limit(current: Bridge, inbound: Inbound) -> list[Outgoing] | None:
-    return _rate_decision(current, current.store.incr(_rate_key(inbound), RATE_WINDOW))
 
 
 def _rate_key(inbound: Inbound) -> str:
