@@ -6,13 +6,18 @@ inbound messages from several users at once and prints the webhook's answer time
 the replies took to arrive through the Messages API. Also the bridge's CPU per webhook while they were
 posted (its workers' CPU time over the messages, deliveries done meanwhile included) and the machine's
 load average: on a shared machine the answer times move with the load, the CPU per webhook much less.
+Then the replies' side: how many came per second from the first post to the last reply, the bridge's CPU
+per message through the last reply (webhook and delivery together) and its workers' RSS at the end.
+`--whatsapp-workers N` sets WHATSAPP_WORKERS, the delivery threads in each worker process: with Rasa
+slow, they bound how many users are answered at once (bench/README.md, "WhatsApp delivery threads").
 
 The messages are signed before the clock starts and posted from one asyncio loop (aiohttp), as Twilio's
 load costs the bridge's host nothing; `--thread-client` posts them as the first figures were measured,
 from a thread each through requests, signing as it goes (about 1.3 ms of the same two cores per message).
 
     .venv/bin/python bench/whatsapp_ack.py [--messages 200] [--users 40] [--concurrency 16] [--delay 2]
-                                           [--workers 2] [--state-url redis://127.0.0.1:6379/0] [--thread-client]
+                                           [--workers 2] [--whatsapp-workers N] [--state-url redis://127.0.0.1:6379/0]
+                                           [--thread-client]
 """
 from __future__ import annotations
 
@@ -70,6 +75,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--delay", type=float, default=2.0, help="seconds the Rasa stand-in takes to answer")
     parser.add_argument("--workers", default="2", help="gunicorn worker processes")
+    parser.add_argument("--whatsapp-workers", help="WHATSAPP_WORKERS: delivery threads per worker process"
+                        " (default: the bridge's own)")
     parser.add_argument("--state-url", help="STATE_URL (default: SQLite in a temporary directory)")
     parser.add_argument("--thread-client", action="store_true", help="post from threads through requests, signing as it goes")
     args = parser.parse_args()
@@ -77,6 +84,8 @@ def main() -> None:
     env = {"RASA_TIMEOUT": "8", "GUNICORN_WORKERS": args.workers}
     if args.state_url:
         env["STATE_URL"] = args.state_url
+    if args.whatsapp_workers:
+        env["WHATSAPP_WORKERS"] = args.whatsapp_workers
     with standin(args.delay) as rasa_url, messages_api() as (api, rest_mode), \
             bridge(rasa_url, env={**env, **rest_mode}) as running:
         users = [WhatsAppUser(running.url, AUTH_TOKEN, number=f"+52155{n:08d}") for n in range(args.users)]
@@ -92,16 +101,21 @@ def main() -> None:
         cpu_ms = (cpu_seconds(workers) - cpu_before) * 1000 / args.messages
         delivered = api.wait_for(args.messages, timeout=args.messages * args.delay + 60)
         delivered_in = time.monotonic() - started
+        cpu_all_ms = (cpu_seconds(workers) - cpu_before) * 1000 / args.messages
+        rss = running.worker_rss_mb()
 
     ms = [s * 1000 for s in seconds]
     state = (args.state_url or "sqlite").split(":", 1)[0]
     client = "threads (requests)" if args.thread_client else "asyncio (aiohttp, signed in advance)"
     print(f"{args.messages} messages from {args.users} users, {args.concurrency} at a time from {client}; "
-          f"Rasa answers in {args.delay:g} s; gunicorn with {args.workers} workers; state in {state}")
+          f"Rasa answers in {args.delay:g} s; gunicorn with {args.workers} workers, "
+          f"{args.whatsapp_workers or 'the default'} delivery threads each; state in {state}")
     print(f"webhook answer: median {statistics.median(ms):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms, "
           f"max {max(ms):.1f} ms (all posted in {posted_in:.1f} s)")
     print(f"bridge CPU per webhook {cpu_ms:.2f} ms; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
-    print(f"replies through the Messages API: {len(delivered)}/{args.messages}, the last after {delivered_in:.1f} s")
+    print(f"replies through the Messages API: {len(delivered)}/{args.messages}, the last after {delivered_in:.1f} s "
+          f"({len(delivered) / delivered_in:.1f} replies/s); bridge CPU per message through the last reply "
+          f"{cpu_all_ms:.2f} ms; RSS per worker at the end {', '.join(f'{mb:.0f}' for mb in rss)} MB")
 
 
 if __name__ == "__main__":
