@@ -18,7 +18,7 @@ from twilio_bridge import metrics
 from twilio_bridge.app import create_app
 from twilio_bridge.config import Settings
 from twilio_bridge.delivery.queue import SqliteJobQueue
-from twilio_bridge.state import SqliteStore, backend
+from twilio_bridge.state import SqliteFile, SqliteStore, backend
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI, as_seen
 from twilio_bridge.testing.standin import ASK_DIGITS, BLOCKED, FALLBACK, HANDOFF, RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
@@ -80,6 +80,27 @@ def test_the_same_message_twice_reaches_rasa_once(rest_url: str, standin: RasaSt
     replies = bodies(fake_api.wait_for(2, to=user.address))
     assert replies == [ASK_DIGITS, f"{HANDOFF}\n\nPara hablar con una persona, llame al {HUMAN}."]
     assert [r["message"] for r in standin.received] == ["perdí mi tarjeta", "quiero un agente"]
+
+
+def test_delivery_threads_waiting_for_rasa_leave_the_webhooks_a_connection(
+        serve: Serve, rest_settings: Settings, standin: RasaStandIn, fake_api: FakeTwilioAPI,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """More delivery threads than a SQLite file's pool has connections, every one waiting for a slow Rasa:
+    none holds a connection while it waits, so a webhook still stores its message instead of falling back
+    to answering in TwiML (what it does when the queue cannot take the message)."""
+    monkeypatch.setattr(SqliteFile, "POOL_WAIT", 2.0)  # a starved pool fails the webhook's write sooner
+    threads = SqliteFile.POOL_SIZE + 4
+    standin.delay = 4.0
+    url = serve(dataclasses.replace(rest_settings, whatsapp_workers=threads, rasa_timeout=8.0)).url
+    users = [chat(url) for _ in range(threads)]
+    assert all(user.send("hola").replies == [] for user in users)
+    wait_for(lambda: len(standin.received) == threads)  # each thread has a user's message at Rasa
+    standin.delay = 0.0
+    late = chat(url)
+    posted = late.send("perdí mi tarjeta")
+    assert posted.replies == [] and SqliteJobQueue(backend(rest_settings.state_url)[1]).seen(posted.sid)
+    assert bodies(fake_api.wait_for(1, to=late.address)) == [ASK_DIGITS]
+    assert {m["to"] for m in fake_api.wait_for(threads + 1)} == {user.address for user in [*users, late]}
 
 
 def test_images_go_as_media_messages_after_the_text(rest_url: str, fake_api: FakeTwilioAPI) -> None:
