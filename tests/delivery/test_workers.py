@@ -1,4 +1,5 @@
-"""The delivery threads let the webhooks of their process answer first, for a bounded time."""
+"""The delivery threads let the webhooks of their process answer first, for a bounded time, and only a few
+of them work at once while the others wait for Rasa."""
 from __future__ import annotations
 
 import threading
@@ -9,7 +10,7 @@ import pytest
 from tests.servers import wait_for
 from twilio_bridge.delivery import workers as workers_module
 from twilio_bridge.delivery.queue import Job, SqliteJobQueue
-from twilio_bridge.delivery.workers import LaneWorkers
+from twilio_bridge.delivery.workers import WORKING_AT_ONCE, LaneWorkers, waiting_for_rasa
 
 
 def test_a_job_is_taken_once_the_webhooks_in_hand_have_answered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,4 +47,40 @@ def test_webhooks_without_end_do_not_hold_deliveries_back_for_long(tmp_path: Pat
             workers.wake()
             assert handled.wait(5)  # after WEBHOOKS_FIRST, not when the webhooks stop
     finally:
+        workers.stop(5)
+
+
+def test_every_thread_can_wait_for_rasa_at_once_but_only_a_few_work_at_once(tmp_path: Path) -> None:
+    queue = SqliteJobQueue(tmp_path / "state.db")
+    threads = 2 * WORKING_AT_ONCE
+    all_waiting, go_on = threading.Barrier(threads), threading.Event()
+    lock = threading.Lock()
+    working, most_working, finished = 0, 0, []
+
+    def handle(job: Job) -> None:
+        nonlocal working, most_working
+        with waiting_for_rasa():
+            all_waiting.wait(5)  # broken, and the job never finished, unless every thread waits at once
+        with lock:
+            working += 1
+            most_working = max(most_working, working)
+        go_on.wait(10)
+        with lock:
+            working -= 1
+        queue.finish(job)
+        finished.append(job.id)
+
+    workers = LaneWorkers(queue, handle, threads=threads, poll=0.05).start()
+    try:
+        for n in range(threads):
+            queue.enqueue(f"SM{n}", f"user{n}", {})
+            workers.wake()
+        # the rest, back from Rasa, wait for a working slot while the first few hold theirs
+        wait_for(lambda: working == WORKING_AT_ONCE
+                 and len(workers._working._cond._waiters) == threads - WORKING_AT_ONCE)  # type: ignore[attr-defined]
+        go_on.set()
+        wait_for(lambda: len(finished) == threads)
+        assert most_working == WORKING_AT_ONCE
+    finally:
+        go_on.set()
         workers.stop(5)

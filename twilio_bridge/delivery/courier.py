@@ -25,7 +25,7 @@ from ..whatsapp.native import NativeFeatures, native_features
 from ..whatsapp.replies import Outgoing
 from .queue import Job, JobQueue
 from .sender import WINDOW_CLOSED, MessageSender, SendError
-from .workers import LaneWorkers
+from .workers import LaneWorkers, waiting_for_rasa
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
@@ -61,7 +61,8 @@ class Courier:
         if "outgoing" not in data:
             conversation = Conversation(self.current, job.user, self.native)
             try:
-                outgoing = conversation.reply(inbound)
+                with waiting_for_rasa():  # seconds perhaps: another delivery of this process works meanwhile
+                    outgoing = conversation.reply(inbound)
             except RasaError as exc:
                 log.warning("rasa.failed", kind=exc.kind, detail=exc.detail)
                 if self._retry_later(job, f"rasa_{exc.kind}", detail=exc.detail):

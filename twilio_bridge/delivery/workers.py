@@ -1,8 +1,11 @@
 """Background threads inside each server process that take jobs from the durable queue.
 
-`gunicorn twilio_voice_server:app` alone is a complete deployment: every worker process runs a few of
-these threads, and processes (and hosts) share the queue. A heartbeat keeps the leases of the jobs in
-hand alive; when a process dies its leases run out and another process takes the jobs over.
+`gunicorn twilio_voice_server:app` alone is a complete deployment: every worker process runs
+WHATSAPP_WORKERS of these threads, and processes (and hosts) share the queue. A heartbeat keeps the
+leases of the jobs in hand alive; when a process dies its leases run out and another process takes
+the jobs over. Threads are many so that many users' messages can wait for a slow Rasa at once; only
+WORKING_AT_ONCE of them do the rest of a job at a time (`waiting_for_rasa`), so that however many
+there are, the webhooks of their process keep their share of its CPU.
 """
 from __future__ import annotations
 
@@ -18,6 +21,27 @@ LEASE_SECONDS = 10.0  # how long a dead process's jobs wait before another takes
 HEARTBEAT_SECONDS = 2.0
 POLL_SECONDS = 0.5  # jobs enqueued by other processes, and postponed ones, are found this often
 WEBHOOKS_FIRST = 0.05  # at most this long a thread waits, before taking a job, for the webhooks in hand to answer
+# Delivery threads of a process that work at once (taking a job, sending its replies); the others wait for Rasa.
+# More working at once take the process's CPU from a burst of webhooks (with Rasa answering at once, sixteen
+# raised the webhook's p99 by a third to a half: bench/README.md, "WhatsApp delivery threads").
+WORKING_AT_ONCE = 4
+
+_thread = threading.local()  # in a delivery thread, `working`: the slots of its LaneWorkers
+
+
+@contextmanager
+def waiting_for_rasa() -> Iterator[None]:
+    """Around a delivery's wait for Rasa's answer: the thread's working slot goes to another delivery
+    meanwhile. Outside a delivery thread (a webhook answering in TwiML) it changes nothing."""
+    working: threading.BoundedSemaphore | None = getattr(_thread, "working", None)
+    if working is None:
+        yield
+        return
+    working.release()
+    try:
+        yield
+    finally:
+        working.acquire()
 
 
 class LaneWorkers:
@@ -37,6 +61,7 @@ class LaneWorkers:
         self._answered = threading.Condition()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        self._working = threading.BoundedSemaphore(min(threads, WORKING_AT_ONCE))
 
     def start(self) -> LaneWorkers:
         for thread in [*self.threads, self.heart]:
@@ -82,27 +107,35 @@ class LaneWorkers:
                  " their leases lapse" if unfinished else "every job in hand finished")
 
     def _work(self) -> None:
+        _thread.working = self._working
         while not self._stopping.is_set():
             with self._answered:
                 self._answered.wait_for(lambda: not self._answering, WEBHOOKS_FIRST)
-            try:
-                job = self.queue.claim(self.lease)
-            except Exception as exc:  # the store is down: wait and try again, never die
-                log.error("queue.claim_failed", error=type(exc).__name__, detail=str(exc)[:200])
-                job = None
-            if job is None:
+            with self._working:
+                handled = self._take_one()
+            if not handled:
                 with self._wake:
                     self._wake.wait(self.poll)
-                continue
+
+    def _take_one(self) -> bool:
+        """Claim a job and handle it; False when there was none to take."""
+        try:
+            job = self.queue.claim(self.lease)
+        except Exception as exc:  # the store is down: wait and try again, never die
+            log.error("queue.claim_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            return False
+        if job is None:
+            return False
+        with self._lock:
+            self._active[job.token] = job
+        try:
+            self.handle(job)
+        except Exception:
+            log.exception("queue.job_crashed", job_id=job.id)
+        finally:
             with self._lock:
-                self._active[job.token] = job
-            try:
-                self.handle(job)
-            except Exception:
-                log.exception("queue.job_crashed", job_id=job.id)
-            finally:
-                with self._lock:
-                    self._active.pop(job.token, None)
+                self._active.pop(job.token, None)
+        return True
 
     def _heartbeat(self) -> None:
         while not self._stopped.wait(HEARTBEAT_SECONDS):
