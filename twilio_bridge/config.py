@@ -64,7 +64,7 @@ class Settings:
     twilio_api_base_url: str = "https://api.twilio.com"
     whatsapp_rate_limit: int = 20
     whatsapp_retry_window: float = 300.0
-    whatsapp_workers: int = 4
+    whatsapp_workers: int = 16
     whatsapp_buttons: str = "interactive"
     whatsapp_transcribe: bool = False
     whatsapp_transcribe_model: str = "base"

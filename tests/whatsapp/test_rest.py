@@ -244,7 +244,7 @@ def test_whatsapp_settings_are_read_and_bad_ones_named() -> None:
                               "WHATSAPP_WORKERS": "2"})
     assert (settings.whatsapp_rate_limit, settings.whatsapp_retry_window, settings.whatsapp_workers) == (5, 60.0, 2)
     defaults = load_settings(base)
-    assert (defaults.whatsapp_rate_limit, defaults.whatsapp_retry_window, defaults.whatsapp_workers) == (20, 300.0, 4)
+    assert (defaults.whatsapp_rate_limit, defaults.whatsapp_retry_window, defaults.whatsapp_workers) == (20, 300.0, 16)
     with pytest.raises(ConfigError) as error:
         load_settings({**base, "WHATSAPP_RATE_LIMIT": "0", "WHATSAPP_RETRY_WINDOW": "soon", "WHATSAPP_WORKERS": "99"})
     assert [p.split("=")[0] for p in error.value.problems] == ["WHATSAPP_RATE_LIMIT", "WHATSAPP_RETRY_WINDOW",
