@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # 120 s from 23.6 (sanic-org/sanic#2670). Rasa Open Source 3.6 ships Sanic 21.12: 3.6.0 to 3.6.14 keep its 5 s;
 # 3.6.15 and later, and Rasa Pro 3.21 (Sanic 25.12), set 120 s themselves (rasa/core/constants.py). 4 s stays
 # below either, with a second for a loaded machine, so one setting serves every Rasa (a proxy in front of it must
-# keep idle connections longer than that); reopening costs about 0.4 ms on loopback, 4 ms with a TLS handshake.
+# keep idle connections longer than that). Reopening costs a turn under 0.5 ms on loopback (bench/keepalive_race.py).
 IDLE_LIMIT = 4.0
 IDLE_SINCE = "_idle_since"  # set on a connection as it goes back to the pool; it is one thread's until then
 
