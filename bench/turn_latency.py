@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import AUTH_TOKEN, Bridge, bridge, median, percentile, standin  # noqa: E402
 from twilio_bridge import routes  # noqa: E402
 from twilio_bridge.testing.phone import sid  # noqa: E402
+from twilio_bridge.web.hooks import IDEMPOTENCY_HEADER  # noqa: E402
 from twilio_bridge.web.signature import sign  # noqa: E402
 
 PER_SECOND = 4000  # requests signed in advance per second of a run: more than one connection sends
@@ -44,9 +46,10 @@ WRK_LUA = """
 local requests = {}
 init = function(args)  -- not at load: wrk sets the Host header (HTTP/1.1 requires one) just before init
   for line in io.lines("%(table)s") do
-    local path, content_type, signature, body = line:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
+    local path, content_type, signature, token, body = line:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
     local headers = {["Content-Type"] = content_type}
     if signature ~= "" then headers["X-Twilio-Signature"] = signature end
+    if token ~= "" then headers["I-Twilio-Idempotency-Token"] = token end
     requests[#requests + 1] = wrk.format("POST", path, headers, body)
   end
 end
@@ -59,7 +62,8 @@ end
 
 
 def speech_turns(bridge_url: str, count: int) -> list[dict[str, object]]:
-    """Speech turns of `count` new calls, signed for the bridge's own URL."""
+    """Speech turns of `count` new calls, signed for the bridge's own URL and marked, as Twilio marks every
+    webhook, with an idempotency token of their own (the bridge keeps each answer for a retry)."""
     url = bridge_url + routes.SPEECH
     turns = []
     for _ in range(count):
@@ -67,7 +71,8 @@ def speech_turns(bridge_url: str, count: int) -> list[dict[str, object]]:
                   "To": "+525500000000", "CallStatus": "in-progress", "SpeechResult": "hola", "Confidence": "0.9"}
         turns.append({"path": routes.SPEECH, "body": urlencode(params),
                       "headers": {"X-Twilio-Signature": sign(AUTH_TOKEN, url, params),
-                                  "Content-Type": "application/x-www-form-urlencoded"}})
+                                  "Content-Type": "application/x-www-form-urlencoded",
+                                  IDEMPOTENCY_HEADER: secrets.token_hex(16)}})
     return turns
 
 
@@ -81,7 +86,8 @@ def direct_asks(rasa_url: str, count: int) -> list[dict[str, object]]:
 def lua_table(requests_: list[dict[str, object]], path: Path) -> None:
     """One request a line, tab-separated, read by WRK_LUA (a table literal this long overflows Lua's constants)."""
     path.write_text("".join(
-        f"{r['path']}\t{r['headers']['Content-Type']}\t{r['headers'].get('X-Twilio-Signature', '')}\t{r['body']}\n"  # type: ignore[index,union-attr]
+        f"{r['path']}\t{r['headers']['Content-Type']}\t{r['headers'].get('X-Twilio-Signature', '')}\t"  # type: ignore[index,union-attr]
+        f"{r['headers'].get(IDEMPOTENCY_HEADER, '')}\t{r['body']}\n"  # type: ignore[index,union-attr]
         for r in requests_))
 
 

@@ -139,6 +139,9 @@ class CommitFails:
             raise sqlite3.OperationalError("disk I/O error")
         return self.db.execute(sql, *args)
 
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        return self.db.executemany(sql, rows)
+
 
 ENQUEUE_UNTIL_KILLED = """
 import sys, threading

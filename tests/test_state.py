@@ -59,3 +59,13 @@ def test_on_sqlite_the_checkpoint_thread_copies_writes_into_the_database_file(tm
     store.put(key, {"n": 1}, 60)
     wait_for(lambda: key.encode() in (tmp_path / "s.db").read_bytes(), seconds=5)
     assert any(t.name == "checkpoint-s.db" for t in threading.enumerate())
+
+
+def test_put_many_stores_all_or_none(reopen: Callable[[], StateStore]) -> None:
+    store = reopen()
+    key = f"t{secrets.token_hex(4)}:".__add__
+    store.put_many([(key("a"), {"n": 1}, 60), (key("b"), {"n": 2}, 60)])
+    assert reopen().get(key("a")) == {"n": 1} and reopen().get(key("b")) == {"n": 2}
+    with pytest.raises(TypeError):
+        store.put_many([(key("a"), {"n": 3}, 60), (key("c"), {"n": object()}, 60)])
+    assert store.get(key("a")) == {"n": 1} and store.get(key("c")) is None

@@ -31,6 +31,8 @@ _WRITING: contextvars.ContextVar[tuple[Path, str, sqlite3.Connection] | None] = 
 class StateStore(Protocol):
     def get(self, key: str) -> Value | None: ...
     def put(self, key: str, value: Value, ttl: float) -> None: ...
+    def put_many(self, entries: Sequence[tuple[str, Value, float]]) -> None:
+        """Store each (key, value, ttl) in one write: all of them, or none when it fails."""
     def add(self, key: str, value: Value, ttl: float) -> bool:
         """Store only if the key is absent (or expired); True when this call stored it."""
     def delete(self, key: str) -> None: ...
@@ -389,11 +391,12 @@ class SqliteStore:
         raw = self._read(key)
         return json.loads(raw) if raw is not None else None
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> tuple[int, list[Any]]:
-        """One writing statement, committed with the other threads' (group commit): rows changed, rows returned."""
+    def _write(self, sql: str, params: tuple[Any, ...] | list[tuple[Any, ...]], many: bool = False) -> tuple[int, list[Any]]:
+        """One writing statement (`many`: run for each row of `params`), committed with the other threads' (group
+        commit): rows changed, rows returned."""
 
         def statement(db: sqlite3.Connection) -> tuple[int, list[Any]]:
-            cursor = db.execute(sql, params)
+            cursor = db.executemany(sql, params) if many else db.execute(sql, params)
             done = cursor.rowcount, cursor.fetchall()
             if time.monotonic() >= self._next_purge:
                 self._next_purge = time.monotonic() + PURGE_SECONDS
@@ -403,11 +406,12 @@ class SqliteStore:
         return self.file.write(statement)
 
     def put(self, key: str, value: Value, ttl: float) -> None:
-        self._write(
-            "INSERT INTO kv (key, value, expires) VALUES (?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires",
-            (key, json.dumps(value), time.time() + ttl),
-        )
+        self.put_many([(key, value, ttl)])
+
+    def put_many(self, entries: Sequence[tuple[str, Value, float]]) -> None:
+        rows = [(key, json.dumps(value), time.time() + ttl) for key, value, ttl in entries]
+        self._write("INSERT INTO kv (key, value, expires) VALUES (?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires", rows, many=True)
 
     def add(self, key: str, value: Value, ttl: float) -> bool:
         now = time.time()
@@ -478,6 +482,12 @@ class RedisStore:
 
     def put(self, key: str, value: Value, ttl: float) -> None:
         self.redis.set(self.prefix + key, json.dumps(value), px=int(ttl * 1000))
+
+    def put_many(self, entries: Sequence[tuple[str, Value, float]]) -> None:
+        pipe = self.redis.pipeline()  # MULTI … EXEC: one round trip, applied together
+        for key, value, ttl in entries:
+            pipe.set(self.prefix + key, json.dumps(value), px=int(ttl * 1000))
+        pipe.execute()
 
     def add(self, key: str, value: Value, ttl: float) -> bool:
         return bool(self.redis.set(self.prefix + key, json.dumps(value), px=int(ttl * 1000), nx=True))

@@ -1,10 +1,14 @@
 """The Rasa client's answers to each way Rasa can fail."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
+from tests.rasa.kept_alive import FakeClock, KeptAliveServer
 from tests.servers import free_port
 from twilio_bridge.rasa.client import RasaClient, RasaError
+from twilio_bridge.rasa.idle_pool import IDLE_LIMIT
 from twilio_bridge.testing.standin import RasaStandIn
 
 
@@ -32,3 +36,51 @@ def test_a_good_answer_and_an_empty_one(standin: RasaStandIn) -> None:
     assert standin.received[0]["metadata"] == {"channel": "voice"}
     standin.mode = "empty"
     assert client.send("s2", "hola") == []
+
+
+def test_turns_share_one_connection_while_it_is_idle_less_than_the_limit() -> None:
+    clock = FakeClock()
+    with KeptAliveServer(clock) as server:
+        client = RasaClient(server.webhook_url, timeout=2, clock=clock)
+        client.send("CA1", "hola")
+        client.send("CA1", "quiero bloquear mi tarjeta")
+        clock.advance(IDLE_LIMIT - 0.5)
+        client.send("CA1", "uno dos tres cuatro")
+        client.pool.clear()
+    assert len(server.accepted) == 1
+
+
+def test_a_connection_idle_for_the_limit_is_replaced_by_a_new_one() -> None:
+    clock = FakeClock()
+    with KeptAliveServer(clock) as server:
+        client = RasaClient(server.webhook_url, timeout=2, clock=clock)
+        client.send("CA1", "hola")
+        clock.advance(IDLE_LIMIT)
+        assert client.send("CA1", "uno dos tres cuatro")[0]["text"] == "ok"
+        client.send("CA1", "gracias")  # and the new one is kept
+        client.pool.clear()
+    assert len(server.accepted) == 2
+
+
+SANIC_21_KEEP_ALIVE = 5.0  # Rasa Open Source 3.6.0 to 3.6.14 close an idle connection after 5 s
+
+
+@pytest.mark.parametrize("idle_limit, answered", [(IDLE_LIMIT, True), (math.inf, False)], ids=["limited", "unlimited"])
+def test_a_turn_never_goes_out_on_a_connection_rasa_is_timing_out(idle_limit: float, answered: bool) -> None:
+    """The server closes a connection idle for more than 5 s only when the next request arrives on it, as Sanic
+    does when its keep-alive timeout fires while the request is on its way (urllib3 sees no FIN before sending).
+    With no limit the client reuses that connection and loses the turn: what the limit exists to prevent."""
+    clock = FakeClock()
+    with KeptAliveServer(clock, closes_after=SANIC_21_KEEP_ALIVE) as server:
+        client = RasaClient(server.webhook_url, timeout=2, idle_limit=idle_limit, clock=clock)
+        client.send("CA1", "hola")
+        clock.advance(SANIC_21_KEEP_ALIVE + 0.5)
+        if answered:
+            assert client.send("CA1", "uno dos tres cuatro")[0]["text"] == "ok"
+        else:
+            with pytest.raises(RasaError) as caught:
+                client.send("CA1", "uno dos tres cuatro")
+            assert caught.value.kind == "unreachable"
+        client.pool.clear()
+    assert server.closed_on_arrival == (0 if answered else 1)
+    assert len(server.accepted) == (2 if answered else 1)

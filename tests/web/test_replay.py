@@ -1,8 +1,10 @@
 """A webhook Twilio retries reaches Rasa once, whenever the retry comes, and keeping its answer never costs one."""
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Sequence
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -14,6 +16,8 @@ from twilio_bridge.state import SqliteStore
 from twilio_bridge.testing.phone import TwilioPhone
 from twilio_bridge.testing.standin import RasaStandIn
 from twilio_bridge.web.hooks import IDEMPOTENCY_HEADER
+
+APOLOGY = "Lo siento, tengo un problema técnico."
 
 
 def test_concurrent_retries_of_one_webhook_reach_rasa_once(phone: TwilioPhone, standin: RasaStandIn) -> None:
@@ -42,10 +46,10 @@ def test_concurrent_retries_of_one_webhook_reach_rasa_once(phone: TwilioPhone, s
 class ForgetfulStore(SqliteStore):
     """A store that cannot keep answers for retries (full disk, Redis restarting), and works otherwise."""
 
-    def put(self, key: str, value: dict, ttl: float) -> None:
-        if key.startswith("replay:"):
+    def put_many(self, entries: Sequence[tuple[str, dict, float]]) -> None:  # put too: it is put_many of one
+        if any(key.startswith("replay:") for key, _, _ in entries):
             raise RuntimeError("disk full")
-        super().put(key, value, ttl)
+        super().put_many(entries)
 
 
 class UnclaimableStore(ForgetfulStore):
@@ -80,5 +84,40 @@ def test_a_retry_whose_first_request_never_answered_gets_the_error_answer(settin
                               headers={IDEMPOTENCY_HEADER: "lost-first"})
         assert response.status_code == 200
         assert ET.fromstring(response.text).findtext("Dial").strip() == HUMAN
+    finally:
+        server.stop()
+
+
+def test_a_turn_stores_the_calls_state_and_keeps_its_answer_in_one_write(settings, tmp_path, commits) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    server = LiveServer(create_app(settings, store=store))
+    try:
+        call = TwilioPhone(server.url, AUTH_TOKEN).call()
+        commits.clear()
+        call.say("perdí mi tarjeta")
+        assert call.state == "gathering"
+        assert len(commits) == 2  # the claim of the webhook's token; then the call's state with the answer kept
+        with store.file.connection() as db:
+            kept = db.execute("SELECT value FROM kv WHERE key LIKE ?", (f"replay:{routes.SPEECH}:%",)).fetchall()
+        assert [json.loads(value)["answer"]["body"] for value, in kept] == [call.answers[-1].body]
+        assert store.get(f"call:{call.sid}")["turn"] == 1
+    finally:
+        server.stop()
+
+
+class StatelessStore(SqliteStore):
+    """A store that keeps answers for retries, but cannot store a call's state."""
+
+    def put_many(self, entries: Sequence[tuple[str, dict, float]]) -> None:
+        if any(key.startswith("call:") for key, _, _ in entries):
+            raise RuntimeError("disk full")
+        super().put_many(entries)
+
+
+def test_a_call_whose_state_cannot_be_stored_gets_an_apology_and_a_person(settings, tmp_path) -> None:
+    server = LiveServer(create_app(settings, store=StatelessStore(tmp_path / "stateless.db")))
+    try:
+        call = TwilioPhone(server.url, AUTH_TOKEN).call()
+        assert call.state == "dialing" and call.dialed == HUMAN and call.heard[0] == APOLOGY
     finally:
         server.stop()

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, NewConnectionError, ReadTimeoutError
 from urllib3.util import Retry, Timeout
+
+from .idle_pool import IDLE_LIMIT, Clock, IdleLimitedPoolManager
 
 Metadata = dict[str, Any]
 JSON = {"Content-Type": "application/json"}
@@ -30,17 +33,19 @@ class RasaClient:
     cookies, proxies from the environment and .netrc only cost time (several times what urllib3
     takes for the whole call to a local Rasa; bench/README.md).
     Only a connection that never opened is retried: once Rasa has the message it may
-    have acted on it, and sending it again would run the dialogue twice.
+    have acted on it, and sending it again would run the dialogue twice. So a connection idle for
+    `idle_limit` seconds, which Rasa may be closing, is reopened rather than reused (idle_pool).
     """
 
     def __init__(self, webhook_url: str, timeout: float, pool: urllib3.PoolManager | None = None,
-                 pool_size: int = 64, connect_retries: int = 1):
+                 pool_size: int = 64, connect_retries: int = 1, *, idle_limit: float = IDLE_LIMIT,
+                 clock: Clock = time.monotonic):
         self.webhook_url = webhook_url
         self.timeout = timeout
         self.connect_timeout = min(2.0, timeout / 3)
         retry = Retry(total=None, connect=connect_retries, read=False, status=0, other=0, redirect=0, backoff_factor=0.05,
                       raise_on_status=False)
-        self.pool = pool or urllib3.PoolManager(num_pools=4, maxsize=pool_size, retries=retry)
+        self.pool = pool or IdleLimitedPoolManager(idle_limit, clock, num_pools=4, maxsize=pool_size, retries=retry)
 
     def send(self, sender: str, message: str, metadata: Metadata | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
         """Post one message; return Rasa's list of reply items (may be empty)."""

@@ -27,7 +27,7 @@ class EventLoopServer:
     one) from an event loop on a background thread, `.run()` in the foreground. A slow answer waits in `_pause`,
     which `stop()` ends at once; what is answering then is answered before the connections close."""
 
-    keepalive_seconds = 120.0  # Sanic's default since 23.3, which Rasa serves on
+    keepalive_seconds = 120.0  # what Rasa 3.6.15+ and Rasa Pro set (Sanic's default since 23.6, 5 s before)
     _thread: threading.Thread | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _stopping: asyncio.Event | None = None

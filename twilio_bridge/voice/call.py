@@ -15,6 +15,7 @@ from ..outbound.calls import outbound_call_metadata
 from ..phrases import phrases_for
 from ..rasa.turn import AssistantTurn, Button, read_turn
 from ..state import StateStore
+from ..web.hooks import answer_storing
 from ..web.responses import twiml
 from .holding import Outcome, past_deadline
 from .twiml import Voice, handoff_response, hold_response, turn_response
@@ -88,9 +89,8 @@ class GatherCall:
         outcome = self.current.waiter.ask(self.pending_key(turn), self.sid, message, metadata, wait=wait,
                                           max_wait=settings.rasa_max_wait_seconds, extra={"start": start})
         if outcome is None:
-            self.save()
             metrics.turn_held("held")
-            return self.hold(turn, 1)
+            return self.saved(self.hold(turn, 1))
         return self.respond(outcome, start)
 
     def resume(self, turn: int, hold: int) -> Response:
@@ -144,17 +144,17 @@ class GatherCall:
             gather=turn.gather,
             last_prompt=list(turn.texts[-1:]) if turn.texts else self.state.get("last_prompt", []),
         )
-        self.save()
         outcome = "hangup" if turn.hangup else "handoff" if turn.handoff else "gather"
         structlog.contextvars.bind_contextvars(outcome=outcome)
         if outcome != "gather":
             metrics.call_ended(outcome, "assistant")
-        return twiml(turn_response(turn, voice_of(self.current), self.current.settings.fallback_phone_number))
+        return self.saved(twiml(turn_response(turn, voice_of(self.current), self.current.settings.fallback_phone_number)))
 
     def give_up(self, reason: str) -> Response:
         """Something went wrong: an apology, then a person (or a goodbye when there is none to call)."""
-        self.save()
-        return hand_off(self.current, [voice_of(self.current).phrases.trouble], reason)
+        return self.saved(hand_off(self.current, [voice_of(self.current).phrases.trouble], reason))
 
-    def save(self) -> None:
-        self.current.store.put(self.key, self.state, CALL_TTL)
+    def saved(self, response: Response) -> Response:
+        """`response`, once the call's state is stored for its next webhook (with the answer kept for a retry of
+        this one, in the same write: web.hooks.answer_storing)."""
+        return answer_storing(response, self.key, self.state, CALL_TTL)

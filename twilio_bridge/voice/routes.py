@@ -90,12 +90,11 @@ def silence(call: GatherCall) -> Response:
     voice = voice_of(current)
     call.state["silences"] = call.state.get("silences", 0) + 1
     structlog.contextvars.bind_contextvars(input="silence", silences=call.state["silences"])
-    call.save()
     if call.state["silences"] > current.settings.voice_max_silences:
-        return hand_off(current, [], "silence", nobody=voice.phrases.goodbye)
+        return call.saved(hand_off(current, [], "silence", nobody=voice.phrases.goodbye))
     structlog.contextvars.bind_contextvars(outcome="reprompt")
     prompt = [voice.phrases.reprompt, *call.state.get("last_prompt", [])]
-    return twiml(gather_response(prompt, voice, call.state.get("gather"), call.buttons))
+    return call.saved(twiml(gather_response(prompt, voice, call.state.get("gather"), call.buttons)))
 
 
 @bp.post(routes.DIAL_RESULT)

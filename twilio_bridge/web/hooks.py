@@ -12,7 +12,7 @@ from .. import metrics
 from ..bridge import bridge
 from ..limits import WEBHOOK_TIMEOUT
 from ..logs import log
-from ..state import StateStore
+from ..state import StateStore, Value
 
 IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 REPLAY_TTL = 120  # Twilio's retries of one webhook all fall within its 15 s; a margin beyond
@@ -132,9 +132,32 @@ def remember_answer(response: Response) -> Response:
         if response.status_code >= 500:  # not an answer Twilio takes: a retry should try again
             bridge().store.delete(key)
             return response
-        answered = {"body": response.get_data(as_text=True), "status": response.status_code,
-                    "mimetype": response.mimetype}
-        keep_answer(bridge().store, key, answered)
+        keep_answer(bridge().store, key, _answer_record(response))
     except Exception as exc:
-        log.warning("replay.not_kept", error=type(exc).__name__, detail=str(exc)[:200])
+        _not_kept(exc)
     return response
+
+
+def answer_storing(response: Response, key: str, value: Value, ttl: float) -> Response:
+    """`response`, once `value` is stored at `key`: state the next webhook reads, such as a call's. With an
+    answer to keep for a retry of this webhook, both go to the store in one write, and remember_answer has
+    nothing left to do. When that write fails, `value` alone, as remember_answer would have it: an answer
+    the store cannot keep costs a retry its replay; a value it cannot store fails this webhook, as before."""
+    store, replay_key = bridge().store, g.get("replay_key")
+    if replay_key is not None and response.status_code < 500:
+        try:
+            store.put_many([(key, value, ttl), (replay_key, {"answer": _answer_record(response)}, REPLAY_TTL)])
+            g.pop("replay_key")
+            return response
+        except Exception as exc:
+            _not_kept(exc)
+    store.put(key, value, ttl)
+    return response
+
+
+def _answer_record(response: Response) -> dict[str, Any]:
+    return {"body": response.get_data(as_text=True), "status": response.status_code, "mimetype": response.mimetype}
+
+
+def _not_kept(exc: Exception) -> None:
+    log.warning("replay.not_kept", error=type(exc).__name__, detail=str(exc)[:200])
