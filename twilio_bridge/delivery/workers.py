@@ -22,8 +22,9 @@ HEARTBEAT_SECONDS = 2.0
 POLL_SECONDS = 0.5  # jobs enqueued by other processes, and postponed ones, are found this often
 WEBHOOKS_FIRST = 0.05  # at most this long a thread waits, before taking a job, for the webhooks in hand to answer
 # Delivery threads of a process that work at once (taking a job, sending its replies); the others wait for Rasa.
-# More working at once take the process's CPU from a burst of webhooks (with Rasa answering at once, sixteen
-# raised the webhook's p99 by a third to a half: bench/README.md, "WhatsApp delivery threads").
+# More working at once take the process's CPU from a burst of webhooks: with Rasa answering at once, sixteen
+# raised the webhook's p99 1.4 to 2.4 times, for no more replies a second (bench/README.md, "WhatsApp delivery
+# threads").
 WORKING_AT_ONCE = 4
 
 _thread = threading.local()  # in a delivery thread, `working`: the slots of its LaneWorkers
