@@ -5,7 +5,7 @@ WHATSAPP_WORKERS of these threads, and processes (and hosts) share the queue. A 
 leases of the jobs in hand alive; when a process dies its leases run out and another process takes
 the jobs over. Threads are many so that many users' messages can wait for a slow Rasa at once; only
 WORKING_AT_ONCE of them do the rest of a job at a time (`waiting_for_rasa`), so that however many
-there are, the webhooks of their process keep their share of its CPU.
+there are, few compete with the webhooks of their process for its CPU.
 """
 from __future__ import annotations
 
