@@ -33,7 +33,7 @@ _thread = threading.local()  # in a delivery thread, `working`: the slots of its
 @contextmanager
 def waiting_for_rasa() -> Iterator[None]:
     """Around a delivery's wait for Rasa's answer: the thread's working slot goes to another delivery
-    meanwhile. Outside a delivery thread (a webhook answering in TwiML) it changes nothing."""
+    meanwhile. Outside a delivery thread it changes nothing."""
     working: threading.BoundedSemaphore | None = getattr(_thread, "working", None)
     if working is None:
         yield
