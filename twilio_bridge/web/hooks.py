@@ -141,8 +141,9 @@ def remember_answer(response: Response) -> Response:
 def answer_storing(response: Response, key: str, value: Value, ttl: float) -> Response:
     """`response`, once `value` is stored at `key`: state the next webhook reads, such as a call's. With an
     answer to keep for a retry of this webhook, both go to the store in one write, and remember_answer has
-    nothing left to do. When that write fails, `value` alone, as remember_answer would have it: an answer
-    the store cannot keep costs a retry its replay; a value it cannot store fails this webhook, as before."""
+    nothing left to do. When that write fails, `value` alone, and remember_answer tries the answer once more:
+    an answer the store cannot keep costs a retry its replay; a value it cannot store fails this webhook
+    (the route's error answer)."""
     store, replay_key = bridge().store, g.get("replay_key")
     if replay_key is not None and response.status_code < 500:
         try:
