@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response
 
 from tests.cli_helpers import ENTRY, cli_env, run_cli
 from tests.conftest import LiveServer
-from tests.servers import free_port, port_open
+from tests.servers import free_ports, port_open
 
 STARTED = re.compile(r"Rasa stand-in .* on http://127\.0\.0\.1:(\d+), the bridge on http://127\.0\.0\.1:(\d+) "
                      r"\(its log: (\S+)\)")
@@ -47,7 +47,7 @@ def test_one_command_starts_everything_on_free_ports_and_drops_into_a_call(tmp_p
 
 
 def test_ports_can_be_chosen_and_chat_is_one_option_away(tmp_path: Path) -> None:
-    bridge_port, rasa_port = free_port(), free_port()
+    bridge_port, rasa_port = free_ports(2)
     done = run_cli(["demo", "--chat", "--port", str(bridge_port), "--rasa-port", str(rasa_port), "--script", "-"],
                    cli_env(), tmp_path, stdin="perdí mi tarjeta\n")
     assert done.returncode == 0, done.stderr

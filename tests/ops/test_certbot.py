@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 
 from tests.ops_tools import DOMAIN, Nginx, Pebble, SiteVariables, pebble, render_site, require_command, require_package
-from tests.servers import free_port, port_open, wait_for
+from tests.servers import free_ports, port_open, wait_for
 
 
 def served_certificate(port: int, trust: Path) -> bytes:
@@ -47,7 +47,8 @@ def certbot(acme: Pebble, root: Path, *args: str) -> subprocess.CompletedProcess
 def test_certbot_issues_and_renews_through_the_shipped_site(tmp_path: Path) -> None:
     require_package("python3-certbot-nginx", "/usr/lib/python3/dist-packages/certbot_nginx")
     nginx = Nginx(tmp_path / "nginx")
-    variables = SiteVariables(f"127.0.0.1:{free_port()}", free_port(), free_port(),
+    upstream, http_port, https_port = free_ports(3)
+    variables = SiteVariables(f"127.0.0.1:{upstream}", http_port, https_port,
                               tmp_path / "letsencrypt", tmp_path / "acme")
     (variables.acme_root / ".well-known" / "acme-challenge").mkdir(parents=True)
     # A fresh Debian nginx: only its default site answers on port 80.

@@ -18,7 +18,7 @@ import requests
 
 from tests.conftest import AUTH_TOKEN, HUMAN
 from tests.ops_tools import DOMAIN, Nginx, SiteVariables, render_site, resolve_to_localhost, self_signed
-from tests.servers import free_port, gunicorn_bridge
+from tests.servers import free_port, free_ports, gunicorn_bridge
 from twilio_bridge import routes
 from twilio_bridge.testing.phone import TwilioPhone
 from twilio_bridge.testing.relay import RelayCall, RelayRefused, open_relay_socket
@@ -34,7 +34,8 @@ def site_variables(root: Path, upstream: str, http_port: int = 0, https_port: in
     self_signed(letsencrypt / "live" / DOMAIN, DOMAIN)
     acme_root = root / "acme"
     (acme_root / ".well-known" / "acme-challenge").mkdir(parents=True, exist_ok=True)
-    return SiteVariables(upstream, http_port or free_port(), https_port or free_port(), letsencrypt, acme_root)
+    chosen = free_ports(2)
+    return SiteVariables(upstream, http_port or chosen[0], https_port or chosen[1], letsencrypt, acme_root)
 
 
 def test_rendered_site_passes_nginx_t_inside_debians_nginx_conf(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 import requests
 from assistant_processes import action_server
 
-from tests.servers import free_port, gunicorn_bridge, running
+from tests.servers import free_ports, gunicorn_bridge, running
 from twilio_bridge.testing.phone import TwilioPhone
 
 pytestmark = [
@@ -69,7 +69,7 @@ def model(rasa_command: str, project_dir: Path, environment: Dict[str, str],
 def bridge_url(rasa_command: str, model: Path, project_dir: Path, environment: Dict[str, str],
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     logs = tmp_path_factory.mktemp("logs")
-    actions_port, rasa_port = free_port(), free_port()
+    actions_port, rasa_port = free_ports(2)
     endpoints = logs / "endpoints.yml"
     endpoints.write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n')
     rasa_url = f"http://127.0.0.1:{rasa_port}"
