@@ -1,11 +1,13 @@
 """The SQLite store recovers from faults of its file without a restart, and holds few file descriptors."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,3 +87,28 @@ def descriptors_on(path: Path) -> list[str]:
         if target.startswith(str(path)):
             found.append(target)
     return found
+
+
+def open_at_once(path: Path, start: Any, errors: Any) -> None:
+    start.wait()
+    try:
+        SqliteStore(path).put("opened", {"pid": os.getpid()}, 60)
+    except Exception as exc:  # noqa: BLE001 (reported to the test)
+        errors.put(repr(exc))
+
+
+def test_workers_opening_a_new_state_file_at_once_all_open_it(tmp_path: Path) -> None:
+    """gunicorn's workers start together on a file that does not exist yet: turning it to WAL at the same
+    moment made SQLite answer "database is locked" at once to some of them (a worker that failed to boot)."""
+    context = multiprocessing.get_context("fork")
+    errors = context.Queue()
+    for round_ in range(40):
+        start = context.Barrier(6)
+        workers = [context.Process(target=open_at_once, args=(tmp_path / f"{round_}.db", start, errors))
+                   for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        assert [worker.exitcode for worker in workers] == [0] * 6
+    assert errors.empty(), errors.get()

@@ -321,13 +321,15 @@ class SqliteFile:
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            # One opening at a time, across threads and processes: connections that turn a new file to WAL
+            # together get "database is locked" at once, without SQLite's busy wait (gunicorn's workers
+            # starting on a new file; tests/test_state_faults.py).
+            with self.writing.held():
+                db.execute("PRAGMA journal_mode=WAL")
+                for statement in self.schema:  # a file deleted and recreated under a running bridge gets its tables back
+                    db.execute(statement)
             db.execute(f"PRAGMA synchronous={self.synchronous}")
             db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it (see the class)
-            if self.schema:  # a file deleted and recreated under a running bridge gets its tables back
-                with self.writing.held():
-                    for statement in self.schema:
-                        db.execute(statement)
         except BaseException:
             db.close()
             raise
