@@ -146,9 +146,10 @@ class GatherCall:
         )
         outcome = "hangup" if turn.hangup else "handoff" if turn.handoff else "gather"
         structlog.contextvars.bind_contextvars(outcome=outcome)
-        if outcome != "gather":
+        response = self.saved(twiml(turn_response(turn, voice_of(self.current), self.current.settings.fallback_phone_number)))
+        if outcome != "gather":  # counted once the answer stands: a store that fails makes it the error's hand-off
             metrics.call_ended(outcome, "assistant")
-        return self.saved(twiml(turn_response(turn, voice_of(self.current), self.current.settings.fallback_phone_number)))
+        return response
 
     def give_up(self, reason: str) -> Response:
         """Something went wrong: an apology, then a person (or a goodbye when there is none to call)."""
