@@ -42,9 +42,9 @@ class JobQueue(Protocol):
     def enqueue(self, job_id: str, user: str, data: dict[str, Any]) -> bool:
         """Store a job at the end of its user's lane; False (and nothing stored) when the id was seen before."""
     def offer(self, job_id: str, user: str, admit: Callable[[], dict[str, Any] | None]) -> bool | None:
-        """`enqueue` of what `admit()` returns, asked only when the id is new: False when it was seen before,
-        None when `admit` turned the job away (nothing stored), True when stored. On SQLite, the state
-        store's writes that `admit` makes are part of the same commit."""
+        """`enqueue` of what `admit()` returns, asked only when the id is new (on Redis, when it was not seen a
+        moment before): False when it was seen before, None when `admit` turned the job away (nothing stored),
+        True when stored. On SQLite, the state store's writes that `admit` makes are part of the same commit."""
     def seen(self, job_id: str) -> bool: ...
     def claim(self, lease: float) -> Job | None:
         """The head job of a lane that is due and not leased, leased for `lease` seconds."""
@@ -237,6 +237,8 @@ class RedisJobQueue:
         return bool(self._scripts["enqueue"](keys=keys, args=args))
 
     def offer(self, job_id: str, user: str, admit: Callable[[], dict[str, Any] | None]) -> bool | None:
+        """Not one step here: two copies of a message at the same moment may both be admitted (the user's rate
+        count taken twice); the enqueue script still stores one, and the other is answered as a duplicate."""
         if self.seen(job_id):
             return False
         data = admit()
