@@ -1,9 +1,11 @@
 """The delivery threads let the webhooks of their process answer first, for a bounded time, and only a few
-of them work at once while the others wait for Rasa."""
+of them work at once while the others wait for Rasa. Idle, one of them looks for jobs and the others sleep."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,3 +86,47 @@ def test_every_thread_can_wait_for_rasa_at_once_but_only_a_few_work_at_once(tmp_
     finally:
         go_on.set()
         workers.stop(5)
+
+
+class CountedQueue(SqliteJobQueue):
+    """A queue that notes when each claim was tried, and by which thread."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.claims: list[tuple[float, str]] = []
+
+    def claim(self, lease: float) -> Job | None:
+        self.claims.append((time.monotonic(), threading.current_thread().name))
+        return super().claim(lease)
+
+
+def test_idle_threads_look_for_jobs_one_at_a_time(tmp_path: Path) -> None:
+    queue, threads, poll = CountedQueue(tmp_path / "state.db"), 8, 0.05
+    workers = LaneWorkers(queue, queue.finish, threads=threads, poll=poll).start()
+    try:
+        wait_for(lambda: len(queue.claims) >= threads + 6)  # each thread's first look, then the looker's
+        looks = [when for when, _ in queue.claims[threads:threads + 6]]
+    finally:
+        workers.stop(5)
+    # Eight threads each polling would look eight times a poll; one looker looks once a poll.
+    assert min(later - earlier for earlier, later in zip(looks, looks[1:])) >= 0.8 * poll, looks
+
+
+def test_jobs_found_at_once_are_taken_by_as_many_threads_at_once(tmp_path: Path) -> None:
+    queue, together = SqliteJobQueue(tmp_path / "state.db"), 4
+    all_in_hand = threading.Barrier(together)
+    handled: list[str] = []
+
+    def handle(job: Job) -> Any:
+        all_in_hand.wait(5)  # broken, and the job not finished, unless the jobs are in hand together
+        handled.append(job.id)
+        return queue.finish(job)
+
+    workers = LaneWorkers(queue, handle, threads=together, poll=0.05).start()
+    try:
+        for n in range(together):  # as another process enqueues: nothing wakes this one's threads
+            queue.enqueue(f"SM{n}", f"user{n}", {})
+        wait_for(lambda: len(handled) == together)
+    finally:
+        workers.stop(5)
+    assert not all_in_hand.broken
