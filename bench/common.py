@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Iterator
 
 import aiohttp
+import requests
 
 from tests.servers import ROOT, Gunicorn, answers, free_port, running
-from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
+from twilio_bridge.testing.fake_twilio_api import ACCOUNT_SID, FakeTwilioAPI
 from twilio_bridge.web.signature import sign
 
 PYTHON = sys.executable
@@ -46,8 +47,40 @@ def messages_api() -> Iterator[tuple[FakeTwilioAPI, dict[str, str]]]:
     """The fake Messages API in this process (it stamps each message's arrival), and the environment
     that puts the bridge in WhatsApp's REST mode against it, with no rate limit in the way."""
     with FakeTwilioAPI(auth_token=AUTH_TOKEN).start() as api:
-        yield api, {"TWILIO_ACCOUNT_SID": api.account_sid, "TWILIO_WHATSAPP_FROM": WHATSAPP_FROM,
-                    "TWILIO_API_BASE_URL": api.base_url, "WHATSAPP_RATE_LIMIT": "10000"}
+        yield api, rest_mode(api.base_url, api.account_sid)
+
+
+def rest_mode(base_url: str, account_sid: str) -> dict[str, str]:
+    return {"TWILIO_ACCOUNT_SID": account_sid, "TWILIO_WHATSAPP_FROM": WHATSAPP_FROM,
+            "TWILIO_API_BASE_URL": base_url, "WHATSAPP_RATE_LIMIT": "10000"}
+
+
+class MessagesApiProcess:
+    """The fake Messages API in a process of its own, read through its `/_fake/messages`."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+
+    def wait_for(self, count: int, timeout: float) -> list[dict[str, object]]:
+        """The messages once there are at least `count`, oldest first, or whatever arrived when time ran out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            recorded = requests.get(self.base_url + "/_fake/messages", timeout=10).json()["messages"]
+            if len(recorded) >= count or time.monotonic() > deadline:
+                return recorded
+            time.sleep(0.05)
+
+
+@contextmanager
+def messages_api_process() -> Iterator[tuple[MessagesApiProcess, dict[str, str]]]:
+    """`messages_api` with the fake in a process of its own: a burst of replies to it then takes no CPU from a
+    client in this process, whose timings it would stretch (as Twilio's side costs the bridge's host nothing)."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="twilio-bridge-bench-") as workdir, running(
+            [PYTHON, "-m", "twilio_bridge.testing.fake_twilio_api", "--port", str(port), "--auth-token", AUTH_TOKEN],
+            Path(workdir) / "messages-api.log", ready=lambda: answers(base_url + "/_fake/messages"), cwd=ROOT):
+        yield MessagesApiProcess(base_url), rest_mode(base_url, ACCOUNT_SID)
 
 
 class Bridge(Gunicorn):
