@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
+from twilio_bridge.delivery import queue as queue_module
 from twilio_bridge.delivery.queue import JobQueue, RedisJobQueue, SqliteJobQueue
 
 
@@ -102,3 +104,19 @@ def test_on_sqlite_only_the_steps_that_stand_before_a_second_send_wait_for_the_d
     step("enqueue after", queue.enqueue("SM2", "ana", {}))  # on a connection the NORMAL steps used before
     assert steps == {"enqueue": ["FULL"], "claim": ["NORMAL"], "save": ["FULL"], "renew": ["NORMAL"],
                      "postpone": ["NORMAL"], "claim again": ["NORMAL"], "finish": ["FULL"], "enqueue after": ["FULL"]}
+
+
+def test_on_sqlite_an_id_seen_long_ago_is_new_again_and_forgotten_ids_leave_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(queue_module, "SEEN_TTL", -1.0)  # an id is remembered for no time at all
+    monkeypatch.setattr(queue_module, "PURGE_SECONDS", 0.0)
+    queue = SqliteJobQueue(tmp_path / "queue.db")
+    assert queue.enqueue("SM1", "ana", {"n": 1}) and queue.enqueue("SM2", "ana", {"n": 2})
+    assert queue.enqueue("SM1", "ana", {"n": 3})  # its id forgotten: a new job, at the end of the lane
+    taken = []
+    while (job := queue.claim(10)) is not None:
+        taken.append(job.data["n"])
+        queue.finish(job)
+    assert taken == [2, 3]
+    with sqlite3.connect(tmp_path / "queue.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM queue_seen").fetchone() == (0,)

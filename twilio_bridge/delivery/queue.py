@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from ..state import SqliteFile, backend, redis_client
+from ..state import PURGE_SECONDS, SqliteFile, backend, redis_client
 
 SEEN_TTL = 3 * 24 * 3600  # how long a job id is remembered after it was enqueued, for Twilio's retries
 # SQLite: what a power cut may undo. Each commit survives the process being killed (WAL), and reaches the disk
@@ -66,13 +66,14 @@ class SqliteJobQueue:
         "CREATE TABLE IF NOT EXISTS queue_lanes (user TEXT PRIMARY KEY, due REAL NOT NULL, token TEXT)",
         "CREATE INDEX IF NOT EXISTS queue_lanes_due ON queue_lanes (due)",
         "CREATE TABLE IF NOT EXISTS queue_seen (id TEXT PRIMARY KEY, expires REAL NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS queue_seen_expires ON queue_seen (expires)",  # every enqueue purges by it
+        "CREATE INDEX IF NOT EXISTS queue_seen_expires ON queue_seen (expires)",  # the purge goes by it
     )
 
     def __init__(self, path: str | Path):
         # synchronous=FULL: a job acknowledged to Twilio must survive a power cut (LEASE_ONLY: the steps after)
         self.file = SqliteFile(path, synchronous="FULL", schema=self.SCHEMA)
         self._read = self.file.connection
+        self._next_purge = 0.0  # expired ids are deleted by an enqueue at most every PURGE_SECONDS
         with self._read():
             pass  # opening the first connection creates the tables
 
@@ -91,10 +92,12 @@ class SqliteJobQueue:
                 return None
             db.execute("INSERT INTO queue_seen (id, expires) VALUES (?, ?) ON CONFLICT(id) DO UPDATE"
                        " SET expires = excluded.expires", (job_id, now + SEEN_TTL))
-            db.execute("DELETE FROM queue_jobs WHERE id = ?", (job_id,))  # a finished job's id, seen long ago
-            db.execute("INSERT INTO queue_jobs (id, user, data) VALUES (?, ?, ?)", (job_id, user, json.dumps(data)))
+            # REPLACE: a job left under this id (seen long ago) goes, and this one joins the end of the lane
+            db.execute("REPLACE INTO queue_jobs (id, user, data) VALUES (?, ?, ?)", (job_id, user, json.dumps(data)))
             db.execute("INSERT INTO queue_lanes (user, due) VALUES (?, ?) ON CONFLICT(user) DO NOTHING", (user, now))
-            db.execute("DELETE FROM queue_seen WHERE expires <= ?", (now,))
+            if time.monotonic() >= self._next_purge:
+                self._next_purge = time.monotonic() + PURGE_SECONDS
+                db.execute("DELETE FROM queue_seen WHERE expires <= ?", (now,))
             return True
 
         return self.file.write(store)
