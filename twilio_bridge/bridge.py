@@ -13,7 +13,7 @@ from . import metrics
 from .config import Settings
 from .delivery.queue import JobQueue
 from .delivery.workers import LaneWorkers
-from .rasa.client import Metadata, RasaClient, RasaError
+from .rasa.client import Metadata, RasaClient, RasaError, Reply
 from .state import StateStore
 from .voice.holding import RasaWaiter
 from .web.signature import SignatureCheck
@@ -32,23 +32,40 @@ class Bridge:
     waiter: RasaWaiter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.waiter = RasaWaiter(self.ask_rasa, self.store, self.settings.rasa_max_in_flight)
+        self.waiter = RasaWaiter(self.post_to_rasa, self.read_reply, self.store, self.settings.rasa_max_in_flight)
 
     def ask_rasa(self, sender: str, message: str, metadata: Metadata, timeout: float | None = None) -> list[dict[str, Any]]:
-        """Send one message; record Rasa's latency on the log line and in the metrics. Raises RasaError."""
+        """Send one message and read Rasa's answer; its latency goes on the log line and in the metrics. Raises RasaError."""
+        return self.read_reply(self.post_to_rasa(sender, message, metadata, timeout))
+
+    def post_to_rasa(self, sender: str, message: str, metadata: Metadata, timeout: float | None = None) -> Reply:
+        """Send one message; `read_reply` reads the answer, in this thread or another. Raises RasaError (recorded
+        as `read_reply` records one) when it could not be sent."""
         started = time.monotonic()
+        try:
+            return self.rasa.post(sender, message, metadata, timeout=timeout)
+        except RasaError as exc:
+            self._rasa_answered(exc.kind, time.monotonic() - started)
+            raise
+
+    def read_reply(self, reply: Reply, within: float | None = None) -> list[dict[str, Any]]:
+        """Rasa's reply items, read within `within` seconds (and the request's timeout); Rasa's latency, from the
+        message sent to its answer read, goes on the log line and in the metrics. Raises RasaError."""
         result = "error"
         try:
-            items = self.rasa.send(sender, message, metadata, timeout=timeout)
+            items = reply.items(within)
             result = "ok" if items else "empty"
             return items
         except RasaError as exc:
             result = exc.kind
             raise
         finally:
-            elapsed = time.monotonic() - started
-            metrics.rasa_answered(result, elapsed)
-            structlog.contextvars.bind_contextvars(rasa_ms=round(elapsed * 1000))
+            self._rasa_answered(result, self.rasa.clock() - reply.sent_at)
+
+    @staticmethod
+    def _rasa_answered(result: str, elapsed: float) -> None:
+        metrics.rasa_answered(result, elapsed)
+        structlog.contextvars.bind_contextvars(rasa_ms=round(elapsed * 1000))
 
 
 def bridge() -> Bridge:

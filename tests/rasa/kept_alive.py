@@ -4,6 +4,7 @@ It answers every POST as Rasa's REST channel answers a message, on the connectio
 connection it accepted. Given `closes_after`, it plays the moment Sanic times a kept-alive connection out just as
 the next request arrives: a request that comes on a connection idle for longer than that is read, then the
 connection is closed without an answer. Idle time is read on a clock the test moves, so no test sleeps.
+Given `stalls`, it sends an answer's headers and first byte, then nothing more until the test ends.
 """
 from __future__ import annotations
 
@@ -59,8 +60,13 @@ class _Connection(socketserver.StreamRequestHandler):
             sender = json.loads(body or b"{}").get("sender", "default")
             answer = json.dumps([{"recipient_id": sender, "text": "ok"}]).encode()
             answered_at = self.server.clock()
-            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+            whole = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+            if self.server.stalls:
+                self.wfile.write(whole[:-len(answer) + 1])
+                self.server.ended.wait(self.timeout)
+                return
+            self.wfile.write(whole)
 
     def finish(self) -> None:
         with self.server.lock:
@@ -74,10 +80,12 @@ class KeptAliveServer(socketserver.ThreadingTCPServer):
     daemon_threads = False  # server_close() waits for every connection's thread
 
     def __init__(self, clock: FakeClock, closes_after: float | None = None,
-                 tls: tuple[Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path] | None = None, stalls: bool = False) -> None:
         super().__init__(("127.0.0.1", 0), _Connection)
         self.clock = clock
         self.closes_after = closes_after
+        self.stalls = stalls
+        self.ended = threading.Event()
         self.accepted: list[tuple[str, int]] = []
         self.closed_on_arrival = 0
         self.lock = threading.Lock()
@@ -98,6 +106,7 @@ class KeptAliveServer(socketserver.ThreadingTCPServer):
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.ended.set()
         self.shutdown()
         with self.lock:
             for connection in self.open:  # ends a kept-alive connection's wait for its next request

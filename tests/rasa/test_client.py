@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 
 import pytest
 
@@ -36,6 +38,31 @@ def test_a_good_answer_and_an_empty_one(standin: RasaStandIn) -> None:
     assert standin.received[0]["metadata"] == {"channel": "voice"}
     standin.mode = "empty"
     assert client.send("s2", "hola") == []
+
+
+def test_an_answer_is_read_in_another_thread_than_the_one_that_sent_the_message(standin: RasaStandIn) -> None:
+    standin.delay = 0.3
+    client = RasaClient(standin.webhook_url, timeout=2)
+    reply = client.post("CA-held", "/session_start", {"channel": "voice"})
+    assert not reply.arrives(within=0.01)  # the stand-in is still thinking
+    read: list[list[dict]] = []
+    reader = threading.Thread(target=lambda: read.append(reply.items()))
+    reader.start()
+    reader.join(5)
+    assert read and read[0][0]["recipient_id"] == "CA-held"
+    assert client.send("CA-held", "hola")  # the connection went back to the pool in good order
+
+
+def test_an_answer_that_begins_but_never_ends_is_a_timeout_within_the_readers_limit() -> None:
+    with KeptAliveServer(FakeClock(), stalls=True) as server:
+        client = RasaClient(server.webhook_url, timeout=5)
+        reply = client.post("CA1", "hola")
+        assert reply.arrives(within=5)
+        started = time.monotonic()
+        with pytest.raises(RasaError) as caught:
+            reply.items(within=0.2)
+        assert caught.value.kind == "timeout" and time.monotonic() - started < 2
+        client.pool.clear()
 
 
 def test_turns_share_one_connection_while_it_is_idle_less_than_the_limit() -> None:

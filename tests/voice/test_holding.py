@@ -177,21 +177,67 @@ def test_with_every_rasa_slot_taken_a_new_turn_is_handed_off_at_once_and_never_r
     assert first.heard[-1] == second.heard[-1] == ASK_DIGITS
 
 
+class ScriptedReply:
+    """A message sent to a Rasa whose answer comes when the test says so."""
+
+    def __init__(self, message: str, answered: threading.Event):
+        self.message, self.answered, self.sent_at = message, answered, 0.0
+
+    def arrives(self, within: float) -> bool:
+        return self.answered.wait(within)
+
+    def items(self, within: float | None = None) -> list[dict]:
+        assert self.answered.wait(10)
+        return [{"text": f"sobre {self.message}"}]
+
+    def abandon(self) -> None:
+        pass
+
+
+class ScriptedRasa:
+    """The waiter's two steps, noting what was sent and in which thread each answer was read."""
+
+    def __init__(self) -> None:
+        self.answered = threading.Event()
+        self.sent: list[tuple[str, float]] = []
+        self.read_in: list[threading.Thread] = []
+
+    def post(self, sender: str, message: str, metadata: dict, timeout: float) -> ScriptedReply:
+        self.sent.append((message, timeout))
+        return ScriptedReply(message, self.answered)
+
+    def read(self, reply: ScriptedReply, within: float | None = None) -> list[dict]:
+        self.read_in.append(threading.current_thread())
+        return reply.items(within)
+
+
+def test_a_quick_answer_is_read_by_the_turn_itself_and_a_slow_one_by_the_pool(tmp_path: Path) -> None:
+    rasa, store = ScriptedRasa(), SqliteStore(tmp_path / "state.db")
+    waiter = RasaWaiter(rasa.post, rasa.read, store, max_in_flight=2)
+    try:
+        assert waiter.ask("pending:A:1", "A", "uno", {}, wait=0.05, max_wait=5.0, extra={}) is None  # held
+        assert store.get("pending:A:1")["status"] == "waiting"
+        rasa.answered.set()
+        wait_for(lambda: store.get("pending:A:1")["status"] == "done")
+        assert store.get("pending:A:1")["items"] == [{"text": "sobre uno"}]
+        quick = waiter.ask("pending:B:1", "B", "dos", {}, wait=0.05, max_wait=5.0, extra={})
+        assert quick is not None and quick.items == [{"text": "sobre dos"}]
+    finally:
+        waiter.pool.shutdown(wait=True)
+    held_by, read_by = rasa.read_in
+    assert held_by is not threading.current_thread() and read_by is threading.current_thread()
+    assert store.get("pending:B:1") is None  # an answer in time is never stored for a poll
+
+
 def test_an_ask_that_finds_no_free_slot_is_refused_not_queued_behind_its_deadline(tmp_path: Path) -> None:
-    release, asked = threading.Event(), []
-
-    def ask(sender: str, message: str, metadata: dict, timeout: float) -> list[dict]:
-        asked.append((message, timeout))
-        release.wait(10)
-        return [{"text": "hola"}]
-
-    waiter = RasaWaiter(ask, SqliteStore(tmp_path / "state.db"), max_in_flight=1)
+    rasa = ScriptedRasa()
+    waiter = RasaWaiter(rasa.post, rasa.read, SqliteStore(tmp_path / "state.db"), max_in_flight=1)
     try:
         assert waiter.ask("pending:A:1", "A", "uno", {}, wait=0.05, max_wait=0.5, extra={}) is None  # held
         refused = waiter.ask("pending:B:1", "B", "dos", {}, wait=5.0, max_wait=0.5, extra={})
         assert refused is not None and refused.error == "overloaded"
     finally:
-        release.set()
+        rasa.answered.set()
         waiter.pool.shutdown(wait=True)
-    assert [message for message, _ in asked] == ["uno"]  # "dos" never went to Rasa, not even after its deadline
-    assert all(timeout <= 0.5 for _, timeout in asked)
+    assert [message for message, _ in rasa.sent] == ["uno"]  # "dos" never went to Rasa, not even after its deadline
+    assert all(timeout <= 0.5 for _, timeout in rasa.sent)

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, NewConnectionError, ReadTimeoutError
-from urllib3.util import Retry, Timeout
+from urllib3.util import Retry, Timeout, wait_for_read
 
 from .idle_pool import IDLE_LIMIT, Clock, IdleLimitedPoolManager
+
+if TYPE_CHECKING:
+    from urllib3._base_connection import BaseHTTPConnection  # what urllib3's own signatures name
+    from urllib3.connectionpool import HTTPConnectionPool
 
 Metadata = dict[str, Any]
 JSON = {"Content-Type": "application/json"}
@@ -26,12 +30,61 @@ class RasaError(Exception):
         self.status = status
 
 
+class Reply:
+    """A message sent to Rasa, its answer still to come: the thread that sent it may wait for the answer
+    (`arrives`) and read it (`items`), or hand it to another thread that does, within the request's time.
+    So a voice turn reads a quick answer itself, and only a slow one goes to a thread that holds it."""
+
+    def __init__(self, pool: HTTPConnectionPool, conn: BaseHTTPConnection, sent_at: float, timeout: float,
+                 clock: Clock):
+        self.sent_at = sent_at  # `clock()` as the message was about to be sent
+        self.timeout = timeout
+        self._pool, self._conn, self._clock = pool, conn, clock
+
+    def arrives(self, within: float) -> bool:
+        """Whether the answer, or the end of the connection, begins to come within `within` seconds."""
+        assert self._conn.sock is not None, "sent on an open connection"
+        return wait_for_read(self._conn.sock, timeout=max(0.0, within))
+
+    def items(self, within: float | None = None) -> list[dict[str, Any]]:
+        """Rasa's list of reply items (may be empty), read within `within` seconds and the request's own
+        timeout; the connection goes back to the pool. Raises RasaError."""
+        left = self.timeout - (self._clock() - self.sent_at)
+        limit = max(0.001, min(left, within) if within is not None else left)
+        try:
+            self._conn.timeout = limit
+            response = self._conn.getresponse()  # the whole body, read with the connection's timeout
+            data, status = response.data, response.status
+        except (TimeoutError, ReadTimeoutError) as exc:
+            self.abandon()
+            detail = (f"no answer within {self.timeout:g}s" if limit >= left
+                      else f"the answer did not end within {limit:.2g}s")
+            raise RasaError("timeout", detail) from exc
+        except (HTTPError, OSError) as exc:  # it closed or broke the connection after it had the message
+            self.abandon()
+            raise RasaError("unreachable", _short(exc)) from exc
+        except BaseException:
+            self.abandon()
+            raise
+        self._pool._put_conn(self._conn)  # closed already if Rasa said it would close it
+        if status != 200:
+            raise RasaError("status", f"HTTP {status}", status=status)
+        return _reply_items(data)
+
+    def abandon(self) -> None:
+        """The answer will not be read: the connection is closed (Rasa goes on with the message)."""
+        self._conn.close()
+        self._pool._put_conn(self._conn)  # reopened on use
+
+
 class RasaClient:
     """One connection pool per worker; a timeout on every call.
 
     urllib3 itself, without requests on top: Rasa is one internal origin, so requests' sessions,
     cookies, proxies from the environment and .netrc only cost time (several times what urllib3
-    takes for the whole call to a local Rasa; bench/README.md).
+    takes for the whole call to a local Rasa; bench/README.md). A message is sent on a pooled
+    connection and its answer read from it in two steps (`post`, then `Reply.items`), so that the
+    two may happen in different threads.
     Only a connection that never opened is retried: once Rasa has the message it may
     have acted on it, and sending it again would run the dialogue twice. So a connection idle for
     `idle_limit` seconds, which Rasa may be closing, is reopened rather than reused (idle_pool).
@@ -46,18 +99,41 @@ class RasaClient:
         retry = Retry(total=None, connect=connect_retries, read=False, status=0, other=0, redirect=0, backoff_factor=0.05,
                       raise_on_status=False)
         self.pool = pool or IdleLimitedPoolManager(idle_limit, clock, num_pools=4, maxsize=pool_size, retries=retry)
+        self.connect_retries = connect_retries
+        self.clock = clock
+        self._webhook_path = urllib3.util.parse_url(webhook_url).request_uri
 
     def send(self, sender: str, message: str, metadata: Metadata | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
         """Post one message; return Rasa's list of reply items (may be empty)."""
+        return self.post(sender, message, metadata, timeout).items()
+
+    def post(self, sender: str, message: str, metadata: Metadata | None = None, timeout: float | None = None) -> Reply:
+        """Send one message; its answer is the Reply's to read, within `timeout` (RASA_TIMEOUT) of now."""
         body = json.dumps({"sender": sender, "message": message, "metadata": metadata or {}}).encode()
-        response = self._request("POST", self.webhook_url, timeout or self.timeout, body=body, headers=JSON)
-        try:
-            items = json.loads(response.data)
-        except ValueError as exc:
-            raise RasaError("invalid", "answer is not JSON") from exc
-        if not isinstance(items, list):
-            raise RasaError("invalid", f"answer is a JSON {type(items).__name__}, not a list")
-        return [item for item in items if isinstance(item, dict)]
+        sent_at, timeout = self.clock(), timeout or self.timeout
+        pool = self.pool.connection_from_url(self.webhook_url)
+        for attempt in range(self.connect_retries + 1):
+            conn = pool._get_conn()  # an idle one (closed, to be reopened, if Rasa may be closing it) or a new one
+            conn.timeout = min(self.connect_timeout, timeout)  # to connect and to send
+            try:
+                conn.request("POST", self._webhook_path, body=body, headers=JSON)
+                return Reply(pool, conn, sent_at, timeout, self.clock)
+            except (NewConnectionError, ConnectTimeoutError) as exc:  # it never opened: Rasa has nothing
+                conn.close()
+                pool._put_conn(conn)
+                if attempt == self.connect_retries:
+                    detail = (f"no connection within {conn.timeout:g}s" if not isinstance(exc, NewConnectionError)
+                              else _short(exc))
+                    raise RasaError("unreachable", detail) from exc
+            except (HTTPError, OSError) as exc:  # it broke while the message went out: Rasa may have it
+                conn.close()
+                pool._put_conn(conn)
+                raise RasaError("unreachable", _short(exc)) from exc
+            except BaseException:
+                conn.close()
+                pool._put_conn(conn)
+                raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def version(self, origin: str, timeout: float = 2.0) -> str:
         """Rasa's `GET /` greeting ('Hello from Rasa: 3.21.0'), for health checks."""
@@ -96,6 +172,16 @@ class RasaClient:
         if status != "ok":
             raise RasaError("invalid", f"status {status!r}, not 'ok'")
         return status
+
+
+def _reply_items(data: bytes) -> list[dict[str, Any]]:
+    try:
+        items = json.loads(data)
+    except ValueError as exc:
+        raise RasaError("invalid", "answer is not JSON") from exc
+    if not isinstance(items, list):
+        raise RasaError("invalid", f"answer is a JSON {type(items).__name__}, not a list")
+    return [item for item in items if isinstance(item, dict)]
 
 
 def _short(exc: Exception) -> str:

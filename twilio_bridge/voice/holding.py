@@ -1,9 +1,11 @@
-"""Slow assistants never cost a call: ask Rasa in the background, hold the caller, poll for the answer.
+"""Slow assistants never cost a call: hold the caller while Rasa thinks, poll for the answer.
 
-A voice webhook waits for Rasa at most `Settings.hold_after` seconds. Past that it answers with a
-holding phrase and a <Redirect> to the poll route, while a bounded pool in this worker keeps waiting
-for Rasa, up to RASA_MAX_WAIT_SECONDS in all. The outcome goes to the shared state store under the
-turn's key, so the poll may land on any worker or host.
+A voice webhook sends the caller's words to Rasa and waits for the answer at most
+`Settings.hold_after` seconds, reading it itself when it comes in time (most turns: no other thread
+is involved). Past that it answers with a holding phrase and a <Redirect> to the poll route, and
+hands the answer still to come to a bounded pool in this worker, which keeps waiting for it, up to
+RASA_MAX_WAIT_SECONDS in all. The outcome goes to the shared state store under the turn's key, so
+the poll may land on any worker or host.
 
 The pool never queues: with RASA_MAX_IN_FLIGHT requests already open, a new turn is refused at once
 ("overloaded", so the caller is handed off now rather than after a wait in a queue), and each request
@@ -19,12 +21,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..logs import log
-from ..rasa.client import Metadata, RasaError
+from ..rasa.client import Metadata, RasaError, Reply
 from ..state import StateStore
 
-Ask = Callable[[str, str, Metadata, float], list[dict[str, Any]]]
+Post = Callable[[str, str, Metadata, float], Reply]  # sends a message to Rasa (Bridge.post_to_rasa)
+Read = Callable[..., list[dict[str, Any]]]  # reads its answer: (reply, within=seconds) (Bridge.read_reply)
 
 POLL_STEP = 0.2  # how often a poll looks for the outcome in the store
+READ_AT_LEAST = 0.5  # seconds to read an answer that began to come within the turn's wait, however late it began
 DEADLINE_GRACE = 2.0  # past the deadline, a turn with no outcome has lost its worker
 KEPT_AFTER_DEADLINE = 120.0  # a retried poll still finds the outcome
 
@@ -47,24 +51,12 @@ class Outcome:
         return cls(record.get("items"), record.get("error"), float(record.get("seconds", 0.0)), record.get("detail"))
 
 
-class PendingAsk:
-    """One question to Rasa in flight in this worker: the turn it answers and when its caller stops waiting."""
-
-    def __init__(self, key: str, extra: dict[str, Any], deadline: float):
-        self.key = key
-        self.extra = extra
-        self.deadline = deadline
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.outcome: Outcome | None = None
-        self.held = False
-
-
 class RasaWaiter:
     """One per worker process: at most `max_in_flight` Rasa requests open at once, held turns included."""
 
-    def __init__(self, ask: Ask, store: StateStore, max_in_flight: int):
-        self._ask = ask
+    def __init__(self, post: Post, read: Read, store: StateStore, max_in_flight: int):
+        self._post = post
+        self._read = read
         self.store = store
         self.pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="rasa-wait")
         self.free = threading.BoundedSemaphore(max_in_flight)  # a slot per pool thread: a task never queues
@@ -76,46 +68,53 @@ class RasaWaiter:
         if not self.free.acquire(blocking=False):
             log.warning("rasa.overloaded", detail="every Rasa request slot of this worker is taken")
             return Outcome(None, "overloaded", 0.0, "RASA_MAX_IN_FLIGHT requests already open")
-        job = PendingAsk(key, extra, time.time() + max_wait)
-        context = contextvars.copy_context()  # the job logs with the call's context, and cannot leak into the pool
+        started, deadline = time.monotonic(), time.time() + max_wait
         try:
-            self.pool.submit(context.run, self._run, job, sender, message, metadata, max_wait)
+            reply = self._post(sender, message, metadata, max_wait)
+        except RasaError as exc:
+            self.free.release()
+            return Outcome(None, exc.kind, time.monotonic() - started, exc.detail)
         except BaseException:
             self.free.release()
             raise
-        if job.done.wait(wait):
-            return job.outcome
-        with job.lock:
-            if job.outcome is not None:
-                return job.outcome
-            self.store.put(key, {"status": "waiting", "deadline": job.deadline, **extra}, self._ttl(max_wait))
-            job.held = True
+        if max_wait <= wait:  # nothing to hold: the request's own timeout ends the wait
+            return self._outcome(reply, started)
+        if reply.arrives(wait - (time.monotonic() - started)):
+            # Read here, within what is left of `wait` and at least a moment: an answer begun is all but read.
+            return self._outcome(reply, started, within=max(READ_AT_LEAST, wait - (time.monotonic() - started)))
+        try:
+            self.store.put(key, {"status": "waiting", "deadline": deadline, **extra}, self._ttl(max_wait))
+        except BaseException:
+            reply.abandon()
+            self.free.release()
+            raise
+        context = contextvars.copy_context()  # the wait logs with the call's context, and cannot leak into the pool
+        try:
+            self.pool.submit(context.run, self._hold, key, reply, started, deadline, extra, max_wait)
+        except BaseException:  # the worker is stopping
+            reply.abandon()
+            self.free.release()
+            raise
         return None
 
-    def _run(self, job: PendingAsk, sender: str, message: str, metadata: Metadata, max_wait: float) -> None:
-        started = time.monotonic()
+    def _outcome(self, reply: Reply, started: float, within: float | None = None) -> Outcome:
+        """The answer read, and the request's slot free again."""
         try:
-            left = job.deadline - time.time()  # the caller's time, not a fresh max_wait
-            if left <= 0:
-                outcome = Outcome(None, "expired", 0.0, "the caller stopped waiting before Rasa was asked")
-            else:
-                outcome = Outcome(self._ask(sender, message, metadata, left), None, time.monotonic() - started)
+            return Outcome(self._read(reply, within=within), None, time.monotonic() - started)
         except RasaError as exc:
-            outcome = Outcome(None, exc.kind, time.monotonic() - started, exc.detail)
+            return Outcome(None, exc.kind, time.monotonic() - started, exc.detail)
         except Exception:
             log.exception("rasa.wait_failed")
-            outcome = Outcome(None, "error", time.monotonic() - started, "see rasa.wait_failed")
+            return Outcome(None, "error", time.monotonic() - started, "see rasa.wait_failed")
         finally:
             self.free.release()
-        with job.lock:
-            job.outcome = outcome
-            if job.held:
-                self._store_outcome(job, outcome, max_wait)
-        job.done.set()
 
-    def _store_outcome(self, job: PendingAsk, outcome: Outcome, max_wait: float) -> None:
+    def _hold(self, key: str, reply: Reply, started: float, deadline: float, extra: dict[str, Any],
+              max_wait: float) -> None:
+        """In the pool: the held turn's answer, read by its deadline and stored for the poll."""
+        outcome = self._outcome(reply, started)
         try:
-            self.store.put(job.key, {**outcome.record(), "deadline": job.deadline, **job.extra}, self._ttl(max_wait))
+            self.store.put(key, {**outcome.record(), "deadline": deadline, **extra}, self._ttl(max_wait))
             log.info("hold.outcome_stored", rasa_ms=round(outcome.seconds * 1000), error=outcome.error)
         except Exception:  # the poll gives up at the deadline and apologises
             log.exception("hold.store_failed")
