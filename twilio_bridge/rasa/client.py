@@ -101,7 +101,9 @@ class RasaClient:
         self.pool = pool or IdleLimitedPoolManager(idle_limit, clock, num_pools=4, maxsize=pool_size, retries=retry)
         self.connect_retries = connect_retries
         self.clock = clock
-        self._webhook_path = urllib3.util.parse_url(webhook_url).request_uri
+        url = urllib3.util.parse_url(webhook_url)  # once, not per message
+        self._webhook_origin = (url.host or "", url.port, url.scheme or "http")
+        self._webhook_path = url.request_uri
 
     def send(self, sender: str, message: str, metadata: Metadata | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
         """Post one message; return Rasa's list of reply items (may be empty)."""
@@ -111,7 +113,8 @@ class RasaClient:
         """Send one message; its answer is the Reply's to read, within `timeout` (RASA_TIMEOUT) of now."""
         body = json.dumps({"sender": sender, "message": message, "metadata": metadata or {}}).encode()
         sent_at, timeout = self.clock(), timeout or self.timeout
-        pool = self.pool.connection_from_url(self.webhook_url)
+        host, port, scheme = self._webhook_origin
+        pool = self.pool.connection_from_host(host, port, scheme)
         for attempt in range(self.connect_retries + 1):
             conn = pool._get_conn()  # an idle one (closed, to be reopened, if Rasa may be closing it) or a new one
             conn.timeout = min(self.connect_timeout, timeout)  # to connect and to send
