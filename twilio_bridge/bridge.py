@@ -12,7 +12,7 @@ from flask import current_app
 from . import metrics
 from .config import Settings
 from .delivery.queue import JobQueue
-from .delivery.workers import LaneWorkers
+from .delivery.workers import LaneWorkers, waiting_for_rasa
 from .rasa.client import Metadata, RasaClient, RasaError, Reply
 from .state import StateStore
 from .voice.holding import RasaWaiter
@@ -35,8 +35,16 @@ class Bridge:
         self.waiter = RasaWaiter(self.post_to_rasa, self.read_reply, self.store, self.settings.rasa_max_in_flight)
 
     def ask_rasa(self, sender: str, message: str, metadata: Metadata, timeout: float | None = None) -> list[dict[str, Any]]:
-        """Send one message and read Rasa's answer; its latency goes on the log line and in the metrics. Raises RasaError."""
-        return self.read_reply(self.post_to_rasa(sender, message, metadata, timeout))
+        """Send one message and read Rasa's answer; its latency goes on the log line and in the metrics. Raises RasaError.
+        In a delivery thread, only the wait for the answer is done without a working slot (`waiting_for_rasa`)."""
+        reply = self.post_to_rasa(sender, message, metadata, timeout)
+        try:
+            with waiting_for_rasa():
+                reply.arrives()
+        except BaseException:
+            reply.abandon()
+            raise
+        return self.read_reply(reply)
 
     def post_to_rasa(self, sender: str, message: str, metadata: Metadata, timeout: float | None = None) -> Reply:
         """Send one message; `read_reply` reads the answer, in this thread or another. Raises RasaError (recorded

@@ -10,9 +10,13 @@ from typing import Any
 import pytest
 
 from tests.servers import wait_for
+from twilio_bridge.app import create_app
+from twilio_bridge.bridge import EXTENSION
+from twilio_bridge.config import Settings
 from twilio_bridge.delivery import workers as workers_module
 from twilio_bridge.delivery.queue import Job, SqliteJobQueue
 from twilio_bridge.delivery.workers import WORKING_AT_ONCE, LaneWorkers, waiting_for_rasa
+from twilio_bridge.testing.standin import RasaStandIn
 
 
 def test_a_job_is_taken_once_the_webhooks_in_hand_have_answered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,3 +134,30 @@ def test_jobs_found_at_once_are_taken_by_as_many_threads_at_once(tmp_path: Path)
     finally:
         workers.stop(5)
     assert not all_in_hand.broken
+
+
+def test_a_delivery_gives_its_working_slot_up_only_while_rasa_thinks(tmp_path: Path, settings: Settings,
+                                                                     standin: RasaStandIn) -> None:
+    current = create_app(settings).extensions[EXTENSION]
+    queue = SqliteJobQueue(tmp_path / "queue.db")
+    standin.delay = 1.0
+    slots_free: list[int] = []
+    handled = threading.Event()
+
+    def handle(job: Job) -> None:
+        slots_free.append(workers._working._value)  # type: ignore[attr-defined]
+        current.ask_rasa(job.user, "hola", {})
+        slots_free.append(workers._working._value)  # type: ignore[attr-defined]
+        queue.finish(job)
+        handled.set()
+
+    workers = LaneWorkers(queue, handle, threads=1, poll=0.05).start()
+    try:
+        queue.enqueue("SM1", "ana", {})
+        workers.wake()
+        wait_for(lambda: len(standin.received) == 1 and workers._working._value == 1)  # type: ignore[attr-defined]
+        assert not handled.is_set()  # the slot was seen free while the delivery still waited for Rasa
+        assert handled.wait(5)
+    finally:
+        workers.stop(5)
+    assert slots_free == [0, 0]  # held while it asked and after it read: free only while Rasa thought

@@ -25,7 +25,7 @@ from ..whatsapp.native import NativeFeatures, native_features
 from ..whatsapp.replies import Outgoing
 from .queue import Job, JobQueue
 from .sender import WINDOW_CLOSED, MessageSender, SendError
-from .workers import LaneWorkers, waiting_for_rasa
+from .workers import LaneWorkers
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
@@ -61,8 +61,7 @@ class Courier:
         if "outgoing" not in data:
             conversation = Conversation(self.current, job.user, self.native)
             try:
-                with waiting_for_rasa():  # seconds perhaps: another delivery of this process works meanwhile
-                    outgoing = conversation.reply(inbound)
+                outgoing = conversation.reply(inbound)  # its wait for Rasa leaves the working slot to another delivery
             except RasaError as exc:
                 log.warning("rasa.failed", kind=exc.kind, detail=exc.detail)
                 if self._retry_later(job, f"rasa_{exc.kind}", detail=exc.detail):

@@ -38,8 +38,10 @@ _thread = threading.local()  # in a delivery thread, `working`: the slots of its
 
 @contextmanager
 def waiting_for_rasa() -> Iterator[None]:
-    """Around a delivery's wait for Rasa's answer: the thread's working slot goes to another delivery
-    meanwhile. Outside a delivery thread it changes nothing."""
+    """Around a delivery's wait for Rasa's answer (`Bridge.ask_rasa`: the message sent, the answer not yet
+    come): the thread's working slot goes to another delivery meanwhile, and everything else a delivery does
+    (a voice note transcribed, the state read and written, the reply sent) is done in a slot. Outside a
+    delivery thread it changes nothing."""
     working: threading.BoundedSemaphore | None = getattr(_thread, "working", None)
     if working is None:
         yield

@@ -41,10 +41,12 @@ class Reply:
         self.timeout = timeout
         self._pool, self._conn, self._clock = pool, conn, clock
 
-    def arrives(self, within: float) -> bool:
-        """Whether the answer, or the end of the connection, begins to come within `within` seconds."""
+    def arrives(self, within: float | None = None) -> bool:
+        """Whether the answer, or the end of the connection, begins to come within `within` seconds (by
+        default, the request's time left)."""
         assert self._conn.sock is not None, "sent on an open connection"
-        return wait_for_read(self._conn.sock, timeout=max(0.0, within))
+        left = self.timeout - (self._clock() - self.sent_at)
+        return wait_for_read(self._conn.sock, timeout=max(0.0, left if within is None else within))
 
     def items(self, within: float | None = None) -> list[dict[str, Any]]:
         """Rasa's list of reply items (may be empty), read within `within` seconds and the request's own
