@@ -35,7 +35,7 @@ def test_a_job_is_taken_once_the_webhooks_in_hand_have_answered(tmp_path: Path, 
         with workers.answering():
             queue.enqueue("SM1", "ana", {})
             workers.wake()
-            wait_for(lambda: len(workers._answered._waiters) == 1, seconds=5)  # the thread waits for this webhook
+            wait_for(lambda: len(workers.webhooks._answered._waiters) == 1, seconds=5)  # the thread waits for this webhook
             answered.set()
         assert handled.wait(5)
         assert taken_after_answer == [True]

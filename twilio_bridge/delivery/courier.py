@@ -25,7 +25,7 @@ from ..whatsapp.native import NativeFeatures, native_features
 from ..whatsapp.replies import Outgoing
 from .queue import Job, JobQueue
 from .sender import WINDOW_CLOSED, MessageSender, SendError
-from .workers import LaneWorkers
+from .workers import LaneWorkers, WebhooksFirst
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
@@ -196,5 +196,6 @@ def start_delivery(current: Bridge, queue: JobQueue) -> LaneWorkers:
     settings = current.settings
     assert settings.twilio_account_sid and settings.twilio_auth_token
     sender = MessageSender(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url)
-    courier = Courier(current, queue, sender, native_features(settings, current.store))
-    return LaneWorkers(queue, courier.deliver, settings.whatsapp_workers).start()
+    webhooks = WebhooksFirst()
+    courier = Courier(current, queue, sender, native_features(settings, current.store, webhooks.wait))
+    return LaneWorkers(queue, courier.deliver, settings.whatsapp_workers, webhooks=webhooks).start()

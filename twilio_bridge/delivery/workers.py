@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Callable, Iterator
 
 from ..logs import log
@@ -26,7 +26,7 @@ from .queue import Job, JobQueue
 LEASE_SECONDS = 10.0  # how long a dead process's jobs wait before another takes them over
 HEARTBEAT_SECONDS = 2.0
 POLL_SECONDS = 0.5  # jobs enqueued by other processes, and postponed ones, are found this often
-WEBHOOKS_FIRST = 0.05  # at most this long a thread waits, before taking a job, for the webhooks in hand to answer
+WEBHOOKS_FIRST = 0.05  # at most this long background work waits, before it starts, for the webhooks in hand to answer
 # Delivery threads of a process that work at once (taking a job, sending its replies); the others wait for Rasa.
 # More working at once take the process's CPU from a burst of webhooks: with Rasa answering at once, sixteen
 # raised the webhook's p99 1.4 to 2.4 times, for no more replies a second (bench/README.md, "WhatsApp delivery
@@ -53,13 +53,42 @@ def waiting_for_rasa() -> Iterator[None]:
         working.acquire()
 
 
+class WebhooksFirst:
+    """A process's webhooks go before its background work (a delivery thread taking a job, a "typing…"
+    post): while a webhook stores a message, work about to start waits for it (WEBHOOKS_FIRST at most),
+    so that a burst of webhooks has the process's CPU first and the rest catches up after."""
+
+    def __init__(self) -> None:
+        self._answering = 0  # webhooks of this process storing a message now
+        self._answered = threading.Condition()
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """Around a webhook's work."""
+        with self._answered:
+            self._answering += 1
+        try:
+            yield
+        finally:
+            with self._answered:
+                self._answering -= 1
+                if not self._answering:
+                    self._answered.notify_all()
+
+    def wait(self) -> None:
+        """Until no webhook of this process is in hand, WEBHOOKS_FIRST at most."""
+        with self._answered:
+            self._answered.wait_for(lambda: not self._answering, WEBHOOKS_FIRST)
+
+
 class LaneWorkers:
     def __init__(self, queue: JobQueue, handle: Callable[[Job], None], threads: int,
-                 lease: float = LEASE_SECONDS, poll: float = POLL_SECONDS):
+                 lease: float = LEASE_SECONDS, poll: float = POLL_SECONDS, webhooks: WebhooksFirst | None = None):
         self.queue = queue
         self.handle = handle
         self.lease = lease
         self.poll = poll
+        self.webhooks = webhooks or WebhooksFirst()
         self.threads = [threading.Thread(target=self._work, name=f"lane-worker-{n}", daemon=True)
                         for n in range(threads)]
         self.heart = threading.Thread(target=self._heartbeat, name="lane-heartbeat", daemon=True)
@@ -67,8 +96,6 @@ class LaneWorkers:
         self._lock = threading.Lock()
         self._wake = threading.Condition()
         self._looking = False  # an idle thread looks for jobs every `poll` seconds; the other idle ones sleep
-        self._answering = 0  # webhooks of this process storing a message now
-        self._answered = threading.Condition()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._working = threading.BoundedSemaphore(min(threads, WORKING_AT_ONCE))
@@ -84,19 +111,9 @@ class LaneWorkers:
         with self._wake:
             self._wake.notify()
 
-    @contextmanager
-    def answering(self) -> Iterator[None]:
-        """Around a webhook's work: while one runs, a thread about to take a job waits (WEBHOOKS_FIRST at
-        most), so that a burst of webhooks has the process's CPU first and the deliveries catch up after."""
-        with self._answered:
-            self._answering += 1
-        try:
-            yield
-        finally:
-            with self._answered:
-                self._answering -= 1
-                if not self._answering:
-                    self._answered.notify_all()
+    def answering(self) -> AbstractContextManager[None]:
+        """Around a webhook's work: a thread about to take a job waits for it (`WebhooksFirst`)."""
+        return self.webhooks.answering()
 
     def begin_stop(self) -> None:
         """Take no new job, without waiting: the jobs in hand wind down while the caller stops other things."""
@@ -120,8 +137,7 @@ class LaneWorkers:
     def _work(self) -> None:
         _thread.working = self._working
         while not self._stopping.is_set():
-            with self._answered:
-                self._answered.wait_for(lambda: not self._answering, WEBHOOKS_FIRST)
+            self.webhooks.wait()
             with self._working:
                 handled = self._take_one()
             if not handled:

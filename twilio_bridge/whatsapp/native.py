@@ -5,6 +5,7 @@ each part only when its setting turns it on (WHATSAPP_BUTTONS, WHATSAPP_TRANSCRI
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import Settings
@@ -25,7 +26,8 @@ class NativeFeatures:
     voice_notes: VoiceNotes | None = None
 
 
-def native_features(settings: Settings, store: StateStore) -> NativeFeatures:
+def native_features(settings: Settings, store: StateStore, webhooks_first: Callable[[], None] = lambda: None) -> NativeFeatures:
+    """`webhooks_first`: what "typing…" waits for before each post (the process's webhooks in hand)."""
     assert settings.twilio_account_sid and settings.twilio_auth_token
     sid, token, api = settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url
     client = twilio_client(sid, token, api, TWILIO_TIMEOUT)
@@ -37,4 +39,4 @@ def native_features(settings: Settings, store: StateStore) -> NativeFeatures:
     if settings.whatsapp_transcribe:
         voice_notes = VoiceNotes(MediaFetcher(api, sid, token),
                                  Transcriber(settings.whatsapp_transcribe_model, settings.transcribe_language))
-    return NativeFeatures(templates, TypingIndicator(client), voice_notes)
+    return NativeFeatures(templates, TypingIndicator(client, webhooks_first=webhooks_first), voice_notes)
