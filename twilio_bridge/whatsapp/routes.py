@@ -174,6 +174,9 @@ def _error_answer() -> Response:
 answer_every_error(bp, "whatsapp.unexpected_error", _error_answer)
 
 
+EMPTY = str(MessagingResponse())  # REST mode's answer to every message, rendered once
+
+
 def _empty(outcome: str) -> Response:
     structlog.contextvars.bind_contextvars(outcome=outcome)
-    return twiml(MessagingResponse())
+    return twiml(EMPTY)
