@@ -8,9 +8,9 @@ from typing import Callable
 import pytest
 
 from twilio_bridge.bridge import EXTENSION
+from twilio_bridge.config import Settings
 from twilio_bridge.delivery import workers as workers_module
 from twilio_bridge.delivery.workers import WebhooksFirst
-from twilio_bridge.config import Settings
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI, as_seen
 from twilio_bridge.testing.standin import ASK_DIGITS, RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
