@@ -68,7 +68,7 @@ class Bridge:
             result = exc.kind
             raise
         finally:
-            self._rasa_answered(result, self.rasa.clock() - reply.sent_at)
+            self._rasa_answered(result, reply.elapsed())
 
     @staticmethod
     def _rasa_answered(result: str, elapsed: float) -> None:

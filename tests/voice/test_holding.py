@@ -181,7 +181,7 @@ class ScriptedReply:
     """A message sent to a Rasa whose answer comes when the test says so."""
 
     def __init__(self, message: str, answered: threading.Event):
-        self.message, self.answered, self.sent_at = message, answered, 0.0
+        self.message, self.answered = message, answered
 
     def arrives(self, within: float) -> bool:
         return self.answered.wait(within)

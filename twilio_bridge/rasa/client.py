@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, NewConnectionError, ReadTimeoutError
-from urllib3.util import Retry, Timeout, wait_for_read
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
+from urllib3.util import wait_for_read
 
 from .idle_pool import IDLE_LIMIT, Clock, IdleLimitedPoolManager
 
@@ -31,50 +31,61 @@ class RasaError(Exception):
 
 
 class Reply:
-    """A message sent to Rasa, its answer still to come: the thread that sent it may wait for the answer
-    (`arrives`) and read it (`items`), or hand it to another thread that does, within the request's time.
-    So a voice turn reads a quick answer itself, and only a slow one goes to a thread that holds it."""
+    """A request sent to Rasa, its answer still to come: the thread that sent it may wait for the answer
+    (`arrives`) and read it (`items`, `data`), or hand it to another thread that does, within the request's
+    time. So a voice turn reads a quick answer itself, and only a slow one goes to a thread that holds it."""
 
     def __init__(self, pool: HTTPConnectionPool, conn: BaseHTTPConnection, sent_at: float, timeout: float,
                  clock: Clock):
-        self.sent_at = sent_at  # `clock()` as the message was about to be sent
+        self.sent_at = sent_at  # `clock()` as the request was about to be sent
         self.timeout = timeout
         self._pool, self._conn, self._clock = pool, conn, clock
+
+    def elapsed(self) -> float:
+        """Seconds since the request was sent."""
+        return self._clock() - self.sent_at
 
     def arrives(self, within: float | None = None) -> bool:
         """Whether the answer, or the end of the connection, begins to come within `within` seconds (by
         default, the request's time left)."""
         assert self._conn.sock is not None, "sent on an open connection"
-        left = self.timeout - (self._clock() - self.sent_at)
+        left = self.timeout - self.elapsed()
         return wait_for_read(self._conn.sock, timeout=max(0.0, left if within is None else within))
 
     def items(self, within: float | None = None) -> list[dict[str, Any]]:
-        """Rasa's list of reply items (may be empty), read within `within` seconds and the request's own
-        timeout; the connection goes back to the pool. Raises RasaError."""
-        left = self.timeout - (self._clock() - self.sent_at)
+        """Rasa's list of reply items (may be empty), as `data` reads them. Raises RasaError."""
+        try:
+            items = json.loads(self.data(within))
+        except ValueError as exc:
+            raise RasaError("invalid", "answer is not JSON") from exc
+        if not isinstance(items, list):
+            raise RasaError("invalid", f"answer is a JSON {type(items).__name__}, not a list")
+        return [item for item in items if isinstance(item, dict)]
+
+    def data(self, within: float | None = None) -> bytes:
+        """The body of Rasa's 200 answer, read within `within` seconds and the request's own timeout; the
+        connection goes back to the pool. Raises RasaError."""
+        left = self.timeout - self.elapsed()
         limit = max(0.001, min(left, within) if within is not None else left)
         try:
             self._conn.timeout = limit
             response = self._conn.getresponse()  # the whole body, read with the connection's timeout
-            data, status = response.data, response.status
-        except (TimeoutError, ReadTimeoutError) as exc:
+        except BaseException as exc:
             self.abandon()
-            detail = (f"no answer within {self.timeout:g}s" if limit >= left
-                      else f"the answer did not end within {limit:.2g}s")
-            raise RasaError("timeout", detail) from exc
-        except (HTTPError, OSError) as exc:  # it closed or broke the connection after it had the message
-            self.abandon()
-            raise RasaError("unreachable", _short(exc)) from exc
-        except BaseException:
-            self.abandon()
+            if isinstance(exc, (TimeoutError, ReadTimeoutError)):
+                detail = (f"no answer within {self.timeout:g}s" if limit >= left
+                          else f"the answer did not end within {limit:.2g}s")
+                raise RasaError("timeout", detail) from exc
+            if isinstance(exc, (HTTPError, OSError)):  # it closed or broke the connection after it had the request
+                raise RasaError("unreachable", _short(exc)) from exc
             raise
         self._pool._put_conn(self._conn)  # closed already if Rasa said it would close it
-        if status != 200:
-            raise RasaError("status", f"HTTP {status}", status=status)
-        return _reply_items(data)
+        if response.status != 200:
+            raise RasaError("status", f"HTTP {response.status}", status=response.status)
+        return response.data
 
     def abandon(self) -> None:
-        """The answer will not be read: the connection is closed (Rasa goes on with the message)."""
+        """The answer will not be read: the connection is closed (Rasa goes on with the request)."""
         self._conn.close()
         self._pool._put_conn(self._conn)  # reopened on use
 
@@ -84,7 +95,7 @@ class RasaClient:
 
     urllib3 itself, without requests on top: Rasa is one internal origin, so requests' sessions,
     cookies, proxies from the environment and .netrc only cost time (several times what urllib3
-    takes for the whole call to a local Rasa; bench/README.md). A message is sent on a pooled
+    takes for the whole call to a local Rasa; bench/README.md). Every request is sent on a pooled
     connection and its answer read from it in two steps (`post`, then `Reply.items`), so that the
     two may happen in different threads.
     Only a connection that never opened is retried: once Rasa has the message it may
@@ -98,9 +109,7 @@ class RasaClient:
         self.webhook_url = webhook_url
         self.timeout = timeout
         self.connect_timeout = min(2.0, timeout / 3)
-        retry = Retry(total=None, connect=connect_retries, read=False, status=0, other=0, redirect=0, backoff_factor=0.05,
-                      raise_on_status=False)
-        self.pool = pool or IdleLimitedPoolManager(idle_limit, clock, num_pools=4, maxsize=pool_size, retries=retry)
+        self.pool = pool or IdleLimitedPoolManager(idle_limit, clock, num_pools=4, maxsize=pool_size)
         self.connect_retries = connect_retries
         self.clock = clock
         url = urllib3.util.parse_url(webhook_url)  # once, not per message
@@ -114,79 +123,55 @@ class RasaClient:
     def post(self, sender: str, message: str, metadata: Metadata | None = None, timeout: float | None = None) -> Reply:
         """Send one message; its answer is the Reply's to read, within `timeout` (RASA_TIMEOUT) of now."""
         body = json.dumps({"sender": sender, "message": message, "metadata": metadata or {}}).encode()
-        sent_at, timeout = self.clock(), timeout or self.timeout
-        host, port, scheme = self._webhook_origin
-        pool = self.pool.connection_from_host(host, port, scheme)
-        for attempt in range(self.connect_retries + 1):
-            conn = pool._get_conn()  # an idle one (closed, to be reopened, if Rasa may be closing it) or a new one
-            conn.timeout = min(self.connect_timeout, timeout)  # to connect and to send
-            try:
-                conn.request("POST", self._webhook_path, body=body, headers=JSON)
-                return Reply(pool, conn, sent_at, timeout, self.clock)
-            except (NewConnectionError, ConnectTimeoutError) as exc:  # it never opened: Rasa has nothing
-                conn.close()
-                pool._put_conn(conn)
-                if attempt == self.connect_retries:
-                    detail = (f"no connection within {conn.timeout:g}s" if not isinstance(exc, NewConnectionError)
-                              else _short(exc))
-                    raise RasaError("unreachable", detail) from exc
-            except (HTTPError, OSError) as exc:  # it broke while the message went out: Rasa may have it
-                conn.close()
-                pool._put_conn(conn)
-                raise RasaError("unreachable", _short(exc)) from exc
-            except BaseException:
-                conn.close()
-                pool._put_conn(conn)
-                raise
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        pool = self.pool.connection_from_host(*self._webhook_origin)
+        return self._send(pool, "POST", self._webhook_path, timeout or self.timeout, self.connect_timeout,
+                          body=body, headers=JSON)
 
     def version(self, origin: str, timeout: float = 2.0) -> str:
         """Rasa's `GET /` greeting ('Hello from Rasa: 3.21.0'), for health checks."""
-        response = self._request("GET", origin + "/", timeout, connect_timeout=min(timeout, self.connect_timeout))
-        return response.data.decode("utf-8", "replace").strip()[:100]
-
-    def _request(self, method: str, url: str, timeout: float, connect_timeout: float | None = None,
-                 **options: Any) -> urllib3.BaseHTTPResponse:
-        """Rasa's 200 answer, or the RasaError that says why there is none."""
-        connect = connect_timeout or self.connect_timeout
-        try:
-            response = self.pool.request(method, url, timeout=Timeout(connect=connect, read=timeout),
-                                         redirect=False, **options)
-        except MaxRetryError as exc:  # the connection never opened, twice
-            if isinstance(exc.reason, ConnectTimeoutError) and not isinstance(exc.reason, NewConnectionError):
-                raise RasaError("unreachable", f"no connection within {connect:g}s") from exc
-            raise RasaError("unreachable", _short(exc.reason or exc)) from exc
-        except ReadTimeoutError as exc:
-            raise RasaError("timeout", f"no answer within {timeout:g}s") from exc
-        except (HTTPError, OSError) as exc:  # it closed or broke the connection after it had the request
-            raise RasaError("unreachable", _short(exc)) from exc
-        if response.status != 200:
-            raise RasaError("status", f"HTTP {response.status}", status=response.status)
-        return response
+        data = self._get(origin, "/", timeout)
+        return data.decode("utf-8", "replace").strip()[:100]
 
     def action_server_health(self, action_server_url: str, timeout: float = 2.0) -> str:
         """The action server's `GET /health` (rasa-sdk answers {"status": "ok"}), at the origin of its URL
         as Rasa's endpoints.yml names it (http://localhost:5055/webhook). Raises RasaError."""
         parts = urlsplit(action_server_url)
-        response = self._request("GET", f"{parts.scheme}://{parts.netloc}/health", timeout,
-                                 connect_timeout=min(timeout, self.connect_timeout))
+        data = self._get(f"{parts.scheme}://{parts.netloc}", "/health", timeout)
         try:
-            status = json.loads(response.data).get("status")
+            status = json.loads(data).get("status")
         except (ValueError, AttributeError) as exc:
             raise RasaError("invalid", "answer is not a JSON object") from exc
         if status != "ok":
             raise RasaError("invalid", f"status {status!r}, not 'ok'")
         return status
 
+    def _get(self, origin: str, path: str, timeout: float) -> bytes:
+        pool = self.pool.connection_from_url(origin)
+        return self._send(pool, "GET", path, timeout, min(timeout, self.connect_timeout)).data()
 
-def _reply_items(data: bytes) -> list[dict[str, Any]]:
-    try:
-        items = json.loads(data)
-    except ValueError as exc:
-        raise RasaError("invalid", "answer is not JSON") from exc
-    if not isinstance(items, list):
-        raise RasaError("invalid", f"answer is a JSON {type(items).__name__}, not a list")
-    return [item for item in items if isinstance(item, dict)]
+    def _send(self, pool: HTTPConnectionPool, method: str, path: str, timeout: float, connect_timeout: float,
+              **request: Any) -> Reply:
+        """The request sent on a connection of `pool`, its answer to read within `timeout`. A connection that
+        never opened is tried again (`connect_retries`); one that broke while the request went out is not."""
+        sent_at = self.clock()
+        for attempt in range(self.connect_retries + 1):
+            conn = pool._get_conn()  # an idle one (closed, to be reopened, if Rasa may be closing it) or a new one
+            conn.timeout = min(connect_timeout, timeout)  # to connect and to send
+            try:
+                conn.request(method, path, **request)
+                return Reply(pool, conn, sent_at, timeout, self.clock)
+            except BaseException as exc:
+                conn.close()
+                pool._put_conn(conn)
+                if isinstance(exc, ConnectTimeoutError):  # it never opened (NewConnectionError too): Rasa has nothing
+                    if attempt < self.connect_retries:
+                        continue
+                    detail = _short(exc) if isinstance(exc, NewConnectionError) else f"no connection within {conn.timeout:g}s"
+                    raise RasaError("unreachable", detail) from exc
+                if isinstance(exc, (HTTPError, OSError)):  # it broke while the request went out: Rasa may have it
+                    raise RasaError("unreachable", _short(exc)) from exc
+                raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _short(exc: Exception) -> str:
