@@ -115,7 +115,12 @@ def first_answer(store: StateStore, key: str, kept_for: float = REPLAY_TTL, take
 
 def keep_answer(store: StateStore, key: str, answer: Any, kept_for: float = REPLAY_TTL) -> None:
     """The first request's answer under its claimed `key`, for first_answer to give its retries."""
-    store.put(key, {"answer": answer}, kept_for)
+    store.put(*kept_answer(key, answer, kept_for))
+
+
+def kept_answer(key: str, answer: Any, kept_for: float = REPLAY_TTL) -> tuple[str, Value, float]:
+    """What keep_answer stores, for a write that stores other things with it (answer_storing)."""
+    return key, {"answer": answer}, kept_for
 
 
 class FirstAnswerMissing(Exception):
@@ -147,7 +152,7 @@ def answer_storing(response: Response, key: str, value: Value, ttl: float) -> Re
     store, replay_key = bridge().store, g.get("replay_key")
     if replay_key is not None and response.status_code < 500:
         try:
-            store.put_many([(key, value, ttl), (replay_key, {"answer": _answer_record(response)}, REPLAY_TTL)])
+            store.put_many([(key, value, ttl), kept_answer(replay_key, _answer_record(response))])
             g.pop("replay_key")
             return response
         except Exception as exc:
