@@ -369,6 +369,19 @@ def _checkpoint_while_written(ref: weakref.ref[SqliteFile]) -> None:
         del file  # no reference while asleep: a file nobody uses any more goes, and this thread with it
 
 
+class ExpiredRows:
+    """A table's expired rows, deleted as part of a write at most every PURGE_SECONDS in each process."""
+
+    def __init__(self, table: str):
+        self._delete = f"DELETE FROM {table} WHERE expires <= ?"
+        self._next = 0.0
+
+    def purge_now_and_then(self, db: sqlite3.Connection) -> None:
+        if time.monotonic() >= self._next:
+            self._next = time.monotonic() + PURGE_SECONDS
+            db.execute(self._delete, (time.time(),))
+
+
 class SqliteStore:
     """Expired rows are invisible at once and deleted within PURGE_SECONDS: every message leaves keys
     (its sid, the user's menu and rate counter) that would otherwise stay in the file for ever."""
@@ -380,7 +393,7 @@ class SqliteStore:
 
     def __init__(self, path: str | Path):
         self.file = SqliteFile(path, schema=self.SCHEMA)
-        self._next_purge = 0.0
+        self._expired = ExpiredRows("kv")
         with self.file.connection():
             pass  # opening the first connection creates the table
 
@@ -400,9 +413,7 @@ class SqliteStore:
         def statement(db: sqlite3.Connection) -> tuple[int, list[Any]]:
             cursor = db.executemany(sql, params) if many else db.execute(sql, params)
             done = cursor.rowcount, cursor.fetchall()
-            if time.monotonic() >= self._next_purge:
-                self._next_purge = time.monotonic() + PURGE_SECONDS
-                db.execute("DELETE FROM kv WHERE expires <= ?", (time.time(),))
+            self._expired.purge_now_and_then(db)
             return done
 
         return self.file.write(statement)

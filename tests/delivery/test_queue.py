@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from twilio_bridge import state
 from twilio_bridge.delivery import queue as queue_module
 from twilio_bridge.delivery.queue import JobQueue, RedisJobQueue, SqliteJobQueue
 
@@ -109,7 +110,7 @@ def test_on_sqlite_only_the_steps_that_stand_before_a_second_send_wait_for_the_d
 def test_on_sqlite_an_id_seen_long_ago_is_new_again_and_forgotten_ids_leave_the_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(queue_module, "SEEN_TTL", -1.0)  # an id is remembered for no time at all
-    monkeypatch.setattr(queue_module, "PURGE_SECONDS", 0.0)
+    monkeypatch.setattr(state, "PURGE_SECONDS", 0.0)
     queue = SqliteJobQueue(tmp_path / "queue.db")
     assert queue.enqueue("SM1", "ana", {"n": 1}) and queue.enqueue("SM2", "ana", {"n": 2})
     assert queue.enqueue("SM1", "ana", {"n": 3})  # its id forgotten: a new job, at the end of the lane

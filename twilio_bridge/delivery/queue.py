@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from ..state import PURGE_SECONDS, SqliteFile, backend, redis_client
+from ..state import ExpiredRows, SqliteFile, backend, redis_client
 
 SEEN_TTL = 3 * 24 * 3600  # how long a job id is remembered after it was enqueued, for Twilio's retries
 # SQLite: what a power cut may undo. Each commit survives the process being killed (WAL), and reaches the disk
@@ -73,7 +73,7 @@ class SqliteJobQueue:
         # synchronous=FULL: a job acknowledged to Twilio must survive a power cut (LEASE_ONLY: the steps after)
         self.file = SqliteFile(path, synchronous="FULL", schema=self.SCHEMA)
         self._read = self.file.connection
-        self._next_purge = 0.0  # expired ids are deleted by an enqueue at most every PURGE_SECONDS
+        self._expired_ids = ExpiredRows("queue_seen")  # by an enqueue, now and then
         with self._read():
             pass  # opening the first connection creates the tables
 
@@ -95,9 +95,7 @@ class SqliteJobQueue:
             # REPLACE: a job left under this id (seen long ago) goes, and this one joins the end of the lane
             db.execute("REPLACE INTO queue_jobs (id, user, data) VALUES (?, ?, ?)", (job_id, user, json.dumps(data)))
             db.execute("INSERT INTO queue_lanes (user, due) VALUES (?, ?) ON CONFLICT(user) DO NOTHING", (user, now))
-            if time.monotonic() >= self._next_purge:
-                self._next_purge = time.monotonic() + PURGE_SECONDS
-                db.execute("DELETE FROM queue_seen WHERE expires <= ?", (now,))
+            self._expired_ids.purge_now_and_then(db)
             return True
 
         return self.file.write(store)
