@@ -7,7 +7,9 @@ with bench/worker_models.py (figures in bench/README.md): below saturation gthre
 turn (the default SQLite store blocks gevent's whole hub while it waits for the file's lock), needs no
 monkey-patching of the app, its libraries or the WhatsApp delivery threads, and no C extension; gevent
 carries more turns once the box is out of CPU, so `-k gevent` on the command line remains an option
-for a Redis-backed, CPU-bound deployment.
+for a Redis-backed, CPU-bound deployment. The worker is gthread's, but for one thing
+(twilio_bridge/web/worker.py): the thread that answered a request on a kept-alive connection serves the
+next one itself if it comes within 20 ms, instead of passing it through the main loop and back.
 
 Relay mode (VOICE_MODE=relay) needs nothing here: a ConversationRelay WebSocket is upgraded in a
 gthread thread and then carried by one asyncio loop per worker (twilio_bridge/voice/relay/server.py),
@@ -81,7 +83,7 @@ def _seconds(name, default):
 # HOST and PORT as config.py reads them (empty is unset), before any Settings exist; on_starting checks them.
 bind = f"{os.environ.get('HOST') or Settings.host}:{os.environ.get('PORT') or Settings.port}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-worker_class = "gthread"
+worker_class = "twilio_bridge.web.worker.ThreadWorker"  # gthread, a kept connection served by its thread
 threads = int(os.environ.get("GUNICORN_THREADS", "250"))  # calls in flight per worker; see above
 backlog = 2048
 timeout = 30  # heartbeat: a worker silent this long is stuck; every webhook answers within 13 s

@@ -1,0 +1,60 @@
+"""The bridge's gunicorn worker (twilio_bridge/web/worker.py), under the shipped gunicorn.conf.py: a thread that
+answered on a kept-alive connection serves its next request itself, and lets the connection go after the wait."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from tests.conftest import AUTH_TOKEN, HUMAN
+from tests.servers import Gunicorn, wait_for
+from twilio_bridge.web.worker import NEXT_REQUEST_WAIT, ThreadWorker
+
+
+@contextmanager
+def serving_threads(workdir: Path, worker: str) -> Iterator[Gunicorn]:
+    """tests/web/threads_app.py in one worker of four threads, under gunicorn.conf.py but for the worker class."""
+    env = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": "http://127.0.0.1:9/webhooks/rest/webhook",
+           "FALLBACK_PHONE_NUMBER": HUMAN, "STATE_URL": f"sqlite:///{workdir}/state.db",
+           "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "4"}
+    server = Gunicorn(env, workdir, args=["-k", worker])
+    server.command[-1] = "tests.web.threads_app:app"
+    with server:
+        yield server
+
+
+def thread_of(session: requests.Session, server: Gunicorn) -> str:
+    answer = session.get(server.url + "/thread", timeout=5)
+    answer.raise_for_status()
+    return answer.text
+
+
+def test_the_shipped_configuration_runs_this_worker() -> None:
+    assert ThreadWorker.next_request_wait == NEXT_REQUEST_WAIT == 0.02
+    config = (Path(__file__).resolve().parents[2] / "gunicorn.conf.py").read_text()
+    assert 'worker_class = "twilio_bridge.web.worker.ThreadWorker"' in config
+
+
+def test_the_thread_that_answered_serves_the_connection_s_next_request(tmp_path: Path) -> None:
+    with serving_threads(tmp_path, "tests.web.threads_app.PatientWorker") as server, \
+            requests.Session() as kept, requests.Session() as other:
+        first = thread_of(kept, server)
+        # gthread's pool would give the only thread it has, idle since the first answer, to another
+        # connection; here that thread still waits on the first one, so the other gets a new thread.
+        assert thread_of(other, server) != first
+        assert thread_of(kept, server) == first
+        assert thread_of(kept, server) == first
+
+
+def test_a_connection_quiet_past_the_wait_goes_back_to_the_poller(tmp_path: Path) -> None:
+    with serving_threads(tmp_path, "twilio_bridge.web.worker.ThreadWorker") as server, requests.Session() as kept:
+        first = thread_of(kept, server)
+
+        def freed() -> bool:  # new connections, one request each, until the first connection's thread serves one
+            with requests.Session() as once:
+                return thread_of(once, server) == first
+
+        wait_for(freed, 10, server.process, server.log_path)
+        assert thread_of(kept, server)  # the kept connection, back in gthread's poller, is still served
