@@ -9,7 +9,8 @@ monkey-patching of the app, its libraries or the WhatsApp delivery threads, and 
 carries more turns once the box is out of CPU, so `-k gevent` on the command line remains an option
 for a Redis-backed, CPU-bound deployment. The worker is gthread's, but for one thing
 (twilio_bridge/web/worker.py): the thread that answered a request on a kept-alive connection serves the
-next one itself if it comes within 20 ms, instead of passing it through the main loop and back.
+next one itself if it comes within 20 ms and the worker has threads to spare, instead of passing it
+through the main loop and back.
 
 Relay mode (VOICE_MODE=relay) needs nothing here: a ConversationRelay WebSocket is upgraded in a
 gthread thread and then carried by one asyncio loop per worker (twilio_bridge/voice/relay/server.py),

@@ -2,6 +2,7 @@
 answered on a kept-alive connection serves its next request itself, and lets the connection go after the wait."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,11 +15,11 @@ from twilio_bridge.web.worker import NEXT_REQUEST_WAIT, ThreadWorker
 
 
 @contextmanager
-def serving_threads(workdir: Path, worker: str) -> Iterator[Gunicorn]:
-    """tests/web/threads_app.py in one worker of four threads, under gunicorn.conf.py but for the worker class."""
+def serving_threads(workdir: Path, worker: str, threads: int = 4) -> Iterator[Gunicorn]:
+    """tests/web/threads_app.py in one worker of `threads` threads, under gunicorn.conf.py but for the worker class."""
     env = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "RASA_WEBHOOK_URL": "http://127.0.0.1:9/webhooks/rest/webhook",
            "FALLBACK_PHONE_NUMBER": HUMAN, "STATE_URL": f"sqlite:///{workdir}/state.db",
-           "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "4"}
+           "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": str(threads)}
     server = Gunicorn(env, workdir, args=["-k", worker])
     server.command[-1] = "tests.web.threads_app:app"
     with server:
@@ -58,3 +59,27 @@ def test_a_connection_quiet_past_the_wait_goes_back_to_the_poller(tmp_path: Path
 
         wait_for(freed, 10, server.process, server.log_path)
         assert thread_of(kept, server)  # the kept connection, back in gthread's poller, is still served
+
+
+def test_a_request_waiting_for_a_thread_gets_the_next_one_free(tmp_path: Path) -> None:
+    """One thread and a client that sends its next request as soon as it has an answer: with no thread to
+    spare, the thread does not keep that client's connection, so another connection's request is served
+    between two of the client's, not once the client stops."""
+    with serving_threads(tmp_path, "tests.web.threads_app.PatientWorker", threads=1) as server, \
+            requests.Session() as busy:
+        thread_of(busy, server)
+        answered = threading.Event()
+
+        def other_connection() -> None:
+            with requests.Session() as other:
+                thread_of(other, server)
+                answered.set()
+
+        waiting = threading.Thread(target=other_connection, daemon=True)
+        waiting.start()
+        for _ in range(500):  # each answer is a chance for the thread to see the other request waiting
+            thread_of(busy, server)
+            if answered.is_set():
+                break
+        assert answered.wait(5), "another connection's request waited while the thread served a busy one"
+        waiting.join(5)

@@ -4,16 +4,21 @@ request themselves when it comes at once (gunicorn.conf.py's `worker_class`).
 gunicorn's gthread passes each request on a kept-alive connection through three threads: the main loop
 sees the socket readable and submits the connection to the pool; a pool thread serves the request; the
 future's callback wakes the main loop through a pipe to put the socket back in its poller. Three wake-ups
-of a thread that must then take the GIL cost 0.4 ms of a turn's latency and a tenth of its CPU on these
-machines (bench/README.md, "Issue 16, fourth session"). Here the pool thread that has written an answer
+of a thread that must then take the GIL cost 0.4 ms of a turn's latency at the median on these machines
+(bench/README.md, "Issue 16, fourth session"). Here the pool thread that has written an answer
 waits up to NEXT_REQUEST_WAIT for the connection's next request and serves it: what nginx's pooled
-upstream connections send under load, a request right after another. Past the wait, or when the worker
-is stopping, the connection goes back to the poller as in gthread, so an idle connection never holds a
-thread for longer than that.
+upstream connections send under load, a request right after another.
+
+The thread lets the connection go back to the poller, as gthread does, when the wait passes, when the
+worker is stopping, and when every thread of the pool is in use: a request on another connection then
+gets the next thread that finishes, where threads that each kept serving their own connection would
+leave it waiting for as long as their clients kept sending (seconds, at 500 calls on 500 threads). So an
+idle connection holds a thread for the wait at most, and only while the pool has threads to spare.
 """
 from __future__ import annotations
 
 import select
+import threading
 
 from gunicorn.workers import gthread
 
@@ -23,13 +28,29 @@ NEXT_REQUEST_WAIT = 0.02  # s: a client on this host or LAN sends at once; a cal
 class ThreadWorker(gthread.ThreadWorker):
     next_request_wait = NEXT_REQUEST_WAIT
 
+    def init_process(self) -> None:
+        self._serving = 0  # threads in handle(), serving or waiting for a connection's next request
+        self._counting = threading.Lock()
+        super().init_process()
+
     def handle(self, conn: gthread.TConn) -> object:
-        """Serve the request that made the connection readable, then each next one that follows within the wait.
-        Returns as gthread's: True keeps the connection (back to the poller), anything else closes or defers it."""
-        kept = super().handle(conn)
-        while kept is True and self.alive and self._next_request_comes(conn):
+        """Serve the request that made the connection readable, then each next one that follows within the wait
+        while the pool has a thread to spare for other connections. Returns as gthread's: True keeps the connection (back to
+        the poller), anything else closes or defers it."""
+        with self._counting:
+            self._serving += 1
+        try:
             kept = super().handle(conn)
-        return kept
+            while kept is True and self.alive and self._threads_to_spare() and self._next_request_comes(conn):
+                kept = super().handle(conn)
+            return kept
+        finally:
+            with self._counting:
+                self._serving -= 1
+
+    def _threads_to_spare(self) -> bool:
+        """Another connection's request would find a thread free (idle in the pool, or one the pool may add)."""
+        return self._serving < self.cfg.threads
 
     def _next_request_comes(self, conn: gthread.TConn) -> bool:
         """Whether the connection is readable within the wait: a request, or the client closing it."""
