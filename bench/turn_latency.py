@@ -1,6 +1,7 @@
 """What the bridge adds to a gather-mode voice turn, measured with wrk (or a Python client without it).
 
     .venv/bin/python bench/turn_latency.py [--seconds 10] [--rounds 3] [--state-url redis://...] [--floor]
+                                           [-- extra gunicorn arguments, e.g. -k gthread]
 
 The Rasa stand-in answers at once, in a process of its own; the bridge runs under the shipped
 gunicorn.conf.py. One connection, one request at a time. Each bridge request is a speech turn of a
@@ -117,9 +118,9 @@ def with_python(origin: str, requests_: list[dict[str, object]], seconds: float)
 
 
 @contextmanager
-def floor(rasa_url: str) -> Iterator[Bridge]:
-    """bench/floor_app.py served as the bridge is (bench.common.bridge, the same gunicorn.conf.py)."""
-    with bridge(rasa_url, env={"LOG_LEVEL": "WARNING"}, app="bench.floor_app:app") as running:
+def floor(rasa_url: str, gunicorn_args: list[str]) -> Iterator[Bridge]:
+    """bench/floor_app.py served as the bridge is (bench.common.bridge, the same gunicorn.conf.py and arguments)."""
+    with bridge(rasa_url, *gunicorn_args, env={"LOG_LEVEL": "WARNING"}, app="bench.floor_app:app") as running:
         yield running
 
 
@@ -130,12 +131,13 @@ def main() -> None:
     parser.add_argument("--state-url", help="default: SQLite in a temporary directory")
     parser.add_argument("--python-client", action="store_true", help="even where wrk is installed")
     parser.add_argument("--floor", action="store_true", help="also the least a turn can cost on this stack")
+    parser.add_argument("gunicorn_args", nargs="*", help="after --, for the bridge and the floor alike")
     args = parser.parse_args()
     use_wrk = shutil.which("wrk") is not None and not args.python_client
     env = {"LOG_LEVEL": "INFO", **({"STATE_URL": args.state_url} if args.state_url else {})}
     results: dict[str, list[tuple[float, float]]] = {"direct": [], **({"floor": []} if args.floor else {}), "bridge": []}
-    with standin(delay=0.0) as rasa_url, bridge(rasa_url, env=env) as running, \
-            (floor(rasa_url) if args.floor else nullcontext()) as least, \
+    with standin(delay=0.0) as rasa_url, bridge(rasa_url, *args.gunicorn_args, env=env) as running, \
+            (floor(rasa_url, args.gunicorn_args) if args.floor else nullcontext()) as least, \
             tempfile.TemporaryDirectory(prefix="twilio-bridge-bench-") as workdir:
         rasa_origin = rasa_url.split("/webhooks")[0]
         count = int(args.seconds * PER_SECOND)

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.capacity import HEADER, measure, pin  # noqa: E402
 
 MODELS = {
-    "gthread (shipped)": [],
+    "gthread (shipped: twilio_bridge.web.worker)": [],
     "gevent": ["-k", "gevent", "--worker-connections", "1000"],
 }
 
