@@ -2,12 +2,17 @@
 answered on a kept-alive connection serves its next request itself, and lets the connection go after the wait."""
 from __future__ import annotations
 
+import io
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import requests
+from gunicorn.workers import gthread
 
 from tests.conftest import AUTH_TOKEN, HUMAN
 from tests.servers import Gunicorn, wait_for
@@ -83,3 +88,28 @@ def test_a_request_waiting_for_a_thread_gets_the_next_one_free(tmp_path: Path) -
                 break
         assert answered.wait(5), "another connection's request waited while the thread served a busy one"
         waiting.join(5)
+
+
+def test_a_thread_that_finds_the_pool_full_after_its_wait_gives_the_connection_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next request came, but while this thread waited for it every other thread was taken: a request on
+    another connection may be queued, so this connection goes back to the poller (its request queues behind
+    that one) instead of being served first. Only handle()'s own logic, with gthread's part stood in for."""
+    worker = ThreadWorker.__new__(ThreadWorker)  # no process: init_process's fields set here
+    worker.cfg, worker.alive, worker._serving, worker._counting = SimpleNamespace(threads=2), True, 0, threading.Lock()
+    near, far = socket.socketpair()
+    conn = SimpleNamespace(sock=near, parser=SimpleNamespace(unreader=SimpleNamespace(buf=io.BytesIO())))
+    served = []
+    monkeypatch.setattr(gthread.ThreadWorker, "handle", lambda self, conn: served.append(conn) or True)
+    waited = ThreadWorker._next_request_comes
+
+    def pool_filled_meanwhile(self: ThreadWorker, conn: object) -> bool:
+        comes = waited(self, conn)
+        self._serving += 1  # another connection's request took the other thread during the wait
+        return comes
+
+    monkeypatch.setattr(ThreadWorker, "_next_request_comes", pool_filled_meanwhile)
+    with near, far:
+        far.sendall(b"GET /thread HTTP/1.1\r\nHost: bridge\r\n\r\n")  # the connection's next request, already here
+        assert worker.handle(conn) is True  # kept: back to the poller
+    assert len(served) == 1

@@ -10,10 +10,12 @@ waits up to NEXT_REQUEST_WAIT for the connection's next request and serves it: w
 upstream connections send under load, a request right after another.
 
 The thread lets the connection go back to the poller, as gthread does, when the wait passes, when the
-worker is stopping, and when every thread of the pool is in use: a request on another connection then
-gets the next thread that finishes, where threads that each kept serving their own connection would
-leave it waiting for as long as their clients kept sending (seconds, at 500 calls on 500 threads). So an
-idle connection holds a thread for the wait at most, and only while the pool has threads to spare.
+worker is stopping, and when the pool has no thread to spare, looked at before the wait and again when
+the next request comes: a request on another connection then gets the next thread that finishes, and
+the connection's own request queues behind it. Threads that kept serving their own connections whatever
+the pool's state left such a request waiting for as long as their clients kept sending (seconds, at 500
+calls on 500 threads). What a waiting thread can still cost another request is the wait itself: one
+that comes while every other thread is busy is served when the wait ends, within 20 ms.
 """
 from __future__ import annotations
 
@@ -29,19 +31,21 @@ class ThreadWorker(gthread.ThreadWorker):
     next_request_wait = NEXT_REQUEST_WAIT
 
     def init_process(self) -> None:
-        self._serving = 0  # threads in handle(), serving or waiting for a connection's next request
+        self._serving = 0  # threads in handle(): serving, or waiting for a kept connection's next request
+        # (or, in gthread's handle, for a new connection's first bytes)
         self._counting = threading.Lock()
         super().init_process()
 
     def handle(self, conn: gthread.TConn) -> object:
         """Serve the request that made the connection readable, then each next one that follows within the wait
-        while the pool has a thread to spare for other connections. Returns as gthread's: True keeps the connection (back to
-        the poller), anything else closes or defers it."""
+        while the pool has a thread to spare for other connections. Returns as gthread's: True keeps the
+        connection (back to the poller), anything else closes or defers it."""
         with self._counting:
             self._serving += 1
         try:
             kept = super().handle(conn)
-            while kept is True and self.alive and self._threads_to_spare() and self._next_request_comes(conn):
+            while (kept is True and self.alive and self._threads_to_spare() and self._next_request_comes(conn)
+                   and self._threads_to_spare()):  # the pool may have filled during the wait
                 kept = super().handle(conn)
             return kept
         finally:
