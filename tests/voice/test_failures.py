@@ -6,6 +6,7 @@ import pytest
 
 from tests.conftest import AUTH_TOKEN, HUMAN, LiveServer
 from tests.test_text import HOSTILE_SHAPES
+from tests.web.test_metrics import grew, scrape
 from twilio_bridge.app import create_app
 from twilio_bridge.state import SqliteStore
 from twilio_bridge.testing.phone import TwilioPhone
@@ -86,6 +87,31 @@ def test_an_unexpected_error_is_an_apology_and_a_person_never_a_500(settings, tm
     finally:
         server.stop()
 
+
+class UnsavingStore(SqliteStore):
+    """Reads work; storing a call's state fails."""
+
+    def put_many(self, entries: list) -> None:
+        if any(key.startswith("call:") for key, _, _ in entries):
+            raise RuntimeError("disk full")
+        super().put_many(entries)
+
+
+def test_a_hand_off_whose_state_cannot_be_stored_is_counted_once_as_the_error_s(
+        settings, standin: RasaStandIn, tmp_path) -> None:
+    """Rasa fails, so the caller is handed off; storing that fails too, so the error's hand-off is what the
+    caller gets, and the only ending counted (not also the one that never reached the caller)."""
+    server = LiveServer(create_app(settings, store=UnsavingStore(tmp_path / "unsaving.db")))
+    try:
+        standin.mode = "error500"
+        before = scrape(server.url)
+        call = TwilioPhone(server.url, AUTH_TOKEN).call()
+        after = scrape(server.url)
+        assert call.state == "dialing" and call.dialed == HUMAN and call.heard[0] == APOLOGY
+        assert grew(before, after, "twilio_bridge_call_endings_total", ending="handoff", reason="error") == 1
+        assert grew(before, after, "twilio_bridge_call_endings_total", ending="handoff", reason="rasa_failed") == 0
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("shape", HOSTILE_SHAPES)

@@ -2,6 +2,7 @@
 with it, and how it leaves the assistant. Gather mode speaks through one webhook per turn."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -52,13 +53,19 @@ def call_key(sid: str) -> str:
     return f"call:{sid}"
 
 
-def hand_off(current: Bridge, spoken: list[str], reason: str, nobody: str | None = None) -> Response:
-    """The call leaves the assistant: to a person, or, with none configured, to a goodbye (`nobody`)."""
+def hand_off(current: Bridge, spoken: list[str], reason: str, nobody: str | None = None,
+             save: Callable[[Response], Response] | None = None) -> Response:
+    """The call leaves the assistant: to a person, or, with none configured, to a goodbye (`nobody`). `save`
+    stores the call's state with the answer (GatherCall.saved); the ending is counted once the answer stands:
+    a store that fails makes it the error's hand-off, counted there."""
     number = current.settings.fallback_phone_number
     ending = "handoff" if number else "hangup"
     structlog.contextvars.bind_contextvars(outcome=ending)
+    response = twiml(handoff_response(spoken, voice_of(current), number, nobody))
+    if save is not None:
+        response = save(response)
     metrics.call_ended(ending, reason)
-    return twiml(handoff_response(spoken, voice_of(current), number, nobody))
+    return response
 
 
 class GatherCall:
@@ -153,7 +160,7 @@ class GatherCall:
 
     def give_up(self, reason: str) -> Response:
         """Something went wrong: an apology, then a person (or a goodbye when there is none to call)."""
-        return self.saved(hand_off(self.current, [voice_of(self.current).phrases.trouble], reason))
+        return hand_off(self.current, [voice_of(self.current).phrases.trouble], reason, save=self.saved)
 
     def saved(self, response: Response) -> Response:
         """`response`, once the call's state is stored for its next webhook (with the answer kept for a retry of

@@ -91,7 +91,7 @@ def silence(call: GatherCall) -> Response:
     call.state["silences"] = call.state.get("silences", 0) + 1
     structlog.contextvars.bind_contextvars(input="silence", silences=call.state["silences"])
     if call.state["silences"] > current.settings.voice_max_silences:
-        return call.saved(hand_off(current, [], "silence", nobody=voice.phrases.goodbye))
+        return hand_off(current, [], "silence", nobody=voice.phrases.goodbye, save=call.saved)
     structlog.contextvars.bind_contextvars(outcome="reprompt")
     prompt = [voice.phrases.reprompt, *call.state.get("last_prompt", [])]
     return call.saved(twiml(gather_response(prompt, voice, call.state.get("gather"), call.buttons)))
