@@ -12,9 +12,9 @@ upstream connections send under load, a request right after another.
 The thread lets the connection go back to the poller, as gthread does, when the wait passes, when the
 worker is stopping, and when the pool has no thread to spare, looked at before the wait and again when
 the next request comes: a request on another connection then gets the next thread that finishes, and
-the connection's own request queues behind it. Threads that kept serving their own connections whatever
-the pool's state left such a request waiting for as long as their clients kept sending (seconds, at 500
-calls on 500 threads). What a waiting thread can still cost another request is the wait itself: one
+the connection's own request queues behind it. (This worker's first version served its own connection
+whatever the pool's state, and left such a request waiting for as long as the clients kept sending:
+seconds, at 500 calls on 500 threads.) What a waiting thread can still cost another request is the wait itself: one
 that comes while every other thread is busy is served when the wait ends, within 20 ms.
 """
 from __future__ import annotations
