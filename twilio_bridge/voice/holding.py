@@ -82,16 +82,11 @@ class RasaWaiter:
         if reply.arrives(wait - (time.monotonic() - started)):
             # Read here, within what is left of `wait` and at least a moment: an answer begun is all but read.
             return self._outcome(reply, started, within=max(READ_AT_LEAST, wait - (time.monotonic() - started)))
-        try:
-            self.store.put(key, {"status": "waiting", "deadline": deadline, **extra}, self._ttl(max_wait))
-        except BaseException:
-            reply.abandon()
-            self.free.release()
-            raise
         context = contextvars.copy_context()  # the wait logs with the call's context, and cannot leak into the pool
         try:
+            self.store.put(key, {"status": "waiting", "deadline": deadline, **extra}, self._ttl(max_wait))
             self.pool.submit(context.run, self._hold, key, reply, started, deadline, extra, max_wait)
-        except BaseException:  # the worker is stopping
+        except BaseException:  # the store failed, or the worker is stopping: nobody will read the answer
             reply.abandon()
             self.free.release()
             raise

@@ -3,7 +3,7 @@
 Posted on a thread of its own (Twilio's /v2/Indicators/Typing.json), so a slow or failing Twilio
 never delays the reply; a failure is logged and counted, nothing more. A post costs about as much CPU
 as a webhook (twilio's client, requests): it waits for the webhooks in hand first, as a delivery does
-(`delivery.workers.WebhooksFirst`), a few ms at most.
+(`delivery.workers.WebhooksFirst`), 50 ms at most.
 """
 from __future__ import annotations
 
