@@ -153,8 +153,8 @@ class RasaClient:
               **request: Any) -> Reply:
         """The request sent on a connection of `pool`, its answer to read within `timeout`. A connection that
         never opened is tried again (`connect_retries`); one that broke while the request went out is not."""
-        sent_at = self.clock()
-        for attempt in range(self.connect_retries + 1):
+        sent_at, retries_left = self.clock(), self.connect_retries
+        while True:
             conn = pool._get_conn()  # an idle one (closed, to be reopened, if Rasa may be closing it) or a new one
             conn.timeout = min(connect_timeout, timeout)  # to connect and to send
             try:
@@ -164,14 +164,14 @@ class RasaClient:
                 conn.close()
                 pool._put_conn(conn)
                 if isinstance(exc, ConnectTimeoutError):  # it never opened (NewConnectionError too): Rasa has nothing
-                    if attempt < self.connect_retries:
+                    if retries_left:
+                        retries_left -= 1
                         continue
                     detail = _short(exc) if isinstance(exc, NewConnectionError) else f"no connection within {conn.timeout:g}s"
                     raise RasaError("unreachable", detail) from exc
                 if isinstance(exc, (HTTPError, OSError)):  # it broke while the request went out: Rasa may have it
                     raise RasaError("unreachable", _short(exc)) from exc
                 raise
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _short(exc: Exception) -> str:
