@@ -112,8 +112,12 @@ def test_on_sqlite_an_id_seen_long_ago_is_new_again_and_forgotten_ids_leave_the_
     monkeypatch.setattr(queue_module, "SEEN_TTL", -1.0)  # an id is remembered for no time at all
     monkeypatch.setattr(state, "PURGE_SECONDS", 0.0)
     queue = SqliteJobQueue(tmp_path / "queue.db")
+    queue._expired_ids._next = float("inf")  # no purge yet: the expired ids stay in the file
     assert queue.enqueue("SM1", "ana", {"n": 1}) and queue.enqueue("SM2", "ana", {"n": 2})
-    assert queue.enqueue("SM1", "ana", {"n": 3})  # its id forgotten: a new job, at the end of the lane
+    with sqlite3.connect(tmp_path / "queue.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM queue_seen").fetchone() == (2,)
+    queue._expired_ids._next = 0.0  # the next enqueue purges
+    assert queue.enqueue("SM1", "ana", {"n": 3})  # its id expired, though still there: a new job, at the lane's end
     taken = []
     while (job := queue.claim(10)) is not None:
         taken.append(job.data["n"])

@@ -51,6 +51,7 @@ def test_an_answer_is_read_in_another_thread_than_the_one_that_sent_the_message(
     reader.join(5)
     assert read and read[0][0]["recipient_id"] == "CA-held"
     assert client.send("CA-held", "hola")  # the connection went back to the pool in good order
+    assert client.pool.connection_from_url(standin.webhook_url).num_connections == 1  # and was used again
 
 
 def test_an_answer_that_begins_but_never_ends_is_a_timeout_within_the_readers_limit() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +17,7 @@ import requests
 from gunicorn.workers import gthread
 
 from tests.conftest import AUTH_TOKEN, HUMAN
-from tests.servers import Gunicorn, wait_for
+from tests.servers import ROOT, Gunicorn, wait_for, without_bridge_settings
 from twilio_bridge.web.worker import NEXT_REQUEST_WAIT, ThreadWorker
 
 
@@ -37,10 +39,12 @@ def thread_of(session: requests.Session, server: Gunicorn) -> str:
     return answer.text
 
 
-def test_the_shipped_configuration_runs_this_worker() -> None:
+def test_the_shipped_configuration_runs_this_worker(tmp_path: Path) -> None:
     assert ThreadWorker.next_request_wait == NEXT_REQUEST_WAIT == 0.02
-    config = (Path(__file__).resolve().parents[2] / "gunicorn.conf.py").read_text()
-    assert 'worker_class = "twilio_bridge.web.worker.ThreadWorker"' in config
+    read = f"import runpy; print(runpy.run_path({str(ROOT / 'gunicorn.conf.py')!r})['worker_class'])"
+    worker_class = subprocess.run([sys.executable, "-c", read], cwd=tmp_path, env=without_bridge_settings(),
+                                  capture_output=True, text=True, check=True).stdout.strip()
+    assert worker_class == "twilio_bridge.web.worker.ThreadWorker"
 
 
 def test_the_thread_that_answered_serves_the_connection_s_next_request(tmp_path: Path) -> None:
@@ -57,13 +61,15 @@ def test_the_thread_that_answered_serves_the_connection_s_next_request(tmp_path:
 def test_a_connection_quiet_past_the_wait_goes_back_to_the_poller(tmp_path: Path) -> None:
     with serving_threads(tmp_path, "twilio_bridge.web.worker.ThreadWorker") as server, requests.Session() as kept:
         first = thread_of(kept, server)
+        port = kept.get(server.url + "/peer", timeout=5).text  # the client's end of the kept connection
 
         def freed() -> bool:  # new connections, one request each, until the first connection's thread serves one
             with requests.Session() as once:
                 return thread_of(once, server) == first
 
         wait_for(freed, 10, server.process, server.log_path)
-        assert thread_of(kept, server)  # the kept connection, back in gthread's poller, is still served
+        assert kept.get(server.url + "/peer", timeout=5).text == port  # the same connection, back in the poller
+        assert thread_of(kept, server)  # and still served
 
 
 def test_a_request_waiting_for_a_thread_gets_the_next_one_free(tmp_path: Path) -> None:
@@ -101,10 +107,11 @@ def test_a_thread_that_finds_the_pool_full_after_its_wait_gives_the_connection_b
     conn = SimpleNamespace(sock=near, parser=SimpleNamespace(unreader=SimpleNamespace(buf=io.BytesIO())))
     served = []
     monkeypatch.setattr(gthread.ThreadWorker, "handle", lambda self, conn: served.append(conn) or True)
-    waited = ThreadWorker._next_request_comes
+    waited, looked = ThreadWorker._next_request_comes, []
 
     def pool_filled_meanwhile(self: ThreadWorker, conn: object) -> bool:
         comes = waited(self, conn)
+        looked.append(comes)
         self._serving += 1  # another connection's request took the other thread during the wait
         return comes
 
@@ -112,4 +119,5 @@ def test_a_thread_that_finds_the_pool_full_after_its_wait_gives_the_connection_b
     with near, far:
         far.sendall(b"GET /thread HTTP/1.1\r\nHost: bridge\r\n\r\n")  # the connection's next request, already here
         assert worker.handle(conn) is True  # kept: back to the poller
+    assert looked == [True]  # the request had come: only the pool's state sent the connection back
     assert len(served) == 1

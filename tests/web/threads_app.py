@@ -1,4 +1,5 @@
-"""A WSGI app that answers with the thread serving it, and workers for tests/web/test_worker.py."""
+"""A WSGI app that answers with the thread serving it (or, at /peer, the client's port), and workers for
+tests/web/test_worker.py."""
 from __future__ import annotations
 
 import threading
@@ -8,7 +9,9 @@ from twilio_bridge.web.worker import ThreadWorker
 
 
 def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
-    body = b"ok" if environ["PATH_INFO"] == "/health" else str(threading.get_ident()).encode()
+    path = environ["PATH_INFO"]
+    body = (b"ok" if path == "/health" else str(environ["REMOTE_PORT"]).encode() if path == "/peer"
+            else str(threading.get_ident()).encode())
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 
