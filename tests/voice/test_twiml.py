@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from twilio_bridge.phrases import ENGLISH, SPANISH
 from twilio_bridge.rasa.turn import AssistantTurn, Button, read_turn
 from twilio_bridge.testing.phone import Answer, check_voice_answer
+from twilio_bridge.voice import twiml
 from twilio_bridge.voice.twiml import Voice, turn_response
 
 VOICE = Voice("es-MX", "Polly.Mia", SPANISH)
@@ -81,3 +82,14 @@ def test_a_long_text_is_split_at_sentences_and_capped_below_64_kb() -> None:
     assert all(len(text) <= 3000 for text in says) and says[-1] == SPANISH.cut_short
     assert all(text.endswith("símbolos.") for text in says[:-1])
     assert len(str(response).encode("utf-8")) <= 64_000
+
+
+def test_a_text_said_again_is_spoken_the_same_and_only_short_texts_are_remembered() -> None:
+    twiml._spoken_pieces.cache_clear()
+    short, long = "**Su tarjeta** está bloqueada. 🚀", "Una frase larga. " * 200
+    first = [s.text for s in parse(turn_response(AssistantTurn(texts=(short, long)), VOICE, None)).iter("Say")]
+    again = [s.text for s in parse(turn_response(AssistantTurn(texts=(short, long)), VOICE, None)).iter("Say")]
+    assert first == again and first[0] == "Su tarjeta está bloqueada."
+    assert " ".join(first[1:]) == long.strip()
+    cached = twiml._spoken_pieces.cache_info()
+    assert (cached.hits, cached.currsize) == (1, 1)  # the short text, cleaned once; the long one never kept

@@ -6,6 +6,7 @@ empty, a <Gather> holds only <Say>s, and the whole document stays under 64 kB.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Sequence
 from xml.sax.saxutils import escape
 
@@ -19,6 +20,8 @@ from ..rasa.turn import AssistantTurn, Button
 from ..text import for_speech, split_text
 
 SPOKEN_BYTES_LIMIT = TWIML_BYTES - 4000  # of Twilio's 64 kB, leaving room for the tags around the text
+REMEMBERED_TEXTS = 1024  # texts whose pieces a worker keeps (spoken_pieces)
+REMEMBERED_CHARACTERS = 2000  # the longest text kept: at most about 2 MB of them per worker
 
 
 @dataclass(frozen=True)
@@ -32,13 +35,24 @@ def say_all(parent: VoiceResponse | Gather, texts: Sequence[str], voice: Voice) 
     """Add one <Say> per piece of speech, cutting (with a spoken note) before the size limit."""
     budget = SPOKEN_BYTES_LIMIT - _xml_bytes(voice.phrases.cut_short)
     for text in texts:
-        for piece in split_text(for_speech(text), SAY_CHARACTERS):
-            cost = _xml_bytes(piece) + 80
+        pieces = _spoken_pieces(text) if len(text) <= REMEMBERED_CHARACTERS else spoken_pieces(text)
+        for piece, size in pieces:
+            cost = size + 80
             if cost > budget:
                 _say(parent, voice.phrases.cut_short, voice)
                 return
             budget -= cost
             _say(parent, piece, voice)
+
+
+def spoken_pieces(text: str) -> tuple[tuple[str, int], ...]:
+    """`text` as a voice reads it, in pieces one <Say> can hold, each with its size in the TwiML."""
+    return tuple((piece, _xml_bytes(piece)) for piece in split_text(for_speech(text), SAY_CHARACTERS))
+
+
+# An assistant says the same texts over and over (its responses are templates, its phrases fixed): each is
+# cleaned and cut once per worker, not on every turn (a twentieth of a turn's CPU in the bridge).
+_spoken_pieces = lru_cache(maxsize=REMEMBERED_TEXTS)(spoken_pieces)
 
 
 def menu_prompt(buttons: Sequence[Button], phrases: Phrases) -> str:
