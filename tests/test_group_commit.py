@@ -143,6 +143,84 @@ class CommitFails:
         return self.db.executemany(sql, rows)
 
 
+def traced_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement that a connection opened from here on runs."""
+    seen: list[str] = []
+    opened = SqliteFile._open
+
+    def traced(self: SqliteFile) -> sqlite3.Connection:
+        db = opened(self)
+        db.set_trace_callback(seen.append)
+        return db
+
+    monkeypatch.setattr(SqliteFile, "_open", traced)
+    return seen
+
+
+def test_the_stores_writes_in_a_group_need_no_savepoints_and_one_that_fails_is_undone_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    statements = traced_statements(monkeypatch)
+    store = SqliteStore(tmp_path / "state.db")
+    store.put("taken", {}, 60)  # a fresh store's first write also purges: two statements, the general path
+
+    def write(n: int) -> object:
+        if n == 5:
+            return store.file.execute("INSERT INTO kv VALUES ('taken', '{}', 1e12)")
+        if n == 7:
+            return store.put_many([("both1", {"n": 1}, 60), ("both2", {"n": 2}, 60)])
+        return store.incr("messages", 60)
+
+    statements.clear()
+    futures = queued_behind_a_held_lock(store.file, write, WRITERS)
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+        futures[5].result()
+    counts = sorted(future.result() for n, future in enumerate(futures) if n not in (5, 7))
+    assert counts == list(range(1, WRITERS - 1)) and futures[7].result() is None
+    assert store.get("taken") == {} and (store.get("both1"), store.get("both2")) == ({"n": 1}, {"n": 2})
+    assert statements.count("BEGIN IMMEDIATE") == 2 and statements.count("COMMIT") == 2  # the leader's; the group's
+    assert not [sql for sql in statements if "SAVEPOINT" in sql or sql.startswith("RELEASE")]
+
+
+def test_a_failure_that_ends_the_transaction_fails_the_writes_after_it_rather_than_committing_them_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    store.put("before", {"ok": True}, 60)
+    connection = store.file.connection
+
+    @contextmanager
+    def failing_as_a_full_disk_does() -> Iterator[TransactionEnds]:
+        with connection() as db:
+            yield TransactionEnds(db, "lost2")
+
+    monkeypatch.setattr(store.file, "connection", failing_as_a_full_disk_does)
+    futures = queued_behind_a_held_lock(store.file, lambda n: store.put(f"lost{n}", {"n": n}, 60), 5)
+    assert futures[0].result() is None  # the leader's own write, alone, before the group
+    for future in futures[1:]:
+        with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+            future.result()
+    monkeypatch.undo()
+    assert [store.get(f"lost{n}") for n in range(1, 5)] == [None] * 4 and store.get("lost0") == {"n": 0}
+    store.put("after", {"ok": True}, 60)
+    assert store.get("after") == {"ok": True} and store.get("before") == {"ok": True}
+
+
+class TransactionEnds:
+    """A connection on which the statement naming `key` fails, and SQLite rolls the whole transaction back."""
+
+    def __init__(self, db: sqlite3.Connection, key: str):
+        self.db, self.key = db, key
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.db.in_transaction
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if args and self.key in args[0]:
+            self.db.execute("ROLLBACK")
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+
 ENQUEUE_UNTIL_KILLED = """
 import sys, threading
 from twilio_bridge.delivery.queue import SqliteJobQueue

@@ -139,7 +139,24 @@ class SqliteFile:
 
         `work` may run in another thread (the group's leader): it uses only what it was given, never the
         request's context (Flask's `g`, the log's bound values)."""
-        mine, lock = _Write(work, synchronous or self.synchronous), self.writing
+        return self._join(_Write(work, synchronous or self.synchronous))
+
+    def execute(self, sql: str, params: Sequence[Any] = (), synchronous: str | None = None) -> tuple[int, list[Any]]:
+        """One writing statement, committed as `write` commits: the rows it changed, and those it returned.
+
+        In a group it needs no savepoint of its own, as a `write` does: SQLite undoes a statement that fails by
+        itself, and nothing runs after it. Each step under the write lock gives up the GIL and must win it back,
+        which at 500 calls is most of what a group's commit takes (bench/README.md, "fifth session")."""
+
+        def statement(db: sqlite3.Connection) -> tuple[int, list[Any]]:
+            cursor = db.execute(sql, params)
+            return cursor.rowcount, cursor.fetchall()
+
+        return self._join(_Write(statement, synchronous or self.synchronous, one_statement=True))
+
+    def _join(self, mine: _Write) -> Any:
+        """`mine` done, by this thread or by the leader of the group it joined (see `write`)."""
+        lock = self.writing
         enclosing = _WRITING.get()
         if enclosing is not None and enclosing[0] == self.path:
             return self._within(enclosing[2], mine, enclosing[1])
@@ -201,25 +218,32 @@ class SqliteFile:
         self.wrote()
 
     def _commit(self, db: sqlite3.Connection, together: list[_Write]) -> None:
-        """One transaction; with several writes each in a savepoint, so that one that fails is undone alone
-        (a write alone needs none: the transaction is its own, and two statements fewer for a voice turn)."""
+        """One transaction; with several writes each in a savepoint, so that one that fails is undone alone.
+        A write alone needs none (the transaction is its own, and two statements fewer for a voice turn), nor
+        does one statement (`execute`): SQLite undoes it by itself, unless the failure ended the transaction
+        (a full disk, an I/O error), which fails the group."""
         alone = len(together) == 1
         db.execute("BEGIN IMMEDIATE")
         try:
             for write in together:
-                if not alone:
+                savepoint = not alone and not write.one_statement
+                if savepoint:
                     db.execute("SAVEPOINT one_write")
                 running = _WRITING.set((self.path, write.synchronous, db))
                 try:
                     write.result = write.work(db)
                 except Exception as exc:  # noqa: BLE001 (that writer's to raise, not the group's)
                     write.error = exc
-                    db.execute("ROLLBACK" if alone else "ROLLBACK TO one_write")
                     if alone:
+                        db.execute("ROLLBACK")
                         return
+                    if savepoint:
+                        db.execute("ROLLBACK TO one_write")
+                    elif not db.in_transaction:
+                        raise
                 finally:
                     _WRITING.reset(running)
-                if not alone:
+                if savepoint:
                     db.execute("RELEASE one_write")
         except BaseException:
             if db.in_transaction:
@@ -339,10 +363,10 @@ class SqliteFile:
 class _Write:
     """One thread's write waiting for, or done by, a group commit."""
 
-    __slots__ = ("work", "synchronous", "woken", "done", "result", "error")
+    __slots__ = ("work", "synchronous", "one_statement", "woken", "done", "result", "error")
 
-    def __init__(self, work: Callable[[sqlite3.Connection], Any], synchronous: str):
-        self.work, self.synchronous = work, synchronous
+    def __init__(self, work: Callable[[sqlite3.Connection], Any], synchronous: str, one_statement: bool = False):
+        self.work, self.synchronous, self.one_statement = work, synchronous, one_statement
         self.woken = threading.Event()
         self.done = False
         self.result: Any = None
@@ -376,10 +400,19 @@ class ExpiredRows:
         self._delete = f"DELETE FROM {table} WHERE expires <= ?"
         self._next = 0.0
 
+    def due(self) -> bool:
+        """Whether the write about to be made deletes them (it must: the next chance is PURGE_SECONDS away)."""
+        if time.monotonic() < self._next:
+            return False
+        self._next = time.monotonic() + PURGE_SECONDS
+        return True
+
+    def purge(self, db: sqlite3.Connection) -> None:
+        db.execute(self._delete, (time.time(),))
+
     def purge_now_and_then(self, db: sqlite3.Connection) -> None:
-        if time.monotonic() >= self._next:
-            self._next = time.monotonic() + PURGE_SECONDS
-            db.execute(self._delete, (time.time(),))
+        if self.due():
+            self.purge(db)
 
 
 class SqliteStore:
@@ -406,25 +439,32 @@ class SqliteStore:
         raw = self._read(key)
         return json.loads(raw) if raw is not None else None
 
-    def _write(self, sql: str, params: tuple[Any, ...] | list[tuple[Any, ...]], many: bool = False) -> tuple[int, list[Any]]:
-        """One writing statement (`many`: run for each row of `params`), committed with the other threads' (group
-        commit): rows changed, rows returned."""
+    def _write(self, sql: str, params: Sequence[Any]) -> tuple[int, list[Any]]:
+        """One writing statement, committed with the other threads' (group commit): rows changed, rows returned.
+        Now and then the write deletes the expired rows too, and is then two statements (SqliteFile.write)."""
+        if not self._expired.due():
+            return self.file.execute(sql, params)
 
-        def statement(db: sqlite3.Connection) -> tuple[int, list[Any]]:
-            cursor = db.executemany(sql, params) if many else db.execute(sql, params)
+        def and_purge(db: sqlite3.Connection) -> tuple[int, list[Any]]:
+            cursor = db.execute(sql, params)
             done = cursor.rowcount, cursor.fetchall()
-            self._expired.purge_now_and_then(db)
+            self._expired.purge(db)
             return done
 
-        return self.file.write(statement)
+        return self.file.write(and_purge)
 
     def put(self, key: str, value: Value, ttl: float) -> None:
         self.put_many([(key, value, ttl)])
 
     def put_many(self, entries: Sequence[tuple[str, Value, float]]) -> None:
-        rows = [(key, json.dumps(value), time.time() + ttl) for key, value, ttl in entries]
-        self._write("INSERT INTO kv (key, value, expires) VALUES (?, ?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires", rows, many=True)
+        """One statement for every entry, so all of them or none (a statement that fails leaves nothing)."""
+        if not entries:
+            return
+        now = time.time()
+        rows = ", ".join(["(?, ?, ?)"] * len(entries))
+        params = [field for key, value, ttl in entries for field in (key, json.dumps(value), now + ttl)]
+        self._write(f"INSERT INTO kv (key, value, expires) VALUES {rows} "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires", params)
 
     def add(self, key: str, value: Value, ttl: float) -> bool:
         now = time.time()
