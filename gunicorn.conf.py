@@ -1,7 +1,10 @@
 """gunicorn settings for the bridge: `gunicorn -c gunicorn.conf.py twilio_voice_server:app`.
 
-Worker model: gthread, 2 processes x 250 threads. A webhook spends nearly all its time waiting for
-Rasa; a synchronous worker per call would need a process per call in flight. Threads must cover the
+Worker model: gthread, one process per core plus one (GUNICORN_WORKERS; 3 on 2 cores) x 250 threads.
+A webhook spends nearly all its time waiting for Rasa; a synchronous worker per call would need a
+process per call in flight. Each process's threads take turns on its one GIL, and a turn's writes to
+the state store wait for it most: at 500 calls on 2 cores, 3 processes carried 457-459 turns/s in three
+runs where 2 carried 417-450, for about 60 MB more (bench/README.md, "fifth session"). Threads must cover the
 calls in flight (with 50, 200 calls made 83 turns/s instead of 169). gthread against gevent, measured
 with bench/worker_models.py (figures in bench/README.md): below saturation gthread adds less to each
 turn (the default SQLite store blocks gevent's whole hub while it waits for the file's lock), needs no
@@ -83,9 +86,16 @@ def _seconds(name, default):
 
 # HOST and PORT as config.py reads them (empty is unset), before any Settings exist; on_starting checks them.
 bind = f"{os.environ.get('HOST') or Settings.host}:{os.environ.get('PORT') or Settings.port}"
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+def _count(name, default):
+    """A whole number, at least 1, from the environment (empty is unset); on_starting refuses any other."""
+    raw = os.environ.get(name) or ""
+    return int(raw) if raw.isdigit() and int(raw) >= 1 else default
+
+
+CORES = len(os.sched_getaffinity(0))  # the cores this process may run on (a cpuset, not a --cpus quota)
+workers = _count("GUNICORN_WORKERS", CORES + 1)  # see above: one more than the cores
 worker_class = "twilio_bridge.web.worker.ThreadWorker"  # gthread, a kept connection served by its thread
-threads = int(os.environ.get("GUNICORN_THREADS", "250"))  # calls in flight per worker; see above
+threads = _count("GUNICORN_THREADS", 250)  # calls in flight per worker; see above
 backlog = 2048
 timeout = 30  # heartbeat: a worker silent this long is stuck; every webhook answers within 13 s
 graceful_timeout = int(_seconds("RASA_MAX_WAIT_SECONDS", 30)) + 5  # held turns finish on reload or stop
@@ -110,6 +120,7 @@ def on_starting(server):
     from twilio_voice_server import refuse_unusable_setup, settings_from_environment
 
     try:
+        _refuse_bad_counts()
         settings = settings_from_environment()
         refuse_unusable_setup(settings)
     except SystemExit:
@@ -118,6 +129,14 @@ def on_starting(server):
     configure_logging(settings.log_level)
     host, port = server.cfg.bind[0].rsplit(":", 1)  # the command line's -b, else `bind` above
     announce(settings, env_file(os.environ, Path.cwd()), local_origin(host, int(port)))
+
+
+def _refuse_bad_counts():
+    for name in ("GUNICORN_WORKERS", "GUNICORN_THREADS"):
+        raw = os.environ.get(name) or ""
+        if raw and _count(name, 0) == 0:
+            print(f"twilio-bridge: configuration error: {name}={raw}: a whole number, 1 or more", file=sys.stderr)
+            raise SystemExit(2)
 
 
 def post_worker_init(worker):

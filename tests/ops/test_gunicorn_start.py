@@ -2,6 +2,7 @@
 and --preload (which would build the app, its threads and its SQLite connections in the master)."""
 from __future__ import annotations
 
+import os
 import socketserver
 import subprocess
 import threading
@@ -70,3 +71,29 @@ def test_preload_is_refused_before_the_app_exists(tmp_path: Path) -> None:
     assert ("twilio-bridge: gunicorn --preload is not supported: the app starts threads and opens the state "
             "store in each worker (remove --preload / preload_app)") in result.stderr.splitlines()
     assert not (tmp_path / "state.db").exists()  # nothing opened in the master
+
+
+@pytest.mark.parametrize("name, value", [("GUNICORN_WORKERS", "two"), ("GUNICORN_THREADS", "0")])
+def test_a_worker_or_thread_count_that_is_not_a_whole_number_is_refused_with_one_line(
+        tmp_path: Path, name: str, value: str) -> None:
+    result = start_gunicorn(tmp_path, **{name: value})
+    assert result.returncode == 2
+    assert f"twilio-bridge: configuration error: {name}={value}: a whole number, 1 or more" in result.stderr.splitlines()
+    assert "Traceback" not in result.stderr and not (tmp_path / "state.db").exists()
+
+
+def test_the_workers_are_one_per_core_plus_one_unless_set(tmp_path: Path) -> None:
+    read = f"import os, runpy; c = runpy.run_path({str(ROOT / 'gunicorn.conf.py')!r}); print(c['workers'], c['threads'])"
+
+    def counts(**settings: str) -> str:
+        env = {**without_bridge_settings(), "PYTHONPATH": str(ROOT), **settings}
+        return subprocess.run([str(GUNICORN.parent / "python"), "-c", read], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+
+    cores = len(os.sched_getaffinity(0))
+    assert counts() == f"{cores + 1} 250"
+    assert counts(GUNICORN_WORKERS="5", GUNICORN_THREADS="40") == "5 40"
+    one_core = subprocess.run(["taskset", "-c", "0", str(GUNICORN.parent / "python"), "-c", read], cwd=tmp_path,
+                              env={**without_bridge_settings(), "PYTHONPATH": str(ROOT)}, capture_output=True,
+                              text=True, check=True, timeout=60).stdout.strip()
+    assert one_core == "2 250"  # the cores it may run on, not the machine's
