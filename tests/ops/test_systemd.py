@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.ops_tools import readme_gunicorn_command, require_command
-from tests.servers import ROOT
+from tests.servers import ROOT, without_bridge_settings
 
 SERVICE_USER = "daemon"  # exists on Debian; "nobody" draws systemd's warning about a shared user
 
@@ -112,12 +112,13 @@ def test_the_installed_unit_passes_systemd_analyze_verify(install_dir: Path, tmp
     assert problems == []
 
 
-def test_the_unit_allows_the_descriptors_a_full_worker_holds() -> None:
+def test_the_unit_allows_the_descriptors_a_full_worker_holds(tmp_path: Path) -> None:
     """Per call in flight a worker holds the caller's socket, gunicorn's poller for it and a socket to Rasa,
     plus a bounded few for SQLite: systemd's default soft limit (1024) is too close for 250 threads."""
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str  # type: ignore[assignment,method-assign]
     unit.read(ROOT / "deploy" / "twilio-bridge.service")
-    conf = (ROOT / "gunicorn.conf.py").read_text()
-    threads = int(conf.split('os.environ.get("GUNICORN_THREADS", "')[1].split('"')[0])
+    read = f"import runpy; print(runpy.run_path({str(ROOT / 'gunicorn.conf.py')!r})['threads'])"
+    threads = int(subprocess.run([sys.executable, "-c", read], cwd=tmp_path, env=without_bridge_settings(),
+                                 capture_output=True, text=True, check=True, timeout=60).stdout)
     assert int(unit["Service"].get("LimitNOFILE", "1024")) >= 4 * threads + 256
