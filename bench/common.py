@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +23,7 @@ from typing import Iterator
 import aiohttp
 import requests
 
-from tests.servers import ROOT, Gunicorn, answers, free_port, running
+from tests.servers import ROOT, Gunicorn, answers, free_port, running, wait_for
 from twilio_bridge.testing.fake_twilio_api import ACCOUNT_SID, FakeTwilioAPI
 from twilio_bridge.web.signature import sign
 
@@ -94,6 +95,20 @@ class Bridge(Gunicorn):
     def worker_rss_mb(self) -> list[float]:
         return [rss_mb(pid) for pid in self.worker_pids()]
 
+    def configured_workers(self) -> int:
+        """The worker processes gunicorn runs: `-w`/`--workers` on the command line, else gunicorn.conf.py's
+        (read as gunicorn reads it, in this environment: GUNICORN_WORKERS, else one per core plus one)."""
+        for n, arg in enumerate(self.command):
+            if arg in ("-w", "--workers"):
+                return int(self.command[n + 1])
+            if arg.startswith("--workers="):
+                return int(arg.split("=", 1)[1])
+        conf = self.command[self.command.index("-c") + 1]
+        read = f"import runpy; print(runpy.run_path({conf!r})['workers'])"
+        pinned = (lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None  # as the bridge is
+        return int(subprocess.run([PYTHON, "-c", read], cwd=self.workdir, env=self.env, capture_output=True,
+                                  text=True, check=True, timeout=60, preexec_fn=pinned).stdout)
+
 
 @contextmanager
 def bridge(rasa_url: str, *gunicorn_args: str, env: dict[str, str] | None = None,
@@ -113,6 +128,8 @@ def bridge(rasa_url: str, *gunicorn_args: str, env: dict[str, str] | None = None
         if app is not None:
             served.command[-1] = app
         with served as running_bridge:
+            workers = served.configured_workers()  # the first answers before the last has forked: CPU and RSS need all
+            wait_for(lambda: len(running_bridge.worker_pids()) == workers, 30, served.process, served.log_path)
             yield running_bridge
 
 

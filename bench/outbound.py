@@ -5,7 +5,7 @@ gunicorn (gunicorn.conf.py, SQLite state in a temporary directory), then posts W
 several users at once and prints the API's answer times and when the templates reached the Messages API;
 then the same for calls (each answer waits for the Calls API).
 
-    .venv/bin/python bench/outbound.py [--messages 300] [--calls 100] [--users 50] [--concurrency 16] [--workers 2]
+    .venv/bin/python bench/outbound.py [--messages 300] [--calls 100] [--users 50] [--concurrency 16] [--workers N]
 """
 from __future__ import annotations
 
@@ -50,13 +50,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--workers", default="2", help="gunicorn worker processes")
+    parser.add_argument("--workers", help="gunicorn worker processes (default: the shipped configuration's)")
     args = parser.parse_args()
 
-    env = {"GUNICORN_WORKERS": args.workers, "OUTBOUND_API_TOKEN": TOKEN, "TWILIO_VOICE_FROM": "+14155550199",
-           "PUBLIC_BASE_URL": "https://ivr.example.com"}  # what Twilio would call back; the fake only records it
+    env = {**({"GUNICORN_WORKERS": args.workers} if args.workers else {}), "OUTBOUND_API_TOKEN": TOKEN,
+           "TWILIO_VOICE_FROM": "+14155550199", "PUBLIC_BASE_URL": "https://ivr.example.com"}  # what Twilio would call back; the fake only records it
     with standin(0.0) as rasa_url, messages_api() as (api, rest_mode), \
             bridge(rasa_url, env={**env, **rest_mode}) as running:
+        workers = len(running.worker_pids())
         templates = [{"to": f"whatsapp:+52155{n % args.users:08d}", "content_sid": TEMPLATE,
                       "variables": {"1": f"{n:04d}"}, "context": {"n": n}} for n in range(args.messages)]
         started = time.monotonic()
@@ -68,7 +69,7 @@ def main() -> None:
         call_ms = timed_posts(running.url, "/api/outbound/calls", calls, args.concurrency)
 
     print(f"{args.messages} templates to {args.users} users and {args.calls} calls, {args.concurrency} requests at a "
-          f"time; gunicorn with {args.workers} workers; SQLite state")
+          f"time; gunicorn with {workers} workers; SQLite state")
     print(f"POST /api/outbound/messages (202, queued durably): {summary(message_ms)} (all in {posted_in:.1f} s)")
     print(f"templates at the Messages API: {len(sent)}/{args.messages}, the last {sent_in:.1f} s after the first POST")
     print(f"POST /api/outbound/calls (202 after the Calls API answered): {summary(call_ms)}")

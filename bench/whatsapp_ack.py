@@ -18,7 +18,7 @@ load costs the bridge's host nothing; `--thread-client` posts them as the first 
 from a thread each through requests, signing as it goes (about 1.3 ms of the same two cores per message).
 
     .venv/bin/python bench/whatsapp_ack.py [--messages 200] [--users 40] [--concurrency 16] [--rounds 3] [--delay 2]
-                                           [--workers 2] [--whatsapp-workers N] [--state-url redis://127.0.0.1:6379/0]
+                                           [--workers N] [--whatsapp-workers N] [--state-url redis://127.0.0.1:6379/0]
                                            [--thread-client]
 """
 from __future__ import annotations
@@ -78,14 +78,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="bursts of --messages, each after the last one's replies")
     parser.add_argument("--delay", type=float, default=2.0, help="seconds the Rasa stand-in takes to answer")
-    parser.add_argument("--workers", default="2", help="gunicorn worker processes")
+    parser.add_argument("--workers", help="gunicorn worker processes (default: the shipped configuration's)")
     parser.add_argument("--whatsapp-workers", help="WHATSAPP_WORKERS: delivery threads per worker process"
                         " (default: the bridge's own)")
     parser.add_argument("--state-url", help="STATE_URL (default: SQLite in a temporary directory)")
     parser.add_argument("--thread-client", action="store_true", help="post from threads through requests, signing as it goes")
     args = parser.parse_args()
 
-    env = {"RASA_TIMEOUT": "8", "GUNICORN_WORKERS": args.workers}
+    env = {"RASA_TIMEOUT": "8", **({"GUNICORN_WORKERS": args.workers} if args.workers else {})}
     if args.state_url:
         env["STATE_URL"] = args.state_url
     if args.whatsapp_workers:
@@ -102,7 +102,7 @@ def main() -> None:
     state = (args.state_url or "sqlite").split(":", 1)[0]
     client = "threads (requests)" if args.thread_client else "asyncio (aiohttp, signed in advance)"
     print(f"{args.messages} messages from {args.users} users a round, {args.concurrency} at a time from {client}; "
-          f"Rasa answers in {args.delay:g} s; gunicorn with {args.workers} workers, "
+          f"Rasa answers in {args.delay:g} s; gunicorn with {len(workers)} workers, "
           f"{args.whatsapp_workers or 'the default'} delivery threads each; state in {state}")
     for n, measured in enumerate(rounds, 1):
         print(f"round {n}: webhook answer median {measured.median:.1f} ms, p99 {measured.p99:.1f} ms, max "
