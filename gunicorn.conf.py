@@ -89,7 +89,11 @@ bind = f"{os.environ.get('HOST') or Settings.host}:{os.environ.get('PORT') or Se
 def _count(name, default):
     """A whole number, at least 1, from the environment (empty is unset); on_starting refuses any other."""
     raw = os.environ.get(name) or ""
-    return int(raw) if raw.isdigit() and int(raw) >= 1 else default
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        return default
+    return value if value >= 1 else default
 
 
 CORES = len(os.sched_getaffinity(0))  # the cores this process may run on (a cpuset, not a --cpus quota)

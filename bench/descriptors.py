@@ -1,4 +1,4 @@
-"""File descriptors per worker under concurrent calls, through the shipped gunicorn config (2 x 250 threads).
+"""File descriptors per worker under concurrent calls, through the shipped gunicorn config (250 threads a worker).
 
     .venv/bin/python bench/descriptors.py [--calls 500] [--seconds 15]
 

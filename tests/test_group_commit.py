@@ -204,6 +204,72 @@ def test_a_failure_that_ends_the_transaction_fails_the_writes_after_it_rather_th
     assert store.get("after") == {"ok": True} and store.get("before") == {"ok": True}
 
 
+def test_a_write_alone_whose_failure_ended_the_transaction_raises_that_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    store.put("before", {"ok": True}, 60)
+    connection = store.file.connection
+
+    @contextmanager
+    def failing_as_a_full_disk_does() -> Iterator[TransactionEnds]:
+        with connection() as db:
+            yield TransactionEnds(db, "lost")
+
+    monkeypatch.setattr(store.file, "connection", failing_as_a_full_disk_does)
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        store.put("lost", {}, 60)
+    monkeypatch.undo()
+    assert store.get("lost") is None
+    store.put("after", {"ok": True}, 60)
+    assert store.get("after") == {"ok": True}
+
+
+def test_the_leader_of_a_group_returns_its_own_write_committed_when_a_more_flushed_part_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, queue = SqliteStore(tmp_path / "state.db"), SqliteJobQueue(tmp_path / "state.db")
+    store.put("first", {}, 60)  # a fresh store's first write also purges
+    connection = store.file.connection
+
+    @contextmanager
+    def failing_the_flushed_commit() -> Iterator[FlushedCommitFails]:
+        with connection() as db:
+            yield FlushedCommitFails(db)
+
+    def write(n: int) -> object:
+        return store.put(f"kept{n}", {"n": n}, 60) if n < 2 else queue.enqueue(f"SM{n}", "ana", {"n": n})
+
+    monkeypatch.setattr(store.file, "connection", failing_the_flushed_commit)
+    futures = queued_behind_a_held_lock(store.file, write, 4)  # 0 alone; 1 leads the group of 1, 2 and 3
+    assert [futures[0].result(), futures[1].result()] == [None, None]  # committed: the store's part comes first
+    for future in futures[2:]:
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+            future.result()
+    monkeypatch.undo()
+    assert store.get("kept0") == {"n": 0} and store.get("kept1") == {"n": 1} and queue.pending() == 0
+
+
+class FlushedCommitFails:
+    """A connection on which a commit under synchronous=FULL fails, as a failing disk's flush does."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db, self.full = db, False
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.db.in_transaction
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith("PRAGMA synchronous="):
+            self.full = sql.endswith("FULL")
+        if sql == "COMMIT" and self.full:
+            self.db.execute("ROLLBACK")
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.db.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        return self.db.executemany(sql, rows)
+
+
 class TransactionEnds:
     """A connection on which the statement naming `key` fails, and SQLite rolls the whole transaction back."""
 

@@ -41,6 +41,23 @@ def test_put_add_incr_delete_and_expiry(reopen: Callable[[], StateStore]) -> Non
     assert reopen().get(key("b")) == {"n": 4}  # another worker sees the same state
 
 
+def test_put_many_stores_every_entry_however_many_and_none_is_nothing(reopen: Callable[[], StateStore]) -> None:
+    store = reopen()
+    prefix = f"many{secrets.token_hex(4)}:"
+    entries = [(f"{prefix}{n}", {"n": n}, 60.0) for n in range(SqliteStore.ROWS_PER_STATEMENT * 3 + 1)]
+    store.put_many(entries + [(f"{prefix}0", {"n": "last"}, 60.0)])  # a key given twice: the last one stands
+    store.put_many([])
+    assert [store.get(key) for key, _, _ in entries[1:]] == [value for _, value, _ in entries[1:]]
+    assert store.get(f"{prefix}0") == {"n": "last"}
+
+
+def test_on_sqlite_a_written_statement_counts_the_rows_it_returned(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    store.put("first", {}, 60)  # a fresh store's first write also purges
+    assert store.file.execute("INSERT INTO kv VALUES ('a', '{}', 1e12), ('b', '{}', 1e12) RETURNING key") == (
+        2, [("a",), ("b",)])
+
+
 def test_on_sqlite_no_write_checkpoints_the_file_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SQLite's automatic checkpoint (an fsync inside the commit past 1000 pages) made one webhook in a hundred slow."""
     monkeypatch.setattr(state.SqliteFile, "wrote", lambda self: None)  # no checkpoint thread

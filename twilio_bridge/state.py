@@ -98,9 +98,10 @@ class SqliteFile:
 
     Every write is a group commit (`write`): what the threads of one process write to the file at the
     same moment (webhooks' and deliveries' alike, the state store's and the queue's) goes in as one
-    transaction, each write in a savepoint of its own when there are several, with one flush to disk for
-    all of them; each thread returns only once that commit is done. Sixteen webhooks at once had each waited for the
-    fifteen flushes before its own, and for the deliveries' (each write its own transaction and lock).
+    transaction, each write of more than one statement in a savepoint of its own when there are several
+    (one statement needs none: `execute`), with one flush to disk for all of them; each thread returns
+    only once that commit is done. Sixteen webhooks at once had each waited for the fifteen flushes
+    before its own, and for the deliveries' (each write its own transaction and lock).
     """
 
     POOL_SIZE = 16  # connections per file and process; statements last microseconds to milliseconds
@@ -141,7 +142,7 @@ class SqliteFile:
         request's context (Flask's `g`, the log's bound values)."""
         return self._join(_Write(work, synchronous or self.synchronous))
 
-    def execute(self, sql: str, params: Sequence[Any] = (), synchronous: str | None = None) -> tuple[int, list[Any]]:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, list[Any]]:
         """One writing statement, committed as `write` commits: the rows it changed, and those it returned.
 
         In a group it needs no savepoint of its own, as a `write` does: SQLite undoes a statement that fails by
@@ -149,10 +150,9 @@ class SqliteFile:
         which at 500 calls is most of what a group's commit takes (bench/README.md, "fifth session")."""
 
         def statement(db: sqlite3.Connection) -> tuple[int, list[Any]]:
-            cursor = db.execute(sql, params)
-            return cursor.rowcount, cursor.fetchall()
+            return _changed_and_returned(db.execute(sql, params))
 
-        return self._join(_Write(statement, synchronous or self.synchronous, one_statement=True))
+        return self._join(_Write(statement, self.synchronous, one_statement=True))
 
     def _join(self, mine: _Write) -> Any:
         """`mine` done, by this thread or by the leader of the group it joined (see `write`)."""
@@ -170,6 +170,8 @@ class SqliteFile:
                 group, lock.waiting = lock.waiting, []
             try:
                 self._commit_group(group)
+            except Exception:  # noqa: S110 (each write of the group has its outcome, raised to its own writer below)
+                pass
             finally:
                 with lock.grouping:
                     following = lock.waiting[0] if lock.waiting else None
@@ -235,7 +237,8 @@ class SqliteFile:
                 except Exception as exc:  # noqa: BLE001 (that writer's to raise, not the group's)
                     write.error = exc
                     if alone:
-                        db.execute("ROLLBACK")
+                        if db.in_transaction:  # else the failure ended it (a full disk): nothing to undo
+                            db.execute("ROLLBACK")
                         return
                     if savepoint:
                         db.execute("ROLLBACK TO one_write")
@@ -360,6 +363,12 @@ class SqliteFile:
         return db
 
 
+def _changed_and_returned(cursor: sqlite3.Cursor) -> tuple[int, list[Any]]:
+    """A writing statement's rows changed and rows returned: with RETURNING, the count is known once they are read."""
+    returned = cursor.fetchall()
+    return cursor.rowcount, returned
+
+
 class _Write:
     """One thread's write waiting for, or done by, a group commit."""
 
@@ -401,13 +410,11 @@ class ExpiredRows:
         self._next = 0.0
 
     def due(self) -> bool:
-        """Whether the write about to be made deletes them (it must: the next chance is PURGE_SECONDS away)."""
-        if time.monotonic() < self._next:
-            return False
-        self._next = time.monotonic() + PURGE_SECONDS
-        return True
+        """Whether a write should delete them now: PURGE_SECONDS after the last purge of this process."""
+        return time.monotonic() >= self._next
 
     def purge(self, db: sqlite3.Connection) -> None:
+        self._next = time.monotonic() + PURGE_SECONDS
         db.execute(self._delete, (time.time(),))
 
     def purge_now_and_then(self, db: sqlite3.Connection) -> None:
@@ -419,6 +426,7 @@ class SqliteStore:
     """Expired rows are invisible at once and deleted within PURGE_SECONDS: every message leaves keys
     (its sid, the user's menu and rate counter) that would otherwise stay in the file for ever."""
 
+    ROWS_PER_STATEMENT = 300  # 900 variables: within every SQLite build's limit (999 before 3.32)
     SCHEMA = (
         "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL)",
         "CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires)",
@@ -446,8 +454,7 @@ class SqliteStore:
             return self.file.execute(sql, params)
 
         def and_purge(db: sqlite3.Connection) -> tuple[int, list[Any]]:
-            cursor = db.execute(sql, params)
-            done = cursor.rowcount, cursor.fetchall()
+            done = _changed_and_returned(db.execute(sql, params))
             self._expired.purge(db)
             return done
 
@@ -457,14 +464,19 @@ class SqliteStore:
         self.put_many([(key, value, ttl)])
 
     def put_many(self, entries: Sequence[tuple[str, Value, float]]) -> None:
-        """One statement for every entry, so all of them or none (a statement that fails leaves nothing)."""
-        if not entries:
-            return
+        """All of them or none: one statement for up to ROWS_PER_STATEMENT entries (a statement that fails
+        leaves nothing), else a statement for each in one write."""
         now = time.time()
-        rows = ", ".join(["(?, ?, ?)"] * len(entries))
-        params = [field for key, value, ttl in entries for field in (key, json.dumps(value), now + ttl)]
-        self._write(f"INSERT INTO kv (key, value, expires) VALUES {rows} "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires", params)
+        rows = [(key, json.dumps(value), now + ttl) for key, value, ttl in entries]
+        if len(rows) > self.ROWS_PER_STATEMENT:
+            self.file.write(lambda db: db.executemany(self._upsert(1), rows))
+        elif rows:
+            self._write(self._upsert(len(rows)), [field for row in rows for field in row])
+
+    @staticmethod
+    def _upsert(rows: int) -> str:
+        return (f"INSERT INTO kv (key, value, expires) VALUES {', '.join(['(?, ?, ?)'] * rows)} "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires")
 
     def add(self, key: str, value: Value, ttl: float) -> bool:
         now = time.time()

@@ -73,7 +73,8 @@ def test_preload_is_refused_before_the_app_exists(tmp_path: Path) -> None:
     assert not (tmp_path / "state.db").exists()  # nothing opened in the master
 
 
-@pytest.mark.parametrize("name, value", [("GUNICORN_WORKERS", "two"), ("GUNICORN_THREADS", "0")])
+@pytest.mark.parametrize("name, value", [("GUNICORN_WORKERS", "two"), ("GUNICORN_WORKERS", "²"),
+                                         ("GUNICORN_THREADS", "0")])
 def test_a_worker_or_thread_count_that_is_not_a_whole_number_is_refused_with_one_line(
         tmp_path: Path, name: str, value: str) -> None:
     result = start_gunicorn(tmp_path, **{name: value})

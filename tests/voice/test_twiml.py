@@ -86,10 +86,11 @@ def test_a_long_text_is_split_at_sentences_and_capped_below_64_kb() -> None:
 
 def test_a_text_said_again_is_spoken_the_same_and_only_short_texts_are_remembered() -> None:
     twiml._spoken_pieces.cache_clear()
-    short, long = "**Su tarjeta** está bloqueada. 🚀", "Una frase larga. " * 200
-    first = [s.text for s in parse(turn_response(AssistantTurn(texts=(short, long)), VOICE, None)).iter("Say")]
-    again = [s.text for s in parse(turn_response(AssistantTurn(texts=(short, long)), VOICE, None)).iter("Say")]
-    assert first == again and first[0] == "Su tarjeta está bloqueada."
-    assert " ".join(first[1:]) == long.strip()
+    short, longest = "**Su tarjeta** está bloqueada. 🚀", "a." * (twiml.REMEMBERED_CHARACTERS // 2)
+    long = longest + "a"
+    texts = (short, longest, long)
+    first = [s.text for s in parse(turn_response(AssistantTurn(texts=texts), VOICE, None)).iter("Say")]
+    again = [s.text for s in parse(turn_response(AssistantTurn(texts=texts), VOICE, None)).iter("Say")]
+    assert first == again and first == ["Su tarjeta está bloqueada.", longest, long]
     cached = twiml._spoken_pieces.cache_info()
-    assert (cached.hits, cached.currsize) == (1, 1)  # the short text, cleaned once; the long one never kept
+    assert (cached.hits, cached.currsize) == (2, 2)  # the short text and the longest kept, each cleaned once

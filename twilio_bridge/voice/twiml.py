@@ -21,7 +21,7 @@ from ..text import for_speech, split_text
 
 SPOKEN_BYTES_LIMIT = TWIML_BYTES - 4000  # of Twilio's 64 kB, leaving room for the tags around the text
 REMEMBERED_TEXTS = 1024  # texts whose pieces a worker keeps (spoken_pieces)
-REMEMBERED_CHARACTERS = 2000  # the longest text kept: at most about 2 MB of them per worker
+REMEMBERED_CHARACTERS = 1000  # the longest text kept: with its pieces, at most about 8 MB per worker
 
 
 @dataclass(frozen=True)
