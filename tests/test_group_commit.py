@@ -143,6 +143,19 @@ class CommitFails:
         return self.db.executemany(sql, rows)
 
 
+def connections_wrapped(store: SqliteStore, wrap: Callable[[sqlite3.Connection], Any],
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's connections handed out wrapped, until monkeypatch.undo(): a fault injected."""
+    connection = store.file.connection
+
+    @contextmanager
+    def wrapped() -> Iterator[Any]:
+        with connection() as db:
+            yield wrap(db)
+
+    monkeypatch.setattr(store.file, "connection", wrapped)
+
+
 def traced_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every statement that a connection opened from here on runs."""
     seen: list[str] = []
@@ -185,14 +198,7 @@ def test_a_failure_that_ends_the_transaction_fails_the_writes_after_it_rather_th
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = SqliteStore(tmp_path / "state.db")
     store.put("before", {"ok": True}, 60)
-    connection = store.file.connection
-
-    @contextmanager
-    def failing_as_a_full_disk_does() -> Iterator[TransactionEnds]:
-        with connection() as db:
-            yield TransactionEnds(db, "lost2")
-
-    monkeypatch.setattr(store.file, "connection", failing_as_a_full_disk_does)
+    connections_wrapped(store, lambda db: TransactionEnds(db, "lost2"), monkeypatch)  # as a full disk does
     futures = queued_behind_a_held_lock(store.file, lambda n: store.put(f"lost{n}", {"n": n}, 60), 5)
     assert futures[0].result() is None  # the leader's own write, alone, before the group
     for future in futures[1:]:
@@ -208,14 +214,7 @@ def test_a_write_alone_whose_failure_ended_the_transaction_raises_that_failure(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = SqliteStore(tmp_path / "state.db")
     store.put("before", {"ok": True}, 60)
-    connection = store.file.connection
-
-    @contextmanager
-    def failing_as_a_full_disk_does() -> Iterator[TransactionEnds]:
-        with connection() as db:
-            yield TransactionEnds(db, "lost")
-
-    monkeypatch.setattr(store.file, "connection", failing_as_a_full_disk_does)
+    connections_wrapped(store, lambda db: TransactionEnds(db, "lost"), monkeypatch)  # as a full disk does
     with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
         store.put("lost", {}, 60)
     monkeypatch.undo()
@@ -228,17 +227,11 @@ def test_the_leader_of_a_group_returns_its_own_write_committed_when_a_more_flush
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store, queue = SqliteStore(tmp_path / "state.db"), SqliteJobQueue(tmp_path / "state.db")
     store.put("first", {}, 60)  # a fresh store's first write also purges
-    connection = store.file.connection
-
-    @contextmanager
-    def failing_the_flushed_commit() -> Iterator[FlushedCommitFails]:
-        with connection() as db:
-            yield FlushedCommitFails(db)
 
     def write(n: int) -> object:
         return store.put(f"kept{n}", {"n": n}, 60) if n < 2 else queue.enqueue(f"SM{n}", "ana", {"n": n})
 
-    monkeypatch.setattr(store.file, "connection", failing_the_flushed_commit)
+    connections_wrapped(store, FlushedCommitFails, monkeypatch)
     futures = queued_behind_a_held_lock(store.file, write, 4)  # 0 alone; 1 leads the group of 1, 2 and 3
     assert [futures[0].result(), futures[1].result()] == [None, None]  # committed: the store's part comes first
     for future in futures[2:]:
