@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ from typing import Iterator
 import aiohttp
 import requests
 
-from tests.servers import ROOT, Gunicorn, answers, free_port, running, wait_for
+from tests.servers import ROOT, Gunicorn, answers, free_port, gunicorn_setting, running, wait_for
 from twilio_bridge.testing.fake_twilio_api import ACCOUNT_SID, FakeTwilioAPI
 from twilio_bridge.web.signature import sign
 
@@ -103,11 +102,8 @@ class Bridge(Gunicorn):
                 return int(self.command[n + 1])
             if arg.startswith("--workers="):
                 return int(arg.split("=", 1)[1])
-        conf = self.command[self.command.index("-c") + 1]
-        read = f"import runpy; print(runpy.run_path({conf!r})['workers'])"
-        pinned = (lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None  # as the bridge is
-        return int(subprocess.run([PYTHON, "-c", read], cwd=self.workdir, env=self.env, capture_output=True,
-                                  text=True, check=True, timeout=60, preexec_fn=pinned).stdout)
+        conf = Path(self.command[self.command.index("-c") + 1])
+        return int(gunicorn_setting("workers", self.workdir, self.env, self.cpus, conf))
 
 
 @contextmanager

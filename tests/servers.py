@@ -64,6 +64,16 @@ def without_bridge_settings() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name not in BRIDGE_VARIABLES}
 
 
+def gunicorn_setting(name: str, workdir: Path, env: Mapping[str, str] | None = None, cpus: set[int] | None = None,
+                     conf: Path = ROOT / "gunicorn.conf.py") -> str:
+    """What `conf` sets `name` to, read as gunicorn reads it: run in a fresh interpreter in `workdir`, with `env`
+    (by default this environment minus the bridge's settings), on `cpus` when given."""
+    read = f"import runpy; print(runpy.run_path({str(conf)!r})[{name!r}])"
+    return subprocess.run([sys.executable, "-c", read], cwd=workdir, capture_output=True, text=True, check=True,
+                          env=dict(env) if env is not None else without_bridge_settings(), timeout=60,
+                          preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None).stdout.strip()
+
+
 def wait_for(condition: Callable[[], object], seconds: float = 10.0, process: subprocess.Popen | None = None,
              log: Path | None = None) -> None:
     """Poll until `condition()` holds (connection errors count as not yet); fail at once if `process`

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.ops_tools import readme_gunicorn_command, require_command
-from tests.servers import ROOT, free_port, running, without_bridge_settings
+from tests.servers import ROOT, free_port, gunicorn_setting, running, without_bridge_settings
 
 SECRET_NAMES = re.compile(r"TOKEN|SECRET|PASSWORD|LICENSE|KEY|SID", re.I)
 TEMPLATE = ROOT / "nginx" / "twilio-bridge.conf.template"
@@ -76,10 +76,7 @@ def test_gunicorn_conf_binds_every_interface_on_the_exposed_port_with_the_images
     """gunicorn.conf.py listens on 127.0.0.1 by default: unreachable from outside a container."""
     env = without_bridge_settings()
     env.update(env_values())
-    read_bind = f"import runpy; print(runpy.run_path({str(ROOT / 'gunicorn.conf.py')!r})['bind'])"
-    bind = subprocess.run([sys.executable, "-c", read_bind], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, check=True).stdout.strip()
-    assert bind == f"0.0.0.0:{one('EXPOSE')}"
+    assert gunicorn_setting("bind", tmp_path, env) == f"0.0.0.0:{one('EXPOSE')}"
 
 
 def test_the_readmes_docker_commands_fit_the_image(compose: dict) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.ops_tools import readme_gunicorn_command, require_command
-from tests.servers import ROOT, without_bridge_settings
+from tests.servers import ROOT, gunicorn_setting
 
 SERVICE_USER = "daemon"  # exists on Debian; "nobody" draws systemd's warning about a shared user
 
@@ -118,7 +118,5 @@ def test_the_unit_allows_the_descriptors_a_full_worker_holds(tmp_path: Path) -> 
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str  # type: ignore[assignment,method-assign]
     unit.read(ROOT / "deploy" / "twilio-bridge.service")
-    read = f"import runpy; print(runpy.run_path({str(ROOT / 'gunicorn.conf.py')!r})['threads'])"
-    threads = int(subprocess.run([sys.executable, "-c", read], cwd=tmp_path, env=without_bridge_settings(),
-                                 capture_output=True, text=True, check=True, timeout=60).stdout)
+    threads = int(gunicorn_setting("threads", tmp_path))
     assert int(unit["Service"].get("LimitNOFILE", "1024")) >= 4 * threads + 256

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +15,7 @@ import requests
 from gunicorn.workers import gthread
 
 from tests.conftest import AUTH_TOKEN, HUMAN
-from tests.servers import ROOT, Gunicorn, wait_for, without_bridge_settings
+from tests.servers import Gunicorn, gunicorn_setting, wait_for
 from twilio_bridge.web.worker import NEXT_REQUEST_WAIT, ThreadWorker
 
 
@@ -41,10 +39,7 @@ def thread_of(session: requests.Session, server: Gunicorn) -> str:
 
 def test_the_shipped_configuration_runs_this_worker(tmp_path: Path) -> None:
     assert ThreadWorker.next_request_wait == NEXT_REQUEST_WAIT == 0.02
-    read = f"import runpy; print(runpy.run_path({str(ROOT / 'gunicorn.conf.py')!r})['worker_class'])"
-    worker_class = subprocess.run([sys.executable, "-c", read], cwd=tmp_path, env=without_bridge_settings(),
-                                  capture_output=True, text=True, check=True).stdout.strip()
-    assert worker_class == "twilio_bridge.web.worker.ThreadWorker"
+    assert gunicorn_setting("worker_class", tmp_path) == "twilio_bridge.web.worker.ThreadWorker"
 
 
 def test_the_thread_that_answered_serves_the_connection_s_next_request(tmp_path: Path) -> None:
