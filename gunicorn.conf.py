@@ -84,18 +84,17 @@ def _seconds(name, default):
         return default  # on_starting reports the bad value and stops
 
 
-# HOST and PORT as config.py reads them (empty is unset), before any Settings exist; on_starting checks them.
-bind = f"{os.environ.get('HOST') or Settings.host}:{os.environ.get('PORT') or Settings.port}"
 def _count(name, default):
-    """A whole number, at least 1, from the environment (empty is unset); on_starting refuses any other."""
-    raw = os.environ.get(name) or ""
+    """A whole number, at least 1 (empty is unset); any other is `default` here, and on_starting refuses it."""
     try:
-        value = int(raw) if raw else default
+        value = int(os.environ.get(name) or default)
     except ValueError:
         return default
     return value if value >= 1 else default
 
 
+# HOST and PORT as config.py reads them (empty is unset), before any Settings exist; on_starting checks them.
+bind = f"{os.environ.get('HOST') or Settings.host}:{os.environ.get('PORT') or Settings.port}"
 CORES = len(os.sched_getaffinity(0))  # the cores this process may run on (a cpuset, not a --cpus quota)
 workers = _count("GUNICORN_WORKERS", CORES + 1)  # see above: one more than the cores
 worker_class = "twilio_bridge.web.worker.ThreadWorker"  # gthread, a kept connection served by its thread
@@ -138,7 +137,7 @@ def on_starting(server):
 def _refuse_bad_counts():
     for name in ("GUNICORN_WORKERS", "GUNICORN_THREADS"):
         raw = os.environ.get(name) or ""
-        if raw and _count(name, 0) == 0:
+        if raw and not _count(name, 0):
             print(f"twilio-bridge: configuration error: {name}={raw}: a whole number, 1 or more", file=sys.stderr)
             raise SystemExit(2)
 
