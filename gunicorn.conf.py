@@ -4,9 +4,9 @@ Worker model: gthread, one process per core plus one (GUNICORN_WORKERS; 3 on 2 c
 A webhook spends nearly all its time waiting for Rasa; a synchronous worker per call would need a
 process per call in flight. Each process's threads take turns on its one GIL, and a turn's writes to
 the state store wait for it most: at 500 calls on 2 cores, 3 processes carried 445-459 turns/s in five
-quiet runs where 2 carried 416-450, for about 60 MB more (bench/README.md, "fifth session"). Threads must
-cover the calls in flight (with 50, 200 calls made 83 turns/s instead of 169). gthread against gevent, measured
-with bench/worker_models.py (figures in bench/README.md): below saturation gthread adds less to each
+quiet runs where 2 carried 416-450, for about 60 MB more (bench/README.md, "fifth session").
+Threads must cover the calls in flight (with 50, 200 calls made 83 turns/s instead of 169). gthread
+against gevent, measured with bench/worker_models.py (figures in bench/README.md): below saturation gthread adds less to each
 turn (the default SQLite store blocks gevent's whole hub while it waits for the file's lock), needs no
 monkey-patching of the app, its libraries or the WhatsApp delivery threads, and no C extension; gevent
 carries more turns once the box is out of CPU, so `-k gevent` on the command line remains an option

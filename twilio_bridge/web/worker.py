@@ -14,8 +14,8 @@ worker is stopping, and when the pool has no thread to spare, looked at before t
 the next request comes: a request on another connection then gets the next thread that finishes, and
 the connection's own request queues behind it. (This worker's first version served its own connection
 whatever the pool's state, and left such a request waiting for as long as the clients kept sending:
-seconds, at 500 calls on 500 threads.) What a waiting thread can still cost another request is the wait itself: one
-that comes while every other thread is busy is served when the wait ends, within 20 ms.
+seconds, at 500 calls on 500 threads.) What a waiting thread can still cost another request is the
+wait itself: one that comes while every other thread is busy is served when the wait ends, within 20 ms.
 """
 from __future__ import annotations
 
