@@ -6,14 +6,14 @@ process per call in flight. Each process's threads take turns on its one GIL, an
 the state store wait for it most: at 500 calls on 2 cores, 3 processes carried 445-459 turns/s in five
 quiet runs where 2 carried 416-450, for about 60 MB more (bench/README.md, "fifth session").
 Threads must cover the calls in flight (with 50, 200 calls made 83 turns/s instead of 169). gthread
-against gevent, measured with bench/worker_models.py (figures in bench/README.md): below saturation gthread adds less to each
-turn (the default SQLite store blocks gevent's whole hub while it waits for the file's lock), needs no
-monkey-patching of the app, its libraries or the WhatsApp delivery threads, and no C extension; gevent
-carries more turns once the box is out of CPU, so `-k gevent` on the command line remains an option
-for a Redis-backed, CPU-bound deployment. The worker is gthread's, but for one thing
-(twilio_bridge/web/worker.py): the thread that answered a request on a kept-alive connection serves the
-next one itself if it comes within 20 ms and the worker has threads to spare, instead of passing it
-through the main loop and back.
+against gevent, measured with bench/worker_models.py (figures in bench/README.md): below saturation
+gthread adds less to each turn (the default SQLite store blocks gevent's whole hub while it waits for
+the file's lock), needs no monkey-patching of the app, its libraries or the WhatsApp delivery threads,
+and no C extension; gevent carries more turns once the box is out of CPU, so `-k gevent` on the
+command line remains an option for a Redis-backed, CPU-bound deployment. The worker is gthread's, but
+for one thing (twilio_bridge/web/worker.py): the thread that answered a request on a kept-alive
+connection serves the next one itself if it comes within 20 ms and the worker has threads to spare,
+instead of passing it through the main loop and back.
 
 Relay mode (VOICE_MODE=relay) needs nothing here: a ConversationRelay WebSocket is upgraded in a
 gthread thread and then carried by one asyncio loop per worker (twilio_bridge/voice/relay/server.py),
