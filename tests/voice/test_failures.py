@@ -1,12 +1,11 @@
 """Whatever Rasa does, the caller hears something sensible in time and reaches a person or a goodbye."""
 from __future__ import annotations
 
-
 import pytest
 
 from tests.conftest import AUTH_TOKEN, HUMAN, LiveServer
+from tests.metrics_tools import grew, scrape
 from tests.test_text import HOSTILE_SHAPES
-from tests.web.test_metrics import grew, scrape
 from twilio_bridge.app import create_app
 from twilio_bridge.state import SqliteStore
 from twilio_bridge.testing.phone import TwilioPhone

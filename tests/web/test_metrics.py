@@ -5,9 +5,9 @@ import dataclasses
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import AUTH_TOKEN
+from tests.metrics_tools import grew, scrape, value
 from tests.servers import wait_for
 from tests.whatsapp.test_rest import Serve, chat
 from twilio_bridge.config import Settings
@@ -15,21 +15,6 @@ from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.phone import TwilioPhone
 from twilio_bridge.testing.standin import RasaStandIn
 from twilio_bridge.web.operators import bearer_matches
-
-
-def scrape(base_url: str, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = requests.get(base_url + "/metrics", headers=headers, timeout=5)
-    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(response.text) for sample in family.samples}
-
-
-def value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def grew(before: dict, after: dict, name: str, **labels: str) -> float:
-    return value(after, name, **labels) - value(before, name, **labels)
 
 
 def test_a_call_is_counted_by_route_outcome_ending_and_rasa_latency(phone: TwilioPhone, standin: RasaStandIn) -> None:

@@ -18,8 +18,8 @@ from twilio_bridge.twilio_rest import twilio_client
 from twilio_bridge.whatsapp.typing_indicator import TypingIndicator
 
 from ..conftest import AUTH_TOKEN, LiveServer
+from ..metrics_tools import grew, scrape
 from ..servers import wait_for
-from ..web.test_metrics import grew, scrape
 from .test_twiml import new_number
 
 

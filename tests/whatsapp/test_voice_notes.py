@@ -18,8 +18,8 @@ from twilio_bridge.testing.whatsapp_user import WhatsAppUser
 from twilio_bridge.testing.whisper_model import spoken_voice_note
 
 from ..conftest import AUTH_TOKEN, LiveServer
+from ..metrics_tools import grew, scrape
 from ..servers import wait_for
-from ..web.test_metrics import grew, scrape
 from .test_twiml import new_number
 
 Serve = Callable[[Settings], LiveServer]
