@@ -3,6 +3,7 @@ started until ready. Each on a free port, stopped after."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ BRIDGE_VARIABLES = (
 )
 
 
+PORTS_FROM = 10_000  # the ports tests choose from, up to the ephemeral range: above the well-known servers'
 STOP_GRACE = 15.0  # seconds a stopped server and its children get between SIGTERM and SIGKILL
 
 
@@ -35,16 +37,32 @@ def free_port() -> int:
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` ports free now, all different: each is held until the last is chosen (ports chosen one after
-    another may come back the same, and two servers then meet on one port)."""
-    sockets = [socket.socket() for _ in range(count)]
+    """`count` ports free now, all different, chosen below the kernel's ephemeral range. A port from that
+    range (what binding port 0 gives) can be taken between its choice and the server's own bind as the
+    local end of any outgoing connection, a test's own requests included, and the server then fails to
+    start. Each port is held until the last is chosen, so two in one call never come back the same."""
+    first_ephemeral = _first_ephemeral_port()
+    held: list[socket.socket] = []
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+        while len(held) < count:
+            sock = socket.socket()
+            try:
+                sock.bind(("", random.randrange(PORTS_FROM, first_ephemeral)))  # every address, as some servers bind
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+        return [sock.getsockname()[1] for sock in held]
     finally:
-        for sock in sockets:
+        for sock in held:
             sock.close()
+
+
+def _first_ephemeral_port() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
