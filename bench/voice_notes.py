@@ -4,9 +4,11 @@ a voice note's webhook to its reply.
 Part 1 transcribes Spanish notes spoken by espeak-ng (OGG/Opus, as WhatsApp sends them) of a few
 lengths with the small Whisper model the tests use (or --model), in this process, and prints the
 seconds (wall clock, and CPU) per second of audio and this process's memory before the model, after loading it, and at
-its peak. Part 2 starts the Rasa stand-in, the fake Twilio API and the bridge under gunicorn (one
-worker, WHATSAPP_TRANSCRIBE=on), posts voice notes as Twilio would and times each from the webhook
-to the reply reaching the fake Messages API: the first one loads the model in the worker.
+its peak. Part 2 starts the Rasa stand-in, the fake Twilio API and the bridge under gunicorn (its shipped
+number of workers, WHATSAPP_TRANSCRIBE=on), posts voice notes as Twilio would, from users of their own,
+and times each from the webhook to the reply reaching the fake Messages API: the first one starts the
+host's transcriber process, which loads the model. Then it prints the memory of each worker and of each
+transcriber process (none where the bridge's workers load the model themselves, as before hearing.py).
 
     .venv/bin/python bench/voice_notes.py [--model DIR] [--notes 4]
 """
@@ -69,8 +71,7 @@ def rss_mb_self() -> float:
 
 def webhook_to_reply(model: str, notes: int) -> None:
     note = spoken_voice_note(SENTENCES[1])
-    env = {"RASA_TIMEOUT": "8", "GUNICORN_WORKERS": "1", "WHATSAPP_TRANSCRIBE": "on",
-           "WHATSAPP_TRANSCRIBE_MODEL": model}
+    env = {"RASA_TIMEOUT": "8", "WHATSAPP_TRANSCRIBE": "on", "WHATSAPP_TRANSCRIBE_MODEL": model}
     with standin(0.0) as rasa_url, messages_api() as (api, rest_mode), \
             bridge(rasa_url, env={**env, **rest_mode}) as running:
         seconds = []
@@ -81,18 +82,28 @@ def webhook_to_reply(model: str, notes: int) -> None:
             user.send(media=((media_url, "audio/ogg"),))
             api.wait_for(1, to=user.address, timeout=300)
             seconds.append(time.monotonic() - started)
-        worker_rss = running.worker_rss_mb()
-    print(f"  first note (the worker loads the model): {seconds[0]:.2f} s")
+        workers = running.worker_pids()
+        transcribers = [child for worker in workers for child in children(worker)
+                        if b"whatsapp.hearing" in Path(f"/proc/{child}/cmdline").read_bytes()]
+        worker_rss, transcriber_rss = [rss_mb(pid) for pid in workers], [rss_mb(pid) for pid in transcribers]
+    print(f"  first note (the model is loaded): {seconds[0]:.2f} s")
     if len(seconds) > 1:
         print(f"  later notes: median {statistics.median(seconds[1:]):.2f} s, max {max(seconds[1:]):.2f} s "
               f"({len(seconds) - 1} notes of {len(note)} bytes)")
-    print(f"  gunicorn worker's memory afterwards: {', '.join(f'{mb:.0f} MB' for mb in worker_rss)}")
+    print(f"  memory afterwards: {len(workers)} gunicorn workers {', '.join(f'{mb:.0f}' for mb in worker_rss)} MB; "
+          f"{len(transcribers)} transcriber process{'es' if len(transcribers) != 1 else ''} "
+          f"{', '.join(f'{mb:.0f}' for mb in transcriber_rss) or '-'} MB; in all {sum(worker_rss + transcriber_rss):.0f} MB")
+
+
+def children(pid: int) -> list[int]:
+    """Every thread's children: a worker's delivery thread starts the transcriber."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a CTranslate2 Whisper directory or a model name (default: the tests' model)")
-    parser.add_argument("--notes", type=int, default=4, help="voice notes posted through the bridge")
+    parser.add_argument("--notes", type=int, default=6, help="voice notes posted through the bridge")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="twilio-bridge-bench-") as workdir:
         model = args.model or str(assemble_model(Path(workdir)))

@@ -2,5 +2,5 @@
 
 In REST mode a worker's conversation also has what `native` puts together, each part when its setting
 turns it on: buttons to tap (`interactive`), "typing…" (`typing_indicator`) and voice notes understood
-(`voice_notes`).
+(`voice_notes`, heard by the host's one transcriber process: `hearing`).
 """

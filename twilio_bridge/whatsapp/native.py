@@ -14,7 +14,8 @@ from ..state import StateStore
 from ..twilio_rest import twilio_client
 from .interactive import ContentTemplates
 from .typing_indicator import TypingIndicator
-from .voice_notes import MediaFetcher, Transcriber, VoiceNotes
+from .hearing import HostTranscriber
+from .voice_notes import MediaFetcher, VoiceNotes
 
 TWILIO_TIMEOUT = 5.0  # the Content API and the typing indicator: a hung one must not hold a reply for long
 
@@ -37,6 +38,6 @@ def native_features(settings: Settings, store: StateStore, webhooks_first: Calla
         templates = ContentTemplates(client, store, settings.language_code, options)
     voice_notes = None
     if settings.whatsapp_transcribe:
-        voice_notes = VoiceNotes(MediaFetcher(api, sid, token),
-                                 Transcriber(settings.whatsapp_transcribe_model, settings.transcribe_language))
+        transcriber = HostTranscriber(settings.whatsapp_transcribe_model, settings.transcribe_language, settings.log_level)
+        voice_notes = VoiceNotes(MediaFetcher(api, sid, token), transcriber)
     return NativeFeatures(templates, TypingIndicator(client, webhooks_first=webhooks_first), voice_notes)

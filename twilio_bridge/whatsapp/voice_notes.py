@@ -1,9 +1,9 @@
 """WhatsApp voice notes heard offline: the audio fetched from Twilio safely, then transcribed on this machine.
 
 The engine is faster-whisper (installed by `./install_twilio_server.sh --transcribe`), imported only
-when WHATSAPP_TRANSCRIBE=on. Each process loads its model on the first voice note and keeps it; one
-worker thread transcribes at a time, because a transcription already takes every core and several at
-once would only each be slower and multiply the memory.
+when WHATSAPP_TRANSCRIBE=on, and only by the host's transcriber process (`hearing.py`): it loads the
+model on the first voice note and keeps it, and hears one note at a time, because a transcription
+already takes every core and several at once would only each be slower and multiply the memory.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -103,6 +103,11 @@ class MediaFetcher:
         return bytes(data)
 
 
+class Transcribes(Protocol):
+    def transcribe(self, audio: bytes) -> Heard:
+        """What the note says. Raises Unheard."""
+
+
 class Transcriber:
     """Whisper through faster-whisper: `model` is a name (downloaded once from Hugging Face) or a local
     CTranslate2 model directory; `language` an ISO 639-1 code, or None to let the model guess (a small
@@ -171,7 +176,7 @@ class VoiceNotes:
     minutes, and its note need not be transcribed again each time.
     """
 
-    def __init__(self, fetcher: MediaFetcher, transcriber: Transcriber, remember: int = REMEMBERED):
+    def __init__(self, fetcher: MediaFetcher, transcriber: Transcribes, remember: int = REMEMBERED):
         self.fetcher = fetcher
         self.transcriber = transcriber
         self.remember = remember

@@ -1,0 +1,206 @@
+"""The host's one transcriber (`hearing.py`): started by the first worker that needs it, shared by every
+worker, alone on its lock, below the webhooks' priority, replaced when it dies, gone with its worker."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from twilio_bridge.whatsapp.hearing import ANSWER_LENGTH, AUDIO_LENGTH, NICENESS, ROOT, HostTranscriber
+from twilio_bridge.whatsapp.voice_notes import Unheard
+from twilio_bridge.testing.whisper_model import spoken_voice_note
+
+from ..servers import wait_for
+
+HEARD_WAIT = 120.0  # loading the model and transcribing at low priority on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def note(whisper_model: Path) -> bytes:  # the model's fixture says why there is none (espeak-ng missing)
+    return spoken_voice_note("Quiero reservar una mesa para el viernes por la noche")
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    """A short private directory for the sockets (a Unix socket's path is at most 107 bytes), and no
+    transcriber left running in it afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="tb-"))
+    yield directory
+    for lock in directory.glob("*.lock"):
+        for pid in lock_holders(lock):
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(directory)
+
+
+def lock_holders(lock: Path) -> list[int]:
+    """The processes holding `lock` with flock, from /proc/locks."""
+    inode = lock.stat().st_ino
+    lines = Path("/proc/locks").read_text().splitlines()
+    return [int(fields[4]) for fields in map(str.split, lines)
+            if fields[1] == "FLOCK" and int(fields[5].rsplit(":", 1)[1]) == inode]
+
+
+def the_transcriber(client: HostTranscriber) -> int:
+    [pid] = lock_holders(client.socket_path.with_suffix(".lock"))
+    return pid
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def heard_it(text: str) -> bool:
+    """The note's words, as far as a small model hears a synthetic voice."""
+    return sum(word in text.lower() for word in ("reservar", "mesa", "viernes")) >= 2
+
+
+def test_workers_in_several_processes_share_one_transcriber_that_yields_to_the_webhooks(
+        whisper_model: Path, run_dir: Path, note: bytes, tmp_path: Path) -> None:
+    note_file = tmp_path / "note.ogg"
+    note_file.write_bytes(note)
+    worker = (f"import sys; from pathlib import Path; from twilio_bridge.logs import configure_logging; configure_logging(); "
+              f"from twilio_bridge.whatsapp.hearing import HostTranscriber; "
+              f"print(HostTranscriber({str(whisper_model)!r}, 'es', directory=Path({str(run_dir)!r}))"
+              f".transcribe(Path({str(note_file)!r}).read_bytes()).text); sys.stdin.read()")
+    others = [subprocess.Popen([sys.executable, "-c", worker], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True) for _ in range(2)]
+    try:
+        client = HostTranscriber(str(whisper_model), "es", directory=run_dir)
+        assert heard_it(client.transcribe(note).text)
+        for other in others:  # each a worker of its own, all three started at once
+            assert heard_it(other.stdout.readline())
+        transcriber = the_transcriber(client)  # one process holds the host's lock, and answered all three
+        assert niceness(transcriber) == niceness(os.getpid()) + NICENESS
+        assert [path.name for path in run_dir.iterdir() if path.is_socket()] == [client.socket_path.name]
+    finally:
+        for other in others:
+            other.communicate("", timeout=30)
+
+
+def test_a_second_transcriber_leaves_the_first_alone(whisper_model: Path, run_dir: Path, note: bytes) -> None:
+    client = HostTranscriber(str(whisper_model), "es", directory=run_dir)
+    assert heard_it(client.transcribe(note).text)
+    first, listening = the_transcriber(client), client.socket_path.stat().st_ino
+    second = subprocess.run(
+        [sys.executable, "-m", "twilio_bridge.whatsapp.hearing", "--socket", str(client.socket_path),
+         "--model", str(whisper_model), "--parent", str(os.getpid())], cwd=ROOT, capture_output=True, text=True,
+        timeout=60)
+    assert second.returncode == 0 and "whatsapp.transcriber.another_runs" in second.stderr
+    assert the_transcriber(client) == first and client.socket_path.stat().st_ino == listening
+    assert heard_it(client.transcribe(note).text)
+
+
+def test_a_transcriber_killed_is_replaced_by_the_next_note(whisper_model: Path, run_dir: Path, note: bytes) -> None:
+    client = HostTranscriber(str(whisper_model), "es", directory=run_dir)
+    assert heard_it(client.transcribe(note).text)
+    killed = the_transcriber(client)
+    os.kill(killed, signal.SIGKILL)
+    wait_for(lambda: not alive(killed), 10)
+    assert client.socket_path.exists()  # left behind, and refused: the next note starts another
+    assert heard_it(client.transcribe(note).text)
+    assert the_transcriber(client) != killed
+
+
+def test_a_transcriber_ends_with_the_worker_that_started_it(whisper_model: Path, run_dir: Path, note: bytes) -> None:
+    worker = (f"from pathlib import Path; from twilio_bridge.logs import configure_logging; configure_logging(); "
+              f"from twilio_bridge.whatsapp.hearing import HostTranscriber; "
+              f"from twilio_bridge.whatsapp.voice_notes import Unheard\n"
+              f"try: HostTranscriber({str(whisper_model)!r}, 'es', directory=Path({str(run_dir)!r})).transcribe(b'no audio')\n"
+              f"except Unheard as unheard: print(unheard.reason)\n"
+              f"input()")
+    client = HostTranscriber(str(whisper_model), "es", directory=run_dir)
+    with subprocess.Popen([sys.executable, "-c", worker], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True) as other:
+        assert other.stdout.readline().strip() == "undecodable"  # answered by the transcriber it started
+        started = the_transcriber(client)
+        other.communicate("\n", timeout=30)
+    wait_for(lambda: not alive(started), 10)
+    assert not client.socket_path.exists()
+
+
+class DiesWhileHearing:
+    """Plays a transcriber that ends while hearing the first `deaths` notes sent to it, then answers."""
+
+    def __init__(self, path: Path, deaths: int):
+        self.deaths, self.connections = deaths, 0
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed by the test
+                return
+            with connection:
+                self.connections += 1
+                connection.recv(AUDIO_LENGTH.size)
+                if self.connections > self.deaths:
+                    answer = json.dumps({"text": "perdí mi tarjeta", "language": "es", "seconds": 1.5, "took": 0.4})
+                    connection.sendall(ANSWER_LENGTH.pack(len(answer)) + answer.encode())
+
+
+def test_a_note_whose_transcriber_ended_is_sent_once_more_then_the_engine_has_failed(run_dir: Path) -> None:
+    client = HostTranscriber("base", "es", directory=run_dir)
+    once = DiesWhileHearing(client.socket_path, deaths=1)
+    assert client.transcribe(b"OggS" * 1000).text == "perdí mi tarjeta"
+    assert once.connections == 2
+    once.listener.close()
+    client.socket_path.unlink()
+    twice = DiesWhileHearing(client.socket_path, deaths=2)
+    with pytest.raises(Unheard) as unheard:
+        client.transcribe(b"OggS" * 1000)
+    assert unheard.value.reason == "engine" and "ended twice" in unheard.value.detail
+    assert twice.connections == 2  # not a third time
+    twice.listener.close()
+
+
+def test_a_model_that_cannot_load_is_the_engines_failure_note_after_note(run_dir: Path, note: bytes,
+                                                                         tmp_path: Path) -> None:
+    client = HostTranscriber(str(tmp_path / "no-such-model"), "es", directory=run_dir)
+    for _ in range(2):  # the transcriber stays, and tries the model again for the next note
+        with pytest.raises(Unheard) as unheard:
+            client.transcribe(note)
+        assert unheard.value.reason == "engine" and "loading" in unheard.value.detail
+    assert alive(the_transcriber(client))
+
+
+def test_a_socket_directory_others_may_enter_is_refused(run_dir: Path, note: bytes) -> None:
+    shared = run_dir / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with pytest.raises(Unheard) as unheard:
+        HostTranscriber("base", "es", directory=shared).transcribe(note)
+    assert unheard.value.reason == "engine" and str(shared) in unheard.value.detail
+    assert list(shared.iterdir()) == []  # no transcriber started, no socket made
+
+
+def test_a_note_bigger_than_whatsapp_allows_is_refused_unread(whisper_model: Path, run_dir: Path, note: bytes) -> None:
+    client = HostTranscriber(str(whisper_model), "es", directory=run_dir)
+    assert heard_it(client.transcribe(note).text)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(30)
+        connection.connect(str(client.socket_path))
+        connection.sendall(AUDIO_LENGTH.pack(1 << 40))
+        size = ANSWER_LENGTH.unpack(connection.recv(ANSWER_LENGTH.size))[0]
+        assert json.loads(connection.recv(size))["unheard"] == "too_big"
