@@ -204,3 +204,11 @@ def test_a_note_bigger_than_whatsapp_allows_is_refused_unread(whisper_model: Pat
         connection.sendall(AUDIO_LENGTH.pack(1 << 40))
         size = ANSWER_LENGTH.unpack(connection.recv(ANSWER_LENGTH.size))[0]
         assert json.loads(connection.recv(size))["unheard"] == "too_big"
+
+
+def test_a_socket_path_too_long_for_unix_is_the_engines_failure(run_dir: Path, note: bytes) -> None:
+    deep = run_dir / ("d" * 120)  # $TMPDIR set to a deep directory: a socket's path is at most 107 bytes
+    deep.mkdir(mode=0o700)
+    with pytest.raises(Unheard) as unheard:
+        HostTranscriber("base", "es", directory=deep).transcribe(note)
+    assert unheard.value.reason == "engine" and str(deep) in unheard.value.detail

@@ -91,31 +91,33 @@ class HostTranscriber:
         return Heard(answer["text"], answer["language"], answer["seconds"], answer["took"])
 
     def _connected(self) -> socket.socket:
-        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        connection.settimeout(HEAR_TIMEOUT)
+        """A connection to the host's transcriber, started if none listens."""
         deadline = time.monotonic() + START_TIMEOUT
         started: list[subprocess.Popen[bytes]] = []  # by this call
-        try:
-            while not self._try_connect(connection):
-                process, new = self._transcriber_process()
-                started += [process] if new else []
-                failed = next((code for code in (p.poll() for p in started) if code), None)
-                if failed:  # 0 is a transcriber that lost a race: the winner is about to listen
-                    raise Unheard("engine", f"the transcriber exited with {failed} (its log says why)")
-                if time.monotonic() > deadline:
-                    raise Unheard("engine", f"the transcriber did not listen within {START_TIMEOUT:.0f} s")
-                time.sleep(0.02)
-        except BaseException:
-            connection.close()
-            raise
+        while (connection := self._connect()) is None:
+            process, new = self._transcriber_process()
+            started += [process] if new else []
+            failed = [process.returncode for process in started if process.poll()]
+            if failed:  # 0 is a transcriber that lost a race: the winner is about to listen
+                raise Unheard("engine", f"the transcriber exited with {failed[0]} (its log says why)")
+            if time.monotonic() > deadline:
+                raise Unheard("engine", f"the transcriber did not listen within {START_TIMEOUT:.0f} s")
+            time.sleep(0.02)
         return connection
 
-    def _try_connect(self, connection: socket.socket) -> bool:
+    def _connect(self) -> socket.socket | None:
+        """A connection, or None when no transcriber listens."""
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.settimeout(HEAR_TIMEOUT)
         try:
             connection.connect(str(self.socket_path))
         except (FileNotFoundError, ConnectionRefusedError):
-            return False
-        return True
+            connection.close()
+            return None
+        except OSError as exc:  # a queue full for HEAR_TIMEOUT, a path too long for a socket...
+            connection.close()
+            raise Unheard("engine", f"{self.socket_path}: {exc}") from exc
+        return connection
 
     def _transcriber_process(self) -> tuple[subprocess.Popen[bytes], bool]:
         """The transcriber this process started last while it runs (starting, or waiting for the lock),
@@ -132,7 +134,10 @@ class HostTranscriber:
             # the workers count what it hears: it writes no metrics files of its own
             environment = {name: value for name, value in os.environ.items() if name != "PROMETHEUS_MULTIPROC_DIR"}
             environment["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
-            self._started = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=environment)
+            try:
+                self._started = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=environment)
+            except OSError as exc:
+                raise Unheard("engine", f"starting the transcriber: {exc}") from exc
         log.info("whatsapp.transcriber.starting", pid=self._started.pid, socket=str(self.socket_path))
         return self._started, True
 
