@@ -16,11 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
+from twilio_bridge.testing.standin import RasaStandIn
+from twilio_bridge.testing.whatsapp_user import WhatsAppUser
+from twilio_bridge.testing.whisper_model import spoken_voice_note
 from twilio_bridge.whatsapp.hearing import ANSWER_LENGTH, AUDIO_LENGTH, NICENESS, ROOT, HostTranscriber
 from twilio_bridge.whatsapp.voice_notes import Unheard
-from twilio_bridge.testing.whisper_model import spoken_voice_note
 
-from ..servers import wait_for
+from ..conftest import AUTH_TOKEN, HUMAN, WHATSAPP_FROM
+from ..servers import Gunicorn, free_port, wait_for
 
 HEARD_WAIT = 120.0  # loading the model and transcribing at low priority on a busy 2-core machine
 
@@ -36,7 +40,7 @@ def run_dir() -> Iterator[Path]:
     transcriber left running in it afterwards."""
     directory = Path(tempfile.mkdtemp(prefix="tb-"))
     yield directory
-    for lock in directory.glob("*.lock"):
+    for lock in directory.rglob("*.lock"):
         for pid in lock_holders(lock):
             os.kill(pid, signal.SIGKILL)
     shutil.rmtree(directory)
@@ -93,6 +97,42 @@ def test_workers_in_several_processes_share_one_transcriber_that_yields_to_the_w
     finally:
         for other in others:
             other.communicate("", timeout=30)
+
+
+def test_under_gunicorn_the_workers_hold_no_model_and_one_transcriber_hears_them_all(
+        whisper_model: Path, note: bytes, tmp_path: Path, run_dir: Path, standin: RasaStandIn,
+        fake_api: FakeTwilioAPI) -> None:
+    port = free_port()
+    env = {"RASA_WEBHOOK_URL": standin.webhook_url, "TWILIO_ACCOUNT_SID": fake_api.account_sid,
+           "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_WHATSAPP_FROM": WHATSAPP_FROM,
+           "TWILIO_API_BASE_URL": fake_api.base_url, "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+           "STATE_URL": f"sqlite:///{tmp_path / 'state.db'}", "FALLBACK_PHONE_NUMBER": HUMAN,
+           "WHATSAPP_TRANSCRIBE": "on", "WHATSAPP_TRANSCRIBE_MODEL": str(whisper_model),
+           "GUNICORN_WORKERS": "3", "GUNICORN_THREADS": "8", "TMPDIR": str(run_dir)}
+    with Gunicorn(env, tmp_path, port) as bridge:
+        users = [WhatsAppUser(bridge.url, AUTH_TOKEN, number=f"+52155{n:08d}") for n in range(6)]
+        notes = [threading.Thread(target=user.send, kwargs={"media": ((fake_api.add_media(note, "audio/ogg"),
+                                                                       "audio/ogg"),)}) for user in users]
+        for sending in notes:  # at once: each worker that takes one needs the transcriber
+            sending.start()
+        for sending in notes:
+            sending.join()
+        for user in users:
+            fake_api.wait_for(1, to=user.address, timeout=HEARD_WAIT)
+        assert len(standin.received) == 6 and all(heard_it(asked["message"]) for asked in standin.received)
+        workers = [int(pid) for pid in Path(f"/proc/{bridge.process.pid}/task/{bridge.process.pid}/children")
+                   .read_text().split()]
+        transcribers = [child for worker in workers for task in Path(f"/proc/{worker}/task").iterdir()
+                        for child in map(int, (task / "children").read_text().split())
+                        if b"whatsapp.hearing" in Path(f"/proc/{child}/cmdline").read_bytes()]
+        assert len(workers) == 3 and len(transcribers) == 1
+        assert all(resident_mb(worker) < 150 for worker in workers)  # the model alone is some 230 MB
+        assert resident_mb(transcribers[0]) > 200
+
+
+def resident_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
 
 
 def test_a_second_transcriber_leaves_the_first_alone(whisper_model: Path, run_dir: Path, note: bytes) -> None:
