@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -20,7 +21,7 @@ from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.standin import RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
 from twilio_bridge.testing.whisper_model import spoken_voice_note
-from twilio_bridge.whatsapp.hearing import ANSWER_LENGTH, AUDIO_LENGTH, NICENESS, ROOT, HostTranscriber
+from twilio_bridge.whatsapp.hearing import ANSWER_LENGTH, AUDIO_LENGTH, HEARING, NICENESS, ROOT, HostTranscriber
 from twilio_bridge.whatsapp.voice_notes import Unheard
 
 from ..conftest import AUTH_TOKEN, HUMAN, WHATSAPP_FROM
@@ -90,7 +91,7 @@ def test_workers_in_several_processes_share_one_transcriber_that_yields_to_the_w
         client = HostTranscriber(str(whisper_model), "es", directory=run_dir)
         assert heard_it(client.transcribe(note).text)
         for other in others:  # each a worker of its own, all three started at once
-            assert heard_it(other.stdout.readline())
+            assert heard_it(line_from(other))
         transcriber = the_transcriber(client)  # one process holds the host's lock, and answered all three
         assert niceness(transcriber) == niceness(os.getpid()) + NICENESS
         assert [path.name for path in run_dir.iterdir() if path.is_socket()] == [client.socket_path.name]
@@ -122,12 +123,12 @@ def test_under_gunicorn_the_workers_hold_no_model_and_one_transcriber_hears_them
         assert len(standin.received) == 6 and all(heard_it(asked["message"]) for asked in standin.received)
         workers = [int(pid) for pid in Path(f"/proc/{bridge.process.pid}/task/{bridge.process.pid}/children")
                    .read_text().split()]
-        transcribers = [child for worker in workers for task in Path(f"/proc/{worker}/task").iterdir()
-                        for child in map(int, (task / "children").read_text().split())
-                        if b"whatsapp.hearing" in Path(f"/proc/{child}/cmdline").read_bytes()]
-        assert len(workers) == 3 and len(transcribers) == 1
+        [lock] = run_dir.rglob("*.lock")
+        [transcriber] = lock_holders(lock)  # others started in the race leave without loading anything
+        started_by = int(Path(f"/proc/{transcriber}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert len(workers) == 3 and started_by in workers
         assert all(resident_mb(worker) < 150 for worker in workers)  # the model alone is some 230 MB
-        assert resident_mb(transcribers[0]) > 200
+        assert resident_mb(transcriber) > 200
 
 
 def resident_mb(pid: int) -> float:
@@ -169,18 +170,19 @@ def test_a_transcriber_ends_with_the_worker_that_started_it(whisper_model: Path,
     client = HostTranscriber(str(whisper_model), "es", directory=run_dir)
     with subprocess.Popen([sys.executable, "-c", worker], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           text=True) as other:
-        assert other.stdout.readline().strip() == "undecodable"  # answered by the transcriber it started
+        assert line_from(other) == "undecodable"  # answered by the transcriber it started
         started = the_transcriber(client)
         other.communicate("\n", timeout=30)
     wait_for(lambda: not alive(started), 10)
     assert not client.socket_path.exists()
 
 
-class DiesWhileHearing:
-    """Plays a transcriber that ends while hearing the first `deaths` notes sent to it, then answers."""
+class PlaysTranscriber:
+    """Plays a transcriber whose connections end, one after the other, as `ends` says: "queued" (closed
+    before it started on the note), "hearing" (closed after HEARING), then it answers every note."""
 
-    def __init__(self, path: Path, deaths: int):
-        self.deaths, self.connections = deaths, 0
+    def __init__(self, path: Path, ends: list[str]):
+        self.ends, self.connections = list(ends), 0
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(path))
         self.listener.listen()
@@ -195,24 +197,30 @@ class DiesWhileHearing:
             with connection:
                 self.connections += 1
                 connection.recv(AUDIO_LENGTH.size)
-                if self.connections > self.deaths:
+                end = self.ends.pop(0) if self.ends else "answer"
+                if end != "queued":
+                    connection.sendall(HEARING)
+                if end == "answer":
                     answer = json.dumps({"text": "perdí mi tarjeta", "language": "es", "seconds": 1.5, "took": 0.4})
                     connection.sendall(ANSWER_LENGTH.pack(len(answer)) + answer.encode())
 
 
-def test_a_note_whose_transcriber_ended_is_sent_once_more_then_the_engine_has_failed(run_dir: Path) -> None:
+def test_a_note_queued_when_its_transcriber_ended_is_sent_again_at_no_cost(run_dir: Path) -> None:
     client = HostTranscriber("base", "es", directory=run_dir)
-    once = DiesWhileHearing(client.socket_path, deaths=1)
+    played = PlaysTranscriber(client.socket_path, ["queued", "queued", "queued", "hearing", "queued"])
     assert client.transcribe(b"OggS" * 1000).text == "perdí mi tarjeta"
-    assert once.connections == 2
-    once.listener.close()
-    client.socket_path.unlink()
-    twice = DiesWhileHearing(client.socket_path, deaths=2)
+    assert played.connections == 6  # one end while hearing is allowed, and queued ends do not count
+    played.listener.close()
+
+
+def test_a_note_whose_transcriber_ended_hearing_it_is_sent_once_more_then_the_engine_has_failed(run_dir: Path) -> None:
+    client = HostTranscriber("base", "es", directory=run_dir)
+    played = PlaysTranscriber(client.socket_path, ["queued", "hearing", "queued", "hearing"])
     with pytest.raises(Unheard) as unheard:
         client.transcribe(b"OggS" * 1000)
     assert unheard.value.reason == "engine" and "ended twice" in unheard.value.detail
-    assert twice.connections == 2  # not a third time
-    twice.listener.close()
+    assert played.connections == 4  # not a fifth time
+    played.listener.close()
 
 
 def test_a_model_that_cannot_load_is_the_engines_failure_note_after_note(run_dir: Path, note: bytes,
@@ -225,14 +233,63 @@ def test_a_model_that_cannot_load_is_the_engines_failure_note_after_note(run_dir
     assert alive(the_transcriber(client))
 
 
-def test_a_socket_directory_others_may_enter_is_refused(run_dir: Path, note: bytes) -> None:
+def test_a_socket_directory_others_may_enter_is_refused_even_with_a_listener_in_it(run_dir: Path, note: bytes) -> None:
     shared = run_dir / "shared"
-    shared.mkdir(mode=0o755)
-    shared.chmod(0o755)
+    shared.mkdir()
+    shared.chmod(0o777)  # made by someone else before the bridge, who now listens where the socket goes
+    client = HostTranscriber("base", "es", directory=shared)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as impostor:
+        impostor.bind(str(client.socket_path))
+        impostor.listen()
+        impostor.setblocking(False)
+        with pytest.raises(Unheard) as unheard:
+            client.transcribe(note)
+        assert unheard.value.reason == "engine" and str(shared) in unheard.value.detail
+        with pytest.raises(BlockingIOError):
+            impostor.accept()  # never connected to
+    assert [path.name for path in shared.iterdir()] == [client.socket_path.name]  # no transcriber started
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="listening as another user needs root")
+def test_a_listener_of_another_user_is_sent_nothing(run_dir: Path, note: bytes) -> None:
+    client = HostTranscriber("base", "es", directory=run_dir)
+    impostor = ("import os, socket, sys; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); "
+                "os.setgid(65534); os.setuid(65534); s.listen(); print('listening', flush=True); "
+                "c, _ = s.accept(); c.settimeout(30); print(len(c.recv(1 << 20)), flush=True)")
+    with subprocess.Popen([sys.executable, "-c", impostor, str(client.socket_path)], stdout=subprocess.PIPE,
+                          text=True) as listener:
+        assert line_from(listener) == "listening"  # bound in the user's directory, then given to nobody
+        with pytest.raises(Unheard) as unheard:
+            client.transcribe(note)
+        assert unheard.value.reason == "engine" and "another user's (uid 65534)" in unheard.value.detail
+        assert line_from(listener) == "0"  # connected to, and sent nothing
+
+
+def test_a_transcriber_that_cannot_start_is_the_engines_failure_at_once(run_dir: Path, note: bytes) -> None:
+    client = HostTranscriber("base", "es", directory=run_dir)
+    client.socket_path.with_suffix(".lock").mkdir()  # the lock cannot be opened
     with pytest.raises(Unheard) as unheard:
-        HostTranscriber("base", "es", directory=shared).transcribe(note)
-    assert unheard.value.reason == "engine" and str(shared) in unheard.value.detail
-    assert list(shared.iterdir()) == []  # no transcriber started, no socket made
+        client.transcribe(note)
+    assert unheard.value.reason == "engine" and "exited with 1" in unheard.value.detail
+
+
+def test_a_transcriber_whose_socket_was_removed_gives_way_to_a_new_one(whisper_model: Path, run_dir: Path,
+                                                                       note: bytes) -> None:
+    client = HostTranscriber(str(whisper_model), "es", directory=run_dir)
+    assert heard_it(client.transcribe(note).text)
+    first = the_transcriber(client)
+    client.socket_path.unlink()  # a cleaner of the temporary directory
+    assert heard_it(client.transcribe(note).text)
+    assert the_transcriber(client) != first
+    wait_for(lambda: not alive(first), 10)
+
+
+def line_from(process: subprocess.Popen[str], seconds: float = HEARD_WAIT) -> str:
+    """The next line `process` prints, failing after `seconds` rather than waiting for ever."""
+    assert process.stdout is not None
+    readable, _, _ = select.select([process.stdout], [], [], seconds)
+    assert readable, f"nothing printed in {seconds} s"
+    return process.stdout.readline().strip()
 
 
 def test_a_note_bigger_than_whatsapp_allows_is_refused_unread(whisper_model: Path, run_dir: Path, note: bytes) -> None:
@@ -242,6 +299,7 @@ def test_a_note_bigger_than_whatsapp_allows_is_refused_unread(whisper_model: Pat
         connection.settimeout(30)
         connection.connect(str(client.socket_path))
         connection.sendall(AUDIO_LENGTH.pack(1 << 40))
+        assert connection.recv(len(HEARING)) == HEARING
         size = ANSWER_LENGTH.unpack(connection.recv(ANSWER_LENGTH.size))[0]
         assert json.loads(connection.recv(size))["unheard"] == "too_big"
 
