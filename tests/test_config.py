@@ -32,6 +32,16 @@ def test_every_bad_variable_gets_one_line_naming_it() -> None:
                      "FALLBACK_PHONE_NUMBER", "TWILIO_WHATSAPP_FROM", "STATE_URL", "TWILIO_AUTH_TOKEN"]
 
 
+@pytest.mark.parametrize("name, value", [
+    ("TWILIO_SMS_FROM", "+5٢١٥٥١٢٣٤٥٦٧٨"), ("FALLBACK_PHONE_NUMBER", "+5２１５５１２３４５６７８"),
+    ("TWILIO_WHATSAPP_FROM", "whatsapp:+1٤155238886"),
+])
+def test_a_number_with_digits_other_than_0_to_9_is_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"TWILIO_AUTH_TOKEN": "t", name: value})
+    assert [line.split("=")[0] for line in caught.value.problems] == [name]
+
+
 def test_no_token_means_no_start_unless_validation_is_explicitly_off() -> None:
     with pytest.raises(ConfigError, match="TWILIO_AUTH_TOKEN"):
         load_settings({})

@@ -45,6 +45,8 @@ BAD_MESSAGES: list[tuple[Any, str]] = [
     ({}, "to"),
     ({"to": "5512345678", "body": "hola"}, "to"),
     ({"to": "whatsapp:5512345678", "body": "hola"}, "to"),
+    ({"to": "whatsapp:+5٢١٥٥١٢٣٤٥٦٧٨", "body": "hola"}, "to"),  # Arabic-Indic digits
+    ({"to": "+5２１５５１２３４５６７８", "body": "hola"}, "to"),  # fullwidth digits
     ({"to": f"whatsapp:{CUSTOMER}"}, "content_sid"),
     ({**TEMPLATE_ORDER, "body": "hola"}, "content_sid"),
     ({**TEMPLATE_ORDER, "content_sid": "HX123"}, "content_sid"),
@@ -63,6 +65,7 @@ BAD_CALLS: list[tuple[Any, str]] = [
     ({}, "to"),
     ({"to": f"whatsapp:{CUSTOMER}"}, "to"),
     ({"to": "55 1234 5678"}, "to"),
+    ({"to": "+5٢١٥٥١٢٣٤٥٦٧٨"}, "to"),
     ({"to": CUSTOMER, "context": [1, 2]}, "context"),
     ({"to": CUSTOMER, "machine_detection": True}, "machine_detection"),
     ({"to": CUSTOMER, "machine_detection": "enable"}, "machine_detection"),
