@@ -60,6 +60,13 @@ BAD_MESSAGES: list[tuple[Any, str]] = [
     ({**TEMPLATE_ORDER, "context": "card 1234"}, "context"),
     ({**TEMPLATE_ORDER, "context": {"notes": "x" * 5000}}, "context"),
     ({**TEMPLATE_ORDER, "contentSid": TEMPLATE}, "contentSid"),
+    # A lone surrogate (half of an emoji's \ud83d\ude00) is valid JSON but no text: it cannot be sent as UTF-8.
+    ({"to": f"whatsapp:{CUSTOMER}", "body": "hola \ud83d"}, "body"),
+    ({**TEMPLATE_ORDER, "variables": {"1": "\udc00"}}, "variables"),
+    ({**TEMPLATE_ORDER, "variables": {"\ud800": "1234"}}, "variables"),
+    ({**TEMPLATE_ORDER, "context": {"n": "\ud800"}}, "context"),
+    ({**TEMPLATE_ORDER, "context": {"a": [{"\ud800": 1}]}}, "context"),
+    ({**TEMPLATE_ORDER, "\ud800": 1}, "request"),
 ]
 BAD_CALLS: list[tuple[Any, str]] = [
     ({}, "to"),
@@ -70,6 +77,7 @@ BAD_CALLS: list[tuple[Any, str]] = [
     ({"to": CUSTOMER, "machine_detection": True}, "machine_detection"),
     ({"to": CUSTOMER, "machine_detection": "enable"}, "machine_detection"),
     ({"to": CUSTOMER, "url": "https://evil.example/twiml"}, "url"),
+    ({"to": CUSTOMER, "context": {"n": ["\ud800"]}}, "context"),
 ]
 
 
@@ -113,6 +121,15 @@ def test_a_repeated_message_request_answers_the_first_202_again_and_sends_once(
     # One lane per user, in order: had the repeat queued a second message, it would come before this one.
     sent = fake_api.wait_for(2, to=f"whatsapp:{CUSTOMER}")
     assert [(m["content_sid"], m["body"]) for m in sent] == [(TEMPLATE, ""), (None, "después")]
+
+
+@pytest.mark.parametrize("path, payload", [(MESSAGES, {**TEMPLATE_ORDER, "context": {"n": "\ud800"}}),
+                                           (CALLS, {"to": CUSTOMER, "context": {"n": "\ud800"}})])
+def test_a_lone_surrogate_with_an_idempotency_key_is_refused_and_the_key_stays_free(
+        outbound: Outbound, fake_api: FakeTwilioAPI, path: str, payload: dict[str, Any]) -> None:
+    refused = outbound.post(path, payload, key="alert-9")
+    assert refused.status_code == 400 and refused.json()["error"].startswith("context: ")
+    assert outbound.post(path, {**payload, "context": {"n": "\ud83d\ude00"}}, key="alert-9").status_code == 202
 
 
 def test_a_key_reused_for_another_request_is_refused(outbound: Outbound, fake_api: FakeTwilioAPI) -> None:

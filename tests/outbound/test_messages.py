@@ -35,6 +35,14 @@ def test_an_sms_comes_from_the_sms_number(outbound: Outbound, fake_api: FakeTwil
     assert (sent["from"], sent["body"], sent["content_sid"]) == (SMS_FROM, "Su cita es mañana a las 10.", None)
 
 
+def test_text_outside_the_basic_plane_goes_out_whole(outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
+    """JSON escapes 😀 as the surrogate pair \\ud83d\\ude00: a pair is text, only a lone half is refused."""
+    queued = outbound.message({"to": TO, "body": "Su tarjeta 💳 está bloqueada 😀", "context": {"nota": "𝄞"}})
+    [sent] = fake_api.wait_for(1, to=TO)
+    assert sent["body"] == "Su tarjeta 💳 está bloqueada 😀"
+    assert outbound.get(queued["status_url"]).json()["context"] == {"nota": "𝄞"}
+
+
 def test_a_template_is_retried_through_429_and_500_and_sent_once(outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
     fake_api.fail("429")
     fake_api.fail("500")

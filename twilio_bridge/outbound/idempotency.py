@@ -38,7 +38,10 @@ class Key:
 
 
 def fingerprint(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    """The same for the same JSON; "surrogatepass" so that any string the parser returns has one, even a lone
+    surrogate (every other string encodes as it did before, so keys claimed before keep matching)."""
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def once(store: StateStore, key: Key | None, payload: Any, act: Callable[[], Answer]) -> tuple[Answer, bool]:

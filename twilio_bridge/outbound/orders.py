@@ -18,6 +18,7 @@ CONTEXT_BYTES = 4096  # what the assistant gets as metadata on every reply: an i
 MAX_VARIABLES = 50
 VARIABLE_CHARACTERS = 1024
 MACHINE_DETECTION = ("Enable", "DetectMessageEnd")  # Twilio's MachineDetection values
+NOT_TEXT = "holds a lone surrogate (such as \\ud800) that is not text: it cannot be sent as UTF-8"
 
 
 class BadField(ValueError):
@@ -94,10 +95,37 @@ def read_call_order(payload: Any, settings: Settings) -> CallOrder:
 def _fields(payload: Any, known: set[str]) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise BadField("request", "the body must be a JSON object, sent with Content-Type: application/json")
+    if not all(_is_text(name) for name in payload):
+        raise BadField("request", f"a field's name {NOT_TEXT}")
     unknown = sorted(set(payload) - known)
     if unknown:
         raise BadField(unknown[0], f"unknown field (known: {', '.join(sorted(known))})")
+    for name, value in payload.items():
+        _check_value(name, value)
     return payload
+
+
+def _check_value(name: str, value: Any) -> None:
+    """Refuse what JSON lets in but nothing here can let out: a lone surrogate (\\ud800, half of an emoji)
+    cannot be encoded as UTF-8, so it could be neither stored as sent nor sent to Twilio. Every string
+    is looked at, keys too, without recursion."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and not _is_text(item):
+            raise BadField(name, NOT_TEXT)
+        if isinstance(item, dict):
+            pending.extend(part for pair in item.items() for part in pair)
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _string(fields: dict[str, Any], name: str) -> str:
