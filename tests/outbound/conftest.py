@@ -36,6 +36,11 @@ class Outbound:
             headers["Idempotency-Key"] = key
         return requests.post(self.url + path, json=payload, headers=headers, timeout=10)
 
+    def post_text(self, path: str, text: str) -> requests.Response:
+        """JSON as written: what `json=` refuses to send (NaN, Infinity) or cannot write (nesting past the stack)."""
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        return requests.post(self.url + path, data=text.encode(), headers=headers, timeout=10)
+
     def get(self, path: str) -> requests.Response:
         return requests.get(self.url + path, headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
 

@@ -96,6 +96,21 @@ def test_bad_input_gets_400_with_one_line_naming_the_field(
     assert fake_api.attempts == []
 
 
+@pytest.mark.parametrize("path, text, field", [
+    (MESSAGES, f'{{"to": "whatsapp:{CUSTOMER}", "content_sid": "{TEMPLATE}", "variables": {{"1": NaN}}}}', "variables"),
+    (MESSAGES, f'{{"to": "whatsapp:{CUSTOMER}", "content_sid": "{TEMPLATE}", "variables": {{"1": -1e999}}}}',
+     "variables"),
+    (MESSAGES, f'{{"to": "{CUSTOMER}", "body": "hola", "context": {{"amount": Infinity}}}}', "context"),
+    (CALLS, f'{{"to": "{CUSTOMER}", "context": {{"amounts": [250, 1e999]}}}}', "context"),
+])
+def test_a_number_that_is_not_finite_gets_400_naming_the_field(
+        outbound: Outbound, fake_api: FakeTwilioAPI, path: str, text: str, field: str) -> None:
+    """Python's parser reads NaN, Infinity and 1e999; sent on, they would be "nan" to Twilio and invalid JSON to GET."""
+    answer = outbound.post_text(path, text)
+    assert answer.status_code == 400 and answer.json()["error"].startswith(f"{field}: numbers must be finite")
+    assert fake_api.attempts == [] and fake_api.calls == []
+
+
 def test_an_idempotency_key_too_long_is_named(outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
     answer = outbound.post(MESSAGES, TEMPLATE_ORDER, key="k" * 256)
     assert answer.status_code == 400 and answer.json()["error"].startswith("Idempotency-Key: ")

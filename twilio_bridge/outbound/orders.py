@@ -6,6 +6,7 @@ The reader takes the settings too, because a request may be well formed and stil
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ CONTEXT_BYTES = 4096  # what the assistant gets as metadata on every reply: an i
 MAX_VARIABLES = 50
 VARIABLE_CHARACTERS = 1024
 MACHINE_DETECTION = ("Enable", "DetectMessageEnd")  # Twilio's MachineDetection values
+NOT_FINITE = "numbers must be finite: NaN, Infinity and 1e999 are not JSON numbers"
 NOT_TEXT = "holds a lone surrogate (such as \\ud800) that is not text: it cannot be sent as UTF-8"
 
 
@@ -107,13 +109,16 @@ def _fields(payload: Any, known: set[str]) -> dict[str, Any]:
 
 def _check_value(name: str, value: Any) -> None:
     """Refuse what JSON lets in but nothing here can let out: a lone surrogate (\\ud800, half of an emoji)
-    cannot be encoded as UTF-8, so it could be neither stored as sent nor sent to Twilio. Every string
-    is looked at, keys too, without recursion."""
+    cannot be encoded as UTF-8, so it could be neither stored as sent nor sent to Twilio; NaN and Infinity
+    (1e999 is read as Infinity) would go to Twilio as "nan" and back to GET as JSON no client reads.
+    Every string and number is looked at, keys too, without recursion."""
     pending = [value]
     while pending:
         item = pending.pop()
         if isinstance(item, str) and not _is_text(item):
             raise BadField(name, NOT_TEXT)
+        if isinstance(item, float) and not math.isfinite(item):
+            raise BadField(name, NOT_FINITE)
         if isinstance(item, dict):
             pending.extend(part for pair in item.items() for part in pair)
         elif isinstance(item, list):
