@@ -111,6 +111,38 @@ def test_a_number_that_is_not_finite_gets_400_naming_the_field(
     assert fake_api.attempts == [] and fake_api.calls == []
 
 
+@pytest.mark.parametrize("path, to, levels, field", [
+    (MESSAGES, f"whatsapp:{CUSTOMER}", 100_000, "request"),  # past the parser's recursion limit
+    (CALLS, CUSTOMER, 100, "context"),  # read; near the parser's limit, too deep for json.dumps to write again
+    (MESSAGES, f"whatsapp:{CUSTOMER}", 32, "context"),  # 33 levels: the context's object is the first
+])
+def test_json_nested_too_deeply_gets_400_naming_where(
+        outbound: Outbound, fake_api: FakeTwilioAPI, path: str, to: str, levels: int, field: str) -> None:
+    content = f', "content_sid": "{TEMPLATE}"' if path == MESSAGES else ""
+    answer = outbound.post_text(path, f'{{"to": "{to}"{content}, "context": {{"a": {"[" * levels}{"]" * levels}}}}}')
+    assert answer.status_code == 400 and answer.json()["error"].startswith(f"{field}: ")
+    assert fake_api.attempts == [] and fake_api.calls == []
+
+
+def test_a_context_32_levels_deep_is_taken(outbound: Outbound) -> None:
+    nested: Any = "fondo"
+    for _ in range(31):  # the context's own object is the first level
+        nested = [nested]
+    assert outbound.post(CALLS, {"to": CUSTOMER, "context": {"a": nested}}).status_code == 202
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_of_1_mib_or_more_gets_413_and_is_read_no_further(outbound: Outbound, fake_api: FakeTwilioAPI,
+                                                   chunked: bool) -> None:
+    body = b'{"to": "' + CUSTOMER.encode() + b'", "body": "' + b"a" * (1024 * 1024) + b'"}'
+    data = iter([body[i:i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
+    answer = requests.post(outbound.url + MESSAGES, data=data, timeout=10,
+                           headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    assert answer.status_code == 413
+    assert answer.json()["error"] == f"POST {MESSAGES}: the body must be under 1024 KiB"
+    assert fake_api.attempts == []
+
+
 def test_an_idempotency_key_too_long_is_named(outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
     answer = outbound.post(MESSAGES, TEMPLATE_ORDER, key="k" * 256)
     assert answer.status_code == 400 and answer.json()["error"].startswith("Idempotency-Key: ")

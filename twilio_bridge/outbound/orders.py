@@ -17,6 +17,7 @@ from ..limits import MESSAGE_CHARACTERS
 CONTENT_SID = re.compile(r"^HX[0-9a-fA-F]{32}$")
 CONTEXT_BYTES = 4096  # what the assistant gets as metadata on every reply: an id and a few facts, not a document
 MAX_VARIABLES = 50
+MAX_NESTING = 32  # levels of objects and arrays in a field: a few facts need two or three
 VARIABLE_CHARACTERS = 1024
 MACHINE_DETECTION = ("Enable", "DetectMessageEnd")  # Twilio's MachineDetection values
 NOT_FINITE = "numbers must be finite: NaN, Infinity and 1e999 are not JSON numbers"
@@ -110,19 +111,22 @@ def _fields(payload: Any, known: set[str]) -> dict[str, Any]:
 def _check_value(name: str, value: Any) -> None:
     """Refuse what JSON lets in but nothing here can let out: a lone surrogate (\\ud800, half of an emoji)
     cannot be encoded as UTF-8, so it could be neither stored as sent nor sent to Twilio; NaN and Infinity
-    (1e999 is read as Infinity) would go to Twilio as "nan" and back to GET as JSON no client reads.
-    Every string and number is looked at, keys too, without recursion."""
-    pending = [value]
+    (1e999 is read as Infinity) would go to Twilio as "nan" and back to GET as JSON no client reads;
+    a value nested deeper than MAX_NESTING, which the parser took, may still be too deep to be written
+    back out (json.dumps recurses too). Every string and number is looked at, keys too, without recursion."""
+    pending = [(value, 1)]
     while pending:
-        item = pending.pop()
+        item, level = pending.pop()
         if isinstance(item, str) and not _is_text(item):
             raise BadField(name, NOT_TEXT)
         if isinstance(item, float) and not math.isfinite(item):
             raise BadField(name, NOT_FINITE)
+        if isinstance(item, (dict, list)) and level > MAX_NESTING:
+            raise BadField(name, f"at most {MAX_NESTING} levels of objects and arrays")
         if isinstance(item, dict):
-            pending.extend(part for pair in item.items() for part in pair)
+            pending.extend((part, level + 1) for pair in item.items() for part in pair)
         elif isinstance(item, list):
-            pending.extend(item)
+            pending.extend((part, level + 1) for part in item)
 
 
 def _is_text(value: str) -> bool:

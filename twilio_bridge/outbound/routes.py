@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import metrics, routes
 from ..bridge import Bridge, bridge
@@ -22,6 +22,9 @@ from .orders import BadField, read_call_order, read_message_order
 
 bp = Blueprint("outbound", __name__)
 PLACER = "twilio_bridge.outbound.placer"
+# Above any order worth sending (50 variables of 1024 characters, all escaped as \uXXXX pairs, are 600 KiB) and
+# far under a worker's memory: without it a body was read whole however large (gunicorn passes chunked ones on).
+MAX_REQUEST_BYTES = 1024 * 1024
 
 
 def register(app: Flask, settings: Settings) -> None:
@@ -51,7 +54,7 @@ def require_bearer_token() -> Response | None:
 @bp.post(routes.OUTBOUND_MESSAGES)
 def send_message() -> Response:
     current = bridge()
-    payload = request.get_json(silent=True)
+    payload = read_payload()
     key = idempotency_key("messages")
     order = read_message_order(payload, current.settings)
     message_id = key.derived_id("OM") if key else "OM" + secrets.token_hex(16)
@@ -70,7 +73,7 @@ def send_message() -> Response:
 @bp.post(routes.OUTBOUND_CALLS)
 def start_call() -> Response:
     current = bridge()
-    payload = request.get_json(silent=True)
+    payload = read_payload()
     key = idempotency_key("calls")
     order = read_call_order(payload, current.settings)
     call_id = key.derived_id("OC") if key else "OC" + secrets.token_hex(16)
@@ -106,6 +109,19 @@ def message_status(message_id: str) -> Response:
 def call_status(call_id: str) -> Response:
     found = calls.report(bridge().store, call_id)
     return _json(found, 200) if found else _json({"error": "call_id: no outbound call has this id"}, 404)
+
+
+def read_payload() -> Any:
+    """The request's JSON, None when it is not JSON (the order reader names `request` then)."""
+    request.max_content_length = MAX_REQUEST_BYTES  # a Content-Length over it is refused before reading
+    try:
+        if len(request.get_data()) >= MAX_REQUEST_BYTES:  # a chunked body is only cut there
+            raise RequestEntityTooLarge()
+        return request.get_json(silent=True)
+    except RecursionError:  # the parser recurses once per [ or {, and silent=True only swallows ValueError
+        raise BadField("request", "the JSON is nested too deeply to be read") from None
+    except RequestEntityTooLarge:
+        raise RequestEntityTooLarge(f"the body must be under {MAX_REQUEST_BYTES // 1024} KiB") from None
 
 
 def idempotency_key(scope: str) -> Key | None:
