@@ -13,6 +13,8 @@ import requests
 from tests.outbound.conftest import CUSTOMER, TEMPLATE, TOKEN, Outbound
 from twilio_bridge.config import Settings
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
+from twilio_bridge.testing.phone import TwilioPhone
+from twilio_bridge.testing.standin import RasaStandIn
 
 MESSAGES, CALLS = "/api/outbound/messages", "/api/outbound/calls"
 TEMPLATE_ORDER = {"to": f"whatsapp:{CUSTOMER}", "content_sid": TEMPLATE, "variables": {"1": "1234"}}
@@ -207,6 +209,35 @@ def test_a_failed_call_request_is_not_remembered_and_the_same_key_may_try_again(
 def test_an_unknown_id_is_404(outbound: Outbound) -> None:
     assert outbound.get(f"{MESSAGES}/OM0").status_code == 404
     assert outbound.get(f"{CALLS}/OC0").json()["error"].startswith("call_id: ")
+
+
+def test_only_an_id_the_api_minted_is_looked_up(outbound: Outbound, fake_api: FakeTwilioAPI) -> None:
+    """An id is part of state store keys: `<id>:twilio:sent` named a status's key, and GET answered 500 (a message)
+    or made a call's record up from it (200)."""
+    message = outbound.message(TEMPLATE_ORDER)
+    outbound.status_becomes(message["status_url"], "delivered")
+    call = outbound.call({"to": CUSTOMER})
+    fake_api.end_call(call["call_sid"], "no-answer")
+    for crafted in (f"{MESSAGES}/{message['id']}:twilio:sent", f"{MESSAGES}/{message['id']}:twilio:delivered",
+                    f"{CALLS}/{call['id']}:status:no-answer", f"{CALLS}/{call['id'].upper()}"):
+        answer = outbound.get(crafted)
+        assert answer.status_code == 404, crafted
+        assert answer.json()["error"].endswith("no outbound message has this id" if MESSAGES in crafted
+                                               else "no outbound call has this id")
+    assert outbound.get(message["status_url"]).json()["status"] == "delivered"
+
+
+def test_a_status_callback_naming_a_status_key_is_taken_as_any_calls(
+        outbound: Outbound, fake_api: FakeTwilioAPI, customer_phone: TwilioPhone, standin: RasaStandIn) -> None:
+    """The callback's `outbound` id is part of a key too: that status was read as the call's record, which failed
+    (KeyError), and the call's Rasa session was never ended."""
+    call = outbound.call({"to": CUSTOMER})
+    fake_api.end_call(call["call_sid"], "no-answer")
+    params = {"CallSid": call["call_sid"], "AccountSid": customer_phone.account_sid, "CallStatus": "completed"}
+    crafted = customer_phone.post(f"{outbound.url}/webhook/twilio/status?outbound={call['id']}:status:no-answer",
+                                  params)
+    assert crafted.status_code == 204 and [turn["message"] for turn in standin.received] == ["/session_end"]
+    assert outbound.get(call["status_url"]).json()["status"] == "no-answer"
 
 
 @pytest.mark.parametrize("method, path, status, allowed", [

@@ -16,8 +16,10 @@ from werkzeug.datastructures import MultiDict
 from ..delivery.queue import JobQueue
 from ..state import StateStore
 from ..whatsapp.replies import Outgoing
+from . import ids
 from .orders import MessageOrder
 
+ID_PREFIX = "OM"
 RECORD_TTL = 7 * 24 * 3600
 NOTIFICATION_TTL = 7 * 24 * 3600  # a reply days later still answers the last notification
 # Twilio's statuses after it took the message, in the order they happen; failures end it.
@@ -76,7 +78,7 @@ def mark_failed(store: StateStore, record: dict[str, Any], error_code: int | Non
 def record_status(store: StateStore, message_id: str | None, form: MultiDict[str, str]) -> None:
     """A status callback for a message the outbound API sent (its id rides in the callback's URL)."""
     status = form.get("MessageStatus") or form.get("SmsStatus") or ""
-    if not message_id or status not in REPORTED or store.get(record_key(message_id)) is None:
+    if not ids.minted(ID_PREFIX, message_id) or status not in REPORTED or store.get(record_key(message_id)) is None:
         return
     reported = {"at": now_iso(), "error_code": _int(form.get("ErrorCode"))}
     store.put(_reported_key(message_id, status), reported, RECORD_TTL)
@@ -84,7 +86,7 @@ def record_status(store: StateStore, message_id: str | None, form: MultiDict[str
 
 def report(store: StateStore, message_id: str) -> dict[str, Any] | None:
     """What GET answers: queued, sent, delivered, read or failed (with Twilio's error code), and the request."""
-    record = store.get(record_key(message_id))
+    record = store.get(record_key(message_id)) if ids.minted(ID_PREFIX, message_id) else None
     if record is None:
         return None
     status, error_code = record["status"], record.get("error_code")

@@ -4,7 +4,6 @@ Without OUTBOUND_API_TOKEN the blueprint is not registered at all: every path an
 """
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import structlog
@@ -16,7 +15,7 @@ from ..bridge import Bridge, bridge
 from ..config import Settings
 from ..logs import log
 from ..web.operators import bearer_matches
-from . import calls, messages
+from . import calls, ids, messages
 from .idempotency import HEADER, MAX_KEY_CHARACTERS, Answer, Key, once
 from .orders import BadField, read_call_order, read_message_order
 
@@ -57,7 +56,7 @@ def send_message() -> Response:
     payload = read_payload()
     key = idempotency_key("messages")
     order = read_message_order(payload, current.settings)
-    message_id = key.derived_id("OM") if key else "OM" + secrets.token_hex(16)
+    message_id = key.derived_id(messages.ID_PREFIX) if key else ids.mint(messages.ID_PREFIX)
 
     def queue_it() -> Answer:
         assert current.queue is not None  # delivers_through_rest: the account is configured with the token
@@ -76,7 +75,7 @@ def start_call() -> Response:
     payload = read_payload()
     key = idempotency_key("calls")
     order = read_call_order(payload, current.settings)
-    call_id = key.derived_id("OC") if key else "OC" + secrets.token_hex(16)
+    call_id = key.derived_id(calls.ID_PREFIX) if key else ids.mint(calls.ID_PREFIX)
     return _answer(*once(current.store, key, payload, lambda: place_call(current, call_id, order)))
 
 
