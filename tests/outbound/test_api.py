@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -12,6 +13,7 @@ import requests
 
 from tests.outbound.conftest import CUSTOMER, TEMPLATE, TOKEN, Outbound
 from twilio_bridge.config import Settings
+from twilio_bridge.outbound import idempotency, messages
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.phone import TwilioPhone
 from twilio_bridge.testing.standin import RasaStandIn
@@ -179,6 +181,50 @@ def test_a_lone_surrogate_with_an_idempotency_key_is_refused_and_the_key_stays_f
     refused = outbound.post(path, payload, key="alert-9")
     assert refused.status_code == 400 and refused.json()["error"].startswith("context: ")
     assert outbound.post(path, {**payload, "context": {"n": "\ud83d\ude00"}}, key="alert-9").status_code == 202
+
+
+def test_a_key_used_again_once_its_memory_lapsed_sends_a_new_message(
+        outbound: Outbound, fake_api: FakeTwilioAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key is remembered for a day, the message's record for a week: the new message is not the old one."""
+    monkeypatch.setattr(idempotency, "KEEP_SECONDS", 1.0)
+    first = outbound.message(TEMPLATE_ORDER, key="reminder-43")
+    outbound.status_becomes(first["status_url"], "delivered")
+    time.sleep(1.5)
+    again = outbound.post(MESSAGES, TEMPLATE_ORDER, key="reminder-43")
+    assert again.status_code == 202 and "Idempotent-Replayed" not in again.headers
+    assert again.json()["id"] != first["id"]
+    second = fake_api.wait_for(2, to=TEMPLATE_ORDER["to"])[-1]
+    assert outbound.status_becomes(again.json()["status_url"], "delivered")["twilio_sid"] == second["sid"]
+
+
+def test_a_key_used_again_once_its_memory_lapsed_places_a_call_reported_on_its_own(
+        outbound: Outbound, fake_api: FakeTwilioAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(idempotency, "KEEP_SECONDS", 1.0)
+    first = outbound.call({"to": CUSTOMER}, key="alert-10")
+    fake_api.end_call(first["call_sid"], "no-answer")
+    time.sleep(1.5)
+    again = outbound.call({"to": CUSTOMER}, key="alert-10")
+    assert again["id"] != first["id"] and again["call_sid"] != first["call_sid"]
+    report = outbound.get(again["status_url"]).json()
+    assert (report["status"], report["answered"], report["call_sid"]) == ("queued", False, again["call_sid"])
+    assert outbound.get(first["status_url"]).json()["status"] == "no-answer"
+
+
+def test_a_retry_after_a_crash_queues_nothing_twice(
+        outbound: Outbound, fake_api: FakeTwilioAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The message was queued, then the process failed before the 202 was kept: the retry acts under the same id."""
+    queue_message = messages.queue_message
+
+    def queue_then_crash(*args: Any) -> bool:
+        queue_message(*args)
+        raise RuntimeError("the worker died here")
+
+    monkeypatch.setattr(messages, "queue_message", queue_then_crash)
+    assert outbound.post(MESSAGES, TEMPLATE_ORDER, key="reminder-44").status_code == 500
+    monkeypatch.setattr(messages, "queue_message", queue_message)
+    retried = outbound.message(TEMPLATE_ORDER, key="reminder-44")
+    outbound.status_becomes(retried["status_url"], "delivered")
+    assert len(fake_api.sent_to(TEMPLATE_ORDER["to"])) == 1
 
 
 def test_a_key_reused_for_another_request_is_refused(outbound: Outbound, fake_api: FakeTwilioAPI) -> None:

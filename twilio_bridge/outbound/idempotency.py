@@ -2,8 +2,10 @@
 
 The first request claims the key atomically in the state store (`add`: only one caller, worker or host
 wins), for CLAIM_SECONDS; its 202 is then kept for KEEP_SECONDS. A failure is not kept, so the client
-can try again with the same key; a claim whose process died lapses. The key also names the resource
-(`derived_id`), so a message queued just before a crash is not queued a second time.
+can try again with the same key; a claim whose process died lapses. The resource's id is minted when
+the key is claimed and kept beside it, so a retry of the same request acts under the same id (a message
+queued just before a crash is not queued a second time); once the key's memory lapses, the key is new
+again, and so is the id: a record outlives the key's memory, and must not be taken for the new one's.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..state import StateStore
+from . import ids
 
 HEADER = "Idempotency-Key"
 MAX_KEY_CHARACTERS = 255
@@ -32,10 +35,6 @@ class Key:
     def digest(self) -> str:
         return hashlib.sha256(f"{self.scope}\n{self.value}".encode()).hexdigest()
 
-    def derived_id(self, prefix: str) -> str:
-        """The resource's id, the same for every repeat of the request."""
-        return prefix + self.digest[:32]
-
 
 def fingerprint(payload: Any) -> str:
     """The same for the same JSON; "surrogatepass" so that any string the parser returns has one, even a lone
@@ -44,10 +43,12 @@ def fingerprint(payload: Any) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def once(store: StateStore, key: Key | None, payload: Any, act: Callable[[], Answer]) -> tuple[Answer, bool]:
-    """`act()`'s answer, or the first request's when this one repeats it; True when replayed."""
+def once(store: StateStore, key: Key | None, payload: Any, prefix: str,
+         act: Callable[[str], Answer]) -> tuple[Answer, bool]:
+    """`act(id)`'s answer, with an id starting with `prefix`; or the first request's answer when this one
+    repeats it: True when replayed."""
     if key is None:
-        return act(), False
+        return act(ids.mint(prefix)), False
     name = f"outbound:idempotency:{key.digest}"
     request = fingerprint(payload)
     if not store.add(name, {"request": request}, CLAIM_SECONDS):
@@ -58,7 +59,7 @@ def once(store: StateStore, key: Key | None, payload: Any, act: Callable[[], Ans
             return ({"error": f"{HEADER}: the first request with this key is still being processed"}, 409), False
         return (first["answer"], first["status"]), True
     try:
-        body, status = act()
+        body, status = act(_claimed_id(store, key, request, prefix))
     except BaseException:
         store.delete(name)
         raise
@@ -67,3 +68,15 @@ def once(store: StateStore, key: Key | None, payload: Any, act: Callable[[], Ans
     else:
         store.delete(name)
     return (body, status), False
+
+
+def _claimed_id(store: StateStore, key: Key, request: str, prefix: str) -> str:
+    """The id the request that holds the claim acts under: the one a failed or crashed try of the same request
+    had, else a new one. Kept as long as the answer, and written before it, so it lapses first."""
+    name = f"outbound:idempotency:{key.digest}:id"
+    kept = store.get(name)
+    if kept is not None and kept["request"] == request:
+        return str(kept["id"])
+    minted = ids.mint(prefix)
+    store.put(name, {"request": request, "id": minted}, KEEP_SECONDS)
+    return minted

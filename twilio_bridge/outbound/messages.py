@@ -47,6 +47,7 @@ def queue_message(store: StateStore, queue: JobQueue, message_id: str, order: Me
     record = {"id": message_id, "to": order.to, "from": order.from_, "channel": order.channel,
               "content_sid": order.content_sid, "variables": order.variables, "body": order.body,
               "context": order.context, "status": "queued", "created_at": now_iso()}
+    # Only a retry after a crash finds the record there (an id is this request's alone), maybe without its job.
     store.add(record_key(message_id), record, RECORD_TTL)
     return queue.enqueue(message_id, order.to, {"outbound": message_id})
 

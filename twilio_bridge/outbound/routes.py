@@ -15,7 +15,7 @@ from ..bridge import Bridge, bridge
 from ..config import Settings
 from ..logs import log
 from ..web.operators import bearer_matches
-from . import calls, ids, messages
+from . import calls, messages
 from .idempotency import HEADER, MAX_KEY_CHARACTERS, Answer, Key, once
 from .orders import BadField, read_call_order, read_message_order
 
@@ -56,9 +56,8 @@ def send_message() -> Response:
     payload = read_payload()
     key = idempotency_key("messages")
     order = read_message_order(payload, current.settings)
-    message_id = key.derived_id(messages.ID_PREFIX) if key else ids.mint(messages.ID_PREFIX)
 
-    def queue_it() -> Answer:
+    def queue_it(message_id: str) -> Answer:
         assert current.queue is not None  # delivers_through_rest: the account is configured with the token
         if messages.queue_message(current.store, current.queue, message_id, order) and current.workers is not None:
             current.workers.wake()
@@ -66,7 +65,7 @@ def send_message() -> Response:
         return {"id": message_id, "status": "queued", "to": order.to,
                 "status_url": f"{routes.OUTBOUND_MESSAGES}/{message_id}"}, 202
 
-    return _answer(*once(current.store, key, payload, queue_it))
+    return _answer(*once(current.store, key, payload, messages.ID_PREFIX, queue_it))
 
 
 @bp.post(routes.OUTBOUND_CALLS)
@@ -75,8 +74,8 @@ def start_call() -> Response:
     payload = read_payload()
     key = idempotency_key("calls")
     order = read_call_order(payload, current.settings)
-    call_id = key.derived_id(calls.ID_PREFIX) if key else ids.mint(calls.ID_PREFIX)
-    return _answer(*once(current.store, key, payload, lambda: place_call(current, call_id, order)))
+    return _answer(*once(current.store, key, payload, calls.ID_PREFIX,
+                         lambda call_id: place_call(current, call_id, order)))
 
 
 def place_call(current: Bridge, call_id: str, order: calls.CallOrder) -> Answer:
