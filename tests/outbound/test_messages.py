@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
+
+import pytest
+from werkzeug.datastructures import MultiDict
 
 from tests.conftest import AUTH_TOKEN, WHATSAPP_FROM
 from tests.outbound.conftest import CARD_ALERT, CUSTOMER, SMS_FROM, TEMPLATE, Outbound
+from tests.servers import wait_for
 from twilio_bridge.config import Settings
+from twilio_bridge.outbound import messages
+from twilio_bridge.state import StateStore
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.standin import FALLBACK, UNBLOCKED, RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
@@ -84,6 +91,38 @@ def test_the_users_next_message_carries_the_notification_and_only_that_one(
                             "context": CARD_ALERT, "sent_at": sent_at}
     user.send("gracias")
     assert fake_api.wait_for(3, to=TO)[-1]["body"] == FALLBACK
+    assert "last_notification" not in standin.received[-1]["metadata"]
+
+
+@pytest.mark.parametrize("callbacks_first", [False, True])
+def test_a_notification_twilio_could_not_deliver_rides_on_no_message(
+        outbound: Outbound, fake_api: FakeTwilioAPI, standin: RasaStandIn, monkeypatch: pytest.MonkeyPatch,
+        callbacks_first: bool) -> None:
+    """The customer never saw it, so their next message does not answer it: whether Twilio's `undelivered`
+    comes after the worker remembered the notification, or (its callbacks are on their own thread) before."""
+    if callbacks_first:
+        mark_sent = messages.mark_sent
+
+        def after_twilios_callbacks(store: StateStore, record: dict[str, Any], twilio_sid: str) -> None:
+            wait_for(lambda: any(c["sid"] == twilio_sid and c["status"] == "undelivered" for c in fake_api.callbacks))
+            mark_sent(store, record, twilio_sid)
+
+        monkeypatch.setattr(messages, "mark_sent", after_twilios_callbacks)
+    else:
+        record_status = messages.record_status
+
+        def after_the_notification(store: StateStore, message_id: str | None, form: MultiDict[str, str]) -> None:
+            if form.get("MessageStatus") == "undelivered":
+                wait_for(lambda: "last_notification" in messages.with_last_notification(store, TO, {}))
+            record_status(store, message_id, form)
+
+        monkeypatch.setattr(messages, "record_status", after_the_notification)
+    fake_api.final_status, fake_api.final_error_code = "undelivered", "63024"
+    queued = outbound.message(ALERT_TEMPLATE)
+    assert outbound.status_becomes(queued["status_url"], "failed")["error_code"] == 63024
+    wait_for(lambda: len(fake_api.callbacks) == 2)
+    WhatsAppUser(outbound.url, AUTH_TOKEN, number=CUSTOMER).send("hola")
+    assert fake_api.wait_for(2, to=TO)[-1]["body"] == FALLBACK
     assert "last_notification" not in standin.received[-1]["metadata"]
 
 

@@ -24,6 +24,7 @@ RECORD_TTL = 7 * 24 * 3600
 NOTIFICATION_TTL = 7 * 24 * 3600  # a reply days later still answers the last notification
 # Twilio's statuses after it took the message, in the order they happen; failures end it.
 REPORTED = {"sent": 1, "delivered": 2, "read": 3, "undelivered": 4, "failed": 4}
+FAILURES = ("undelivered", "failed")
 
 
 def record_key(message_id: str) -> str:
@@ -59,7 +60,7 @@ def outgoing_of(record: dict[str, Any]) -> Outgoing:
 
 
 def mark_sent(store: StateStore, record: dict[str, Any], twilio_sid: str) -> None:
-    """Twilio took it: kept for GET, and remembered as the user's last notification."""
+    """Twilio took it: kept for GET, and remembered as the user's last notification unless it already failed."""
     sent_at = now_iso()
     store.put(record_key(record["id"]), {**record, "status": "sent", "twilio_sid": twilio_sid, "sent_at": sent_at},
               RECORD_TTL)
@@ -69,6 +70,9 @@ def mark_sent(store: StateStore, record: dict[str, Any], twilio_sid: str) -> Non
     if record.get("body"):
         notification["body"] = record["body"]
     store.put(_notification_key(record["to"]), notification, NOTIFICATION_TTL)
+    # Twilio's callbacks may come before this write: each side writes, then looks for the other's write.
+    if any(store.get(_reported_key(record["id"], failure)) for failure in FAILURES):
+        _forget_notification(store, record["to"], record["id"])
 
 
 def mark_failed(store: StateStore, record: dict[str, Any], error_code: int | None, error: str) -> None:
@@ -77,12 +81,16 @@ def mark_failed(store: StateStore, record: dict[str, Any], error_code: int | Non
 
 
 def record_status(store: StateStore, message_id: str | None, form: MultiDict[str, str]) -> None:
-    """A status callback for a message the outbound API sent (its id rides in the callback's URL)."""
+    """A status callback for a message the outbound API sent (its id rides in the callback's URL). A message
+    that never reached the user is not what their next message answers."""
     status = form.get("MessageStatus") or form.get("SmsStatus") or ""
-    if not ids.minted(ID_PREFIX, message_id) or status not in REPORTED or store.get(record_key(message_id)) is None:
+    record = store.get(record_key(message_id)) if ids.minted(ID_PREFIX, message_id) else None
+    if record is None or status not in REPORTED:
         return
     reported = {"at": now_iso(), "error_code": _int(form.get("ErrorCode"))}
-    store.put(_reported_key(message_id, status), reported, RECORD_TTL)
+    store.put(_reported_key(record["id"], status), reported, RECORD_TTL)
+    if status in FAILURES:
+        _forget_notification(store, record["to"], record["id"])
 
 
 def report(store: StateStore, message_id: str) -> dict[str, Any] | None:
@@ -111,7 +119,13 @@ def with_last_notification(store: StateStore, user: str, metadata: dict[str, Any
 def forget_last_notification(store: StateStore, user: str, metadata: dict[str, Any]) -> None:
     """Rasa has had the user's answer to it: the next message goes without it (unless a newer one was sent)."""
     answered = metadata.get("last_notification")
-    if answered and (store.get(_notification_key(user)) or {}).get("message_id") == answered["message_id"]:
+    if answered:
+        _forget_notification(store, user, answered["message_id"])
+
+
+def _forget_notification(store: StateStore, user: str, message_id: str) -> None:
+    """The user's last notification is forgotten if it is still this message (a newer one stays)."""
+    if (store.get(_notification_key(user)) or {}).get("message_id") == message_id:
         store.delete(_notification_key(user))
 
 
