@@ -1,6 +1,7 @@
 """REST mode: what a background worker does with one queued message, each step saved before the next.
 
-A job first gets Rasa's answer (retried with backoff for WHATSAPP_RETRY_WINDOW, then an apology),
+A job first gets Rasa's answer, waited for up to WHATSAPP_RETRY_WINDOW (asked again with backoff within
+that window only when Rasa never had the message, else the dialogue would run twice; then an apology),
 which is stored with the job; then its messages go out one by one, each recorded as sent before the
 next. A worker killed at any point leaves the job in the queue, and whoever takes it over resumes
 at the step that was not recorded: Rasa is asked again only if its answer was never stored, and
@@ -8,6 +9,7 @@ a message is sent twice only if the process died between Twilio's "created" and 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -59,12 +61,13 @@ class Courier:
         inbound = Inbound.from_dict(data["inbound"])
         outcome = "delivered"
         if "outgoing" not in data:
-            conversation = Conversation(self.current, job.user, self.native)
+            conversation = Conversation(self._waiting_for_rasa(job), job.user, self.native)
             try:
                 outgoing = conversation.reply(inbound)  # its wait for Rasa leaves the working slot to another delivery
             except RasaError as exc:
-                log.warning("rasa.failed", kind=exc.kind, detail=exc.detail)
-                if self._retry_later(job, f"rasa_{exc.kind}", detail=exc.detail):
+                log.warning("rasa.failed", kind=exc.kind, detail=exc.detail, resendable=exc.resendable)
+                # a message Rasa may have acted on is never sent again: that would run the dialogue twice
+                if exc.resendable and self._retry_later(job, f"rasa_{exc.kind}", detail=exc.detail):
                     return "rasa_retry"
                 outgoing, outcome = conversation.apology(), "apology"
             data.update(outgoing=[message.as_dict() for message in outgoing], sent=0)
@@ -72,6 +75,14 @@ class Courier:
             if not self.queue.save(job):
                 return "lease_lost"
         return self._send_all(job, inbound) or outcome
+
+    def _waiting_for_rasa(self, job: Job) -> Bridge:
+        """The bridge as this job's conversation uses it: Rasa has what is left of the retry window to answer
+        (RASA_TIMEOUT at least), for a delivery answers no webhook and Rasa is not asked twice."""
+        settings, failing_since = self.current.settings, job.data.get("failing_since")
+        left = settings.whatsapp_retry_window - (time.time() - failing_since if failing_since else 0.0)
+        timeout = max(settings.rasa_timeout, left)
+        return dataclasses.replace(self.current, rasa=self.current.rasa.waiting_up_to(timeout))
 
     def _send_all(self, job: Job, inbound: Inbound) -> str | None:
         """Send what is left; None when all went out, else why it stopped."""

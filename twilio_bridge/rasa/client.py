@@ -1,6 +1,7 @@
 """The one way the bridge talks to Rasa's REST channel."""
 from __future__ import annotations
 
+import copy
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -21,13 +22,16 @@ JSON = {"Content-Type": "application/json"}
 
 
 class RasaError(Exception):
-    """Rasa gave no usable answer. `kind` says why: unreachable, timeout, status, invalid."""
+    """Rasa gave no usable answer. `kind` says why: unreachable, timeout, status, invalid. `resendable` when
+    sending the message again cannot run the dialogue twice: Rasa never had it (the connection never opened),
+    or answered that it did not run it (a status other than 504, below)."""
 
-    def __init__(self, kind: str, detail: str, status: int | None = None):
+    def __init__(self, kind: str, detail: str, status: int | None = None, *, resendable: bool = False):
         super().__init__(f"rasa {kind}: {detail}")
         self.kind = kind
         self.detail = detail
         self.status = status
+        self.resendable = resendable
 
 
 class Reply:
@@ -81,7 +85,10 @@ class Reply:
             raise
         self._pool._put_conn(self._conn)  # closed already if Rasa said it would close it
         if response.status != 200:
-            raise RasaError("status", f"HTTP {response.status}", status=response.status)
+            # Rasa's REST channel answers 200 even when its dialogue failed, so another status came before the
+            # dialogue ran; but a 504 is a proxy in front that stopped waiting while Rasa may still be at work
+            raise RasaError("status", f"HTTP {response.status}", status=response.status,
+                            resendable=response.status != 504)
         return response.data
 
     def abandon(self) -> None:
@@ -115,6 +122,13 @@ class RasaClient:
         url = urllib3.util.parse_url(webhook_url)  # once, not per message
         self._webhook_origin = (url.host or "", url.port, url.scheme or "http")
         self._webhook_path = url.request_uri
+
+    def waiting_up_to(self, timeout: float) -> RasaClient:
+        """This client, on the same connections and with the same time to connect, giving Rasa `timeout`
+        seconds to answer: for callers that answer no webhook, so are not bound by Twilio's 15 s."""
+        patient = copy.copy(self)
+        patient.timeout = timeout
+        return patient
 
     def send(self, sender: str, message: str, metadata: Metadata | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
         """Post one message; return Rasa's list of reply items (may be empty)."""
@@ -168,7 +182,7 @@ class RasaClient:
                         retries_left -= 1
                         continue
                     detail = _short(exc) if isinstance(exc, NewConnectionError) else f"no connection within {conn.timeout:g}s"
-                    raise RasaError("unreachable", detail) from exc
+                    raise RasaError("unreachable", detail, resendable=True) from exc
                 if isinstance(exc, (HTTPError, OSError)):  # it broke while the request went out: Rasa may have it
                     raise RasaError("unreachable", _short(exc)) from exc
                 raise
