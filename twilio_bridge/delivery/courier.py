@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -71,7 +72,7 @@ class Courier:
                     return "rasa_retry"
                 outgoing, outcome = conversation.apology(), "apology"
             data.update(outgoing=[message.as_dict() for message in outgoing], sent=0)
-            data.pop("failing_since", None)
+            _streak_over(data)
             if not self.queue.save(job):
                 return "lease_lost"
         return self._send_all(job, inbound) or outcome
@@ -113,7 +114,7 @@ class Courier:
                     self.queue.finish(job)
                     return "gave_up" if exc.retryable else "window_closed"
             data["sent"] += 1
-            data.pop("failing_since", None)
+            _streak_over(data)
             if data["sent"] < len(messages) and not self.queue.save(job):  # after the last one, finish says it
                 return "lease_lost"
         self.queue.finish(job)
@@ -193,6 +194,12 @@ class Courier:
             return "dropped"
         self.queue.postpone(job, BACKOFF_MAX)
         return "crashed"
+
+
+def _streak_over(data: dict[str, Any]) -> None:
+    """A step succeeded: the next failure starts a streak of its own, its backoff at the first step again."""
+    data.pop("failing_since", None)
+    data.pop("attempts", None)
 
 
 def _counted(metric: Callable[[str], None], result: str) -> None:
