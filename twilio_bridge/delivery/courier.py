@@ -186,14 +186,32 @@ class Courier:
         return True
 
     def _crashed(self, job: Job) -> str:
-        """A bug must not block the user's lane for ever: a few tries, then the job is dropped, loudly."""
+        """A bug must not block the user's lane for ever: a few tries, then the job is dropped, loudly (and an
+        outbound message reported failed)."""
         job.data["crashes"] = job.data.get("crashes", 0) + 1
         if job.data["crashes"] >= MAX_CRASHES:
             log.error("whatsapp.delivery.dropped", crashes=job.data["crashes"])
+            if "outbound" in job.data:
+                self._notification_dropped(job.data["outbound"])
             self.queue.finish(job)
             return "dropped"
         self.queue.postpone(job, BACKOFF_MAX)
         return "crashed"
+
+    def _notification_dropped(self, message_id: str) -> None:
+        """GET /api/outbound/messages/{id} says failed, not queued for ever. Best-effort, as counters are: what
+        crashed may be the store itself, and the job must be dropped all the same."""
+        store = self.current.store
+        try:
+            record = store.get(outbound_messages.record_key(message_id))
+            if record is None or record["status"] != "queued":  # expired, or sent before a crash
+                return
+            outbound_messages.mark_failed(store, record, None, "the bridge failed to send it (see its log)")
+        except Exception as exc:
+            log.warning("outbound.dropped.unrecorded", outbound_id=message_id, error=type(exc).__name__,
+                        detail=str(exc)[:200])
+            return
+        _counted(metrics.outbound_message_sent, "failed")
 
 
 def _streak_over(data: dict[str, Any]) -> None:
