@@ -88,6 +88,16 @@ def test_a_whole_card_blocking_call_with_keypad_digits(relay_phone: RelayPhone, 
         "voice", call.sid, "+525512345678", "inbound")
 
 
+def test_a_hangup_without_words_from_the_assistant_says_goodbye_before_it_hangs_up(
+        relay_phone: RelayPhone, standin: RasaStandIn) -> None:
+    call = RelayCall(relay_phone())
+    call.start()
+    standin.reply_with([{"custom": {"hangup": True}}], call.sid)
+    assert call.say("adiós").text == GOODBYE  # as gather mode says it: the caller never hangs up on silence
+    assert call.ended() == {"reason": "hangup", "why": "assistant"}
+    assert call.heard == [] and call.state == "ended"
+
+
 def test_a_handoff_goes_through_the_action_url_to_a_person(relay_phone: RelayPhone, standin: RasaStandIn) -> None:
     call = RelayCall(relay_phone())
     call.start()

@@ -282,8 +282,8 @@ class RelaySession:
         if turn.texts:
             self.last_prompt = turn.texts[-1:]
         menu = (menu_prompt(turn.buttons, self.phrases),) if turn.buttons else ()
-        if turn.hangup:
-            return Ending("hangup", "assistant", spoken=turn.texts)
+        if turn.hangup:  # with no words of its own, the goodbye gather mode says: never a hang-up in silence
+            return Ending("hangup", "assistant", spoken=turn.texts or (self.phrases.goodbye,))
         if turn.handoff:
             return Ending("handoff", "assistant", turn.handoff_number or self.settings.fallback_phone_number,
                           spoken=turn.texts)
