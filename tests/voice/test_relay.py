@@ -219,6 +219,16 @@ def test_what_an_interrupted_caller_heard_reaches_rasa_with_the_next_message(rel
     assert "interrupted" not in second["metadata"]
 
 
+def test_a_frame_nested_too_deep_to_read_is_skipped_and_the_call_goes_on(relay_phone: RelayPhone,
+                                                                         standin: RasaStandIn) -> None:
+    call = RelayCall(relay_phone())
+    call.start()
+    assert call.socket is not None
+    call.socket.send("[" * 60000)  # Python's JSON parser gives up on it with RecursionError, not ValueError
+    assert call.say("perdí mi tarjeta").text == ASK_DIGITS
+    call.hangup()
+
+
 def test_a_session_ending_without_handoff_data_gets_an_apology_and_a_person(relay_phone: RelayPhone) -> None:
     phone = relay_phone()
     for data in (None, "not json", json.dumps({"reason": "sideways"})):

@@ -65,6 +65,8 @@ def read_message(frame: str | bytes) -> Incoming:
         data = json.loads(frame)
     except ValueError as exc:
         raise BadMessage("not JSON") from exc
+    except RecursionError as exc:  # nested deeper than the parser follows: a bad frame, not a broken call
+        raise BadMessage("JSON nested too deep") from exc
     if not isinstance(data, dict):
         raise BadMessage("not a JSON object")
     kind = data.get("type")
