@@ -272,6 +272,34 @@ def test_keypad_digits_end_at_the_finish_key_or_when_the_caller_stops_typing(rel
         ("907", "dtmf"), ("55", "dtmf")]
 
 
+def test_keypad_digits_asked_for_without_a_count_or_finish_key_are_one_answer_as_in_a_gather(
+        relay_phone: RelayPhone, standin: RasaStandIn) -> None:
+    call = RelayCall(relay_phone())
+    call.start()
+    ask_pin = [{"text": "Marque su clave."}, {"custom": {"gather": {"input": "dtmf", "timeout": 1}}}]
+    standin.reply_with(ask_pin, call.sid)
+    assert call.say("quiero mi saldo").text == "Marque su clave."
+    standin.reply_with(ask_pin, call.sid)
+    call.press("1234")  # one answer, sent when the caller stops, after the directive's 1 s
+    call.send({"type": "dtmf", "digit": "#"})  # nothing typed yet: no answer at all
+    call.press("907#")  # '#' ends the digits, Twilio's default finish key
+    assert call.say("adiós").text == GOODBYE
+    call.hangup()
+    assert [(m["message"], m["metadata"]["input"]) for m in received(standin, call)][2:5] == [
+        ("1234", "dtmf"), ("907", "dtmf"), ("adiós", "speech")]
+
+
+def test_a_habitual_finish_key_after_the_asked_for_digits_does_not_answer_the_next_question(
+        relay_phone: RelayPhone, standin: RasaStandIn) -> None:
+    call = RelayCall(relay_phone())
+    call.start()
+    assert call.say("Perdí mi tarjeta").text == ASK_DIGITS  # asks for 4 digits
+    assert call.press("1234#").text == f"La tarjeta que termina en 1 2 3 4. ¿La bloqueo? {MENU}"
+    assert call.press("1").text == BLOCKED.replace("\n\n", " ")  # the '#' came before it, and answered nothing
+    call.hangup()
+    assert [m["message"] for m in received(standin, call)][1:4] == ["Perdí mi tarjeta", "1234", "/affirm"]
+
+
 def test_silence_without_a_person_to_call_ends_with_a_goodbye(relay_phone: RelayPhone, standin: RasaStandIn) -> None:
     call = RelayCall(relay_phone(voice_silence_seconds=0.2, voice_max_silences=0, fallback_phone_number=None))
     call.start()

@@ -49,6 +49,10 @@ class Workers(Protocol):
     async def ask_rasa(self, sender: str, message: str, metadata: dict[str, Any], timeout: float) -> Any: ...
 
 SETUP_SECONDS = 10.0  # Twilio sends `setup` as soon as the socket opens
+# <Gather>'s own defaults, which gather mode's keypad answers follow: keys typed this long apart are
+# one answer, and '#' ends it
+GATHER_TIMEOUT = 5
+GATHER_FINISH_ON_KEY = "#"
 
 
 def relay_call_key(call_sid: str) -> str:
@@ -176,8 +180,7 @@ class RelaySession:
         """The caller's next message, or None after VOICE_SILENCE_SECONDS of nothing (while keypad digits
         are being collected, the gather directive's timeout). Frames Twilio should never send are logged
         and skipped."""
-        wait = self.gather.get("timeout", self.settings.voice_silence_seconds) if self.digits else \
-            self.settings.voice_silence_seconds  # between keypad digits, the gather directive's own timeout
+        wait = self.gather.get("timeout", GATHER_TIMEOUT) if self.digits else self.settings.voice_silence_seconds
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -199,28 +202,41 @@ class RelaySession:
         return await self.turn(message, kind)
 
     async def on_digit(self, digit: str) -> Ending | None:
-        """Keypad digits: collected while a `gather` directive asks for several, else one answers at once."""
-        finish = self.gather.get("finish_on_key")
-        wanted = self.gather.get("num_digits")
-        if wanted or finish:
-            if finish and digit == finish:
-                digits, self.digits = self.digits, ""
-                return await self.turn(digits, "dtmf") if digits else None
-            self.digits += digit
-            if wanted and len(self.digits) >= wanted:
-                digits, self.digits = self.digits, ""
-                return await self.turn(digits, "dtmf")
+        """Keypad digits, as a <Gather> takes them: while a `gather` directive accepts keys, they are one answer,
+        sent at its finish key ('#' unless it names another, '' for none), at `num_digits`, or when the caller
+        stops for its timeout (5 s unless it names one). Without one, a key answers at once (a menu's button).
+        A '#' or '*' before any digit answers nothing (the habitual '#' after `num_digits` digits, say)."""
+        if not self.digits and digit in "#*":
             return None
-        choice = choose_button(digit, self.buttons) if self.buttons else None
+        if not self.gathers_digits():
+            return await self.on_digits(digit)
+        finish = self.gather.get("finish_on_key", GATHER_FINISH_ON_KEY)
+        if finish and digit == finish:
+            digits, self.digits = self.digits, ""
+            return await self.on_digits(digits) if digits else None
+        self.digits += digit
+        wanted = self.gather.get("num_digits")
+        if wanted and len(self.digits) >= wanted:
+            digits, self.digits = self.digits, ""
+            return await self.on_digits(digits)
+        return None
+
+    def gathers_digits(self) -> bool:
+        """Whether the assistant's last question is a <Gather> that takes keys (its input is dtmf speech by default)."""
+        return bool(self.gather) and "dtmf" in self.gather.get("input", "dtmf speech")
+
+    async def on_digits(self, digits: str) -> Ending | None:
+        """The caller's keypad answer: a menu's button when it names one (as in gather mode), else the digits."""
+        choice = choose_button(digits, self.buttons) if self.buttons else None
         if choice is not None:
             return await self.turn(choice.payload, "button")
-        return await self.turn(from_user(digit), "dtmf")
+        return await self.turn(from_user(digits), "dtmf")
 
     async def on_silence(self) -> Ending | None:
         """Digits typed so far are an answer; otherwise reprompt, at most VOICE_MAX_SILENCES times, then a person."""
         if self.digits:
             digits, self.digits = self.digits, ""
-            return await self.turn(digits, "dtmf")
+            return await self.on_digits(digits)
         self.silences += 1
         structlog.contextvars.bind_contextvars(silences=self.silences)
         if self.silences > self.settings.voice_max_silences:
