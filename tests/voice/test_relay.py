@@ -229,6 +229,24 @@ def test_a_frame_nested_too_deep_to_read_is_skipped_and_the_call_goes_on(relay_p
     call.hangup()
 
 
+def test_an_interrupted_holding_phrase_is_not_reported_as_an_interrupted_answer(relay_phone: RelayPhone,
+                                                                                standin: RasaStandIn) -> None:
+    call = RelayCall(relay_phone(voice_hold_seconds=0.3, rasa_timeout=0.3, rasa_max_wait_seconds=10.0))
+    call.start()
+    standin.delay = 1.5
+    assert call.say("perdí mi tarjeta").text == HOLD
+    call.interrupt("Un mo", ms=200)  # read only once the answer has been spoken
+    assert call.reply().text == ASK_DIGITS
+    standin.delay = 0
+    assert call.say("uno dos tres cuatro").text.startswith("La tarjeta que termina en 1 2 3 4.")
+    call.interrupt("La tarjeta que termina", ms=700)  # the answer itself: Rasa hears of it
+    assert call.press("1").text == BLOCKED.replace("\n\n", " ")
+    call.hangup()
+    answered, confirmed = received(standin, call)[2:4]
+    assert "interrupted" not in answered["metadata"]
+    assert confirmed["metadata"]["interrupted"] == {"heard": "La tarjeta que termina"}
+
+
 def test_a_session_ending_without_handoff_data_gets_an_apology_and_a_person(relay_phone: RelayPhone) -> None:
     phone = relay_phone()
     for data in (None, "not json", json.dumps({"reason": "sideways"})):

@@ -25,7 +25,7 @@ from ...phrases import Phrases, phrases_for
 from ...rasa.client import RasaError
 from ...rasa.menu import choose_button
 from ...rasa.turn import AssistantTurn, Button, read_turn
-from ...text import for_speech, from_user, split_text
+from ...text import fold, for_speech, from_user, split_text
 from ..call import call_metadata
 from ..twiml import menu_prompt
 from .messages import (
@@ -103,6 +103,7 @@ class RelaySession:
         self.last_prompt: tuple[str, ...] = ()
         self.digits = ""
         self.heard: str | None = None  # what the caller heard of an interrupted reply, for Rasa's next message
+        self.spoken = ""  # the bridge's last reply as sent, which an interrupt's `heard` must begin
         self.greeting_ending: Ending | None = None  # a greeting that already ends the call (Rasa failed)
 
     async def run(self) -> None:
@@ -162,10 +163,7 @@ class RelaySession:
             elif isinstance(message, Dtmf):
                 ending = await self.on_digit(message.digit)
             elif isinstance(message, Interrupt):
-                self.heard = message.heard
-                self.interrupts += 1
-                metrics.relay_interrupted()
-                log.info("relay.interrupt", heard_chars=len(message.heard), ms=message.duration_ms)
+                self.on_interrupt(message)
                 ending = None
             elif isinstance(message, RelayError):
                 log.warning("relay.twilio_error", description=message.description[:200])
@@ -191,6 +189,17 @@ class RelaySession:
                 return read_message(frame)
             except BadMessage as exc:
                 log.warning("relay.bad_message", detail=str(exc))
+
+    def on_interrupt(self, message: Interrupt) -> None:
+        """What the caller heard goes to Rasa with the next message, if it was of the last reply: the socket is
+        not read while Rasa is asked, so an interrupted holding phrase is read only after the answer was
+        spoken, and its `heard` ("Un mo…") is not what the caller heard of that answer."""
+        self.interrupts += 1
+        metrics.relay_interrupted()
+        of_reply = fold(self.spoken).startswith(fold(message.heard))
+        if of_reply:
+            self.heard = message.heard
+        log.info("relay.interrupt", heard_chars=len(message.heard), ms=message.duration_ms, of_reply=of_reply)
 
     async def on_words(self, words: str, kind: str) -> Ending | None:
         """A caller's utterance (or collected digits): a menu choice becomes its button's payload."""
@@ -311,8 +320,10 @@ class RelaySession:
     async def speak(self, texts: tuple[str, ...]) -> None:
         """Stream the texts as tokens, cleaned for speech; the last one says the reply is complete."""
         pieces = [piece for text in texts for piece in split_text(for_speech(text), SAY_CHARACTERS) if piece.strip()]
-        for number, piece in enumerate(pieces, 1):
-            await self.socket.send(text_token(piece + ("" if number == len(pieces) else " "), number == len(pieces)))
+        tokens = [piece + ("" if number == len(pieces) else " ") for number, piece in enumerate(pieces, 1)]
+        self.spoken = "".join(tokens)
+        for number, token in enumerate(tokens, 1):
+            await self.socket.send(text_token(token, number == len(tokens)))
 
     def trouble(self, why: str) -> Ending:
         """An apology, then a person (or a goodbye when there is none to call)."""
