@@ -9,7 +9,6 @@ a message is sent twice only if the process died between Twilio's "created" and 
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -62,9 +61,9 @@ class Courier:
         inbound = Inbound.from_dict(data["inbound"])
         outcome = "delivered"
         if "outgoing" not in data:
-            conversation = Conversation(self._waiting_for_rasa(job), job.user, self.native)
-            try:
-                outgoing = conversation.reply(inbound)  # its wait for Rasa leaves the working slot to another delivery
+            conversation = Conversation(self.current, job.user, self.native)
+            try:  # its wait for Rasa leaves the working slot to another delivery
+                outgoing = conversation.reply(inbound, self._time_for_rasa(job))
             except RasaError as exc:
                 log.warning("rasa.failed", kind=exc.kind, detail=exc.detail, resendable=exc.resendable)
                 # a message Rasa may have acted on is never sent again: that would run the dialogue twice
@@ -77,13 +76,12 @@ class Courier:
                 return "lease_lost"
         return self._send_all(job, inbound) or outcome
 
-    def _waiting_for_rasa(self, job: Job) -> Bridge:
-        """The bridge as this job's conversation uses it: Rasa has what is left of the retry window to answer
-        (RASA_TIMEOUT at least), for a delivery answers no webhook and Rasa is not asked twice."""
+    def _time_for_rasa(self, job: Job) -> float:
+        """What is left of the retry window, RASA_TIMEOUT at least: a delivery answers no webhook, and a
+        message Rasa may have is not sent again, so Rasa gets all the time the job has."""
         settings, failing_since = self.current.settings, job.data.get("failing_since")
         left = settings.whatsapp_retry_window - (time.time() - failing_since if failing_since else 0.0)
-        timeout = max(settings.rasa_timeout, left)
-        return dataclasses.replace(self.current, rasa=self.current.rasa.waiting_up_to(timeout))
+        return max(settings.rasa_timeout, left)
 
     def _send_all(self, job: Job, inbound: Inbound) -> str | None:
         """Send what is left; None when all went out, else why it stopped."""

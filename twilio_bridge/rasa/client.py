@@ -1,7 +1,6 @@
 """The one way the bridge talks to Rasa's REST channel."""
 from __future__ import annotations
 
-import copy
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -122,13 +121,6 @@ class RasaClient:
         url = urllib3.util.parse_url(webhook_url)  # once, not per message
         self._webhook_origin = (url.host or "", url.port, url.scheme or "http")
         self._webhook_path = url.request_uri
-
-    def waiting_up_to(self, timeout: float) -> RasaClient:
-        """This client, on the same connections and with the same time to connect, giving Rasa `timeout`
-        seconds to answer: for callers that answer no webhook, so are not bound by Twilio's 15 s."""
-        patient = copy.copy(self)
-        patient.timeout = timeout
-        return patient
 
     def send(self, sender: str, message: str, metadata: Metadata | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
         """Post one message; return Rasa's list of reply items (may be empty)."""

@@ -107,9 +107,10 @@ class Conversation:
             return "", "media"
         return "", "location" if "latitude" in inbound.details else "text"
 
-    def reply(self, inbound: Inbound) -> list[Outgoing]:
-        """Ask Rasa; the messages to send back. Raises RasaError; an empty answer gets the apology,
-        a voice note that cannot be heard a request to write instead (and Rasa gets nothing)."""
+    def reply(self, inbound: Inbound, rasa_timeout: float | None = None) -> list[Outgoing]:
+        """Ask Rasa, giving it `rasa_timeout` seconds (RASA_TIMEOUT); the messages to send back. Raises RasaError;
+        an empty answer gets the apology, a voice note that cannot be heard a request to write instead (and
+        Rasa gets nothing)."""
         whatsapp = inbound.channel == "whatsapp"
         if whatsapp and self.native.typing is not None:
             self.native.typing.show(inbound.sid)
@@ -120,7 +121,7 @@ class Conversation:
         menu = self.menu()
         message, kind = self.message_for(inbound, menu)
         metadata = with_last_notification(self.current.store, self.user, inbound.metadata(kind))
-        turn = read_turn(self.current.ask_rasa(self.user, message, metadata))
+        turn = read_turn(self.current.ask_rasa(self.user, message, metadata, rasa_timeout))
         forget_last_notification(self.current.store, self.user, metadata)
         if turn.buttons:
             self.current.store.put(self.menu_key, {"buttons": [asdict(b) for b in turn.buttons]}, MENU_TTL)
