@@ -101,7 +101,7 @@ def outbound_call_metadata(store: StateStore, call_sid: str | None) -> dict[str,
 def record_status(store: StateStore, call_id: str | None, form: MultiDict[str, str]) -> dict[str, Any] | None:
     """A status callback of a call the bridge placed (its id rides in the URL): kept, and an unanswered
     end logged and counted. The call's record, or None when the bridge did not place this call."""
-    record = store.get(record_key(call_id)) if ids.minted(ID_PREFIX, call_id) else None
+    record = ids.stored(store, ID_PREFIX, call_id, record_key)
     status = form.get("CallStatus", "")
     if record is None or status not in PROGRESS:
         return None
@@ -118,7 +118,7 @@ def record_status(store: StateStore, call_id: str | None, form: MultiDict[str, s
 
 def report(store: StateStore, call_id: str) -> dict[str, Any] | None:
     """What GET answers: the furthest status Twilio reported (queued until one did), and whether anyone answered."""
-    record = store.get(record_key(call_id)) if ids.minted(ID_PREFIX, call_id) else None
+    record = ids.stored(store, ID_PREFIX, call_id, record_key)
     if record is None:
         return None
     reported = {status: store.get(_progress_key(call_id, status)) for status in PROGRESS if status != "queued"}

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import TypeGuard
+from collections.abc import Callable
+from typing import Any, TypeGuard
+
+from ..state import StateStore
 
 HEX_DIGITS = 32
 
@@ -19,3 +22,8 @@ def mint(prefix: str) -> str:
 def minted(prefix: str, value: str | None) -> TypeGuard[str]:
     """True when `value` has the form `mint(prefix)` gives, so it names no key but its own record's."""
     return value is not None and re.fullmatch(f"{prefix}[0-9a-f]{{{HEX_DIGITS}}}", value) is not None
+
+
+def stored(store: StateStore, prefix: str, value: str | None, key: Callable[[str], str]) -> dict[str, Any] | None:
+    """The record under `key(value)` when `value` is an id this API minted with `prefix`; else None."""
+    return store.get(key(value)) if minted(prefix, value) else None

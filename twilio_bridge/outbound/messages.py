@@ -84,7 +84,7 @@ def record_status(store: StateStore, message_id: str | None, form: MultiDict[str
     """A status callback for a message the outbound API sent (its id rides in the callback's URL). A message
     that never reached the user is not what their next message answers."""
     status = form.get("MessageStatus") or form.get("SmsStatus") or ""
-    record = store.get(record_key(message_id)) if ids.minted(ID_PREFIX, message_id) else None
+    record = ids.stored(store, ID_PREFIX, message_id, record_key)
     if record is None or status not in REPORTED:
         return
     reported = {"at": now_iso(), "error_code": _int(form.get("ErrorCode"))}
@@ -95,7 +95,7 @@ def record_status(store: StateStore, message_id: str | None, form: MultiDict[str
 
 def report(store: StateStore, message_id: str) -> dict[str, Any] | None:
     """What GET answers: queued, sent, delivered, read or failed (with Twilio's error code), and the request."""
-    record = store.get(record_key(message_id)) if ids.minted(ID_PREFIX, message_id) else None
+    record = ids.stored(store, ID_PREFIX, message_id, record_key)
     if record is None:
         return None
     status, error_code = record["status"], record.get("error_code")
