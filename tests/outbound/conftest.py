@@ -3,12 +3,14 @@ by the fake Twilio API, reach it), replies and outbound messages go through the 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import requests
+from werkzeug.wrappers import Request, Response
 
 from tests.conftest import AUTH_TOKEN, LiveServer
 from tests.servers import free_port, wait_for
@@ -87,3 +89,36 @@ def outbound(start_outbound: Callable[[Settings], Outbound], outbound_settings: 
 def customer_phone(outbound: Outbound) -> TwilioPhone:
     """Twilio's side of the calls the bridge places, signed for the bridge's public URL."""
     return TwilioPhone(outbound.url, AUTH_TOKEN)
+
+
+TwilioSide = Callable[[dict[str, Any]], None]
+
+
+@pytest.fixture
+def before_the_calls_api_answers(fake_api: FakeTwilioAPI, monkeypatch: pytest.MonkeyPatch
+                                 ) -> Iterator[Callable[[TwilioSide], None]]:
+    """`before_the_calls_api_answers(twilio)`: the fake Calls API runs `twilio(call)` (the call as it recorded it,
+    its Url and StatusCallback included) after it placed a call and before it answers the create request.
+    Twilio's callbacks for a call are on their own time: the first status callbacks, and a quickly answered
+    call's voice webhook, may reach the bridge before the Calls API's answer does. What `twilio` raises fails
+    the test (it runs on the fake's thread, whose error would otherwise only be a 500 to the bridge)."""
+    raised: list[BaseException] = []
+
+    def install(twilio: TwilioSide) -> None:
+        place_call = fake_api._place_call
+
+        def twilio_first(request: Request) -> Response:
+            answer = place_call(request)
+            if answer.status_code == 201:
+                sid = json.loads(answer.get_data())["sid"]
+                try:
+                    twilio(next(call for call in fake_api.calls if call["sid"] == sid))
+                except BaseException as exc:  # raised below, in the test's thread
+                    raised.append(exc)
+            return answer
+
+        monkeypatch.setattr(fake_api, "_place_call", twilio_first)
+
+    yield install
+    if raised:
+        raise raised[0]

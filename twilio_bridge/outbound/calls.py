@@ -1,10 +1,13 @@
 """Outbound calls: placed through Twilio's Calls API, their context found again when the customer answers,
 their progress kept for `GET /api/outbound/calls/{id}`.
 
-Twilio fetches the voice webhook when the customer answers; by then the Calls API has answered and the
-context is stored under the call's sid, where `outbound_call_metadata` finds it (gather and relay mode
-alike build a call's metadata with `voice.call.call_metadata`, which calls it). Status callbacks carry
-the call's id in their URL and each write a key of their own: they may arrive in any order.
+Twilio's callbacks for a call do not wait for the Calls API's answer to reach the bridge: the first status
+callbacks, and a quickly answered call's voice webhook, may come before it. So nothing waits for it either:
+the call's record is stored under its id before Twilio is asked, and the id rides in the URL of the voice
+webhook and of the status callbacks alike. The voice webhook finds the context by that id
+(`outbound_call_metadata`; gather and relay mode alike build a call's metadata with `voice.call.call_metadata`,
+which calls it); once the Calls API has answered, the context is under the call's sid too, for whoever knows
+only the sid. Status callbacks each write a key of their own: they may arrive in any order.
 """
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ class CallPlacer:
         try:
             created = self.client.calls.create(
                 to=order.to, from_=order.from_, method="POST",
-                url=self.public_base_url + routes.VOICE,
+                url=f"{self.public_base_url}{routes.VOICE}?outbound={call_id}",
                 status_callback=f"{self.public_base_url}{routes.CALL_STATUS}?outbound={call_id}",
                 status_callback_event=STATUS_EVENTS, status_callback_method="POST",
                 machine_detection=order.machine_detection or values.unset,
@@ -80,19 +83,36 @@ def _progress_key(call_id: str, status: str) -> str:
     return f"outbound:call:{call_id}:status:{status}"
 
 
-def remember_call(store: StateStore, call_id: str, order: CallOrder, call_sid: str) -> dict[str, Any]:
-    """The Calls API answered: the context under the call's sid (for the voice webhook), the record under its id."""
-    store.put(_sid_key(call_sid), {"id": call_id, "context": order.context}, RECORD_TTL)
-    record = {"id": call_id, "to": order.to, "from": order.from_, "call_sid": call_sid, "context": order.context,
+def remember_call(store: StateStore, call_id: str, order: CallOrder) -> dict[str, Any]:
+    """Before the Calls API is asked: the record under the call's id, without a sid yet, so that whatever Twilio
+    sends for the call before its answer (status callbacks, the voice webhook) finds it."""
+    record = {"id": call_id, "to": order.to, "from": order.from_, "context": order.context,
               "machine_detection": order.machine_detection, "created_at": now_iso()}
     store.put(record_key(call_id), record, RECORD_TTL)
     return record
 
 
-def outbound_call_metadata(store: StateStore, call_sid: str | None) -> dict[str, Any]:
+def mark_placed(store: StateStore, record: dict[str, Any], call_sid: str) -> None:
+    """The Calls API answered: the context under the call's sid too, and the sid in the record."""
+    store.put(_sid_key(call_sid), {"id": record["id"], "context": record["context"]}, RECORD_TTL)
+    store.put(record_key(record["id"]), {**record, "call_sid": call_sid}, RECORD_TTL)
+
+
+def mark_refused(store: StateStore, record: dict[str, Any], refusal: CallRefused) -> None:
+    """The Calls API did not place the call: GET says failed, with Twilio's code, rather than queued for ever.
+    The record stays: an answer lost on its way back (no answer in time) may hide a call Twilio did place,
+    whose callbacks and voice webhook still find it."""
+    store.put(record_key(record["id"]), {**record, "error_code": refusal.code, "error": refusal.detail,
+                                         "refused_at": now_iso()}, RECORD_TTL)
+
+
+def outbound_call_metadata(store: StateStore, call_sid: str | None, call_id: str | None = None) -> dict[str, Any]:
     """What a call the bridge placed adds to its session's metadata: the direction and the caller's context.
-    Empty for any other call."""
-    placed = store.get(_sid_key(call_sid)) if call_sid else None
+    Found by the id the voice webhook's URL carries (`call_id`), there before the Calls API answers; else by
+    the call's sid, once it has. Empty for any other call."""
+    placed = ids.stored(store, ID_PREFIX, call_id, record_key)
+    if placed is None and call_sid:
+        placed = store.get(_sid_key(call_sid))
     if placed is None:
         return {}
     return {"direction": DIRECTION, "outbound_id": placed["id"], "outbound_context": placed["context"]}
@@ -117,18 +137,20 @@ def record_status(store: StateStore, call_id: str | None, form: MultiDict[str, s
 
 
 def report(store: StateStore, call_id: str) -> dict[str, Any] | None:
-    """What GET answers: the furthest status Twilio reported (queued until one did), and whether anyone answered."""
+    """What GET answers: the furthest status Twilio reported (queued until one did, failed when the Calls API
+    refused the call and Twilio never reported it after all), and whether anyone answered."""
     record = ids.stored(store, ID_PREFIX, call_id, record_key)
     if record is None:
         return None
     reported = {status: store.get(_progress_key(call_id, status)) for status in PROGRESS if status != "queued"}
     seen = [status for status, found in reported.items() if found]
-    status = max(seen, key=PROGRESS.__getitem__, default="queued")
+    refused = not seen and "refused_at" in record
+    status = max(seen, key=PROGRESS.__getitem__, default="failed" if refused else "queued")
     answered = "in-progress" in seen or "completed" in seen
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = {"error_code": record["error_code"], "error": record["error"]} if refused else {}
     for name in sorted(seen, key=PROGRESS.__getitem__):  # a later status's details win
         details.update(reported[name] or {})
     details.pop("at", None)
     shown = {key: record.get(key) for key in ("id", "to", "call_sid", "context", "machine_detection", "created_at")}
     return {**{k: v for k, v in shown.items() if v not in (None, {})}, "status": status, "answered": answered,
-            **details}
+            **{k: v for k, v in details.items() if v is not None}}

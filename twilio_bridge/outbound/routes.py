@@ -81,16 +81,18 @@ def start_call() -> Response:
 def place_call(current: Bridge, call_id: str, order: calls.CallOrder) -> Answer:
     structlog.contextvars.bind_contextvars(outbound_id=call_id)
     placer: calls.CallPlacer = current_app.extensions[PLACER]
+    record = calls.remember_call(current.store, call_id, order)  # before Twilio, whose callbacks may come first
     try:
         call_sid = placer.place(call_id, order)
     except calls.CallRefused as exc:
+        calls.mark_refused(current.store, record, exc)
         metrics.outbound_call_placed("refused")
         structlog.contextvars.bind_contextvars(outcome="refused")
         log.error("outbound.call.refused", status=exc.status, code=exc.code, detail=exc.detail)
         refused_it = exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
         return {"error": f"twilio: the Calls API did not place the call: {exc.detail}", "twilio_status": exc.status,
                 "twilio_code": exc.code}, 422 if refused_it else 502
-    calls.remember_call(current.store, call_id, order, call_sid)
+    calls.mark_placed(current.store, record, call_sid)
     metrics.outbound_call_placed("placed")
     structlog.contextvars.bind_contextvars(call_sid=call_sid, outcome="placed")
     return {"id": call_id, "status": "queued", "to": order.to, "call_sid": call_sid,
