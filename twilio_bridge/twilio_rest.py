@@ -17,6 +17,9 @@ from twilio.rest import Client
 
 TWILIO_API_ORIGIN = "https://api.twilio.com"
 OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")  # urllib3 buries the socket's error in its message
+# Twilio's codes for "not now" whatever the HTTP status says: too many requests (20429, a 429), and the From
+# number's queue of messages is full (21611, a 400; it empties as the messages go out).
+TRY_LATER_CODES = (20429, 21611)
 
 
 def twilio_client(account_sid: str, auth_token: str, api_base_url: str, timeout: float) -> Client:
@@ -54,8 +57,9 @@ class TwilioFailure:
 
     @property
     def retryable(self) -> bool:
-        """Worth trying again: the network, 429 or 5xx; never another 4xx (63016 would fail again)."""
-        return self.status is None or self.status == 429 or self.status >= 500
+        """Worth trying again: the network, 429, 5xx or a code that says "not now" (TRY_LATER_CODES); never
+        another 4xx (63016 or 21211 would fail again)."""
+        return self.status is None or self.status == 429 or self.status >= 500 or self.code in TRY_LATER_CODES
 
     def __str__(self) -> str:
         return self.detail if self.status is None else f"HTTP {self.status} (error {self.code}): {self.detail}"

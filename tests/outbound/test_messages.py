@@ -15,6 +15,7 @@ from tests.servers import wait_for
 from twilio_bridge.config import Settings
 from twilio_bridge.outbound import messages
 from twilio_bridge.state import StateStore
+from twilio_bridge.testing import fake_twilio_api
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.standin import FALLBACK, UNBLOCKED, RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
@@ -139,3 +140,33 @@ def test_an_sms_reply_answered_in_twiml_carries_the_notification_too(
     notification = standin.received[-1]["metadata"]["last_notification"]
     assert (notification["body"], notification["context"]) == (
         "¿Reconoce un cargo en su tarjeta 1234? Responda SI o NO.", CARD_ALERT)
+
+
+@pytest.fixture
+def refusals(fake_api: FakeTwilioAPI, monkeypatch: pytest.MonkeyPatch) -> FakeTwilioAPI:
+    """The fake Messages API, able to answer two more of Twilio's 400s: 21611, the From number's queue of
+    messages is full (it empties: try again later), and 21211, the To number is not a valid one (it never will be)."""
+    monkeypatch.setitem(fake_twilio_api.ERRORS, "21611", (
+        400, 21611, "This 'From' number has exceeded the maximum number of queued messages"))
+    monkeypatch.setitem(fake_twilio_api.ERRORS, "21211", (400, 21211, "The 'To' number is not a valid phone number."))
+    monkeypatch.setattr(fake_twilio_api, "FAILURES", (*fake_twilio_api.FAILURES, "21611", "21211"))
+    return fake_api
+
+
+def test_a_sender_queue_full_21611_is_retried_and_the_message_delivered(
+        outbound: Outbound, refusals: FakeTwilioAPI) -> None:
+    """A 400 that says "not now": the queue's backoff, as for a 429, not a failure at once."""
+    refusals.fail("21611")
+    queued = outbound.message(ALERT_TEMPLATE)
+    report = outbound.status_becomes(queued["status_url"], "delivered")
+    [sent] = refusals.sent_to(TO)
+    assert [attempt["to"] for attempt in refusals.attempts] == [TO, TO]
+    assert report["twilio_sid"] == sent["sid"] and report["error_code"] is None
+
+
+def test_an_invalid_number_21211_fails_at_once_with_its_code(outbound: Outbound, refusals: FakeTwilioAPI) -> None:
+    refusals.fail("21211")
+    queued = outbound.message({"to": CUSTOMER, "body": "Su cita es mañana a las 10."})
+    report = outbound.status_becomes(queued["status_url"], "failed")
+    assert report["error_code"] == 21211 and len(refusals.attempts) == 1
+    assert refusals.sent_to(CUSTOMER) == []
