@@ -18,7 +18,7 @@ WINDOW_CLOSED = 63016  # a free-form WhatsApp message more than 24 h after the u
 
 
 class SendError(Exception):
-    """Twilio did not take the message. `retryable`: 429, 5xx or the network; never other 4xx."""
+    """Twilio did not take the message. `retryable`: 429, 5xx, the network or 21611; never other 4xx."""
 
     def __init__(self, detail: str, retryable: bool, status: int | None = None, code: int | None = None):
         super().__init__(detail)
