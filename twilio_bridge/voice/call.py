@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from flask import Response, has_request_context, request
+from flask import Response
 from werkzeug.datastructures import MultiDict
 
 from .. import metrics
@@ -30,10 +30,12 @@ def voice_of(current: Bridge) -> Voice:
     return Voice(settings.voice_language, settings.voice_name, phrases_for(settings.voice_language))
 
 
-def call_metadata(form: MultiDict[str, str], store: StateStore | None = None, **extra: Any) -> dict[str, Any]:
+def call_metadata(form: MultiDict[str, str], store: StateStore | None = None, outbound: str | None = None,
+                  **extra: Any) -> dict[str, Any]:
     """What Rasa gets with a call's message. With the store (a call's start, in any voice mode), a call the
-    bridge placed adds its direction and context (`outbound_call_metadata`): found by the id in its voice
-    webhook's URL, which may come before the Calls API has answered with the call's sid, else by that sid."""
+    bridge placed adds its direction and context (`outbound_call_metadata`): found by `outbound`, the id its
+    voice webhook's URL carries (that webhook may come before the Calls API has answered with the call's
+    sid), else by that sid."""
     metadata = {
         "channel": "voice",
         "call_sid": form.get("CallSid"),
@@ -45,15 +47,9 @@ def call_metadata(form: MultiDict[str, str], store: StateStore | None = None, **
         "answered_by": form.get("AnsweredBy"),
     }
     if store is not None:
-        metadata.update(outbound_call_metadata(store, form.get("CallSid"), _outbound_id()))
+        metadata.update(outbound_call_metadata(store, form.get("CallSid"), outbound))
     metadata.update(extra)
     return {key: value for key, value in metadata.items() if value is not None}
-
-
-def _outbound_id() -> str | None:
-    """The `outbound` id in the URL of the webhook being answered (a call the bridge placed names it in the
-    voice webhook's URL); None outside a request, as in a relay session rebuilding its metadata."""
-    return request.args.get("outbound") if has_request_context() else None
 
 
 def call_key(sid: str) -> str:

@@ -35,7 +35,8 @@ def this_call() -> GatherCall:
 @bp.post(routes.VOICE)
 def incoming_call() -> Response:
     call = this_call()
-    metadata = call_metadata(request.form, call.current.store, input="call_start")
+    metadata = call_metadata(request.form, call.current.store, outbound=request.args.get("outbound"),
+                             input="call_start")
     if call.current.settings.voice_mode == "relay":
         return answer_call_with_relay(call.current, metadata)
     return call.converse("/session_start", metadata, start=True)
