@@ -125,3 +125,34 @@ def test_on_sqlite_an_id_seen_long_ago_is_new_again_and_forgotten_ids_leave_the_
     assert taken == [2, 3]
     with sqlite3.connect(tmp_path / "queue.db") as db:
         assert db.execute("SELECT COUNT(*) FROM queue_seen").fetchone() == (0,)
+
+
+class SkewedClock:
+    """`time` as a host whose clock is `skew` seconds off sees it."""
+
+    def __init__(self, skew: float):
+        self.skew = skew
+
+    def time(self) -> float:
+        return time.time() + self.skew
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+@pytest.mark.parametrize("skew", [60.0, -60.0])
+def test_on_redis_hosts_whose_clocks_disagree_share_leases_by_redis_clock(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch, skew: float) -> None:
+    """A host a minute ahead must not take a lease another holds as lapsed (the job would be sent twice); one a
+    minute behind must take a lapsed one at once, not a minute late (the user would wait for a dead host)."""
+    prefix = f"test-{secrets.token_hex(4)}:"
+    holder, other = RedisJobQueue(redis_url, prefix=prefix), RedisJobQueue(redis_url, prefix=prefix)
+    holder.enqueue("SM1", "ana", {})
+    held = holder.claim(0.5)
+    assert held is not None
+    monkeypatch.setattr(queue_module, "time", SkewedClock(skew))  # from here on, the other host's clock
+    assert other.claim(5) is None
+    deadline = time.monotonic() + 5
+    while (taken := other.claim(5)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert taken is not None and taken.id == "SM1" and taken.token != held.token

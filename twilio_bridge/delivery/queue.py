@@ -171,30 +171,37 @@ class SqliteJobQueue:
 
 # Redis: a hash of jobs, one list per lane, a sorted set of lanes by due time, a hash of lease tokens.
 # Each operation is one Lua script, so it is atomic; lane keys are built inside the scripts (one Redis, not a cluster).
-_ENQUEUE = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[5]) then return 0 end
+# Due times are Redis's own clock (TIME), never a host's: hosts whose clocks disagree share the leases, and one
+# running a minute ahead would otherwise take every lease the others hold as lapsed, and send their jobs again.
+# The scripts get durations (a lease's, a postponement's) instead of times.
+_NOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+"""
+_ENQUEUE = _NOW + """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[4]) then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('RPUSH', KEYS[3], ARGV[1])
-redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[3])
+redis.call('ZADD', KEYS[4], 'NX', now, ARGV[3])
 return 1
 """
-_CLAIM = """
+_CLAIM = _NOW + """
 while true do
-  local lanes = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
+  local lanes = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
   if #lanes == 0 then return false end
   local user = lanes[1]
-  local id = redis.call('LINDEX', ARGV[4] .. user, 0)
+  local id = redis.call('LINDEX', ARGV[3] .. user, 0)
   if id then
-    redis.call('ZADD', KEYS[1], ARGV[2], user)
-    redis.call('HSET', KEYS[2], user, ARGV[3])
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), user)
+    redis.call('HSET', KEYS[2], user, ARGV[2])
     return {user, id, redis.call('HGET', KEYS[3], id)}
   end
   redis.call('ZREM', KEYS[1], user)
 end
 """
-_RENEW = """
+_RENEW = _NOW + """
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[3]), ARGV[1])
 return 1
 """
 _SAVE = """
@@ -202,19 +209,19 @@ if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
 return 1
 """
-_POSTPONE = """
+_POSTPONE = _NOW + """
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[1])
 return 1
 """
-_FINISH = """
+_FINISH = _NOW + """
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[3], ARGV[3])
 redis.call('LREM', KEYS[4], 1, ARGV[3])
 redis.call('HDEL', KEYS[2], ARGV[1])
-if redis.call('LLEN', KEYS[4]) > 0 then redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+if redis.call('LLEN', KEYS[4]) > 0 then redis.call('ZADD', KEYS[1], now, ARGV[1])
 else redis.call('ZREM', KEYS[1], ARGV[1]) end
 return 1
 """
@@ -234,7 +241,7 @@ class RedisJobQueue:
 
     def enqueue(self, job_id: str, user: str, data: dict[str, Any]) -> bool:
         keys = [self.prefix + "seen:" + job_id, self.jobs, self._lane(user), self.lanes]
-        args = [job_id, json.dumps(data), user, time.time(), int(SEEN_TTL * 1000)]
+        args = [job_id, json.dumps(data), user, int(SEEN_TTL * 1000)]
         return bool(self._scripts["enqueue"](keys=keys, args=args))
 
     def offer(self, job_id: str, user: str, admit: Callable[[], dict[str, Any] | None]) -> bool | None:
@@ -249,16 +256,16 @@ class RedisJobQueue:
         return bool(self.redis.exists(self.prefix + "seen:" + job_id))
 
     def claim(self, lease: float) -> Job | None:
-        now, token = time.time(), secrets.token_hex(8)
+        token = secrets.token_hex(8)
         found = self._scripts["claim"](keys=[self.lanes, self.leases, self.jobs],
-                                       args=[now, now + lease, token, self.prefix + "lane:"])
+                                       args=[lease, token, self.prefix + "lane:"])
         if not found:
             return None
         user, job_id, data = (value.decode() for value in found)
         return Job(job_id, user, json.loads(data), token)
 
     def renew(self, job: Job, lease: float) -> bool:
-        args = [job.user, job.token, time.time() + lease]
+        args = [job.user, job.token, lease]
         return bool(self._scripts["renew"](keys=[self.lanes, self.leases], args=args))
 
     def save(self, job: Job) -> bool:
@@ -266,12 +273,12 @@ class RedisJobQueue:
         return bool(self._scripts["save"](keys=[self.leases, self.jobs], args=args))
 
     def postpone(self, job: Job, delay: float) -> bool:
-        args = [job.user, job.token, job.id, json.dumps(job.data), time.time() + delay]
+        args = [job.user, job.token, job.id, json.dumps(job.data), delay]
         return bool(self._scripts["postpone"](keys=[self.lanes, self.leases, self.jobs], args=args))
 
     def finish(self, job: Job) -> bool:
         keys = [self.lanes, self.leases, self.jobs, self._lane(job.user)]
-        return bool(self._scripts["finish"](keys=keys, args=[job.user, job.token, job.id, time.time()]))
+        return bool(self._scripts["finish"](keys=keys, args=[job.user, job.token, job.id]))
 
     def pending(self) -> int:
         return int(self.redis.hlen(self.jobs))
