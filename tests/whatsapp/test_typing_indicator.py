@@ -3,6 +3,9 @@ once the webhooks in hand have answered; SMS gets none, and a typing indicator t
 reply from going out."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
+from types import SimpleNamespace
 from typing import Callable
 
 import pytest
@@ -11,10 +14,14 @@ from twilio_bridge.bridge import EXTENSION
 from twilio_bridge.config import Settings
 from twilio_bridge.delivery import workers as workers_module
 from twilio_bridge.delivery.workers import WebhooksFirst
+from twilio_bridge.state import open_store
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI, as_seen
 from twilio_bridge.testing.standin import ASK_DIGITS, RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
 from twilio_bridge.twilio_rest import twilio_client
+from twilio_bridge.whatsapp.conversation import Conversation, Inbound
+from twilio_bridge.whatsapp.native import NativeFeatures
+from twilio_bridge.whatsapp.replies import Outgoing
 from twilio_bridge.whatsapp.typing_indicator import TypingIndicator
 
 from ..conftest import AUTH_TOKEN, LiveServer
@@ -23,6 +30,21 @@ from ..servers import wait_for
 from .test_twiml import new_number
 
 
+@pytest.fixture
+def typing_starts_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in answers at once, where a real Rasa takes a while: each post is let start before the worker
+    asks Rasa, or on a busy machine a post not started by the time the reply is ready is (rightly) dropped."""
+    show = TypingIndicator.show
+
+    def started(self: TypingIndicator, message_sid: str) -> Future[bool]:
+        posting = show(self, message_sid)
+        wait_for(lambda: posting.running() or posting.done())
+        return posting
+
+    monkeypatch.setattr(TypingIndicator, "show", started)
+
+
+@pytest.mark.usefixtures("typing_starts_first")
 def test_a_whatsapp_message_taken_by_a_worker_shows_typing_for_that_message(
         rest_url: str, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
     user = WhatsAppUser(rest_url, AUTH_TOKEN, number=new_number())
@@ -52,6 +74,7 @@ def typing_posts_finished(server: LiveServer) -> None:
     courier.native.typing.pool.shutdown(wait=True)
 
 
+@pytest.mark.usefixtures("typing_starts_first")
 def test_a_failing_typing_indicator_is_counted_and_the_reply_still_goes_out(
         rest_url: str, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
     before = scrape(rest_url)
@@ -85,3 +108,31 @@ def test_typing_waits_for_the_webhooks_in_hand(fake_api: FakeTwilioAPI, monkeypa
         assert [t["message_id"] for t in fake_api.typing] == ["SM" + "1" * 32]
     finally:
         typing.pool.shutdown(wait=True)
+
+
+def test_typing_not_yet_posted_when_the_reply_is_ready_is_never_posted(settings: Settings) -> None:
+    """Twilio slow on typing: posts wait in the pool. One still waiting when Rasa has answered would show
+    "typing…" after the reply, for 25 s, as if more were coming: it is dropped instead."""
+    release, posted = threading.Event(), []
+
+    def create(channel: str, message_id: str) -> None:
+        posted.append(message_id)
+        release.wait(10)
+
+    client = SimpleNamespace(messaging=SimpleNamespace(v2=SimpleNamespace(
+        typing_indicator=SimpleNamespace(create=create))))
+    typing = TypingIndicator(client, threads=1)  # type: ignore[arg-type]
+    try:
+        busy = "SM" + "1" * 32
+        typing.show(busy)
+        wait_for(lambda: posted == [busy])  # the pool's one thread is held by a post Twilio has not answered
+        current = SimpleNamespace(settings=settings, store=open_store(settings.state_url),
+                                  ask_rasa=lambda *args: [{"text": "Hola, ¿en qué le ayudo?"}])
+        user = "whatsapp:" + new_number()
+        conversation = Conversation(current, user, NativeFeatures(typing=typing))  # type: ignore[arg-type]
+        answered = conversation.reply(Inbound("SM" + "2" * 32, user, "whatsapp:+14155238886", body="hola"))
+        assert answered == [Outgoing("Hola, ¿en qué le ayudo?")]
+    finally:
+        release.set()
+        typing.pool.shutdown(wait=True)
+    assert posted == [busy]

@@ -112,8 +112,14 @@ class Conversation:
         an empty answer gets the apology, a voice note that cannot be heard a request to write instead (and
         Rasa gets nothing)."""
         whatsapp = inbound.channel == "whatsapp"
-        if whatsapp and self.native.typing is not None:
-            self.native.typing.show(inbound.sid)
+        typing = self.native.typing.show(inbound.sid) if whatsapp and self.native.typing is not None else None
+        try:
+            return self._answer(inbound, rasa_timeout, whatsapp)
+        finally:
+            if typing is not None:  # still waiting for its turn: after the reply it would promise more, for 25 s
+                typing.cancel()
+
+    def _answer(self, inbound: Inbound, rasa_timeout: float | None, whatsapp: bool) -> list[Outgoing]:
         heard = self.transcribed(inbound)
         if heard is None:
             return [Outgoing(self.phrases.voice_note_unheard)]

@@ -26,7 +26,8 @@ class TypingIndicator:
         self.webhooks_first = webhooks_first
 
     def show(self, message_sid: str) -> Future[bool]:
-        """Start showing "typing…" to the user who sent `message_sid`; the future says whether Twilio took it."""
+        """Start showing "typing…" to the user who sent `message_sid`; the future says whether Twilio took it.
+        Cancel it once the reply is ready: a post still waiting for a thread would show "typing…" after the reply."""
         return self.pool.submit(self._post, message_sid)
 
     def _post(self, message_sid: str) -> bool:
