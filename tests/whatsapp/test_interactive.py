@@ -6,13 +6,17 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from werkzeug.wrappers import Request, Response
+
 from twilio_bridge.config import Settings
 from twilio_bridge.limits import LIST_ITEM, QUICK_REPLY_TITLE
 from twilio_bridge.rasa.turn import Button
+from twilio_bridge.state import open_store
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI, as_seen, template_buttons, template_text
 from twilio_bridge.testing.standin import ASK_DIGITS, BLOCKED, NOT_BLOCKED, RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
-from twilio_bridge.whatsapp.interactive import fit, template_types
+from twilio_bridge.twilio_rest import twilio_client
+from twilio_bridge.whatsapp.interactive import ContentTemplates, fit, template_types
 
 from ..conftest import AUTH_TOKEN, LiveServer
 from .test_twiml import new_number
@@ -177,3 +181,21 @@ def test_a_template_twilio_no_longer_has_is_sent_as_text_and_made_again(
     assert as_seen(fake_api.wait_for(3, to=user.address)[2]) == BLOCKED
     again = ask_for_card(chat(rest_url), fake_api)
     assert again["content_sid"] == fake_api.contents[0]["sid"] != first
+
+
+def test_a_content_api_answer_that_is_not_a_template_leaves_the_question_as_a_numbered_list(
+        serve: Serve, settings: Settings) -> None:
+    """A 2xx that is not JSON (a proxy's page) must not crash the reply: the courier would ask Rasa again,
+    running the dialogue twice, and drop the message after three crashes without a word to the user."""
+    for answer in ("<html><body>Service Temporarily Unavailable</body></html>", '["not", "a", "template"]'):
+        @Request.application
+        def content_api(request: Request, answer: str = answer) -> Response:
+            return Response(answer, status=201, content_type="text/html")
+
+        api = LiveServer(content_api)
+        try:
+            client = twilio_client("AC" + "0" * 32, AUTH_TOKEN, api.url, 5.0)
+            templates = ContentTemplates(client, open_store(settings.state_url), "es", "Ver opciones")
+            assert templates.ask(QUESTION, [Button("Sí", "/affirm"), Button("No", "/deny")]) is None
+        finally:
+            api.stop()

@@ -131,6 +131,8 @@ class ContentTemplates:
             created = self.client.content.v1.contents.create(request)
         except (TwilioException, requests.RequestException) as exc:
             raise ContentError(str(twilio_failure(exc))) from exc
+        except (ValueError, AttributeError) as exc:  # a 2xx that is not a JSON object (a proxy's page)
+            raise ContentError(f"the Content API's answer is not a template ({type(exc).__name__})") from exc
         if not created.sid:
             raise ContentError("the Content API answered without a sid")
         self.store.put(key, {"sid": created.sid}, TEMPLATE_TTL)
