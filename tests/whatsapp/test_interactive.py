@@ -199,3 +199,28 @@ def test_a_content_api_answer_that_is_not_a_template_leaves_the_question_as_a_nu
             assert templates.ask(QUESTION, [Button("Sí", "/affirm"), Button("No", "/deny")]) is None
         finally:
             api.stop()
+
+
+def test_a_long_question_whose_template_is_refused_still_reaches_the_user(
+        rest_url: str, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    """The text sent when Twilio refuses a template is one message: it must fit in 1600 characters, or the
+    question (its words and its options) is lost to 21617."""
+    question = "Puede hacer cualquiera de estos trámites desde aquí. " * 17 + "¿Cuál desea hacer?"
+    services = [(f"Opción {n}: consulta detallada de todos los movimientos recientes de la cuenta", f"/option_{n}")
+                for n in range(1, 11)]
+    items = [{"text": question, "buttons": [{"title": t, "payload": p} for t, p in services]}]
+    first = chat(rest_url)
+    standin.reply_with(items, first.address)
+    first.send("hola")
+    asked = fake_api.wait_for(1, to=first.address)[0]
+    if asked["content_sid"]:
+        fake_api.delete_content(asked["content_sid"])  # deleted in Twilio's console: the next one is refused
+
+    user = chat(rest_url)
+    standin.reply_with(items, user.address)
+    user.send("hola")
+    last_option = f"10. {services[-1][0]}"
+    assert fake_api.wait_until(lambda api: last_option in "\n".join(as_seen(m) for m in api.sent_to(user.address)))
+    seen = "\n".join(as_seen(m) for m in fake_api.sent_to(user.address))
+    assert "¿Cuál desea hacer?" in seen
+    assert all(len(m["body"]) <= 1600 for m in fake_api.sent_to(user.address))

@@ -26,6 +26,7 @@ from ..limits import (
     LIST_ITEM,
     LIST_ITEM_DESCRIPTION,
     LIST_ITEMS,
+    MESSAGE_CHARACTERS,
     QUICK_REPLY_BUTTONS,
     QUICK_REPLY_TITLE,
 )
@@ -98,8 +99,10 @@ class ContentTemplates:
 
     def ask(self, question: str, buttons: Sequence[Button]) -> Outgoing | None:
         """The question as a message with buttons to tap; None (list them as text) when they do not fit
-        WhatsApp's buttons or the Content API fails."""
-        types = template_types(buttons, self.list_label)
+        WhatsApp's buttons, the question and its list do not fit in the one message sent instead should
+        Twilio refuse the template, or the Content API fails."""
+        fallback = f"{question}\n\n{numbered_menu(buttons)}"
+        types = template_types(buttons, self.list_label) if len(fallback) <= MESSAGE_CHARACTERS else None
         if types is None:
             metrics.whatsapp_buttons("unfit")
             log.info("whatsapp.buttons.as_text", reason="unfit", buttons=len(buttons))
@@ -114,7 +117,7 @@ class ContentTemplates:
         metrics.whatsapp_buttons(kind)
         structlog.contextvars.bind_contextvars(buttons=kind)
         return Outgoing(content_sid=sid, content_variables={"1": question},
-                        fallback_body=f"{question}\n\n{numbered_menu(buttons)}")
+                        fallback_body=fallback)
 
     def sid_for(self, types: dict[str, Any]) -> str:
         """The template's sid, created at Twilio the first time these exact buttons are asked. Raises ContentError."""
