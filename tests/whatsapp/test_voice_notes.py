@@ -4,6 +4,7 @@ small Whisper model; and every note that cannot be heard gets the user a request
 from __future__ import annotations
 
 import dataclasses
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI, as_seen
 from twilio_bridge.testing.standin import RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
 from twilio_bridge.testing.whisper_model import spoken_voice_note
+from twilio_bridge.whatsapp import voice_notes
+from twilio_bridge.whatsapp.voice_notes import Transcriber, Unheard
 
 from ..conftest import AUTH_TOKEN, LiveServer
 from ..metrics_tools import grew, scrape
@@ -142,3 +145,22 @@ def test_a_voice_note_retried_while_rasa_is_down_is_transcribed_once(
     assert len(asked) >= 3 and len(set(asked)) == 1 and "bloquear" in asked[0].lower()
     assert [f["stage"] for f in fake_api.media_fetches] == ["api", "storage"]
     assert grew(before, scrape(url), "twilio_bridge_whatsapp_voice_notes_total", result="transcribed") == 1
+
+
+def test_a_note_longer_than_its_container_says_is_refused_without_decoding_it_all(
+        spanish_note: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chained Ogg streams each start their clock again: many copies of a short note, one after the other, say
+    they last one copy. Decoded whole, 16 MB of such Opus are hours of samples in the transcriber's memory;
+    the decoding stops once past MAX_SECONDS instead."""
+    monkeypatch.setattr(voice_notes, "MAX_SECONDS", 20.0)
+    chained = spanish_note * 120  # some 400 s of audio that says it lasts 3
+    pytest.importorskip("numpy")  # imported before the memory is traced: its import is no decoding
+    tracemalloc.start()
+    try:
+        with pytest.raises(Unheard) as refused:
+            Transcriber("never-loaded", "es").transcribe(chained)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert refused.value.reason == "too_long"
+    assert peak < 3 * 20 * voice_notes.SAMPLE_RATE * 4  # the samples of MAX_SECONDS, not of the whole chain

@@ -7,10 +7,12 @@ already takes every core and several at once would only each be slower and multi
 """
 from __future__ import annotations
 
+import gc
 import io
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
@@ -122,10 +124,8 @@ class Transcriber:
     def transcribe(self, audio: bytes) -> Heard:
         """What the note says. Raises Unheard: undecodable, too_long, empty or engine."""
         try:
-            from faster_whisper.audio import decode_audio
-
             _refuse_long(audio)  # before decoding: hours of Opus fit in 16 MB, and would fill the memory
-            samples = decode_audio(io.BytesIO(audio), sampling_rate=SAMPLE_RATE)
+            samples = _decoded(audio)
         except Unheard:
             raise
         except ImportError as exc:
@@ -133,8 +133,6 @@ class Transcriber:
         except Exception as exc:  # PyAV raises a dozen kinds for a file it cannot read
             raise Unheard("undecodable", type(exc).__name__) from exc
         seconds = len(samples) / SAMPLE_RATE
-        if seconds > MAX_SECONDS:
-            raise Unheard("too_long", f"{seconds:.0f} s")
         with self._lock:
             model = self._loaded()
             started = time.monotonic()
@@ -167,6 +165,46 @@ def _refuse_long(audio: bytes) -> None:
         seconds = (container.duration or 0) / av.time_base
     if seconds > MAX_SECONDS:
         raise Unheard("too_long", f"{seconds:.0f} s")
+
+
+def _decoded(audio: bytes) -> Any:
+    """The note as Whisper hears it (mono float32 at SAMPLE_RATE, as faster-whisper's decode_audio makes it),
+    counted as it is decoded: a container may understate its length (chained Ogg streams each start their
+    clock again, so a hundred notes one after the other say they last one). Raises Unheard("too_long")
+    once past MAX_SECONDS, before the samples of hours fill the memory."""
+    import av
+    import numpy as np
+
+    limit = int(MAX_SECONDS * SAMPLE_RATE)
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    chunks, count = [], 0
+    with av.open(io.BytesIO(audio), metadata_errors="ignore") as container:
+        for frame in _frames(container.decode(audio=0)):
+            for resampled in resampler.resample(frame):
+                chunk = resampled.to_ndarray().reshape(-1)
+                count += len(chunk)
+                if count > limit:
+                    raise Unheard("too_long", f"more than {MAX_SECONDS:.0f} s")
+                chunks.append(chunk)
+    del resampler
+    gc.collect()  # PyAV's resampler holds memory in cycles (faster-whisper issue 390): freed now, not later
+    return np.concatenate(chunks).astype(np.float32) / 32768.0 if chunks else np.zeros(0, dtype=np.float32)
+
+
+def _frames(decoded: Iterator[Any]) -> Iterator[Any]:
+    """The frames PyAV could decode, then None (which flushes the resampler), as decode_audio reads them."""
+    import av
+
+    while True:
+        try:
+            frame = next(decoded)
+        except StopIteration:
+            break
+        except av.error.InvalidDataError:
+            continue
+        frame.pts = None  # a chained stream's clock starts again: its timestamps are not to be checked
+        yield frame
+    yield None
 
 
 class VoiceNotes:
