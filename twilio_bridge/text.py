@@ -24,6 +24,7 @@ _BOLD = re.compile(r"\*\*(?=\S)((?:[^*\n]|\*(?!\*))+?)(?<=\S)\*\*|__(?=\S)((?:[^
 _ITALIC_STAR = re.compile(r"(?<![*\w])\*(?=[^\s*])([^*\n]+?)(?<=\S)\*(?![*\w])")
 _STRIKE = re.compile(r"~~(?=[^\s~])([^~\n]+?)(?<=\S)~~")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+_LEADING_SPACES_AND_SLASHES = re.compile(r"^[\s/]+")
 LONGEST_TEXT = 100_000  # characters of one text cleaned; more can be neither spoken (64 kB of TwiML) nor sent
 _BOLD_MARK = "\x02"  # stands for WhatsApp's '*' while single '*' (markdown italics) become '_'
 
@@ -139,9 +140,10 @@ def _pack(units: Iterable[str], limit: int) -> list[str]:
 
 
 def from_user(text: str | None) -> str:
-    """A user's words as Rasa may see them: never starting with '/', which Rasa runs as a command."""
-    cleaned = plain(text or "").strip()
-    return cleaned.lstrip("/ \t\n").strip()
+    """A user's words as Rasa may see them: never starting with '/', which Rasa runs as a command. Every
+    leading space and slash goes, whatever the space: a no-break or ideographic space between two slashes
+    ("/\u00a0/restart") would otherwise be stripped last and leave the command."""
+    return _LEADING_SPACES_AND_SLASHES.sub("", plain(text or "")).strip()
 
 
 def fold(text: str) -> str:
