@@ -34,6 +34,11 @@ def test_no_spaces_and_slashes_before_a_command_bring_it_to_rasa(prefix: list[st
     assert not from_user("".join(prefix) + command).lstrip().startswith("/")
 
 
+def test_a_tag_that_ends_a_line_leaves_the_words_apart() -> None:
+    assert for_whatsapp("Hola<br>mundo<BR/>otra <b>vez</b><p>Fin</p>") == "Hola\nmundo\notra vez\nFin"
+    assert for_speech("Hola<br />mundo<div>adiós</div>") == "Hola mundo adiós"
+
+
 def test_speech_text_loses_markdown_emoji_and_tags_but_keeps_meaning() -> None:
     assert for_speech("# Aviso\n* **Tarjeta** bloqueada ✅\n* Ver [detalles](https://x.y)") == (
         "Aviso Tarjeta bloqueada Ver detalles")

@@ -16,6 +16,7 @@ _HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.*)$", re.MULTILINE)
 _BULLET = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,9}[.)])[ \t]+", re.MULTILINE)
 _SPACES = re.compile(r"[ \t]+")
 _HTML_TAG = re.compile(r"</?[a-zA-Z][^<>]{0,200}>")
+_HTML_BREAK = re.compile(r"<(?:br|/?p|/?div|/?li)\b[^<>]{0,200}>", re.IGNORECASE)  # a tag that ends a line
 _STRAY_MARKS = re.compile(r"(?<!\S)[#*_~`>|]+(?!\S)")
 _SENTENCE_END = re.compile(r"(?<=[.!?…;:])\s+")
 _LONG_DIGITS = re.compile(r"(?<![\w+])(\+?\d[\d \-]{5,}\d)(?!\w)")
@@ -67,7 +68,7 @@ def for_speech(text: str) -> str:
     for _ in range(2):  # nested marks such as ***bold italic*** or **bold _italic_**
         for marks in _MARKS_SPOKEN:
             text = marks.sub(r"\2", text)
-    text = _HTML_TAG.sub("", text)
+    text = _HTML_TAG.sub("", _HTML_BREAK.sub("\n", text))
     text = _no_pictographs(text)
     text = _STRAY_MARKS.sub(" ", text)
     text = text.replace("\n", " ").replace("\t", " ")
@@ -78,7 +79,7 @@ def for_whatsapp(text: str) -> str:
     """Markdown as WhatsApp writes it: *bold*, _italic_, ~strike~, links as "text (url)"; no HTML tags."""
     text = plain(text[:LONGEST_TEXT]).replace(_BOLD_MARK, " ")
     text = _LINK.sub(lambda m: f"{m[1]} ({m[2]})" if m[1].strip() and m[1] != m[2] else m[2], text)
-    text = _HTML_TAG.sub("", text)
+    text = _HTML_TAG.sub("", _HTML_BREAK.sub("\n", text))
     text = _HEADING.sub(_bold_heading, text)
     text = _BOLD.sub(lambda m: _BOLD_MARK + (m[1] or m[2]) + _BOLD_MARK, text)
     text = _ITALIC_STAR.sub(r"_\1_", text)
