@@ -2,6 +2,7 @@
 of them work at once while the others wait for Rasa. Idle, one of them looks for jobs and the others sleep."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -41,6 +42,28 @@ def test_a_job_is_taken_once_the_webhooks_in_hand_have_answered(tmp_path: Path, 
         assert taken_after_answer == [True]
     finally:
         workers.stop(5)
+
+
+def test_a_delivery_runs_nicer_than_the_threads_that_answer_webhooks(tmp_path: Path) -> None:
+    """Linux schedules threads: a delivery thread's niceness is its own, above its process's, so every worker's
+    webhooks have the cores before any worker's deliveries."""
+    queue = SqliteJobQueue(tmp_path / "state.db")
+    seen: list[int] = []
+    handled = threading.Event()
+
+    def handle(job: Job) -> None:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        queue.finish(job)
+        handled.set()
+
+    workers = LaneWorkers(queue, handle, threads=1, poll=0.05).start()
+    try:
+        queue.enqueue("SM1", "ana", {})
+        workers.wake()
+        assert handled.wait(5)
+    finally:
+        workers.stop(5)
+    assert seen == [os.getpriority(os.PRIO_PROCESS, 0) + workers_module.DELIVERY_NICENESS]
 
 
 def test_webhooks_without_end_do_not_hold_deliveries_back_for_long(tmp_path: Path) -> None:

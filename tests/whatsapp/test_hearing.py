@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from twilio_bridge.delivery.workers import defer_to_webhooks
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.standin import RasaStandIn
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
@@ -134,6 +135,24 @@ def test_under_gunicorn_the_workers_hold_no_model_and_one_transcriber_hears_them
 def resident_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+def test_a_transcriber_started_by_a_delivery_thread_is_as_nice_as_any(whisper_model: Path, run_dir: Path,
+                                                                      note: bytes) -> None:
+    """A delivery thread runs nicer than its worker (defer_to_webhooks): the transcriber it starts takes the
+    worker's niceness plus its own, not the thread's, which would leave it at the bottom of the scale."""
+    client = HostTranscriber(str(whisper_model), "es", directory=run_dir)
+    heard: list[str] = []
+
+    def deliver() -> None:
+        defer_to_webhooks()
+        heard.append(client.transcribe(note).text)
+
+    thread = threading.Thread(target=deliver)
+    thread.start()
+    thread.join(120)
+    assert heard and heard_it(heard[0])
+    assert niceness(the_transcriber(client)) == niceness(os.getpid()) + NICENESS
 
 
 def test_a_second_transcriber_leaves_the_first_alone(whisper_model: Path, run_dir: Path, note: bytes) -> None:

@@ -227,7 +227,8 @@ def serve(socket_path: Path, model: str, language: str | None, parent: int) -> i
                 log.info("whatsapp.transcriber.another_runs", socket=str(socket_path))
                 return 0
             time.sleep(0.05)
-    os.nice(NICENESS)
+    # The worker's own niceness plus NICENESS, not the starting thread's (a delivery thread runs nicer: workers.py)
+    os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, parent) + NICENESS)
     socket_path.unlink(missing_ok=True)  # a transcriber before this one ended without removing it
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(str(socket_path))
