@@ -14,6 +14,7 @@ from tests.whatsapp.test_twiml import APOLOGY
 from twilio_bridge.config import Settings
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.standin import ASK_DIGITS, HANDOFF, RasaStandIn
+from twilio_bridge.whatsapp import conversation as conversation_module
 
 
 def test_a_turn_slower_than_rasa_timeout_is_waited_for_not_sent_again(
@@ -93,3 +94,35 @@ def test_a_rasa_that_refuses_the_connection_is_retried_until_the_window_ends(
         assert bodies(fake_api.wait_for(1, to=user.address)) == [APOLOGY]
     retries = [e["reason"] for e in logs if e["event"] == "whatsapp.retry_later"]
     assert len(retries) >= 2 and set(retries) == {"rasa_unreachable"}
+
+
+def test_a_store_failing_after_rasa_answered_costs_the_reply_nothing_and_rasa_is_not_asked_again(
+        rest_url: str, rest_settings: Settings, standin: RasaStandIn, fake_api: FakeTwilioAPI,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rasa has run the dialogue when its answer comes: a failure to write the menu (the store, a moment) must
+    not crash the delivery, which would ask Rasa again and run the dialogue twice, or three times, then drop it."""
+    user = chat(rest_url)
+
+    def store_down(*_: object) -> None:
+        raise ConnectionError("the store went away")
+
+    monkeypatch.setattr(conversation_module, "forget_last_notification", store_down)
+    user.send("perdí mi tarjeta")
+    assert bodies(fake_api.wait_for(1, to=user.address)) == [ASK_DIGITS]
+    wait_for(lambda: drained(rest_settings))
+    assert [r["message"] for r in standin.received] == ["perdí mi tarjeta"]
+
+
+def test_a_reply_that_fails_to_render_is_an_apology_and_rasa_is_not_asked_again(
+        rest_url: str, rest_settings: Settings, standin: RasaStandIn, fake_api: FakeTwilioAPI,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    user = chat(rest_url)
+
+    def broken(*_: object) -> None:
+        raise ValueError("a bug in rendering")
+
+    monkeypatch.setattr(conversation_module, "render_turn", broken)
+    user.send("perdí mi tarjeta")
+    assert bodies(fake_api.wait_for(1, to=user.address)) == [APOLOGY]
+    wait_for(lambda: drained(rest_settings))
+    assert [r["message"] for r in standin.received] == ["perdí mi tarjeta"]

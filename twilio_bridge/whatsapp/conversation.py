@@ -15,10 +15,11 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from ..bridge import Bridge
+from ..logs import log
 from ..outbound.messages import forget_last_notification, with_last_notification
 from ..phrases import Phrases, phrases_for
 from ..rasa.menu import choose_button
-from ..rasa.turn import Button, read_turn
+from ..rasa.turn import AssistantTurn, Button, read_turn
 from ..text import from_user
 from .native import NativeFeatures
 from .replies import Outgoing, apology, render_turn
@@ -128,15 +129,27 @@ class Conversation:
         message, kind = self.message_for(inbound, menu)
         metadata = with_last_notification(self.current.store, self.user, inbound.metadata(kind))
         turn = read_turn(self.current.ask_rasa(self.user, message, metadata, rasa_timeout))
+        # Rasa has run the dialogue: nothing that fails from here may raise, or the delivery would ask it again.
+        try:
+            self._remember(turn, menu, metadata)
+        except Exception as exc:  # the store: the reply goes out, and the next message may miss this one's menu
+            log.warning("whatsapp.after_rasa.unrecorded", error=type(exc).__name__, detail=str(exc)[:200])
+        if turn.is_empty:
+            return self.apology()
+        ask = self.native.templates.ask if whatsapp and self.native.templates is not None else None
+        try:
+            return render_turn(turn, self.phrases, self.current.settings.fallback_phone_number, ask)
+        except Exception:
+            log.exception("whatsapp.render_failed")
+            return self.apology()
+
+    def _remember(self, turn: AssistantTurn, menu: list[Button], metadata: dict[str, Any]) -> None:
+        """What the next message needs from this turn: its menu to choose from; the notification answered, forgotten."""
         forget_last_notification(self.current.store, self.user, metadata)
         if turn.buttons:
             self.current.store.put(self.menu_key, {"buttons": [asdict(b) for b in turn.buttons]}, MENU_TTL)
         elif menu:  # most turns offer no menu and follow none: they write nothing
             self.current.store.delete(self.menu_key)
-        if turn.is_empty:
-            return self.apology()
-        ask = self.native.templates.ask if whatsapp and self.native.templates is not None else None
-        return render_turn(turn, self.phrases, self.current.settings.fallback_phone_number, ask)
 
     def transcribed(self, inbound: Inbound) -> Inbound | None:
         """A voice note (audio without text) with its transcript as the text, when voice notes are heard;
