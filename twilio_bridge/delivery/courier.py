@@ -87,8 +87,7 @@ class Courier:
         """Send what is left; None when all went out, else why it stopped."""
         data = job.data
         messages = [Outgoing.from_dict(raw) for raw in data["outgoing"]]
-        whatsapp_from = self.current.settings.twilio_whatsapp_from
-        from_ = whatsapp_from if whatsapp_from and inbound.channel == "whatsapp" else inbound.to  # SMS: our number
+        from_ = self._from(inbound)
         while data["sent"] < len(messages):
             try:
                 sid = self.sender.send(job.user, from_, messages[data["sent"]], self.status_callback)
@@ -117,6 +116,11 @@ class Courier:
                 return "lease_lost"
         self.queue.finish(job)
         return None
+
+    def _from(self, inbound: Inbound) -> str:
+        """The address replies to `inbound` come from: the WhatsApp sender, or for SMS the number it was sent to."""
+        whatsapp_from = self.current.settings.twilio_whatsapp_from
+        return whatsapp_from if whatsapp_from and inbound.channel == "whatsapp" else inbound.to
 
     def _without_template(self, job: Job, message: Outgoing, exc: SendError) -> Outgoing:
         """Twilio refused a question's buttons: the same question as text, at once, and its template forgotten
@@ -191,10 +195,22 @@ class Courier:
             log.error("whatsapp.delivery.dropped", crashes=job.data["crashes"])
             if "outbound" in job.data:
                 self._notification_dropped(job.data["outbound"])
+            elif not job.data.get("sent"):
+                self._apologise(job)
             self.queue.finish(job)
             return "dropped"
         self.queue.postpone(job, BACKOFF_MAX)
         return "crashed"
+
+    def _apologise(self, job: Job) -> None:
+        """A user's message dropped with nothing sent back: the apology instead of silence. Best-effort: what
+        crashed may be the sending itself."""
+        try:
+            inbound = Inbound.from_dict(job.data["inbound"])
+            for message in Conversation(self.current, job.user, self.native).apology():
+                self.sender.send(job.user, self._from(inbound), message, self.status_callback)
+        except Exception as exc:
+            log.warning("whatsapp.delivery.apology_failed", error=type(exc).__name__, detail=str(exc)[:200])
 
     def _notification_dropped(self, message_id: str) -> None:
         """GET /api/outbound/messages/{id} says failed, not queued for ever. Best-effort, as counters are: what
