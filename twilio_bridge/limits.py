@@ -7,6 +7,7 @@ SAY_CHARACTERS = 3000  # one <Say> with a Polly voice
 GATHER_CHILDREN = frozenset({"Say", "Play", "Pause"})  # the only verbs a <Gather> may hold
 GATHER_INPUTS = ("dtmf", "speech", "dtmf speech")  # written as one string, never as a list
 MESSAGE_CHARACTERS = 1600  # one <Message> body, or one message sent through the Messages API
+TWIML_MESSAGES = 10  # <Message>s Twilio sends in answer to one incoming message (more: warning 14109)
 
 # WhatsApp through the Content API: quick replies and list pickers sent inside the 24-hour session
 QUICK_REPLY_BUTTONS = 3  # a quick reply sent in session without WhatsApp's approval

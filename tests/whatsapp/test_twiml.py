@@ -14,10 +14,22 @@ from tests.test_text import HOSTILE_SHAPES
 from twilio_bridge import routes
 from twilio_bridge.app import create_app
 from twilio_bridge.config import Settings
+from twilio_bridge.limits import MESSAGE_CHARACTERS, TWIML_BYTES, TWIML_MESSAGES
 from twilio_bridge.state import SqliteStore
-from twilio_bridge.testing.standin import ASK_DIGITS, BLOCKED, FALLBACK, GOODBYE, HANDOFF, NOT_BLOCKED, RasaStandIn
+from twilio_bridge.testing.standin import (
+    ASK_DIGITS,
+    BLOCKED,
+    FALLBACK,
+    GOODBYE,
+    HANDOFF,
+    HUGE_TEXT,
+    NOT_BLOCKED,
+    RasaStandIn,
+)
+from twilio_bridge.text import for_whatsapp, split_message
 from twilio_bridge.testing.whatsapp_user import WhatsAppUser
 from twilio_bridge.web.signature import sign
+from twilio_bridge.whatsapp.replies import Outgoing, messaging_twiml
 
 APOLOGY = ("Lo siento, tengo un problema técnico y no pude responder a su mensaje. Por favor, escríbame de nuevo "
            f"en unos minutos. Para hablar con una persona, llame al {HUMAN}.")
@@ -95,11 +107,19 @@ def test_markdown_and_control_characters_are_made_whatsapp_safe(user: WhatsAppUs
     assert bodies(user.send("hola")) == ['Hola cliente & "amigo"    ✅🚀 *importante* _nota_ enlace (https://x.y) # Título']
 
 
-def test_a_huge_reply_is_split_into_bodies_of_at_most_1600(user: WhatsAppUser, standin: RasaStandIn) -> None:
+def test_a_huge_reply_is_cut_to_what_twilio_sends_from_one_answer(user: WhatsAppUser, standin: RasaStandIn) -> None:
+    """100 kB of words: bodies of at most 1600 characters, ten of them in at most 64 kB (check_messaging_answer
+    fails on any more), the beginning of the answer in its order. REST mode sends it all (test_rest.py)."""
     standin.mode = "huge"
-    texts = bodies(user.send("cuéntame todo"))  # check_messaging_answer fails on any body over 1600
-    assert len(texts) >= 60 and all(t.endswith(".") for t in texts)
-    assert sum(len(t) for t in texts) >= 99_000
+    texts = bodies(user.send("cuéntame todo"))
+    assert len(texts) == TWIML_MESSAGES and all(t.endswith(".") for t in texts)
+    assert texts == split_message(for_whatsapp(HUGE_TEXT), MESSAGE_CHARACTERS)[:TWIML_MESSAGES]
+
+
+def test_an_answer_of_escaped_characters_stays_within_twiml_bytes() -> None:
+    """'&' takes five bytes once escaped: ten full bodies of them would be 80 kB."""
+    answer = str(messaging_twiml([Outgoing("&" * 1600) for _ in range(TWIML_MESSAGES)]))
+    assert len(answer.encode()) <= TWIML_BYTES and 1 <= answer.count("<Message>") < TWIML_MESSAGES
 
 
 def test_handoff_gives_the_number_and_hangup_just_the_words(user: WhatsAppUser) -> None:

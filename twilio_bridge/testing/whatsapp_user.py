@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import requests
 
 from .. import routes
-from ..limits import MESSAGE_CHARACTERS, WEBHOOK_TIMEOUT
+from ..limits import MESSAGE_CHARACTERS, TWIML_BYTES, TWIML_MESSAGES, WEBHOOK_TIMEOUT
 from .phone import Answer, TwilioPhone, TwilioWouldFail, sid, twiml_document
 
 
@@ -99,7 +99,9 @@ class WhatsAppUser:
 def check_messaging_answer(answer: Answer, content_type: str) -> ET.Element:
     """Twilio's rules for a messaging webhook's answer; the parsed <Response> when they hold."""
     where = f"{answer.url} answered"
-    root = twiml_document(answer, content_type, WEBHOOK_TIMEOUT)
+    root = twiml_document(answer, content_type, WEBHOOK_TIMEOUT, TWIML_BYTES)
+    if len(root.findall("Message")) > TWIML_MESSAGES:
+        raise TwilioWouldFail(f"{where} {len(root.findall('Message'))} <Message>s; Twilio sends {TWIML_MESSAGES} at most")
     for message in root:
         if message.tag not in ("Message", "Redirect"):
             raise TwilioWouldFail(f"{where} <{message.tag}>, not a messaging verb")

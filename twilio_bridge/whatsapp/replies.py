@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
+from xml.sax.saxutils import escape
 
 from twilio.twiml.messaging_response import MessagingResponse
 
-from ..limits import CONTENT_BODY, MESSAGE_CHARACTERS
+from ..limits import CONTENT_BODY, MESSAGE_CHARACTERS, TWIML_BYTES, TWIML_MESSAGES
+from ..logs import log
 from ..phrases import Phrases
 from ..rasa.turn import AssistantTurn, Button
 from ..text import for_whatsapp, split_message
@@ -79,9 +81,23 @@ def apology(phrases: Phrases, fallback_number: str | None) -> list[Outgoing]:
 
 
 def messaging_twiml(messages: Sequence[Outgoing]) -> MessagingResponse:
+    """The messages as a webhook's answer, as many as Twilio sends from one: TWIML_MESSAGES, in TWIML_BYTES.
+    What a longer answer (REST mode sends it all) has beyond that is left out and logged: a larger document
+    would be refused whole (11750), and the user would get nothing."""
     response = MessagingResponse()
-    for outgoing in messages:
+    size = len('<?xml version="1.0" encoding="UTF-8"?><Response></Response>')
+    for kept, outgoing in enumerate(messages):
+        size += _message_bytes(outgoing)
+        if kept == TWIML_MESSAGES or size > TWIML_BYTES:
+            log.warning("whatsapp.twiml.cut", messages=len(messages), kept=kept)
+            break
         message = response.message(outgoing.body or None)
         if outgoing.media_url:
             message.media(outgoing.media_url)
     return response
+
+
+def _message_bytes(outgoing: Outgoing) -> int:
+    """At least what one <Message> takes in the document: its tags, body and media URL, escaped."""
+    media = f"<Media>{escape(outgoing.media_url)}</Media>" if outgoing.media_url else ""
+    return len(f"<Message><Body>{escape(outgoing.body)}</Body>{media}</Message>".encode())
