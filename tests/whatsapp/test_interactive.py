@@ -59,6 +59,19 @@ def test_up_to_three_buttons_are_a_quick_reply_whose_tap_sends_rasa_the_payload(
     tapped = standin.received[-1]
     assert (tapped["message"], tapped["metadata"]["input"], tapped["metadata"]["button_text"]) == (
         "/affirm", "button", "Sí")
+    assert tapped["metadata"]["button_payload"] == "/affirm"
+
+
+def test_a_tap_on_a_button_rasa_did_not_offer_goes_as_text_with_its_payload_in_the_metadata(
+        rest_url: str, standin: RasaStandIn, fake_api: FakeTwilioAPI) -> None:
+    """An operator's template may carry buttons of its own: the tap's text reaches Rasa as what the user said,
+    never its payload as a command, and the payload rides in the metadata for the assistant to read."""
+    user = chat(rest_url)
+    user.send("Confirmar cita", button_payload="/confirm_appointment", button_text="Confirmar cita")
+    fake_api.wait_for(1, to=user.address)
+    tapped = standin.received[-1]
+    assert (tapped["message"], tapped["metadata"]["input"]) == ("Confirmar cita", "text")
+    assert tapped["metadata"]["button_payload"] == "/confirm_appointment"
 
 
 def test_a_template_is_made_once_and_reused_by_another_bridge_on_the_same_state(

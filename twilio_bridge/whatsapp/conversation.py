@@ -75,6 +75,8 @@ class Inbound:
                                     "to": self.to, "input": kind, **self.details}
         if self.media:
             metadata["media"] = self.media
+        if self.button_payload:  # also a tap Rasa did not offer (an operator's template): the text goes as text
+            metadata["button_payload"] = self.button_payload
         if self.heard_language:
             metadata["language"] = self.heard_language
         return metadata
