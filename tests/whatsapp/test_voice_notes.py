@@ -77,6 +77,15 @@ def test_a_media_url_on_another_host_is_never_fetched(
     wait_for(lambda: grew(before, scrape(url), "twilio_bridge_whatsapp_voice_notes_total", result="foreign_host") == 1)
 
 
+@pytest.mark.parametrize("url", ["https://api.twilio.com:99999/2010-04-01/Media/ME1", "https://[api.twilio.com/x",
+                                 "https://api.twilio.com:port/x"])
+def test_a_media_url_without_an_origin_is_a_foreign_host_not_a_crash(url: str) -> None:
+    fetcher = voice_notes.MediaFetcher("https://api.twilio.com", "AC" + "0" * 32, AUTH_TOKEN)
+    with pytest.raises(Unheard) as refused:
+        fetcher.fetch(url)
+    assert refused.value.reason == "foreign_host"
+
+
 @pytest.mark.parametrize("audio, reason", [
     (b"\0" * (WHATSAPP_MEDIA_BYTES + 1), "too_big"),
     (b"OggS" + b"not really a voice note" * 10, "undecodable"),

@@ -73,8 +73,12 @@ class MediaFetcher:
 
     def fetch(self, url: str) -> bytes:
         """The attachment's bytes. Raises Unheard: foreign_host, too_big or download."""
-        if origin(url) != self.api_origin:
-            raise Unheard("foreign_host", urlsplit(url).netloc)
+        try:
+            foreign = origin(url) != self.api_origin
+        except ValueError:  # a port out of range, brackets that do not close: no origin at all
+            foreign = True
+        if foreign:
+            raise Unheard("foreign_host", url[:200])
         try:
             answer = self.session.get(url, auth=self.auth, allow_redirects=False, stream=True, timeout=self.timeout)
             for _ in range(MAX_REDIRECTS):
