@@ -183,3 +183,35 @@ def test_a_confidence_that_is_no_score_is_left_out_of_what_rasa_gets(
     call = phone.call()
     call.say("hola", confidence=confidence)  # NaN would make the JSON body one Rasa's parser may refuse
     assert standin.received[-1]["message"] == "hola" and "confidence" not in standin.received[-1]["metadata"]
+
+
+def test_an_assistant_turn_with_nothing_a_voice_can_say_is_never_silence(phone: TwilioPhone, standin: RasaStandIn) -> None:
+    """Emoji, markup or an image alone say nothing on the phone: the call goes on as if Rasa had not said them."""
+    hangs_up = phone.call()
+    standin.reply_with([{"text": "👋🙂"}, {"custom": {"hangup": True}}], sender=hangs_up.sid)
+    hangs_up.say("adiós")
+    assert hangs_up.ended and hangs_up.heard == ["Gracias por llamar. Hasta luego."]  # not silence, then a hang-up
+
+    transfers = phone.call()
+    standin.reply_with([{"text": "<br/>"}, {"custom": {"handoff": True}}], sender=transfers.sid)
+    transfers.say("agente")
+    assert transfers.dialed == HUMAN and transfers.heard == ["Le comunico con una persona, un momento por favor."]
+
+    for nothing in ([{"text": "👍"}], [{"image": "https://example.com/card.png"}]):
+        call = phone.call()
+        standin.reply_with([{"recipient_id": call.sid, **item} for item in nothing], sender=call.sid)
+        call.say("hola")
+        assert call.heard[0] == "Lo siento, tengo un problema técnico." and call.dialed == HUMAN  # as for Rasa's []
+
+    menu = phone.call()
+    standin.reply_with([{"text": "✅", "buttons": [{"title": "Sí", "payload": "/affirm"}]}], sender=menu.sid)
+    menu.say("hola")
+    assert menu.heard == ["Diga o marque 1 para Sí."] and menu.state == "gathering"
+
+
+def test_a_greeting_with_nothing_a_voice_can_say_is_the_configured_greeting(reconfigure, standin: RasaStandIn) -> None:
+    phone = reconfigure(voice_greeting="Bienvenido al banco.")
+    call_sid = sid("CA")
+    standin.reply_with([{"recipient_id": call_sid, "text": "🏦"}], call_sid)
+    call = phone.call(call_sid=call_sid)
+    assert call.heard == ["Bienvenido al banco."] and call.state == "gathering"

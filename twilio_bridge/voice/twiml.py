@@ -35,8 +35,7 @@ def say_all(parent: VoiceResponse | Gather, texts: Sequence[str], voice: Voice) 
     """Add one <Say> per piece of speech, cutting (with a spoken note) before the size limit."""
     budget = SPOKEN_BYTES_LIMIT - _xml_bytes(voice.phrases.cut_short)
     for text in texts:
-        pieces = _spoken_pieces(text) if len(text) <= REMEMBERED_CHARACTERS else spoken_pieces(text)
-        for piece, size in pieces:
+        for piece, size in _pieces(text):
             cost = size + 80
             if cost > budget:
                 _say(parent, voice.phrases.cut_short, voice)
@@ -53,6 +52,25 @@ def spoken_pieces(text: str) -> tuple[tuple[str, int], ...]:
 # An assistant says the same texts over and over (its responses are templates, its phrases fixed): each is
 # cleaned and cut once per worker, not on every turn (a twentieth of a turn's CPU in the bridge).
 _spoken_pieces = lru_cache(maxsize=REMEMBERED_TEXTS)(spoken_pieces)
+
+
+def _pieces(text: str) -> tuple[tuple[str, int], ...]:
+    return _spoken_pieces(text) if len(text) <= REMEMBERED_CHARACTERS else spoken_pieces(text)
+
+
+def speakable(texts: Sequence[str]) -> tuple[str, ...]:
+    """The texts a voice says something for: emoji, markup or symbols alone say nothing. Texts past what
+    one answer can speak are kept unread: say_all cuts there whatever they hold."""
+    kept: list[str] = []
+    budget = SPOKEN_BYTES_LIMIT
+    for index, text in enumerate(texts):
+        if budget <= 0:
+            return (*kept, *texts[index:])
+        pieces = _pieces(text)
+        if pieces:
+            kept.append(text)
+            budget -= sum(size for _, size in pieces)
+    return tuple(kept)
 
 
 def menu_prompt(buttons: Sequence[Button], phrases: Phrases) -> str:
