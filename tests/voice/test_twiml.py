@@ -94,3 +94,24 @@ def test_a_text_said_again_is_spoken_the_same_and_only_short_texts_are_remembere
     assert first == again and first == ["Su tarjeta está bloqueada.", longest, long]
     cached = twiml._spoken_pieces.cache_info()
     assert (cached.hits, cached.currsize) == (2, 2)  # the short text and the longest kept, each cleaned once
+
+
+def test_a_menu_s_speech_hints_keep_to_twilio_s_limits_and_the_document_under_64_kb() -> None:
+    """Every button title became a hint: long titles made a <Gather> Twilio refuses (more than 64 kB), and
+    hints past 500 entries or 100 characters each are invalid (warning 13330)."""
+    buttons = tuple(Button(f"Opción {n} " + "muy larga " * 300, f"/choose{n}") for n in range(40))
+    root = parse(turn_response(AssistantTurn(texts=("Elija una.",), buttons=buttons), VOICE, None))  # raises past 64 kB
+    assert root.find("Gather").get("hints") is None  # no title short enough to be a hint
+    many = tuple(Button(f"plan {n}", f"/plan{n}") for n in range(600))
+    hints = parse(turn_response(AssistantTurn(texts=("Elija un plan.",), buttons=many), VOICE, None)).find("Gather").get("hints")
+    assert hints.split(", ") == [f"plan {n}" for n in range(500)]
+
+
+def test_the_gather_s_own_attributes_count_against_the_64_kb() -> None:
+    """Hints and a speech model from a directive, written as XML entities, grow the <Gather> past the room
+    its tags were given: a long answer with them still fits."""
+    turn = read_turn([{"text": "Una frase larga. " * 10_000},
+                      {"custom": {"gather": {"hints": "&" * 1000, "speech_model": "<" * 1000}}}])
+    response = turn_response(turn, VOICE, None)
+    parse(response)  # TwilioWouldFail past 64 kB
+    assert [s.text for s in parse(response).iter("Say")][-1] == SPANISH.cut_short

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 from typing import Any, Sequence
 from xml.sax.saxutils import escape
 
@@ -22,6 +23,8 @@ from ..text import for_speech, split_text
 SPOKEN_BYTES_LIMIT = TWIML_BYTES - 4000  # of Twilio's 64 kB, leaving room for the tags around the text
 REMEMBERED_TEXTS = 1024  # texts whose pieces a worker keeps (spoken_pieces)
 REMEMBERED_CHARACTERS = 1000  # the longest text kept: with its pieces, at most about 8 MB per worker
+HINTS = 500  # entries of a <Gather>'s hints, each of at most HINT_CHARACTERS: Twilio's limits (warning 13330)
+HINT_CHARACTERS = 100
 
 
 @dataclass(frozen=True)
@@ -31,9 +34,10 @@ class Voice:
     phrases: Phrases
 
 
-def say_all(parent: VoiceResponse | Gather, texts: Sequence[str], voice: Voice) -> None:
-    """Add one <Say> per piece of speech, cutting (with a spoken note) before the size limit."""
-    budget = SPOKEN_BYTES_LIMIT - _xml_bytes(voice.phrases.cut_short)
+def say_all(parent: VoiceResponse | Gather, texts: Sequence[str], voice: Voice, used: int = 0) -> None:
+    """Add one <Say> per piece of speech, cutting (with a spoken note) before the size limit; `used`: bytes
+    the document holds already beyond the room left for tags (a <Gather>'s attributes)."""
+    budget = SPOKEN_BYTES_LIMIT - used - _xml_bytes(voice.phrases.cut_short)
     for text in texts:
         for piece, size in _pieces(text):
             cost = size + 80
@@ -85,7 +89,7 @@ def gather_response(texts: Sequence[str], voice: Voice, options: dict[str, Any] 
     """Speak inside a <Gather>, so the caller can answer over any of it."""
     options = dict(options or {})
     spoken = list(texts) + ([menu_prompt(buttons, voice.phrases)] if buttons else [])
-    hints = ", ".join(b.title for b in buttons)
+    hints = ", ".join(_hints(buttons))
     if hints and "hints" not in options:
         options["hints"] = hints
     input_kind = options.pop("input", "dtmf speech")
@@ -100,8 +104,14 @@ def gather_response(texts: Sequence[str], voice: Voice, options: dict[str, Any] 
         timeout=options.pop("timeout", 5),
         **options,
     )
-    say_all(gather, spoken, voice)
+    say_all(gather, spoken, voice, used=len(str(response).encode("utf-8")))
     return response
+
+
+def _hints(buttons: Sequence[Button]) -> list[str]:
+    """The buttons' titles as speech hints, as many as Twilio takes; a longer title is no hint."""
+    entries = (entry.strip() for button in buttons for entry in button.title.split(","))
+    return list(islice((entry for entry in entries if entry and len(entry) <= HINT_CHARACTERS), HINTS))
 
 
 def handoff_response(texts: Sequence[str], voice: Voice, number: str | None,
