@@ -215,3 +215,22 @@ def test_a_greeting_with_nothing_a_voice_can_say_is_the_configured_greeting(reco
     standin.reply_with([{"recipient_id": call_sid, "text": "🏦"}], call_sid)
     call = phone.call(call_sid=call_sid)
     assert call.heard == ["Bienvenido al banco."] and call.state == "gathering"
+
+
+@pytest.mark.parametrize("answered_by", ["machine_start", "machine_end_beep", "fax"])
+def test_an_answering_machine_that_stays_silent_is_never_put_through_to_a_person(
+        answered_by: str, phone: TwilioPhone, standin: RasaStandIn) -> None:
+    """A call the bridge placed with machine detection, answered by a voicemail: its silence ends in a
+    goodbye, not in the person's phone ringing to talk to a recording."""
+    call = phone.answer(sid("CA"), "+525500000000", "+525512345678", answered_by=answered_by)
+    assert standin.received[0]["metadata"]["answered_by"] == answered_by
+    for _ in range(3):
+        call.silence()
+    assert call.ended and call.dialed is None and call.heard == ["Gracias por llamar. Hasta luego."]
+
+
+def test_a_person_who_answers_a_placed_call_and_stays_silent_is_still_put_through(phone: TwilioPhone) -> None:
+    call = phone.answer(sid("CA"), "+525500000000", "+525512345678", answered_by="human")
+    for _ in range(3):
+        call.silence()
+    assert call.dialed == HUMAN

@@ -26,6 +26,7 @@ bp.before_request(replay_retried_webhook)
 bp.after_request(remember_answer)
 
 FINAL_CALL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
+MACHINES = ("machine_", "fax")  # Twilio's AnsweredBy for a voicemail (machine_start, machine_end_beep…) or a fax
 
 
 def this_call() -> GatherCall:
@@ -39,6 +40,8 @@ def incoming_call() -> Response:
                              input="call_start")
     if call.current.settings.voice_mode == "relay":
         return answer_call_with_relay(call.current, metadata)
+    if request.form.get("AnsweredBy", "").startswith(MACHINES):
+        call.state["machine"] = True  # for the whole call: later webhooks need not carry AnsweredBy
     return call.converse("/session_start", metadata, start=True)
 
 
@@ -86,11 +89,17 @@ def _confidence(form: MultiDict[str, str]) -> float | None:
 
 
 def silence(call: GatherCall) -> Response:
-    """Ask again, at most VOICE_MAX_SILENCES times; then a person, or goodbye. Never a loop."""
+    """Ask again, at most VOICE_MAX_SILENCES times; then a person, or goodbye. Never a loop. An answering
+    machine is never put through: the person would talk to a recording."""
     current = call.current
     voice = voice_of(current)
     call.state["silences"] = call.state.get("silences", 0) + 1
     structlog.contextvars.bind_contextvars(input="silence", silences=call.state["silences"])
+    if call.state["silences"] > current.settings.voice_max_silences and call.state.get("machine"):
+        structlog.contextvars.bind_contextvars(outcome="hangup")
+        response = call.saved(twiml(goodbye_response([], voice)))
+        metrics.call_ended("hangup", "silence")
+        return response
     if call.state["silences"] > current.settings.voice_max_silences:
         return hand_off(current, [], "silence", nobody=voice.phrases.goodbye, save=call.saved)
     structlog.contextvars.bind_contextvars(outcome="reprompt")
