@@ -115,3 +115,13 @@ def test_the_gather_s_own_attributes_count_against_the_64_kb() -> None:
     response = turn_response(turn, VOICE, None)
     parse(response)  # TwilioWouldFail past 64 kB
     assert [s.text for s in parse(response).iter("Say")][-1] == SPANISH.cut_short
+
+
+def test_a_gather_with_a_speech_model_ends_speech_after_whole_seconds_not_auto() -> None:
+    """Twilio does not take speechTimeout="auto" with a speechModel (warnings 13327, 13335): an integer then."""
+    turn = read_turn([{"text": "Diga su número de cliente."},
+                      {"custom": {"gather": {"input": "speech", "speech_model": "numbers_and_commands"}}}])
+    gather = parse(turn_response(turn, VOICE, None)).find("Gather")
+    assert gather.get("speechModel") == "numbers_and_commands"
+    assert gather.get("speechTimeout").isdecimal() and int(gather.get("speechTimeout")) > 0
+    assert parse(turn_response(AssistantTurn(texts=("Hola.",)), VOICE, None)).find("Gather").get("speechTimeout") == "auto"

@@ -25,6 +25,7 @@ REMEMBERED_TEXTS = 1024  # texts whose pieces a worker keeps (spoken_pieces)
 REMEMBERED_CHARACTERS = 1000  # the longest text kept: with its pieces, at most about 8 MB per worker
 HINTS = 500  # entries of a <Gather>'s hints, each of at most HINT_CHARACTERS: Twilio's limits (warning 13330)
 HINT_CHARACTERS = 100
+SPEECH_TIMEOUT_WITH_MODEL = 2  # seconds of pause that end speech when a speechModel is set: Twilio refuses "auto" then
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,20 @@ def gather_response(texts: Sequence[str], voice: Voice, options: dict[str, Any] 
         method="POST",
         action_on_empty_result=True,
         language=voice.language,
-        speech_timeout="auto" if "speech" in input_kind else None,
+        speech_timeout=_speech_timeout(input_kind, options),
         timeout=options.pop("timeout", 5),
         **options,
     )
     say_all(gather, spoken, voice, used=len(str(response).encode("utf-8")))
     return response
+
+
+def _speech_timeout(input_kind: str, options: dict[str, Any]) -> str | int | None:
+    """When the caller's speech has ended: at the pause Twilio hears ("auto"), except with a speech model,
+    which takes only whole seconds (Twilio warnings 13327, 13335)."""
+    if "speech" not in input_kind:
+        return None
+    return SPEECH_TIMEOUT_WITH_MODEL if "speech_model" in options else "auto"
 
 
 def _hints(buttons: Sequence[Button]) -> list[str]:
