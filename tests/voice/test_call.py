@@ -192,6 +192,11 @@ def test_an_assistant_turn_with_nothing_a_voice_can_say_is_never_silence(phone: 
     hangs_up.say("adiós")
     assert hangs_up.ended and hangs_up.heard == ["Gracias por llamar. Hasta luego."]  # not silence, then a hang-up
 
+    punctuation = phone.call()
+    standin.reply_with([{"text": "👍 ¡!"}, {"custom": {"hangup": True}}], sender=punctuation.sid)
+    punctuation.say("adiós")
+    assert punctuation.heard == ["Gracias por llamar. Hasta luego."]  # not a <Say>ing of "¡!", which is silence
+
     transfers = phone.call()
     standin.reply_with([{"text": "<br/>"}, {"custom": {"handoff": True}}], sender=transfers.sid)
     transfers.say("agente")

@@ -64,15 +64,16 @@ def _pieces(text: str) -> tuple[tuple[str, int], ...]:
 
 
 def speakable(texts: Sequence[str]) -> tuple[str, ...]:
-    """The texts a voice says something for: emoji, markup or symbols alone say nothing. Texts past what
-    one answer can speak are kept unread: say_all cuts there whatever they hold."""
+    """The texts a voice says something for: emoji, markup, symbols or punctuation alone say nothing (a
+    letter or a digit does). Texts past what one answer can speak are kept unread: say_all cuts there
+    whatever they hold."""
     kept: list[str] = []
     budget = SPOKEN_BYTES_LIMIT
     for index, text in enumerate(texts):
         if budget <= 0:
             return (*kept, *texts[index:])
         pieces = _pieces(text)
-        if pieces:
+        if any(character.isalnum() for piece, _ in pieces for character in piece):
             kept.append(text)
             budget -= sum(size for _, size in pieces)
     return tuple(kept)
