@@ -125,3 +125,17 @@ def test_a_gather_with_a_speech_model_ends_speech_after_whole_seconds_not_auto()
     assert gather.get("speechModel") == "numbers_and_commands"
     assert gather.get("speechTimeout").isdecimal() and int(gather.get("speechTimeout")) > 0
     assert parse(turn_response(AssistantTurn(texts=("Hola.",)), VOICE, None)).find("Gather").get("speechTimeout") == "auto"
+
+
+def test_a_menu_takes_what_it_invites_the_caller_to_do_whatever_input_a_directive_asked_for() -> None:
+    """The menu says "Diga o marque 1 para…": a <Gather> for keys alone ignored the caller who said "sí",
+    one for speech alone the caller who pressed 1, and the caller heard the question again, then a person."""
+    for only in ("dtmf", "speech"):
+        turn = read_turn([{"text": "¿La bloqueo?", "buttons": [{"title": "Sí", "payload": "/affirm"},
+                                                                 {"title": "No", "payload": "/deny"}]},
+                          {"custom": {"gather": {"input": only, "timeout": 7}}}])
+        gather = parse(turn_response(turn, VOICE, None)).find("Gather")
+        assert gather.get("input") == "dtmf speech" and gather.get("timeout") == "7"
+        assert gather.get("speechTimeout") == "auto"
+    plain = read_turn([{"text": "Marque su clave."}, {"custom": {"gather": {"input": "dtmf"}}}])
+    assert parse(turn_response(plain, VOICE, None)).find("Gather").get("input") == "dtmf"  # no menu: as asked

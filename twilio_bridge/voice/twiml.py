@@ -95,6 +95,8 @@ def gather_response(texts: Sequence[str], voice: Voice, options: dict[str, Any] 
     if hints and "hints" not in options:
         options["hints"] = hints
     input_kind = options.pop("input", "dtmf speech")
+    if buttons:  # the menu says "say or press": a <Gather> deaf to either would ignore a caller who did as told
+        input_kind = "dtmf speech"
     response = VoiceResponse()
     gather = response.gather(
         input=input_kind,
