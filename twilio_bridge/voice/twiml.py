@@ -37,7 +37,7 @@ class Voice:
 
 def say_all(parent: VoiceResponse | Gather, texts: Sequence[str], voice: Voice, used: int = 0) -> None:
     """Add one <Say> per piece of speech, cutting (with a spoken note) before the size limit; `used`: bytes
-    the document holds already beyond the room left for tags (a <Gather>'s attributes)."""
+    the document holds already beyond the room left for tags (a directive's <Gather> attributes)."""
     budget = SPOKEN_BYTES_LIMIT - used - _xml_bytes(voice.phrases.cut_short)
     for text in texts:
         for piece, size in _pieces(text):
@@ -108,8 +108,14 @@ def gather_response(texts: Sequence[str], voice: Voice, options: dict[str, Any] 
         timeout=options.pop("timeout", 5),
         **options,
     )
-    say_all(gather, spoken, voice, used=len(str(response).encode("utf-8")))
+    say_all(gather, spoken, voice, used=_attributes_bytes(options))
     return response
+
+
+def _attributes_bytes(options: dict[str, Any]) -> int:
+    """What a directive's options (and the hints) add to the <Gather>'s tag: the bridge's own attributes fit in
+    the room SPOKEN_BYTES_LIMIT leaves, these may not (hints of long titles, a long speech model name)."""
+    return sum(len(name) + 4 + _xml_bytes(str(value)) for name, value in options.items())
 
 
 def _speech_timeout(input_kind: str, options: dict[str, Any]) -> str | int | None:
