@@ -98,6 +98,23 @@ def test_a_hangup_without_words_from_the_assistant_says_goodbye_before_it_hangs_
     assert call.heard == [] and call.state == "ended"
 
 
+def test_an_answer_with_nothing_a_voice_can_say_is_no_answer_not_silence(
+        relay_phone: RelayPhone, standin: RasaStandIn) -> None:
+    """Emoji or markup alone stream no token: the caller would wait in silence for "¿Sigue ahí?". As in gather
+    mode, it is Rasa's [] (an apology and a person), and before a hang-up the goodbye is said."""
+    call = RelayCall(relay_phone())
+    call.start()
+    standin.reply_with([{"text": "👍 ¡!"}, {"text": "<br/>"}], call.sid)
+    assert call.say("gracias").text == APOLOGY
+    assert call.ended() == {"reason": "handoff", "why": "rasa_failed", "number": HUMAN}
+
+    goodbye = RelayCall(relay_phone())
+    goodbye.start()
+    standin.reply_with([{"text": "👋"}, {"custom": {"hangup": True}}], goodbye.sid)
+    assert goodbye.say("adiós").text == GOODBYE
+    assert goodbye.ended() == {"reason": "hangup", "why": "assistant"}
+
+
 def test_a_handoff_goes_through_the_action_url_to_a_person(relay_phone: RelayPhone, standin: RasaStandIn) -> None:
     call = RelayCall(relay_phone())
     call.start()

@@ -2,7 +2,6 @@
 with it, and how it leaves the assistant. Gather mode speaks through one webhook per turn."""
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +19,7 @@ from ..state import StateStore
 from ..web.hooks import answer_storing
 from ..web.responses import twiml
 from .holding import Outcome, past_deadline
-from .twiml import Voice, handoff_response, hold_response, speakable, turn_response
+from .twiml import Voice, as_spoken, handoff_response, hold_response, turn_response
 
 CALL_TTL = 6 * 3600  # what the store keeps of a call, in either mode: longer than any call lasts
 STILL_HOLDING_EVERY = 3  # every third hold in a row says so; the others are a silent poll
@@ -129,13 +128,11 @@ class GatherCall:
             log.warning("rasa.failed", kind=outcome.error, detail=outcome.detail)
             structlog.contextvars.bind_contextvars(rasa_error=outcome.error)
             return self.give_up("overloaded" if outcome.error == "overloaded" else "rasa_failed")
-        # What a voice cannot say (emoji, markup, an image) is not an answer: the caller would hear silence.
-        turn = read_turn(outcome.items)
-        turn = dataclasses.replace(turn, texts=speakable(turn.texts))
-        if _says_nothing(turn) and start:
+        turn = as_spoken(read_turn(outcome.items))
+        if turn is None and start:
             greeting = self.current.settings.voice_greeting or voice_of(self.current).phrases.greeting
             turn = AssistantTurn(texts=(greeting,))
-        if _says_nothing(turn):
+        if turn is None:
             structlog.contextvars.bind_contextvars(rasa_error="empty")
             return self.give_up("rasa_failed")
         return self.answer(turn)
@@ -173,6 +170,3 @@ class GatherCall:
         this one, in the same write: web.hooks.answer_storing)."""
         return answer_storing(response, self.key, self.state, CALL_TTL)
 
-
-def _says_nothing(turn: AssistantTurn) -> bool:
-    return not (turn.texts or turn.buttons or turn.hangup or turn.handoff)

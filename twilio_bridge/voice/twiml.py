@@ -5,7 +5,7 @@ empty, a <Gather> holds only <Say>s, and the whole document stays under 64 kB.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import islice
 from typing import Any, Sequence
@@ -77,6 +77,14 @@ def speakable(texts: Sequence[str]) -> tuple[str, ...]:
             kept.append(text)
             budget -= sum(size for _, size in pieces)
     return tuple(kept)
+
+
+def as_spoken(turn: AssistantTurn) -> AssistantTurn | None:
+    """The turn as a voice says it, in either voice mode: its texts that say something (`speakable`); None
+    when nothing is left to say or do (emoji, markup, an image alone), which is no answer: the caller would
+    hear silence."""
+    spoken = replace(turn, texts=speakable(turn.texts))
+    return spoken if spoken.texts or spoken.buttons or spoken.hangup or spoken.handoff else None
 
 
 def menu_prompt(buttons: Sequence[Button], phrases: Phrases) -> str:

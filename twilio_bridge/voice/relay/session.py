@@ -27,7 +27,7 @@ from ...rasa.menu import choose_button
 from ...rasa.turn import AssistantTurn, Button, read_turn
 from ...text import fold, for_speech, from_user, split_text
 from ..call import call_metadata
-from ..twiml import menu_prompt
+from ..twiml import as_spoken, menu_prompt
 from .messages import (
     BadMessage,
     Dtmf,
@@ -297,10 +297,11 @@ class RelaySession:
             metrics.turn_held("answered")
         return await self.respond(read_turn(items), start)
 
-    async def respond(self, turn: AssistantTurn, start: bool) -> Ending | None:
-        if turn.is_empty and start:
+    async def respond(self, answer: AssistantTurn, start: bool) -> Ending | None:
+        turn = as_spoken(answer)
+        if turn is None and start:
             turn = AssistantTurn(texts=(self.settings.voice_greeting or self.phrases.greeting,))
-        if turn.is_empty:
+        if turn is None:
             log.warning("rasa.failed", kind="empty")
             return self.trouble("rasa_failed")
         self.buttons, self.gather, self.digits = turn.buttons, turn.gather, ""
