@@ -34,6 +34,8 @@ SHAPES: dict[str, Callable[[int], str]] = {
     "'~~a ' words": lambda n: ("~~a " * n)[:n],
     "'<' run": lambda n: "<" * n,
     "'<a' tags unclosed": lambda n: ("<a" * n)[:n],
+    "'&a' entities unclosed": lambda n: ("&a" * n)[:n],
+    "'<br' breaks unclosed": lambda n: ("<br" * n)[:n],
     "'`a ' words": lambda n: ("`a " * n)[:n],
     "heading then spaces": lambda n: "# a" + " " * (n - 4) + "b",
     "newlines": lambda n: "\n" * n,

@@ -34,6 +34,13 @@ def test_no_spaces_and_slashes_before_a_command_bring_it_to_rasa(prefix: list[st
     assert not from_user("".join(prefix) + command).lstrip().startswith("/")
 
 
+def test_html_entities_are_the_characters_they_stand_for() -> None:
+    assert for_speech("Tom &amp; Jerry&nbsp;hoy &lt;3") == "Tom & Jerry\u00a0hoy <3"
+    assert for_whatsapp("Precio: 5&nbsp;&euro; &mdash; &quot;oferta&quot; &#128179;") == 'Precio: 5\u00a0€ — "oferta" 💳'
+    assert for_whatsapp("&lt;b&gt;negrita&lt;/b&gt;") == "negrita"  # an escaped tag is a tag all the same
+    assert for_whatsapp("https://x.y/?a=1&para=2&copy=3 R&D") == "https://x.y/?a=1&para=2&copy=3 R&D"  # no ';'
+
+
 def test_a_tag_that_ends_a_line_leaves_the_words_apart() -> None:
     assert for_whatsapp("Hola<br>mundo<BR/>otra <b>vez</b><p>Fin</p>") == "Hola\nmundo\notra vez\nFin"
     assert for_speech("Hola<br />mundo<div>adiós</div>") == "Hola mundo adiós"

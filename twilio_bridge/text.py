@@ -1,6 +1,7 @@
 """Text on its way in (to Rasa) and out (to a speaker or a chat), and in logs."""
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,8 @@ _ITALIC_STAR = re.compile(r"(?<![*\w])\*(?=[^\s*])([^*\n]+?)(?<=\S)\*(?![*\w])")
 _STRIKE = re.compile(r"~~(?=[^\s~])([^~\n]+?)(?<=\S)~~")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 _LEADING_SPACES_AND_SLASHES = re.compile(r"^[\s/]+")
+# An HTML entity closed by its ';' only: html.unescape alone also takes "&para" in "?a=1&para=2" for '¶'.
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 LONGEST_TEXT = 100_000  # characters of one text cleaned; more can be neither spoken (64 kB of TwiML) nor sent
 _BOLD_MARK = "\x02"  # stands for WhatsApp's '*' while single '*' (markdown italics) become '_'
 
@@ -50,6 +53,10 @@ _NOT_PLAIN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]"
 _MAYBE_PICTOGRAPH = re.compile("[^" + re.escape("".join(chr(c) for c in range(0x100) if not _is_pictograph(chr(c)))) + "]")
 
 
+def _unescaped(text: str) -> str:
+    return _ENTITY.sub(lambda entity: html.unescape(entity[0]), text)
+
+
 def plain(text: str) -> str:
     """Text that is safe in XML: no control characters, no noncharacters."""
     return _NOT_PLAIN.sub(" ", text)
@@ -60,8 +67,9 @@ def _no_pictographs(text: str) -> str:
 
 
 def for_speech(text: str) -> str:
-    """What a text-to-speech voice should read: no markdown marks, emoji or stray symbols."""
-    text = plain(text[:LONGEST_TEXT])
+    """What a text-to-speech voice should read: no markdown marks, emoji or stray symbols, and HTML's entities
+    as the characters they stand for ("&amp;" is read "and", not "amp")."""
+    text = plain(_unescaped(text[:LONGEST_TEXT]))
     text = _LINK.sub(r"\1", text)
     text = _HEADING.sub(r"\1", text)
     text = _BULLET.sub("", text)
@@ -76,8 +84,9 @@ def for_speech(text: str) -> str:
 
 
 def for_whatsapp(text: str) -> str:
-    """Markdown as WhatsApp writes it: *bold*, _italic_, ~strike~, links as "text (url)"; no HTML tags."""
-    text = plain(text[:LONGEST_TEXT]).replace(_BOLD_MARK, " ")
+    """Markdown as WhatsApp writes it: *bold*, _italic_, ~strike~, links as "text (url)"; no HTML tags, and
+    HTML's entities as their characters."""
+    text = plain(_unescaped(text[:LONGEST_TEXT])).replace(_BOLD_MARK, " ")
     text = _LINK.sub(lambda m: f"{m[1]} ({m[2]})" if m[1].strip() and m[1] != m[2] else m[2], text)
     text = _HTML_TAG.sub("", _HTML_BREAK.sub("\n", text))
     text = _HEADING.sub(_bold_heading, text)
