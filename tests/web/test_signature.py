@@ -162,3 +162,20 @@ def assert_no_dial(response: requests.Response) -> None:
         assert_refused(response)
     elif response.status_code != 405:
         assert ET.fromstring(response.content).find(".//Dial") is None, response.text
+
+
+@pytest.mark.parametrize("route", [routes.VOICE, routes.RELAY])
+def test_a_forwarded_scheme_that_is_not_http_is_refused_not_an_error(route: str, reconfigure) -> None:
+    """Behind TRUSTED_PROXIES a client reaching the bridge directly names the scheme; with an Upgrade header
+    that scheme has no ws(s):// twin, and the check refuses rather than failing with a 500."""
+    trusting = reconfigure(trusted_proxies=1)
+    upgrade = {"X-Forwarded-Proto": "gopher", "Upgrade": "websocket", "Connection": "Upgrade",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}
+    url = trusting.base_url + route
+    for signature in ({}, {"X-Twilio-Signature": sign(AUTH_TOKEN, url, {})}):
+        if route == routes.RELAY:
+            response = requests.get(url, headers={**upgrade, **signature}, timeout=5)
+        else:
+            response = requests.post(url, data=PARAMS, headers={**upgrade, "Connection": "keep-alive", **signature},
+                                     timeout=5)
+        assert_refused(response)

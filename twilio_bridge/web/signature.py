@@ -34,13 +34,14 @@ class SignatureCheck:
 
     def public_url(self, request: Request) -> str:
         """The URL Twilio called, as it signed it: a WebSocket upgrade (ConversationRelay) is signed
-        for its ws(s):// URL."""
+        for its ws(s):// URL. A scheme that is neither (a forged X-Forwarded-Proto) stays as it is, and
+        no signature matches it."""
         if self.public_base_url is None:
             url = request.url
         else:
             query = request.query_string.decode("latin-1")
             url = self.public_base_url + request.root_path + request.path + (f"?{query}" if query else "")
-        if request.headers.get("Upgrade", "").lower() == "websocket":
+        if request.headers.get("Upgrade", "").lower() == "websocket" and url.startswith(("http://", "https://")):
             url = websocket_url(url)
         return url
 
