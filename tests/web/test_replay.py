@@ -15,7 +15,7 @@ from twilio_bridge.app import create_app
 from twilio_bridge.state import SqliteStore
 from twilio_bridge.testing.phone import TwilioPhone
 from twilio_bridge.testing.standin import RasaStandIn
-from twilio_bridge.web.hooks import IDEMPOTENCY_HEADER
+from twilio_bridge.web.hooks import IDEMPOTENCY_HEADER, first_answer, keep_answer
 
 APOLOGY = "Lo siento, tengo un problema técnico."
 
@@ -121,3 +121,48 @@ def test_a_call_whose_state_cannot_be_stored_gets_an_apology_and_a_person(settin
         assert call.state == "dialing" and call.dialed == HUMAN and call.heard[0] == APOLOGY
     finally:
         server.stop()
+
+
+class SlowToTakeOver(SqliteStore):
+    """Two retries that both found the first request's claim stale: one takes over at once, the other's next
+    step comes only once the first has claimed the key again."""
+
+    def __init__(self, path: object):
+        super().__init__(path)
+        self.gave_up = threading.Barrier(2, timeout=5)
+        self.claimed_again = threading.Event()
+
+    def delete(self, key: str) -> None:
+        if self.gave_up.wait() == 0:  # both retries have given up on the first request
+            self.claimed_again.wait(5)
+        super().delete(key)
+
+    def add(self, key: str, value: dict, ttl: float) -> bool:
+        added = super().add(key, value, ttl)
+        if added:
+            self.claimed_again.set()
+        return added
+
+
+def test_two_retries_that_take_over_from_a_dead_first_request_answer_once(tmp_path) -> None:
+    """WhatsApp in TwiML mode: the first request's worker died, and two retries of the message come at once.
+    One of them answers (Rasa hears the message once); the other gets that answer."""
+    store = SlowToTakeOver(tmp_path / "state.db")
+    key = "whatsapp:seen:SM-retried-twice"
+    store.put(key, {"claimed_at": time.time() - 20}, 60)  # its worker died
+    answers: list[object] = []
+
+    def retry() -> None:
+        earlier = first_answer(store, key, 60, take_over=True)
+        if earlier is None:  # this one answers
+            time.sleep(0.2)
+            keep_answer(store, key, "<Response><Message>hola</Message></Response>", 60)
+        answers.append(earlier)
+
+    retries = [threading.Thread(target=retry) for _ in range(2)]
+    for thread in retries:
+        thread.start()
+    for thread in retries:
+        thread.join(20)
+    assert len(answers) == 2 and answers.count(None) == 1  # one answered; the other replayed its answer
+    assert "<Response><Message>hola</Message></Response>" in answers

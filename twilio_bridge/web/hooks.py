@@ -91,7 +91,8 @@ def first_answer(store: StateStore, key: str, kept_for: float = REPLAY_TTL, take
     A retry that comes while the first request still works waits for its answer: the first one's
     connection may be the reason for the retry, and its answer would then reach nobody. A first request
     that has not answered FIRST_ANSWER_WAIT after it began never will (its worker died): with
-    `take_over` this request claims `key` in its place; without, FirstAnswerMissing.
+    `take_over` this request claims `key` in its place (one retry only, when several find that claim:
+    the others wait for its answer); without, FirstAnswerMissing.
     """
     until = time.time() + FIRST_ANSWER_WAIT
     while True:
@@ -102,15 +103,19 @@ def first_answer(store: StateStore, key: str, kept_for: float = REPLAY_TTL, take
             continue  # the claim expired in between: claim it again
         if "answer" in record:
             return record["answer"]
-        until = min(until, float(record.get("claimed_at", 0)) + FIRST_ANSWER_WAIT)
-        if time.time() < until:
+        claimed_at = float(record.get("claimed_at", 0))
+        if time.time() < min(until, claimed_at + FIRST_ANSWER_WAIT):
             time.sleep(REPLAY_POLL)
             continue
         if not take_over:
             raise FirstAnswerMissing(f"no answer for {key} within {FIRST_ANSWER_WAIT:g} s of the first request")
-        log.warning("replay.first_answer_missing", key=key, detail="the first request never answered; answering again")
-        store.delete(key)
         until = time.time() + FIRST_ANSWER_WAIT
+        if store.add(f"{key}:taken_over:{claimed_at!r}", {"at": time.time()}, kept_for):  # this claim, once
+            log.warning("replay.first_answer_missing", key=key,
+                        detail="the first request never answered; answering again")
+            store.put(key, {"claimed_at": time.time()}, kept_for)
+            return None
+        time.sleep(REPLAY_POLL)  # another retry took over: wait for its answer
 
 
 def keep_answer(store: StateStore, key: str, answer: Any, kept_for: float = REPLAY_TTL) -> None:
