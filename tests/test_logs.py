@@ -75,3 +75,28 @@ def test_gunicorn_builds_no_access_line_that_its_logconfig_drops() -> None:
         root.handlers[:], root.level = saved
         for name in ("gunicorn.error", "gunicorn.access"):
             logging.getLogger(name).handlers.clear()
+
+
+def test_gunicorn_s_exception_lines_carry_the_traceback_masked(capsys) -> None:
+    """A worker that fails to boot or a request gunicorn cannot serve is logged with gunicorn's own exception:
+    its traceback in the line, as the app's lines have it, and with long digit strings masked there too."""
+    import json
+    import logging.config
+
+    from twilio_bridge.logs import gunicorn_logconfig
+
+    logger = logging.getLogger("gunicorn.error")
+    saved = logging.getLogger().handlers[:], logging.getLogger().level
+    logging.config.dictConfig(gunicorn_logconfig("INFO", json=True))
+    try:
+        try:
+            raise ValueError("no such number 5215512345678")
+        except ValueError:
+            logger.exception("Exception in worker process")
+    finally:
+        logging.getLogger().handlers[:], logging.getLogger().level = saved
+        logger.handlers.clear()
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["event"] == "Exception in worker process" and "exc_info" not in line
+    assert "Traceback (most recent call last)" in line["exception"]
+    assert "ValueError: no such number *********5678" in line["exception"]

@@ -125,6 +125,8 @@ def gunicorn_logconfig(level: str = "INFO", json: bool | None = None) -> dict[st
             structlog.stdlib.add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _pid,
+            structlog.processors.format_exc_info,  # the traceback as text, where a renderer shows an object's repr
+            _mask,
         ],
     }
     handler = {"class": "twilio_bridge.logs.LineHandler", "formatter": "structlog", "stream": "ext://sys.stderr"}
