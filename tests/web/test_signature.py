@@ -179,3 +179,36 @@ def test_a_forwarded_scheme_that_is_not_http_is_refused_not_an_error(route: str,
             response = requests.post(url, data=PARAMS, headers={**upgrade, "Connection": "keep-alive", **signature},
                                      timeout=5)
         assert_refused(response)
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_a_body_too_big_for_any_webhook_is_refused_before_it_is_read(framing: str, bridge_url: str) -> None:
+    """A gigabyte announced (or streamed in chunks) with a forged signature: refused once the body passes what
+    a webhook may be, instead of read whole into memory before the signature can be checked."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if framing == "length":
+        head, piece = f"Content-Length: {1 << 30}\r\n", b"Body=" + b"x" * (1 << 20)
+    else:
+        head, piece = "Transfer-Encoding: chunked\r\n", b"%x\r\n%s\r\n" % (1 << 20, b"x" * (1 << 20))
+    origin = urlsplit(bridge_url)
+    with socket.create_connection((origin.hostname, origin.port), timeout=5) as client:
+        client.sendall(f"POST {routes.VOICE} HTTP/1.1\r\nHost: {origin.netloc}\r\n"
+                       f"Content-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: forged=\r\n"
+                       f"{head}\r\n".encode())
+        answer = b""
+        try:
+            for _ in range(16):  # 16 MB at most; then the client waits, with the rest of its gigabyte unsent
+                client.sendall(piece)
+        except OSError:
+            pass  # the bridge answered and closed while the body came
+        try:
+            while b"\r\n\r\n" not in answer:
+                received = client.recv(65536)
+                if not received:
+                    break
+                answer += received
+        except OSError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
