@@ -45,6 +45,17 @@ def test_metrics_are_refused_through_a_proxy_without_a_token(bridge_url: str) ->
     assert response.status_code == 403
 
 
+@pytest.mark.parametrize("forwarded", [{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "ivr.example.com"},
+                                       {"X-Forwarded-Host": "ivr.example.com"}, {"X-Forwarded-Proto": "https"}])
+def test_a_proxy_that_names_only_the_public_scheme_and_host_is_a_proxy_too(forwarded: dict, reconfigure) -> None:
+    """TRUSTED_PROXIES asks of a proxy X-Forwarded-Proto and X-Forwarded-Host; one on this host that sends only
+    those (no X-Forwarded-For) passes on the internet's requests from 127.0.0.1: not an operator's."""
+    base = reconfigure(trusted_proxies=1).base_url
+    assert requests.get(base + "/metrics", headers=forwarded, timeout=5).status_code == 403
+    assert requests.get(base + "/health", headers=forwarded, timeout=5).json() == {"status": "ok"}
+    assert scrape(base)  # this host, through no proxy: still the operator
+
+
 def test_with_a_token_only_its_bearer_reads_the_metrics(reconfigure) -> None:
     base = reconfigure(metrics_token="s3cret-scrape-token").base_url
     assert requests.get(base + "/metrics", timeout=5).status_code == 403

@@ -10,7 +10,10 @@ import ipaddress
 
 from flask import request
 
-FORWARDING_HEADERS = ("X-Forwarded-For", "X-Real-IP", "Forwarded")
+# Any header a proxy adds: TRUSTED_PROXIES asks only for X-Forwarded-Proto and X-Forwarded-Host, and a proxy on
+# this host that sends just those passes on everyone's requests from 127.0.0.1.
+FORWARDING_HEADERS = ("X-Forwarded-For", "X-Real-IP", "Forwarded", "X-Forwarded-Proto", "X-Forwarded-Host",
+                      "X-Forwarded-Port", "X-Forwarded-Prefix")
 
 
 def bearer_matches(header: str, expected: str | None) -> bool:
