@@ -100,3 +100,26 @@ def test_gunicorn_s_exception_lines_carry_the_traceback_masked(capsys) -> None:
     assert line["event"] == "Exception in worker process" and "exc_info" not in line
     assert "Traceback (most recent call last)" in line["exception"]
     assert "ValueError: no such number *********5678" in line["exception"]
+
+
+def test_a_log_that_cannot_be_written_costs_the_line_not_the_call(phone: TwilioPhone) -> None:
+    """stderr on a full disk (ENOSPC) or a log pipe gone (EPIPE): the caller still gets the assistant."""
+    import errno
+    import io
+
+    from twilio_bridge.logs import configure_logging
+
+    class FullDisk(io.TextIOBase):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def isatty(self) -> bool:
+            return False
+
+    configure_logging("INFO", json=True, stream=FullDisk())
+    try:
+        call = phone.call(from_="+525512345678")  # TwilioWouldFail on Flask's HTML 500
+        call.say("perdí mi tarjeta")
+        assert call.state == "gathering"
+    finally:
+        configure_logging("INFO", json=True)

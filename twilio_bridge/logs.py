@@ -51,10 +51,14 @@ _WRITE_LOCK = threading.Lock()
 
 def write_line(stream: TextIO, line: str) -> None:
     """One whole line per write, under the one lock every log writer in the process shares:
-    the app's lines and gunicorn's never interleave, and each reaches the file in one write."""
+    the app's lines and gunicorn's never interleave, and each reaches the file in one write.
+    A line that cannot be written (a full disk, a log pipe gone) is lost, never the request that wrote it."""
     with _WRITE_LOCK:
-        stream.write(line + "\n")
-        stream.flush()
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (OSError, ValueError):  # ValueError: the stream is closed
+            pass
 
 
 class LineLogger:
