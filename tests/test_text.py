@@ -69,6 +69,9 @@ def test_split_text_never_exceeds_the_limit_or_cuts_words() -> None:
 def test_long_digit_strings_are_masked_in_logs() -> None:
     assert mask_digits("tarjeta 4111-1111-1111-1234, tel +525512345678, pin 1234") == (
         "tarjeta ************1234, tel ********5678, pin 1234")
+    # in a logged URL a '+' is %2B, whose 'B' is a word character
+    assert mask_digits("/webhook?From=%2B5215512345678&To=%2b14155238886&n=12") == (
+        "/webhook?From=%2B*********5678&To=%2b*******8886&n=12")
 
 
 def test_markup_cleaning_keeps_its_meaning_with_the_linear_patterns() -> None:

@@ -20,7 +20,8 @@ _HTML_TAG = re.compile(r"</?[a-zA-Z][^<>]{0,200}>")
 _HTML_BREAK = re.compile(r"<(?:br|/?p|/?div|/?li)\b[^<>]{0,200}>", re.IGNORECASE)  # a tag that ends a line
 _STRAY_MARKS = re.compile(r"(?<!\S)[#*_~`>|]+(?!\S)")
 _SENTENCE_END = re.compile(r"(?<=[.!?…;:])\s+")
-_LONG_DIGITS = re.compile(r"(?<![\w+])(\+?\d[\d \-]{5,}\d)(?!\w)")
+# A number stands alone, or follows a URL-encoded "+" (%2B: its B is a word character) in a logged URL.
+_LONG_DIGITS = re.compile(r"(?:(?<![\w+])|(?<=%2[Bb]))(\+?\d[\d \-]{5,}\d)(?!\w)")
 # Bold may hold a single '*' or '_' (an italic inside), never its own two-character mark.
 _BOLD = re.compile(r"\*\*(?=\S)((?:[^*\n]|\*(?!\*))+?)(?<=\S)\*\*|__(?=\S)((?:[^_\n]|_(?!_))+?)(?<=\S)__")
 _ITALIC_STAR = re.compile(r"(?<![*\w])\*(?=[^\s*])([^*\n]+?)(?<=\S)\*(?![*\w])")
