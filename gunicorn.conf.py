@@ -34,6 +34,7 @@ Metrics: each worker writes to PROMETHEUS_MULTIPROC_DIR (unless set, a directory
 temporary directory named after the master's pid, removed at exit), emptied at start; a worker's
 live gauges are dropped when it exits.
 """
+import math
 import os
 import shutil
 import signal
@@ -78,10 +79,13 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def _seconds(name, default):
+    """A number of seconds (empty is unset); any other, nan and inf too, is `default` here: on_starting
+    reports the bad value and stops."""
     try:
-        return float(os.environ.get(name) or default)
+        value = float(os.environ.get(name) or default)
     except ValueError:
-        return default  # on_starting reports the bad value and stops
+        return default
+    return value if math.isfinite(value) else default
 
 
 def _count(name, default):

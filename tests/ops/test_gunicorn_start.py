@@ -92,3 +92,12 @@ def test_the_workers_are_one_per_core_plus_one_unless_set(tmp_path: Path) -> Non
     assert counts() == (f"{cores + 1}", "250")
     assert counts(GUNICORN_WORKERS="5", GUNICORN_THREADS="40") == ("5", "40")
     assert counts(cpus={0}) == ("2", "250")  # the cores it may run on, not the machine's
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_wait_that_is_not_a_finite_number_is_refused_with_one_line(tmp_path: Path, value: str) -> None:
+    result = start_gunicorn(tmp_path, RASA_MAX_WAIT_SECONDS=value)
+    assert result.returncode == 2
+    assert (f"twilio-bridge: configuration error: RASA_MAX_WAIT_SECONDS={value!r}: must be a number of seconds "
+            "above 0 and at most 120") in result.stderr.splitlines()
+    assert "Traceback" not in result.stderr
