@@ -110,7 +110,11 @@ keepalive = 5
 EXIT_MARGIN = 1.0  # seconds of graceful_timeout kept for the worker's own exit after worker_exit
 accesslog = None  # the app logs one structured line per webhook
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# LOG_LEVEL as config.py reads it (empty is unset, spaces around it do not count); a bad one is INFO here,
+# so gunicorn's logging starts and on_starting reports it with one line.
+loglevel = (os.environ.get("LOG_LEVEL") or "").strip().lower() or "info"
+if loglevel not in ("debug", "info", "warning", "error"):
+    loglevel = "info"
 logconfig_dict = gunicorn_logconfig(loglevel.upper())
 logger_class = "twilio_bridge.logs.GunicornLogger"  # builds no access line, which the logconfig drops
 

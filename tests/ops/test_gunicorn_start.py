@@ -101,3 +101,18 @@ def test_a_wait_that_is_not_a_finite_number_is_refused_with_one_line(tmp_path: P
     assert (f"twilio-bridge: configuration error: RASA_MAX_WAIT_SECONDS={value!r}: must be a number of seconds "
             "above 0 and at most 120") in result.stderr.splitlines()
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_log_level_is_refused_with_one_line_naming_it(tmp_path: Path) -> None:
+    result = start_gunicorn(tmp_path, LOG_LEVEL="verbose")
+    assert result.returncode == 2
+    assert ("twilio-bridge: configuration error: LOG_LEVEL='verbose': must be DEBUG, INFO, WARNING or ERROR"
+            in result.stderr.splitlines())
+
+
+@pytest.mark.parametrize("level", ["", " warning "])
+def test_an_empty_or_padded_log_level_is_read_as_the_bridge_reads_it(tmp_path: Path, level: str) -> None:
+    result = start_gunicorn(tmp_path, LOG_LEVEL=level, RASA_TIMEOUT="abc")  # a bad setting, so gunicorn stops
+    assert result.returncode == 2
+    problems = [line for line in result.stderr.splitlines() if "configuration error" in line]
+    assert problems == ["twilio-bridge: configuration error: RASA_TIMEOUT='abc': is not a number"]
