@@ -131,8 +131,10 @@ def on_starting(server):
     from twilio_voice_server import refuse_unusable_setup, settings_from_environment
 
     try:
-        _refuse_bad_counts()
-        settings = settings_from_environment()
+        bad_counts = _report_bad_counts()
+        settings = settings_from_environment()  # its own lines too, with the counts' above: one pass fixes all
+        if bad_counts:
+            raise SystemExit(2)
         refuse_unusable_setup(settings)
     except SystemExit:
         on_exit(server)
@@ -142,12 +144,15 @@ def on_starting(server):
     announce(settings, env_file(os.environ, Path.cwd()), local_origin(host, int(port)))
 
 
-def _refuse_bad_counts():
+def _report_bad_counts():
+    """One line per bad GUNICORN_WORKERS or GUNICORN_THREADS; whether there was any."""
+    bad = False
     for name in ("GUNICORN_WORKERS", "GUNICORN_THREADS"):
         raw = os.environ.get(name) or ""
         if raw and not _count(name, 0):
             print(f"twilio-bridge: configuration error: {name}={raw}: a whole number, 1 or more", file=sys.stderr)
-            raise SystemExit(2)
+            bad = True
+    return bad
 
 
 def post_worker_init(worker):

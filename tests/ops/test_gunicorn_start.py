@@ -116,3 +116,15 @@ def test_an_empty_or_padded_log_level_is_read_as_the_bridge_reads_it(tmp_path: P
     assert result.returncode == 2
     problems = [line for line in result.stderr.splitlines() if "configuration error" in line]
     assert problems == ["twilio-bridge: configuration error: RASA_TIMEOUT='abc': is not a number"]
+
+
+def test_a_bad_worker_count_and_bad_settings_are_reported_together(tmp_path: Path) -> None:
+    result = start_gunicorn(tmp_path, GUNICORN_WORKERS="0", RASA_TIMEOUT="abc", FALLBACK_PHONE_NUMBER="5512345678")
+    assert result.returncode == 2
+    problems = [line for line in result.stderr.splitlines() if "configuration error" in line]
+    assert problems == [
+        "twilio-bridge: configuration error: GUNICORN_WORKERS=0: a whole number, 1 or more",
+        "twilio-bridge: configuration error: RASA_TIMEOUT='abc': is not a number",
+        "twilio-bridge: configuration error: FALLBACK_PHONE_NUMBER='5512345678': must be an E.164 number such as "
+        "+5215512345678",
+    ]
