@@ -47,7 +47,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from twilio_bridge.config import Settings  # noqa: E402  (needs the line above)
+from twilio_bridge.config import read_settings  # noqa: E402  (needs the line above)
 from twilio_bridge.logs import gunicorn_logconfig  # noqa: E402
 
 FROM_FILE = "TWILIO_BRIDGE_FROM_ENV_FILE"  # the names twilio.env set, which a reload may change
@@ -97,8 +97,15 @@ def _count(name, default):
     return value if value >= 1 else default
 
 
-# HOST and PORT as config.py reads them (empty is unset), before any Settings exist; on_starting checks them.
-bind = f"{os.environ.get('HOST') or Settings.host}:{os.environ.get('PORT') or Settings.port}"
+def _bind():
+    """HOST and PORT as config.py reads them, an IPv6 address in brackets (gunicorn would take `::1:5001`
+    apart wrongly); a bad one is its default here, and on_starting reports it with the line naming it."""
+    settings, _problems = read_settings({name: os.environ.get(name, "") for name in ("HOST", "PORT")})
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"{host}:{settings.port}"
+
+
+bind = _bind()
 CORES = len(os.sched_getaffinity(0))  # the cores this process may run on (a cpuset, not a --cpus quota)
 workers = _count("GUNICORN_WORKERS", CORES + 1)  # see above: one more than the cores
 worker_class = "twilio_bridge.web.worker.ThreadWorker"  # gthread, a kept connection served by its thread

@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import AUTH_TOKEN
-from tests.servers import GUNICORN, ROOT, free_port, gunicorn_setting, without_bridge_settings
+from tests.servers import GUNICORN, ROOT, Gunicorn, free_port, gunicorn_setting, without_bridge_settings
 
 
 class OldRedis(socketserver.StreamRequestHandler):
@@ -128,3 +129,24 @@ def test_a_bad_worker_count_and_bad_settings_are_reported_together(tmp_path: Pat
         "twilio-bridge: configuration error: FALLBACK_PHONE_NUMBER='5512345678': must be an E.164 number such as "
         "+5215512345678",
     ]
+
+
+def test_a_port_that_is_not_a_number_is_refused_with_the_bridges_line(tmp_path: Path) -> None:
+    result = start_gunicorn(tmp_path, PORT="http")
+    assert result.returncode == 2
+    assert "twilio-bridge: configuration error: PORT='http': is not a number" in result.stderr.splitlines()
+
+
+def bridge_env(tmp_path: Path) -> dict[str, str]:
+    return {"GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "4", "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "STATE_URL": f"sqlite:///{tmp_path / 'state.db'}"}
+
+
+@pytest.mark.parametrize("host", ["::1", "0:0:0:0:0:0:0:1"])
+def test_an_ipv6_host_is_listened_on_and_named_in_the_banner(tmp_path: Path, host: str) -> None:
+    server = Gunicorn(bridge_env(tmp_path), tmp_path, host=host)
+    server.url = f"http://[::1]:{server.port}"
+    with server:
+        assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+    assert f'"http://[::1]:{server.port}/webhook/twilio/voice' in server.log_path.read_text()
+
