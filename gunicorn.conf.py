@@ -147,8 +147,12 @@ def on_starting(server):
         on_exit(server)
         raise
     configure_logging(settings.log_level)
-    host, port = server.cfg.bind[0].rsplit(":", 1)  # the command line's -b, else `bind` above
-    announce(settings, env_file(os.environ, Path.cwd()), local_origin(host, int(port)))
+    address = server.cfg.address[0]  # the command line's -b, else `bind` above: (host, port), or a socket's path
+    if isinstance(address, tuple):
+        origin = local_origin(*address)
+    else:  # -b unix:PATH, written as nginx's proxy_pass writes it
+        origin = f"http://unix:{address}:" if isinstance(address, str) else server.cfg.bind[0]
+    announce(settings, env_file(os.environ, Path.cwd()), origin)
 
 
 def _report_bad_counts():

@@ -14,7 +14,7 @@ from tests.conftest import AUTH_TOKEN
 from tests.servers import free_port
 from twilio_bridge import __version__
 from twilio_bridge.config import Settings
-from twilio_bridge.startup import rest_mode_missing
+from twilio_bridge.startup import local_origin, rest_mode_missing
 from twilio_bridge.testing.standin import RasaStandIn
 
 
@@ -57,3 +57,9 @@ def test_what_rest_mode_still_needs_reads_as_a_sentence() -> None:
     assert rest_mode_missing(Settings(twilio_auth_token="t")) == "TWILIO_ACCOUNT_SID and TWILIO_WHATSAPP_FROM"
     assert rest_mode_missing(Settings(twilio_account_sid="AC1", twilio_auth_token="t",
                                       twilio_whatsapp_from="whatsapp:+14155238886")) == ""
+
+
+def test_the_local_origin_of_an_ipv6_address_is_a_url() -> None:
+    assert local_origin("::1", 5001) == "http://[::1]:5001"
+    assert local_origin("::", 5001) == local_origin("0.0.0.0", 5001) == "http://127.0.0.1:5001"
+    assert local_origin("10.0.0.11", 5001) == "http://10.0.0.11:5001"

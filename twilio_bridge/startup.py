@@ -92,8 +92,10 @@ class RequestHandler(WSGIRequestHandler):
 
 
 def local_origin(host: str, port: int) -> str:
-    """Where this host reaches the server: a wildcard address is reached on the loopback."""
-    return f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '::') else host}:{port}"
+    """Where this host reaches the server: a wildcard address is reached on the loopback; IPv6 in brackets."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def banner(settings: Settings, source: EnvFile, origin: str) -> tuple[list[tuple[str, str]], list[str]]:

@@ -3,6 +3,7 @@ and --preload (which would build the app, its threads and its SQLite connections
 from __future__ import annotations
 
 import os
+import socket
 import socketserver
 import subprocess
 import threading
@@ -13,7 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import AUTH_TOKEN
-from tests.servers import GUNICORN, ROOT, Gunicorn, free_port, gunicorn_setting, without_bridge_settings
+from tests.servers import GUNICORN, ROOT, Gunicorn, free_port, gunicorn_setting, running, without_bridge_settings
 
 
 class OldRedis(socketserver.StreamRequestHandler):
@@ -150,3 +151,21 @@ def test_an_ipv6_host_is_listened_on_and_named_in_the_banner(tmp_path: Path, hos
         assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
     assert f'"http://[::1]:{server.port}/webhook/twilio/voice' in server.log_path.read_text()
 
+
+def test_gunicorn_bound_to_a_unix_socket_starts_and_names_it_in_the_banner(tmp_path: Path) -> None:
+    socket_path = tmp_path / "bridge.sock"
+
+    def health() -> bytes:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(5)
+            client.connect(str(socket_path))
+            client.sendall(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            return b"".join(iter(lambda: client.recv(65536), b""))
+
+    env = {**without_bridge_settings(), "PYTHONPATH": str(ROOT), "XDG_RUNTIME_DIR": str(tmp_path), **bridge_env(tmp_path)}
+    command = [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "-b", f"unix:{socket_path}", "twilio_voice_server:app"]
+    log = tmp_path / "gunicorn.log"
+    with running(command, log, ready=lambda: health().startswith(b"HTTP/1.0 200"), cwd=tmp_path, env=env):
+        pass
+    assert "Traceback" not in log.read_text()
+    assert f"http://unix:{socket_path}:/webhook/twilio/voice" in log.read_text()
