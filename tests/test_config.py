@@ -122,3 +122,25 @@ def test_the_outbound_api_token_is_long_never_echoed_and_needs_what_it_sends_wit
     settings = load_settings({"TWILIO_AUTH_TOKEN": "t", "OUTBOUND_API_TOKEN": "x" * 16, "TWILIO_ACCOUNT_SID": "AC1"})
     assert settings.outbound_enabled and settings.delivers_through_rest and not settings.whatsapp_rest_mode
     assert "x" * 16 not in repr(settings) + repr(settings.summary())
+
+
+@pytest.mark.parametrize("name, value, detail", [
+    ("RASA_WEBHOOK_URL", "http://localhost:99999/webhooks/rest", "must be an http(s) URL"),
+    ("RASA_WEBHOOK_URL", "http://:5005/webhooks/rest", "must be an http(s) URL"),
+    ("RASA_WEBHOOK_URL", "http://rasa host:5005/webhooks/rest", "must be an http(s) URL"),
+    ("ACTION_SERVER_URL", "http://localhost:web/webhook", "must be an http(s) URL"),
+    ("TWILIO_API_BASE_URL", "http://[::1:5099", "must be an http(s) URL"),
+    ("PUBLIC_BASE_URL", "https://ivr.example.com:https", "must be an origin such as https://ivr.example.com (no path)"),
+    ("PUBLIC_BASE_URL", "https://:443", "must be an origin such as https://ivr.example.com (no path)"),
+])
+def test_a_url_whose_host_or_port_cannot_be_used_is_refused_at_start(name: str, value: str, detail: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"TWILIO_AUTH_TOKEN": "t", name: value})
+    assert caught.value.problems == [f"{name}={value!r}: {detail}"]
+
+
+def test_a_public_url_with_credentials_is_refused_without_echoing_them() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"TWILIO_AUTH_TOKEN": "t", "PUBLIC_BASE_URL": "https://ops:s3cret@ivr.example.com"})
+    assert caught.value.problems == ["PUBLIC_BASE_URL='https://ops:***@ivr.example.com': must be an origin such as "
+                                     "https://ivr.example.com (no user or password: it is shown in logs and /health)"]

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
+
+from urllib3.util import parse_url
 
 HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")  # [0-9], not \d: \d takes any script's digits ("٢"), no number has them
@@ -176,17 +178,32 @@ def _listen_address(value: str) -> str:
         return value
 
 
+def _web_url(value: str, requirement: str) -> SplitResult:
+    """An http(s) URL with a host and a usable port, else ValueError(requirement): a port that is not a number,
+    or out of range, or a host urllib3 cannot parse would otherwise fail at the first request, as a traceback."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises for a port that is not a number from 0 to 65535)
+        parse_url(value)
+    except ValueError:
+        raise ValueError(requirement) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(requirement)
+    return parts
+
+
 def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("must be an http(s) URL")
+    parts = _web_url(value, "must be an http(s) URL")
     return value.rstrip("/") if not parts.path.strip("/") else value
 
 
 def _public_base_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query:
+    parts = _web_url(value, "must be an origin such as https://ivr.example.com (no path)")
+    if parts.path.strip("/") or parts.query:
         raise ValueError("must be an origin such as https://ivr.example.com (no path)")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must be an origin such as https://ivr.example.com (no user or password: it is shown in "
+                         "logs and /health)")
     return f"{parts.scheme}://{parts.netloc}"
 
 

@@ -285,3 +285,12 @@ def test_an_action_server_that_is_down_fails_the_check_though_rasa_answers(
     down = check(tmp_path, **settings)
     assert down.returncode == 1 and findings(down.stdout)["action server"] == ["fail"]
     assert findings(down.stdout)["rasa"] == ["ok", "ok"] and "HTTP 503" in down.stdout
+
+
+def test_a_rasa_url_with_a_port_out_of_range_is_a_bad_setting_not_a_traceback(tmp_path: Path) -> None:
+    done = check(tmp_path, TWILIO_AUTH_TOKEN=AUTH_TOKEN, PORT=str(free_port()),
+                 RASA_WEBHOOK_URL="http://localhost:55055/webhook", ACTION_SERVER_URL="http://localhost:65536/webhook")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert ("twilio-bridge: configuration error: ACTION_SERVER_URL='http://localhost:65536/webhook': "
+            "must be an http(s) URL") in done.stderr.splitlines()
