@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.ops_tools import readme_gunicorn_command, require_command
-from tests.servers import ROOT, gunicorn_setting
+from tests.servers import ROOT, gunicorn_setting, without_bridge_settings
+from twilio_bridge.config import ConfigError, load_settings
 
 SERVICE_USER = "daemon"  # exists on Debian; "nobody" draws systemd's warning about a shared user
 
@@ -120,3 +121,14 @@ def test_the_unit_allows_the_descriptors_a_full_worker_holds(tmp_path: Path) -> 
     unit.read(ROOT / "deploy" / "twilio-bridge.service")
     threads = int(gunicorn_setting("threads", tmp_path))
     assert int(unit["Service"].get("LimitNOFILE", "1024")) >= 4 * threads + 256
+
+
+def test_a_stop_waits_longer_than_gunicorn_lets_held_turns_finish_at_the_longest_wait_allowed(tmp_path: Path) -> None:
+    """systemd SIGKILLs what is left after TimeoutStopSec: a caller on hold would lose the call."""
+    unit = read_unit(ROOT / "deploy" / "twilio-bridge.service")
+    longest = {**without_bridge_settings(), "RASA_MAX_WAIT_SECONDS": "120"}  # config.py's upper bound
+    assert load_settings({"TWILIO_AUTH_TOKEN": "t", "RASA_MAX_WAIT_SECONDS": "120"}).rasa_max_wait_seconds == 120
+    with pytest.raises(ConfigError):
+        load_settings({"TWILIO_AUTH_TOKEN": "t", "RASA_MAX_WAIT_SECONDS": "120.5"})
+    graceful = int(gunicorn_setting("graceful_timeout", tmp_path, longest))
+    assert int(unit["Service"]["TimeoutStopSec"]) > graceful
