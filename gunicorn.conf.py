@@ -66,6 +66,8 @@ def _load_env_file(path):
     os.environ[FROM_FILE] = ",".join(sorted(from_file & set(values)))
 
 
+# On a reload, the environment the workers were started with: on_reload goes back to it if the file went bad.
+_SERVED_ENVIRONMENT = dict(os.environ)
 _load_env_file(os.environ.get("TWILIO_ENV_FILE") or Path.cwd() / "twilio.env")
 # Read in the master before any app is loaded, and cleared once it has started: twilio_voice_server
 # refuses to be imported in this process before then (`--preload`: see there).
@@ -164,6 +166,27 @@ def _report_bad_counts():
             print(f"twilio-bridge: configuration error: {name}={raw}: a whole number, 1 or more", file=sys.stderr)
             bad = True
     return bad
+
+
+def on_reload(server):
+    """A reload (HUP) whose twilio.env has bad settings names each, and the new workers start with the settings
+    the old ones had: else gunicorn would retire every worker for new ones that exit at once, again and again."""
+    from twilio_bridge.startup import configure
+
+    problems = configure().problems
+    if not problems:
+        return
+    for problem in problems:
+        print(f"twilio-bridge: configuration error: {problem}", file=sys.stderr)
+    print("twilio-bridge: reload refused: the workers keep the settings they had; fix the lines above and reload "
+          "again", file=sys.stderr)
+    new_names = set(os.environ.get(FROM_FILE, "").split(",")) - set(_SERVED_ENVIRONMENT) - {""}
+    os.environ.clear()
+    os.environ.update(_SERVED_ENVIRONMENT)
+    # The app reads twilio.env too, under what is set: a name the file has just gained stays empty (unset),
+    # and counts as the file's, so that the next reload reads it from the file again.
+    os.environ.update(dict.fromkeys(new_names, ""))
+    os.environ[FROM_FILE] = ",".join(sorted(set(filter(None, os.environ.get(FROM_FILE, "").split(","))) | new_names))
 
 
 def post_worker_init(worker):

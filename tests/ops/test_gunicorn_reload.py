@@ -1,0 +1,48 @@
+"""A reload (HUP, `systemctl reload`) after twilio.env was edited wrongly: gunicorn says which settings are bad
+and goes on serving with the ones it had, instead of retiring its workers for new ones that cannot start."""
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+import requests
+
+from tests.conftest import AUTH_TOKEN
+from tests.servers import Gunicorn, wait_for
+
+
+def alive_workers(server: Gunicorn) -> set[str]:
+    log = server.log_path.read_text()
+    booted = set(re.findall(r"Booting worker with pid: (\d+)", log))
+    return booted - set(re.findall(r"Worker exiting \(pid: (\d+)\)", log))
+
+
+def test_a_reload_with_bad_settings_keeps_serving_with_the_ones_it_had(tmp_path: Path) -> None:
+    env_file = tmp_path / "twilio.env"
+    state = f"STATE_URL=sqlite:///{tmp_path / 'state.db'}\n"
+    env_file.write_text(f"TWILIO_AUTH_TOKEN={AUTH_TOKEN}\nRASA_TIMEOUT=5\n{state}")
+    with Gunicorn({"GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "4"}, tmp_path) as server:
+        def config() -> dict:
+            return requests.get(server.url + "/health", timeout=5).json()["config"]
+
+        assert config()["rasa_timeout"] == 5.0
+        wait_for(lambda: alive_workers(server), 20, server.process, server.log_path)
+        old = alive_workers(server)
+        env_file.write_text(f"TWILIO_AUTH_TOKEN={AUTH_TOKEN}\nRASA_TIMEOUT=five\nVOICE_MODE=relai\n"
+                            f"VOICE_LANGUAGE=en-US\n{state}")
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "twilio-bridge: reload refused" in server.log_path.read_text(), 20, server.process,
+                 server.log_path)
+        wait_for(lambda: alive_workers(server) and not alive_workers(server) & old, 20, server.process,
+                 server.log_path)  # the old worker retired, its successor booted
+        assert (config()["rasa_timeout"], config()["voice_mode"], config()["voice_language"]) == (5.0, "gather", "es-MX")
+
+        env_file.write_text(f"TWILIO_AUTH_TOKEN={AUTH_TOKEN}\nRASA_TIMEOUT=6\nVOICE_LANGUAGE=en-US\n{state}")  # fixed
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: config()["rasa_timeout"] == 6.0, 20, server.process, server.log_path)
+        assert config()["voice_language"] == "en-US"  # a name the bad file added is read once the file is good
+    log = server.log_path.read_text().splitlines()
+    assert "twilio-bridge: configuration error: RASA_TIMEOUT='five': is not a number" in log
+    assert "twilio-bridge: configuration error: VOICE_MODE='relai': must be gather or relay" in log
+    assert not [line for line in log if "exited with code" in line]  # no worker failed to start
