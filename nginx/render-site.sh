@@ -13,7 +13,8 @@ set -eu
 case "$1" in
   *[!A-Za-z0-9.-]*|.*|*.|"") echo "render-site.sh: '$1' is not a domain name" >&2; exit 2 ;;
 esac
-DOMAIN=$1
+# In lower case, as certbot stores its certificate (live/ivr.example.com/ for -d IVR.example.com).
+DOMAIN=$(printf '%s' "$1" | tr 'A-Z' 'a-z')
 export DOMAIN
 upstream="${BRIDGE_UPSTREAM:-127.0.0.1:5001}"
 BRIDGE_UPSTREAM=""

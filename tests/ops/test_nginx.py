@@ -255,3 +255,16 @@ def test_rendering_puts_each_bridge_host_in_the_upstream_and_refuses_what_is_not
     with pytest.raises(Exception) as refused:
         render_site(DOMAIN, {"BRIDGE_UPSTREAM": "10.0.0.11:5001; include /etc/passwd"})
     assert "is not host:port" in refused.value.stderr  # type: ignore[attr-defined]
+
+
+def test_a_domain_typed_in_capitals_finds_the_certificate_certbot_stored_in_lower_case(tmp_path: Path) -> None:
+    """certbot lower-cases every -d name, so `certbot -d IVR.Test` stores live/ivr.test/."""
+    variables = site_variables(tmp_path, "127.0.0.1:5001")
+    site = render_site("IVR.Test", {"LETSENCRYPT_DIR": str(variables.letsencrypt_dir),
+                                    "ACME_ROOT": str(variables.acme_root)})
+    nginx = Nginx(tmp_path / "nginx")
+    (nginx.sites / "twilio-bridge.conf").write_text(site)
+    result = nginx.test()
+    assert result.returncode == 0, result.stderr
+    assert f"ssl_certificate {variables.letsencrypt_dir}/live/{DOMAIN}/fullchain.pem;" in site
+
