@@ -18,9 +18,14 @@ DOMAIN=$(printf '%s' "$1" | tr 'A-Z' 'a-z')
 export DOMAIN
 upstream="${BRIDGE_UPSTREAM:-127.0.0.1:5001}"
 BRIDGE_UPSTREAM=""
+not_an_address() { echo "render-site.sh: BRIDGE_UPSTREAM: '$1' is not host:port or unix:path" >&2; exit 2; }
 for address in $upstream; do
   case "$address" in
-    *[!A-Za-z0-9.:_/\[\]-]*) echo "render-site.sh: BRIDGE_UPSTREAM: '$address' is not host:port or unix:path" >&2; exit 2 ;;
+    *[!A-Za-z0-9.:_/\[\]-]*) not_an_address "$address" ;;
+    unix:/*) ;;
+    # A host without its port would be reached on nginx's default, port 80.
+    *:*) case "${address##*:}" in ""|*[!0-9]*) not_an_address "$address" ;; esac ;;
+    *) not_an_address "$address" ;;
   esac
   # The template has `server ${BRIDGE_UPSTREAM};`: each further host becomes a server line of its own.
   BRIDGE_UPSTREAM="${BRIDGE_UPSTREAM:+$BRIDGE_UPSTREAM;

@@ -268,3 +268,10 @@ def test_a_domain_typed_in_capitals_finds_the_certificate_certbot_stored_in_lowe
     assert result.returncode == 0, result.stderr
     assert f"ssl_certificate {variables.letsencrypt_dir}/live/{DOMAIN}/fullchain.pem;" in site
 
+
+@pytest.mark.parametrize("upstream", ["10.0.0.11", "10.0.0.11:5001 10.0.0.12", "bridge.internal:", "[::1]"])
+def test_rendering_refuses_a_bridge_host_without_its_port(upstream: str) -> None:
+    """nginx would send the webhooks to port 80 of that host."""
+    with pytest.raises(Exception) as refused:
+        render_site(DOMAIN, {"BRIDGE_UPSTREAM": upstream})
+    assert "is not host:port" in refused.value.stderr  # type: ignore[attr-defined]
