@@ -131,19 +131,18 @@ logger_class = "twilio_bridge.logs.GunicornLogger"  # builds no access line, whi
 def on_starting(server):
     """Check the settings and the state store once in the master (a bad one stops gunicorn with one line
     naming it), say what it will serve (the start-up banner, once, not per worker); start the metrics from zero."""
-    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
-    for stale in glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
-        os.remove(stale)
+    metrics_ready = _prepare_metrics_dir()  # before the app's modules are imported: they make their metrics
     os.environ.pop("TWILIO_BRIDGE_GUNICORN_LOADING", None)
     from twilio_bridge.logs import configure_logging
-    from twilio_bridge.startup import announce, env_file, local_origin
-    from twilio_voice_server import refuse_unusable_setup, settings_from_environment
+    from twilio_bridge.startup import announce, configure, env_file, local_origin
 
     try:
-        bad_counts = _report_bad_counts()
-        settings = settings_from_environment()  # its own lines too, with the counts' above: one pass fixes all
-        if bad_counts:
+        bad = _report_bad_counts() or not metrics_ready
+        settings = configure().settings_or_exit()  # its own lines too, with the ones above: one pass fixes all
+        if bad:
             raise SystemExit(2)
+        from twilio_voice_server import refuse_unusable_setup  # the app's modules: they need the metrics directory
+
         refuse_unusable_setup(settings)
     except SystemExit:
         on_exit(server)
@@ -155,6 +154,22 @@ def on_starting(server):
     else:  # -b unix:PATH, written as nginx's proxy_pass writes it
         origin = f"http://unix:{address}:" if isinstance(address, str) else server.cfg.bind[0]
     announce(settings, env_file(os.environ, Path.cwd()), origin)
+
+
+def _prepare_metrics_dir():
+    """PROMETHEUS_MULTIPROC_DIR made, and emptied of an earlier run's samples; else the line naming it, and False."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        for stale in glob(os.path.join(directory, "*.db")):
+            os.remove(stale)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as exc:
+        print(f"twilio-bridge: configuration error: PROMETHEUS_MULTIPROC_DIR={directory}: cannot be made or written "
+              f"to ({exc.strerror})", file=sys.stderr)
+        return False
+    return True
 
 
 def _report_bad_counts():

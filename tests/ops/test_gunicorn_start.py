@@ -169,3 +169,15 @@ def test_gunicorn_bound_to_a_unix_socket_starts_and_names_it_in_the_banner(tmp_p
         pass
     assert "Traceback" not in log.read_text()
     assert f"http://unix:{socket_path}:/webhook/twilio/voice" in log.read_text()
+
+
+def test_a_metrics_directory_that_cannot_be_made_is_refused_with_one_line_among_the_others(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    metrics = tmp_path / "a-file" / "metrics"
+    result = start_gunicorn(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(metrics), RASA_TIMEOUT="abc")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    problems = [line for line in result.stderr.splitlines() if "configuration error" in line]
+    assert problems == [f"twilio-bridge: configuration error: PROMETHEUS_MULTIPROC_DIR={metrics}: cannot be made "
+                        "or written to (Not a directory)",
+                        "twilio-bridge: configuration error: RASA_TIMEOUT='abc': is not a number"]
