@@ -144,3 +144,19 @@ def test_a_public_url_with_credentials_is_refused_without_echoing_them() -> None
         load_settings({"TWILIO_AUTH_TOKEN": "t", "PUBLIC_BASE_URL": "https://ops:s3cret@ivr.example.com"})
     assert caught.value.problems == ["PUBLIC_BASE_URL='https://ops:***@ivr.example.com': must be an origin such as "
                                      "https://ivr.example.com (no user or password: it is shown in logs and /health)"]
+
+
+def test_a_name_set_twice_in_twilio_env_is_pointed_out_with_the_lines(tmp_path: Path) -> None:
+    """Settings pasted above the example's empty lines: the empty one, further down, is the one that counts."""
+    (tmp_path / "twilio.env").write_text("TWILIO_AUTH_TOKEN=s3cret\nPUBLIC_BASE_URL=https://ivr.example.com\n\n"
+                                         "# from twilio.env.example\nTWILIO_AUTH_TOKEN=\nPUBLIC_BASE_URL=\n")
+    result = subprocess.run([sys.executable, str(ROOT / "twilio_voice_server.py")], cwd=tmp_path,
+                            env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "twilio-bridge: configuration error: TWILIO_AUTH_TOKEN: required to check Twilio's signatures "
+        "(set TWILIO_VALIDATE_SIGNATURE=false only for local experiments)",
+        f"twilio-bridge: {tmp_path / 'twilio.env'}: TWILIO_AUTH_TOKEN is set on lines 1 and 5: the last one counts",
+        f"twilio-bridge: {tmp_path / 'twilio.env'}: PUBLIC_BASE_URL is set on lines 2 and 6: the last one counts",
+    ]
+    assert "s3cret" not in result.stderr

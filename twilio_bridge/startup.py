@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping, TextIO
 
 from dotenv import load_dotenv
+from dotenv.parser import parse_stream
 from werkzeug.serving import WSGIRequestHandler
 
 from . import __version__, routes
@@ -36,6 +37,20 @@ class EnvFile:
     def found(self) -> bool:
         return self.path.is_file()
 
+    def notes(self) -> list[str]:
+        """What python-dotenv passes over without a word: a name set twice, where the last line wins."""
+        if not self.found:
+            return []
+        lines: dict[str, list[int]] = {}
+        with self.path.open(encoding="utf-8", errors="replace") as stream:
+            for binding in parse_stream(stream):
+                if binding.key is not None:
+                    before = binding.original.string[:binding.original.string.index(binding.key)]
+                    number = binding.original.line + before.count("\n")  # its text starts with the blank lines above
+                    lines.setdefault(binding.key, []).append(number)
+        return [f"{self.path}: {name} is set on lines {_words(numbers)}: the last one counts"
+                for name, numbers in lines.items() if len(numbers) > 1]
+
     def describe(self) -> str:
         if self.found:
             return str(self.path)
@@ -43,6 +58,12 @@ class EnvFile:
             return f"TWILIO_ENV_FILE={self.path} does not exist: settings come from the environment only"
         return (f"no {ENV_FILE} in {self.path.parent}: settings come from the environment only "
                 f"(./install_twilio_server.sh creates {ENV_FILE} from {ENV_FILE}.example)")
+
+
+def _words(items: list[object]) -> str:
+    """`A`, `A and B`, `A, B and C`."""
+    names = [str(item) for item in items]
+    return " and ".join(filter(None, (", ".join(names[:-1]), names[-1]))) if names else ""
 
 
 def env_file(environ: Mapping[str, str], cwd: Path) -> EnvFile:
@@ -72,6 +93,8 @@ class Configuration:
             return self.settings
         for problem in self.problems:
             print(f"twilio-bridge: configuration error: {problem}", file=sys.stderr)
+        for note in self.source.notes():
+            print(f"twilio-bridge: {note}", file=sys.stderr)
         if not self.source.found:
             print(f"twilio-bridge: {self.source.describe()}", file=sys.stderr)
         raise SystemExit(2)
@@ -108,7 +131,7 @@ def banner(settings: Settings, source: EnvFile, origin: str) -> tuple[list[tuple
                                   "(Bearer OUTBOUND_API_TOKEN)"))
     if settings.public_base_url:
         lines.append(("public url", f"Twilio calls and signs {settings.public_base_url}"))
-    return lines, setting_warnings(settings)
+    return lines, setting_warnings(settings) + source.notes()
 
 
 def rasa_status(settings: Settings) -> str:

@@ -294,3 +294,11 @@ def test_a_rasa_url_with_a_port_out_of_range_is_a_bad_setting_not_a_traceback(tm
     assert "Traceback" not in done.stderr
     assert ("twilio-bridge: configuration error: ACTION_SERVER_URL='http://localhost:65536/webhook': "
             "must be an http(s) URL") in done.stderr.splitlines()
+
+
+def test_a_name_set_twice_in_the_settings_file_is_a_warning(standin: RasaStandIn, tmp_path: Path) -> None:
+    (tmp_path / "twilio.env").write_text(f"RASA_TIMEOUT=5\nTWILIO_AUTH_TOKEN={AUTH_TOKEN}\nRASA_TIMEOUT=8\n")
+    env = {name: value for name, value in cli_env().items() if name not in BRIDGE_VARIABLES}
+    done = run_cli(["check"], {**env, "PORT": str(free_port()), "RASA_WEBHOOK_URL": standin.webhook_url}, tmp_path)
+    assert (f"warn  configuration: {tmp_path / 'twilio.env'}: RASA_TIMEOUT is set on lines 1 and 3: the last one "
+            "counts") in done.stdout.splitlines()

@@ -89,6 +89,8 @@ def check_configuration(configuration: Configuration, report: Report) -> None:
     elif not configuration.problems:
         where = source.path if source.found else f"the environment; no {source.path.name} in {source.path.parent}"
         report("ok", "configuration", f"every variable is valid (from {where})")
+    for note in source.notes():
+        report("warn", "configuration", note)
 
 
 def check_rasa(settings: Settings, report: Report) -> None:
