@@ -14,7 +14,7 @@ from tests.conftest import AUTH_TOKEN
 from tests.servers import free_port
 from twilio_bridge import __version__
 from twilio_bridge.config import Settings
-from twilio_bridge.startup import local_origin, rest_mode_missing
+from twilio_bridge.startup import EnvFile, local_origin, rest_mode_missing
 from twilio_bridge.testing.standin import RasaStandIn
 
 
@@ -63,3 +63,13 @@ def test_the_local_origin_of_an_ipv6_address_is_a_url() -> None:
     assert local_origin("::1", 5001) == "http://[::1]:5001"
     assert local_origin("::", 5001) == local_origin("0.0.0.0", 5001) == "http://127.0.0.1:5001"
     assert local_origin("10.0.0.11", 5001) == "http://10.0.0.11:5001"
+
+
+def test_a_misspelled_setting_in_the_env_file_is_named_with_the_one_meant(tmp_path: Path) -> None:
+    path = tmp_path / "twilio.env"
+    path.write_text("TWILIO_AUTH_TOKEN=t\nPUBLIC_BASE_URI=https://ivr.example.com\n\nrasa_timeout=5\n"
+                    "RASA_LICENSE=for-the-rasa-container\nCOMPOSE_PROJECT_NAME=ivr\n")
+    assert EnvFile(path, named=False).notes() == [
+        f"{path}: line 2: PUBLIC_BASE_URI is not a setting of the bridge (PUBLIC_BASE_URL?): ignored",
+        f"{path}: line 4: rasa_timeout is not a setting of the bridge (RASA_TIMEOUT?): ignored",
+    ]

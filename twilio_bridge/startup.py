@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Mapping, TextIO
 
@@ -18,11 +19,13 @@ from dotenv.parser import parse_stream
 from werkzeug.serving import WSGIRequestHandler
 
 from . import __version__, routes
-from .config import Settings, read_settings
+from .config import VARIABLES, Settings, read_settings
 from .logs import log, write_line
 from .rasa.client import RasaClient, RasaError
 
 ENV_FILE = "twilio.env"
+# Every name the bridge and gunicorn.conf.py read from the env file.
+SETTING_NAMES = [name for name, _, _ in VARIABLES] + ["GUNICORN_WORKERS", "GUNICORN_THREADS"]
 LOCAL_WEBHOOKS = (routes.VOICE, routes.FALLBACK, routes.CALL_STATUS, routes.WHATSAPP, routes.WHATSAPP_STATUS)
 
 
@@ -38,7 +41,8 @@ class EnvFile:
         return self.path.is_file()
 
     def notes(self) -> list[str]:
-        """What python-dotenv passes over without a word: a name set twice, where the last line wins."""
+        """What python-dotenv passes over without a word: a name set twice, where the last line wins, and a
+        misspelled setting (a name the bridge does not read, close to one it does), which counts for nothing."""
         if not self.found:
             return []
         lines: dict[str, list[int]] = {}
@@ -48,8 +52,14 @@ class EnvFile:
                     before = binding.original.string[:binding.original.string.index(binding.key)]
                     number = binding.original.line + before.count("\n")  # its text starts with the blank lines above
                     lines.setdefault(binding.key, []).append(number)
-        return [f"{self.path}: {name} is set on lines {_words(numbers)}: the last one counts"
-                for name, numbers in lines.items() if len(numbers) > 1]
+        misspelled = []
+        for name, numbers in lines.items():
+            meant = get_close_matches(name.upper(), SETTING_NAMES, n=1, cutoff=0.8) if name not in SETTING_NAMES else []
+            if meant:
+                misspelled.append(f"{self.path}: line {numbers[0]}: {name} is not a setting of the bridge "
+                                  f"({meant[0]}?): ignored")
+        return misspelled + [f"{self.path}: {name} is set on lines {_words(numbers)}: the last one counts"
+                             for name, numbers in lines.items() if len(numbers) > 1]
 
     def describe(self) -> str:
         if self.found:
