@@ -279,7 +279,9 @@ install_service() {
   fi
   [ "$changed" = 0 ] || "$systemctl" daemon-reload
   "$systemctl" enable twilio-bridge.service
-  if ! grep -Eq '^TWILIO_AUTH_TOKEN=[^[:space:]]' twilio.env; then
+  # The token as the bridge reads twilio.env (python-dotenv: quotes, `export`, spaces, the last of two lines).
+  if ! .venv/bin/python -c 'import sys; from dotenv import dotenv_values
+sys.exit(not (dotenv_values("twilio.env").get("TWILIO_AUTH_TOKEN") or "").strip())'; then
     say "set TWILIO_AUTH_TOKEN (and PUBLIC_BASE_URL) in $dir/twilio.env, then: systemctl start twilio-bridge"
   elif [ "$changed" = 1 ]; then
     "$systemctl" restart twilio-bridge.service

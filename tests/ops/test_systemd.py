@@ -132,3 +132,20 @@ def test_a_stop_waits_longer_than_gunicorn_lets_held_turns_finish_at_the_longest
         load_settings({"TWILIO_AUTH_TOKEN": "t", "RASA_MAX_WAIT_SECONDS": "120.5"})
     graceful = int(gunicorn_setting("graceful_timeout", tmp_path, longest))
     assert int(unit["Service"]["TimeoutStopSec"]) > graceful
+
+
+@pytest.mark.parametrize("lines, starts", [
+    ('TWILIO_AUTH_TOKEN=""\n', False),
+    ("TWILIO_AUTH_TOKEN=0123456789abcdef\nTWILIO_AUTH_TOKEN=\n", False),  # the last one counts
+    ("export TWILIO_AUTH_TOKEN=0123456789abcdef\n", True),
+    ("TWILIO_AUTH_TOKEN = '0123456789abcdef'\n", True),
+])
+def test_the_service_is_started_when_twilio_env_gives_it_a_token_as_the_bridge_reads_it(
+        install_dir: Path, tmp_path: Path, lines: str, starts: bool) -> None:
+    install(install_dir, tmp_path)
+    systemctl_calls(tmp_path)
+    with open(install_dir / "twilio.env", "a") as settings:
+        settings.write(lines)
+    second = install(install_dir, tmp_path)
+    assert ("start twilio-bridge.service" in systemctl_calls(tmp_path)) == starts
+    assert ("set TWILIO_AUTH_TOKEN" in second.stdout) != starts
