@@ -160,3 +160,17 @@ def test_a_name_set_twice_in_twilio_env_is_pointed_out_with_the_lines(tmp_path: 
         f"twilio-bridge: {tmp_path / 'twilio.env'}: PUBLIC_BASE_URL is set on lines 2 and 6: the last one counts",
     ]
     assert "s3cret" not in result.stderr
+
+
+def test_voice_language_is_read_in_the_case_twilio_and_the_relay_voices_use() -> None:
+    settings = load_settings({"TWILIO_AUTH_TOKEN": "t", "VOICE_LANGUAGE": "es-mx"})
+    assert settings.voice_language == "es-MX"
+    assert settings.relay_voice_name == "Mia-Neural"  # not Twilio's default voice, which is not Spanish's
+    assert load_settings({"TWILIO_AUTH_TOKEN": "t", "VOICE_LANGUAGE": "CMN-hans-cn"}).voice_language == "cmn-Hans-CN"
+
+
+@pytest.mark.parametrize("value", ["es_MX", "es MX", "spanish", "es-"])
+def test_a_voice_language_that_is_not_a_language_tag_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"TWILIO_AUTH_TOKEN": "t", "VOICE_LANGUAGE": value})
+    assert caught.value.problems == [f"VOICE_LANGUAGE={value!r}: must be a language tag such as es-MX or en-US"]

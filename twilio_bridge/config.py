@@ -295,6 +295,15 @@ def _api_token(value: str) -> str:
     return value
 
 
+def _voice_language(value: str) -> str:
+    """A language tag, in its usual case (es-mx is es-MX): the relay voices are looked up by it."""
+    if not re.fullmatch(r"[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*", value):
+        raise ValueError("must be a language tag such as es-MX or en-US")
+    language, *rest = value.split("-")
+    return "-".join([language.lower(), *(part.upper() if len(part) == 2 else part.title() if len(part) == 4 else part
+                                         for part in rest)])
+
+
 def _language(value: str) -> str:
     if value.lower() != "auto" and not re.fullmatch(r"[a-zA-Z]{2,3}(-[a-zA-Z0-9]+)?", value):
         raise ValueError("must be a language code such as es or es-MX, or auto to let the model guess")
@@ -329,7 +338,7 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("PUBLIC_BASE_URL", "public_base_url", _public_base_url),
     ("TRUSTED_PROXIES", "trusted_proxies", _count(0, 5)),
     ("FALLBACK_PHONE_NUMBER", "fallback_phone_number", _phone),
-    ("VOICE_LANGUAGE", "voice_language", _text),
+    ("VOICE_LANGUAGE", "voice_language", _voice_language),
     ("VOICE_NAME", "voice_name", _text),
     ("VOICE_GREETING", "voice_greeting", _text),
     ("VOICE_MAX_SILENCES", "voice_max_silences", _count(0, 5)),
