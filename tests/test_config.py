@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from twilio_bridge.config import ConfigError, Settings, load_settings, redact_url
+from twilio_bridge.startup import EnvFile, banner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,3 +175,17 @@ def test_a_voice_language_that_is_not_a_language_tag_is_refused(value: str) -> N
     with pytest.raises(ConfigError) as caught:
         load_settings({"TWILIO_AUTH_TOKEN": "t", "VOICE_LANGUAGE": value})
     assert caught.value.problems == [f"VOICE_LANGUAGE={value!r}: must be a language tag such as es-MX or en-US"]
+
+
+def test_a_password_in_rasas_urls_stays_out_of_the_summary_and_the_start_up_lines() -> None:
+    """/health's detail, the banner (journald) and check show the URLs; Rasa behind a proxy may need basic auth."""
+    settings = load_settings({"TWILIO_AUTH_TOKEN": "t",
+                              "RASA_WEBHOOK_URL": "http://bridge:s3cret@127.0.0.1:9/webhooks/rest/webhook",
+                              "ACTION_SERVER_URL": "http://bridge:s3cret@127.0.0.1:9/webhook"})
+    assert settings.rasa_webhook_url == "http://bridge:s3cret@127.0.0.1:9/webhooks/rest/webhook"  # used as given
+    summary = settings.summary()
+    assert summary["rasa_webhook_url"] == "http://bridge:***@127.0.0.1:9/webhooks/rest/webhook"
+    assert "s3cret" not in repr(summary)
+    lines, warnings = banner(settings, EnvFile(Path("/nonexistent/twilio.env"), named=False), "http://127.0.0.1:5001")
+    assert "s3cret" not in repr(lines) + repr(warnings)
+    assert "http://bridge:***@127.0.0.1:9/webhooks/rest/webhook" in dict(lines)["rasa"]

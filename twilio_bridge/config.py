@@ -104,8 +104,8 @@ class Settings:
     def summary(self) -> dict[str, object]:
         """What /health and `check` may show: no secret, no credential."""
         return {
-            "rasa_webhook_url": self.rasa_webhook_url,
-            "action_server_url": self.action_server_url,
+            "rasa_webhook_url": redact_url(self.rasa_webhook_url),
+            "action_server_url": self.action_server_url and redact_url(self.action_server_url),
             "rasa_timeout": self.rasa_timeout,
             "voice_hold_seconds": self.voice_hold_seconds,
             "rasa_max_wait_seconds": self.rasa_max_wait_seconds,

@@ -19,7 +19,7 @@ from dotenv.parser import parse_stream
 from werkzeug.serving import WSGIRequestHandler
 
 from . import __version__, routes
-from .config import VARIABLES, Settings, read_settings
+from .config import VARIABLES, Settings, read_settings, redact_url
 from .logs import log, write_line
 from .rasa.client import RasaClient, RasaError
 
@@ -146,12 +146,13 @@ def banner(settings: Settings, source: EnvFile, origin: str) -> tuple[list[tuple
 
 def rasa_status(settings: Settings) -> str:
     # No retry of a refused connection: a start-up line must not wait, nor let urllib3 warn of a retry first.
+    shown = redact_url(settings.rasa_webhook_url)
     try:
         greeting = RasaClient(settings.rasa_webhook_url, 2.0, pool_size=1, connect_retries=0).version(settings.rasa_origin)
     except RasaError as exc:
-        return (f"{settings.rasa_webhook_url}: does not answer ({exc.detail}): callers get an apology and a person "
+        return (f"{shown}: does not answer ({exc.detail}): callers get an apology and a person "
                 "until it does (no Rasa at hand? python -m twilio_bridge.testing.standin)")
-    return f"{settings.rasa_webhook_url}: answers {greeting!r}"
+    return f"{shown}: answers {greeting!r}"
 
 
 def voice_mode(settings: Settings) -> str:

@@ -302,3 +302,12 @@ def test_a_name_set_twice_in_the_settings_file_is_a_warning(standin: RasaStandIn
     done = run_cli(["check"], {**env, "PORT": str(free_port()), "RASA_WEBHOOK_URL": standin.webhook_url}, tmp_path)
     assert (f"warn  configuration: {tmp_path / 'twilio.env'}: RASA_TIMEOUT is set on lines 1 and 3: the last one "
             "counts") in done.stdout.splitlines()
+
+
+def test_a_password_in_rasas_url_is_not_printed(standin: RasaStandIn, tmp_path: Path) -> None:
+    with_password = standin.webhook_url.replace("http://", "http://bridge:s3cret@")
+    done = check(tmp_path, TWILIO_AUTH_TOKEN=AUTH_TOKEN, PORT=str(free_port()), RASA_WEBHOOK_URL=with_password,
+                 ACTION_SERVER_URL=with_password.replace("/webhooks/rest/webhook", "/webhook"))
+    assert "ok    rasa: " in done.stdout  # Rasa was reached with the URL as given
+    assert "s3cret" not in done.stdout + done.stderr
+    assert "bridge:***@" in done.stdout

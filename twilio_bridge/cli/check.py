@@ -18,7 +18,7 @@ import requests
 from twilio.base.exceptions import TwilioException
 
 from .. import routes
-from ..config import E164, Settings
+from ..config import E164, Settings, redact_url
 from ..rasa.client import RasaClient, RasaError
 from ..startup import Configuration, rest_mode_missing
 from ..testing.phone import TwilioPhone, sid
@@ -95,17 +95,18 @@ def check_configuration(configuration: Configuration, report: Report) -> None:
 
 def check_rasa(settings: Settings, report: Report) -> None:
     rasa = RasaClient(settings.rasa_webhook_url, settings.rasa_timeout)
+    origin, webhook_url = redact_url(settings.rasa_origin), redact_url(settings.rasa_webhook_url)  # as shown
     try:
-        report("ok", "rasa", f"{settings.rasa_origin} answers {rasa.version(settings.rasa_origin, timeout=3.0)!r}")
+        report("ok", "rasa", f"{origin} answers {rasa.version(settings.rasa_origin, timeout=3.0)!r}")
     except RasaError as exc:
-        report("fail", "rasa", f"GET {settings.rasa_origin}/ failed: {rasa_problem(exc)}")
+        report("fail", "rasa", f"GET {origin}/ failed: {rasa_problem(exc)}")
         return
     sender = f"check-{secrets.token_hex(4)}"
     started = time.monotonic()
     try:
         items = rasa.send(sender, "hola", {"channel": "check"})
     except RasaError as exc:
-        report("fail", "rasa", f"a test message to {settings.rasa_webhook_url} failed: {rasa_problem(exc)}")
+        report("fail", "rasa", f"a test message to {webhook_url} failed: {rasa_problem(exc)}")
         return
     latency = time.monotonic() - started
     if not items:
@@ -123,13 +124,14 @@ def check_action_server(settings: Settings, report: Report) -> None:
     if settings.action_server_url is None:
         return
     rasa = RasaClient(settings.rasa_webhook_url, settings.rasa_timeout)
+    shown = redact_url(settings.action_server_url)
     try:
         rasa.action_server_health(settings.action_server_url, timeout=3.0)
     except RasaError as exc:
-        report("fail", "action server", f"the /health of ACTION_SERVER_URL={settings.action_server_url} failed: "
+        report("fail", "action server", f"the /health of ACTION_SERVER_URL={shown} failed: "
                                         f"{exc.kind}: {exc.detail} (Rasa's custom actions would fail)")
         return
-    report("ok", "action server", f"the /health of {settings.action_server_url} answers ok")
+    report("ok", "action server", f"the /health of {shown} answers ok")
 
 
 def rasa_problem(exc: RasaError) -> str:
