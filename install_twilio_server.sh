@@ -239,7 +239,7 @@ install_rasa_oss() {
 # --- end of Rasa Open Source ------------------------------------------------------------------------------
 
 install_service() {
-  local dir user group unit_dir unit rendered systemctl
+  local dir dir_replacement user group unit_dir unit rendered systemctl
   dir=$(pwd -P)
   user=${BRIDGE_USER:-twilio-bridge}
   unit_dir=${UNIT_DIR:-/etc/systemd/system}
@@ -260,7 +260,9 @@ install_service() {
       "install under a directory it can read, such as /opt/twilio-bridge" >&2
   fi
 
-  rendered=$(sed -e "s|/opt/twilio-bridge|$dir|g" -e "s|^User=.*|User=$user|" -e "s|^Group=.*|Group=$group|" \
+  # The directory as sed's replacement: & would stand for the text replaced, | would end the command.
+  dir_replacement=$(printf '%s' "$dir" | sed 's/[&|\\]/\\&/g')
+  rendered=$(sed -e "s|/opt/twilio-bridge|$dir_replacement|g" -e "s|^User=.*|User=$user|" -e "s|^Group=.*|Group=$group|" \
     deploy/twilio-bridge.service)
   unit=$unit_dir/twilio-bridge.service
   local changed=1

@@ -149,3 +149,11 @@ def test_the_service_is_started_when_twilio_env_gives_it_a_token_as_the_bridge_r
     second = install(install_dir, tmp_path)
     assert ("start twilio-bridge.service" in systemctl_calls(tmp_path)) == starts
     assert ("set TWILIO_AUTH_TOKEN" in second.stdout) != starts
+
+
+def test_a_directory_whose_name_has_an_ampersand_is_the_units_directory(install_dir: Path, tmp_path: Path) -> None:
+    directory = install_dir.rename(install_dir.parent / "ivr&bridge")
+    install(directory, tmp_path)
+    service = read_unit(tmp_path / "units" / "twilio-bridge.service")["Service"]
+    assert service["WorkingDirectory"] == str(directory.resolve())
+    assert service["ReadWritePaths"] == f"{directory.resolve()}/state"
