@@ -101,8 +101,12 @@ def _count(name, default):
 
 def _bind():
     """HOST and PORT as config.py reads them, an IPv6 address in brackets (gunicorn would take `::1:5001`
-    apart wrongly); a bad one is its default here, and on_starting reports it with the line naming it."""
-    settings, _problems = read_settings({name: os.environ.get(name, "") for name in ("HOST", "PORT")})
+    apart wrongly). A bad one is, at start, its default here (on_starting reports it with the line naming it);
+    on a reload, the address already served (on_reload refuses the settings), as gunicorn moves to a new one."""
+    names = ("HOST", "PORT")
+    settings, problems = read_settings({name: os.environ.get(name, "") for name in names})
+    if any(problem.startswith(names) for problem in problems):
+        settings, _problems = read_settings({name: _SERVED_ENVIRONMENT.get(name, "") for name in names})
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return f"{host}:{settings.port}"
 

@@ -46,3 +46,21 @@ def test_a_reload_with_bad_settings_keeps_serving_with_the_ones_it_had(tmp_path:
     assert "twilio-bridge: configuration error: RASA_TIMEOUT='five': is not a number" in log
     assert "twilio-bridge: configuration error: VOICE_MODE='relai': must be gather or relay" in log
     assert not [line for line in log if "exited with code" in line]  # no worker failed to start
+
+
+def test_a_reload_with_a_bad_port_keeps_listening_where_it_did(tmp_path: Path) -> None:
+    env_file = tmp_path / "twilio.env"
+    env_file.write_text(f"TWILIO_AUTH_TOKEN={AUTH_TOKEN}\nSTATE_URL=sqlite:///{tmp_path / 'state.db'}\n")
+    server = Gunicorn({"GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "4"}, tmp_path)
+    del server.env["PORT"]  # the port comes from twilio.env, as an operator's does
+    with open(env_file, "a") as settings:
+        settings.write(f"PORT={server.port}\n")
+    with server:
+        old = alive_workers(server)
+        env_file.write_text(env_file.read_text().replace(f"PORT={server.port}", "PORT=50O1"))
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: alive_workers(server) and not alive_workers(server) & old, 20, server.process,
+                 server.log_path)
+        assert requests.get(server.url + "/health", timeout=5).status_code == 200
+    log = server.log_path.read_text().splitlines()
+    assert "twilio-bridge: configuration error: PORT='50O1': is not a number" in log
