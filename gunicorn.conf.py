@@ -90,13 +90,22 @@ def _seconds(name, default):
     return value if math.isfinite(value) else default
 
 
-def _count(name, default):
-    """A whole number, at least 1 (empty is unset); any other is `default` here, and on_starting refuses it."""
+def _whole(raw):
+    """A whole number, at least 1, else None."""
     try:
-        value = int(os.environ.get(name) or default)
+        value = int(raw)
     except ValueError:
+        return None
+    return value if value >= 1 else None
+
+
+def _count(name, default):
+    """A whole number, at least 1 (empty is unset). Any other is, at start, `default` here (on_starting refuses
+    it); on a reload, the count already served (on_reload refuses the settings)."""
+    raw = os.environ.get(name) or ""
+    if not raw:
         return default
-    return value if value >= 1 else default
+    return _whole(raw) or _whole(_SERVED_ENVIRONMENT.get(name) or str(default)) or default
 
 
 def _bind():
@@ -181,7 +190,7 @@ def _report_bad_counts():
     bad = False
     for name in ("GUNICORN_WORKERS", "GUNICORN_THREADS"):
         raw = os.environ.get(name) or ""
-        if raw and not _count(name, 0):
+        if raw and not _whole(raw):
             print(f"twilio-bridge: configuration error: {name}={raw}: a whole number, 1 or more", file=sys.stderr)
             bad = True
     return bad
@@ -192,8 +201,9 @@ def on_reload(server):
     the old ones had: else gunicorn would retire every worker for new ones that exit at once, again and again."""
     from twilio_bridge.startup import configure
 
+    bad_counts = _report_bad_counts()
     problems = configure().problems
-    if not problems:
+    if not problems and not bad_counts:
         return
     for problem in problems:
         print(f"twilio-bridge: configuration error: {problem}", file=sys.stderr)

@@ -64,3 +64,19 @@ def test_a_reload_with_a_bad_port_keeps_listening_where_it_did(tmp_path: Path) -
         assert requests.get(server.url + "/health", timeout=5).status_code == 200
     log = server.log_path.read_text().splitlines()
     assert "twilio-bridge: configuration error: PORT='50O1': is not a number" in log
+
+
+def test_a_reload_with_a_bad_worker_count_is_refused_and_keeps_the_count(tmp_path: Path) -> None:
+    env_file = tmp_path / "twilio.env"
+    env_file.write_text(f"TWILIO_AUTH_TOKEN={AUTH_TOKEN}\nSTATE_URL=sqlite:///{tmp_path / 'state.db'}\nGUNICORN_WORKERS=1\n")
+    with Gunicorn({"GUNICORN_THREADS": "4"}, tmp_path) as server:
+        wait_for(lambda: alive_workers(server), 20, server.process, server.log_path)
+        old = alive_workers(server)
+        env_file.write_text(env_file.read_text().replace("GUNICORN_WORKERS=1", "GUNICORN_WORKERS=one"))
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: alive_workers(server) and not alive_workers(server) & old, 20, server.process,
+                 server.log_path)
+        assert len(alive_workers(server)) == 1
+    log = server.log_path.read_text().splitlines()
+    assert "twilio-bridge: configuration error: GUNICORN_WORKERS=one: a whole number, 1 or more" in log
+    assert any(line.startswith("twilio-bridge: reload refused") for line in log)
