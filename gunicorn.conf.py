@@ -27,7 +27,8 @@ worker for RASA_MAX_WAIT_SECONDS; `graceful_timeout` lets it finish on a reload 
 Reload without dropping a call: `kill -HUP <master pid>` (or `systemctl reload`) re-reads this
 file and twilio.env, starts new workers, and lets the old ones finish their webhooks and held
 turns for up to `graceful_timeout` seconds. Held turns live in the state store, so a poll that
-lands on a new worker finds its answer.
+lands on a new worker finds its answer. A twilio.env with bad settings is refused on reload: each is
+named in one line, and the new workers keep the settings (and the address, the counts) they had.
 
 Logs: gunicorn's own lines go through structlog, as JSON lines off a terminal, like the app's.
 Metrics: each worker writes to PROMETHEUS_MULTIPROC_DIR (unless set, a directory in the system's
