@@ -16,7 +16,7 @@ from urllib.parse import SplitResult, urlsplit
 from urllib3.util import parse_url
 
 HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
-E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")  # [0-9], not \d: \d takes any script's digits ("٢"), no number has them
+E164 = re.compile(r"\A\+[1-9][0-9]{6,14}\Z")  # [0-9], not \d: \d takes any script's digits ("٢"), no number has them
 MIN_TOKEN_CHARACTERS = 16
 SECRET_FIELDS = frozenset({"twilio_auth_token", "shared_keys", "metrics_token", "outbound_api_token"})  # never echoed
 VOICE_MODES = ("gather", "relay")
