@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from tests.cli_helpers import cli_env, run_cli
 from tests.conftest import AUTH_TOKEN, LiveServer
 from tests.servers import BRIDGE_VARIABLES, free_port
+from twilio_bridge.app import close_app, create_app
+from twilio_bridge.config import Settings
 from twilio_bridge.testing.fake_twilio_api import FakeTwilioAPI
 from twilio_bridge.testing.phone import TwilioPhone
 from twilio_bridge.testing.standin import RasaStandIn
@@ -108,6 +112,23 @@ def test_rasa_down_an_unreachable_public_url_and_a_token_mismatch_all_fail(bridg
     assert "Twilio cannot reach 127.0.0.1" in done.stdout
     assert "TWILIO_AUTH_TOKEN or PUBLIC_BASE_URL differ" in done.stdout
     assert done.stdout.rstrip().endswith("3 problem(s), 0 warning(s)")
+
+
+def test_the_running_bridge_is_looked_for_at_its_own_host(settings: Settings, standin: RasaStandIn,
+                                                         tmp_path: Path) -> None:
+    """HOST=10.0.0.11 (several hosts) listens there only: check must ask there, not at 127.0.0.1."""
+    app = create_app(settings)
+    server = make_server("127.0.0.2", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        done = check(tmp_path, TWILIO_AUTH_TOKEN=AUTH_TOKEN, HOST="127.0.0.2", PORT=str(server.server_port),
+                     RASA_WEBHOOK_URL=standin.webhook_url)
+    finally:
+        server.shutdown()
+        server.server_close()
+        close_app(app)
+    assert findings(done.stdout)["bridge"] == ["ok"], done.stdout
 
 
 def test_an_empty_rasa_answer_fails_and_no_running_bridge_is_skipped(standin: RasaStandIn, tmp_path: Path) -> None:

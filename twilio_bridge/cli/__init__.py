@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import __version__, routes
 from ..config import Settings
-from ..startup import Configuration
+from ..startup import Configuration, local_origin
 from ..testing.outbox import OutboxError, open_outbox
 from ..testing.phone import TwilioPhone
 from ..testing.whatsapp_user import WhatsAppUser
@@ -105,10 +105,10 @@ def main(argv: list[str], configure: Callable[[], Configuration], serve: Callabl
         return 2 if ask is None else run_demo(args, ask)
     configuration = configure()
     if args.command == "check":  # reports bad settings among its findings, and tests what it still can
-        local = f"http://127.0.0.1:{configuration.settings.port}"
+        local = local_origin(configuration.settings.host, configuration.settings.port)
         return run_check(configuration, args.bridge or local, sys.stdout, args.number if args.apply else None)
     settings = configuration.settings_or_exit()
-    local = f"http://127.0.0.1:{settings.port}"
+    local = local_origin(settings.host, settings.port)  # where the bridge listens: HOST may not be the loopback
     if args.command == "call":
         return place_call(args, settings, args.url or local)
     if args.command == "chat":
