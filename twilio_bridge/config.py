@@ -197,6 +197,16 @@ def _http_url(value: str) -> str:
     return value.rstrip("/") if not parts.path.strip("/") else value
 
 
+def _api_origin(value: str) -> str:
+    """Twilio's REST origin: the client adds each API's own path ("/2010-04-01/…"), so a path here would be
+    twice in every request, a 404 at the first reply rather than a line at start."""
+    requirement = "must be an http(s) origin such as https://api.twilio.com (no path)"
+    parts = _web_url(value, requirement)
+    if parts.path.strip("/") or parts.query:
+        raise ValueError(requirement)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _public_base_url(value: str) -> str:
     parts = _web_url(value, "must be an origin such as https://ivr.example.com (no path)")
     if parts.path.strip("/") or parts.query:
@@ -349,7 +359,7 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("VOICE_RELAY_TRANSCRIPTION_PROVIDER", "relay_transcription_provider", _text),
     ("VOICE_RELAY_INTERRUPTIBLE", "relay_interruptible", _one_of(*RELAY_INTERRUPTIBLE)),
     ("TWILIO_WHATSAPP_FROM", "twilio_whatsapp_from", _whatsapp_address),
-    ("TWILIO_API_BASE_URL", "twilio_api_base_url", _http_url),
+    ("TWILIO_API_BASE_URL", "twilio_api_base_url", _api_origin),
     ("WHATSAPP_RATE_LIMIT", "whatsapp_rate_limit", _count(1, 10_000)),
     ("WHATSAPP_RETRY_WINDOW", "whatsapp_retry_window", _seconds(86_400)),
     ("WHATSAPP_WORKERS", "whatsapp_workers", _count(1, 64)),
