@@ -81,14 +81,23 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(tempfile.gettempdir(), f"{METRICS_DIR_PREFIX}{os.getpid()}")
 
 
-def _seconds(name, default):
-    """A number of seconds (empty is unset); any other, nan and inf too, is `default` here: on_starting
-    reports the bad value and stops."""
+def _finite(raw):
+    """A number of seconds above 0, else None (nan and inf too)."""
     try:
-        value = float(os.environ.get(name) or default)
+        value = float(raw)
     except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _seconds(name, default):
+    """A number of seconds (empty is unset). Any other is, at start, `default` here (on_starting reports it and
+    stops); on a reload, the value already served (on_reload refuses the settings, and the workers it retires
+    must have the time their held turns were promised)."""
+    raw = os.environ.get(name) or ""
+    if not raw:
         return default
-    return value if math.isfinite(value) else default
+    return _finite(raw) or _finite(_SERVED_ENVIRONMENT.get(name) or "") or default
 
 
 def _whole(raw):
@@ -133,11 +142,21 @@ keepalive = 5
 EXIT_MARGIN = 1.0  # seconds of graceful_timeout kept for the worker's own exit after worker_exit
 accesslog = None  # the app logs one structured line per webhook
 errorlog = "-"
-# LOG_LEVEL as config.py reads it (empty is unset, spaces around it do not count); a bad one is INFO here,
-# so gunicorn's logging starts and on_starting reports it with one line.
-loglevel = (os.environ.get("LOG_LEVEL") or "").strip().lower() or "info"
-if loglevel not in ("debug", "info", "warning", "error"):
-    loglevel = "info"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level():
+    """LOG_LEVEL as config.py reads it (empty is unset, spaces around it do not count). A bad one is, at start,
+    INFO here, so gunicorn's logging starts and on_starting reports it with one line; on a reload, the level
+    already served."""
+    for environment in (os.environ, _SERVED_ENVIRONMENT):
+        level = (environment.get("LOG_LEVEL") or "").strip().lower() or "info"
+        if level in LOG_LEVELS:
+            return level
+    return "info"
+
+
+loglevel = _log_level()
 logconfig_dict = gunicorn_logconfig(loglevel.upper())
 logger_class = "twilio_bridge.logs.GunicornLogger"  # builds no access line, which the logconfig drops
 

@@ -2,14 +2,19 @@
 and goes on serving with the ones it had, instead of retiring its workers for new ones that cannot start."""
 from __future__ import annotations
 
+import os
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import requests
 
 from tests.conftest import AUTH_TOKEN
 from tests.servers import Gunicorn, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def alive_workers(server: Gunicorn) -> set[str]:
@@ -80,3 +85,19 @@ def test_a_reload_with_a_bad_worker_count_is_refused_and_keeps_the_count(tmp_pat
     log = server.log_path.read_text().splitlines()
     assert "twilio-bridge: configuration error: GUNICORN_WORKERS=one: a whole number, 1 or more" in log
     assert any(line.startswith("twilio-bridge: reload refused") for line in log)
+
+
+def test_a_refused_reload_keeps_the_grace_and_log_level_it_served(tmp_path: Path) -> None:
+    """gunicorn reads this file again on a reload, before on_reload refuses the settings: the workers it then
+    retires must still have the grace their held turns were promised (RASA_MAX_WAIT_SECONDS + 5), not the
+    default's, and gunicorn's own lines keep their level."""
+    env_file = tmp_path / "twilio.env"
+    env_file.write_text("RASA_MAX_WAIT_SECONDS=abc\nLOG_LEVEL=loud\n")
+    served = {**os.environ, "RASA_MAX_WAIT_SECONDS": "120", "LOG_LEVEL": "warning", "TWILIO_ENV_FILE": str(env_file),
+              # both came from the file at the last start: the file's new values replace them
+              "TWILIO_BRIDGE_FROM_ENV_FILE": "LOG_LEVEL,RASA_MAX_WAIT_SECONDS"}
+    read = subprocess.run(
+        [sys.executable, "-c", ("import runpy; c = runpy.run_path('gunicorn.conf.py'); "
+                                "print(c['graceful_timeout'], c['loglevel'])")],
+        cwd=ROOT, env=served, capture_output=True, text=True, timeout=60, check=True)
+    assert read.stdout.split() == ["125", "warning"]
