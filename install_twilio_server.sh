@@ -241,6 +241,12 @@ install_rasa_oss() {
 install_service() {
   local dir dir_replacement user group unit_dir unit rendered systemctl
   dir=$(pwd -P)
+  # A unit splits ExecStart= and ReadWritePaths= at spaces and reads % as a specifier: such a path would be
+  # written into a unit that runs something else, or nothing.
+  case $dir in
+    *[[:space:]%\"\'\\]*) fail "--systemd: the install directory '$dir' has a space, %, quote or backslash," \
+      "which a systemd unit cannot hold as written; install under a plain path such as /opt/twilio-bridge" ;;
+  esac
   user=${BRIDGE_USER:-twilio-bridge}
   unit_dir=${UNIT_DIR:-/etc/systemd/system}
   systemctl=${SYSTEMCTL:-systemctl}

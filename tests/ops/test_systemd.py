@@ -157,3 +157,16 @@ def test_a_directory_whose_name_has_an_ampersand_is_the_units_directory(install_
     service = read_unit(tmp_path / "units" / "twilio-bridge.service")["Service"]
     assert service["WorkingDirectory"] == str(directory.resolve())
     assert service["ReadWritePaths"] == f"{directory.resolve()}/state"
+
+
+@pytest.mark.parametrize("name", ["ivr bridge", "50%bridge"])
+def test_a_directory_a_unit_cannot_hold_is_refused_with_one_line(name: str, install_dir: Path, tmp_path: Path) -> None:
+    """ExecStart= and ReadWritePaths= split at a space and % is a specifier: the unit would run something else."""
+    directory = install_dir.rename(install_dir.parent / name)
+    env = {**os.environ, "UNIT_DIR": str(tmp_path / "units"), "BRIDGE_USER": SERVICE_USER,
+           "SYSTEMCTL": str(tmp_path / "no-systemctl")}
+    result = subprocess.run([str(directory / "install_twilio_server.sh"), "--systemd"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"the install directory '{directory.resolve()}' has a space, %, quote or backslash" in result.stderr
+    assert not (tmp_path / "units").exists()
