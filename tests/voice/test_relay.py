@@ -154,21 +154,24 @@ def test_rasa_down_at_the_start_apologises_and_without_a_person_says_goodbye(rel
     assert call.state == "ended"
 
 
-def test_a_slow_rasa_gets_a_holding_phrase_then_its_answer(relay_phone: RelayPhone, standin: RasaStandIn) -> None:
-    call = RelayCall(relay_phone(voice_hold_seconds=0.3, rasa_timeout=0.3, rasa_max_wait_seconds=10.0))
+def held_turn(relay_phone: RelayPhone, standin: RasaStandIn, delay: float, max_wait: float = 10.0) -> RelayCall:
+    """A call whose first turn Rasa answers after `delay` s: holding after 0.3 s, the caller has heard the phrase."""
+    call = RelayCall(relay_phone(voice_hold_seconds=0.3, rasa_timeout=0.3, rasa_max_wait_seconds=max_wait))
     call.start()
-    standin.delay = 1.0
+    standin.delay = delay
     assert call.say("perdí mi tarjeta").text == HOLD
+    return call
+
+
+def test_a_slow_rasa_gets_a_holding_phrase_then_its_answer(relay_phone: RelayPhone, standin: RasaStandIn) -> None:
+    call = held_turn(relay_phone, standin, delay=1.0)
     assert call.reply().text == ASK_DIGITS
     call.hangup()
 
 
 def test_past_the_longest_wait_a_slow_rasa_is_an_apology_and_a_person(relay_phone: RelayPhone,
                                                                        standin: RasaStandIn) -> None:
-    call = RelayCall(relay_phone(voice_hold_seconds=0.3, rasa_timeout=0.3, rasa_max_wait_seconds=1.0))
-    call.start()
-    standin.delay = 4.0
-    assert call.say("perdí mi tarjeta").text == HOLD
+    call = held_turn(relay_phone, standin, delay=4.0, max_wait=1.0)
     assert call.reply().text == APOLOGY
     assert call.ended() == {"reason": "handoff", "why": "max_wait", "number": HUMAN}
 
@@ -248,10 +251,7 @@ def test_a_frame_nested_too_deep_to_read_is_skipped_and_the_call_goes_on(relay_p
 
 def test_an_interrupted_holding_phrase_is_not_reported_as_an_interrupted_answer(relay_phone: RelayPhone,
                                                                                 standin: RasaStandIn) -> None:
-    call = RelayCall(relay_phone(voice_hold_seconds=0.3, rasa_timeout=0.3, rasa_max_wait_seconds=10.0))
-    call.start()
-    standin.delay = 1.5
-    assert call.say("perdí mi tarjeta").text == HOLD
+    call = held_turn(relay_phone, standin, delay=1.5)
     call.interrupt("Un mo", ms=200)  # read only once the answer has been spoken
     assert call.reply().text == ASK_DIGITS
     standin.delay = 0
