@@ -57,11 +57,11 @@ def call_key(sid: str) -> str:
 
 
 def hand_off(current: Bridge, spoken: list[str], reason: str, nobody: str | None = None,
-             save: Callable[[Response], Response] | None = None) -> Response:
-    """The call leaves the assistant: to a person, or, with none configured, to a goodbye (`nobody`). `save`
-    stores the call's state with the answer (GatherCall.saved); the ending is counted once the answer stands:
-    a store that fails makes it the error's hand-off, counted there."""
-    number = current.settings.fallback_phone_number
+             save: Callable[[Response], Response] | None = None, to_a_person: bool = True) -> Response:
+    """The call leaves the assistant: to a person, or, with none configured (or not `to_a_person`: an answering
+    machine), to a goodbye (`nobody`). `save` stores the call's state with the answer (GatherCall.saved); the
+    ending is counted once the answer stands: a store that fails makes it the error's hand-off, counted there."""
+    number = current.settings.fallback_phone_number if to_a_person else None
     ending = "handoff" if number else "hangup"
     structlog.contextvars.bind_contextvars(outcome=ending)
     response = twiml(handoff_response(spoken, voice_of(current), number, nobody))

@@ -95,13 +95,9 @@ def silence(call: GatherCall) -> Response:
     voice = voice_of(current)
     call.state["silences"] = call.state.get("silences", 0) + 1
     structlog.contextvars.bind_contextvars(input="silence", silences=call.state["silences"])
-    if call.state["silences"] > current.settings.voice_max_silences and call.state.get("machine"):
-        structlog.contextvars.bind_contextvars(outcome="hangup")
-        response = call.saved(twiml(goodbye_response([], voice)))
-        metrics.call_ended("hangup", "silence")
-        return response
     if call.state["silences"] > current.settings.voice_max_silences:
-        return hand_off(current, [], "silence", nobody=voice.phrases.goodbye, save=call.saved)
+        return hand_off(current, [], "silence", nobody=voice.phrases.goodbye, save=call.saved,
+                        to_a_person=not call.state.get("machine"))
     structlog.contextvars.bind_contextvars(outcome="reprompt")
     prompt = [voice.phrases.reprompt, *call.state.get("last_prompt", [])]
     return call.saved(twiml(gather_response(prompt, voice, call.state.get("gather"), call.buttons)))
