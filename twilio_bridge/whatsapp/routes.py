@@ -22,7 +22,7 @@ from ..rasa.client import RasaError
 from ..state import COUNTER_TTL
 from ..web.errors import answer_every_error
 from ..web.hooks import first_answer, keep_answer, require_twilio_signature
-from ..web.responses import twiml
+from ..web.responses import render, twiml
 from .conversation import Conversation, Inbound
 from .replies import Outgoing, messaging_twiml
 
@@ -106,7 +106,7 @@ def reply_twiml(current: Bridge, inbound: Inbound) -> str:
             log.warning("rasa.failed", kind=exc.kind, detail=exc.detail)
             structlog.contextvars.bind_contextvars(outcome="apology", rasa_error=exc.kind)
             messages = conversation.apology()
-    return str(messaging_twiml(messages))
+    return render(messaging_twiml(messages))
 
 
 def rate_limited(current: Bridge, inbound: Inbound) -> list[Outgoing] | None:
