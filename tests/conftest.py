@@ -196,18 +196,25 @@ def action_server() -> Iterator[ActionServer]:
 
 @pytest.fixture
 def commits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every COMMIT that a connection opened from here on runs: the `PRAGMA synchronous` it ran under."""
+    """Every commit that a connection opened from here on makes, its COMMIT or a writing statement that is its own
+    transaction (SqliteFile._commit_statement): the `PRAGMA synchronous` it ran under."""
     seen: list[str] = []
     opened = SqliteFile._open
 
     def traced(self: SqliteFile) -> sqlite3.Connection:
         db = opened(self)
-        mode = [self.synchronous]
+        mode, transaction = [self.synchronous], [False]
 
         def follow(sql: str) -> None:
             if sql.startswith("PRAGMA synchronous="):
                 mode[0] = sql.removeprefix("PRAGMA synchronous=")
-            elif sql == "COMMIT":
+            elif sql.startswith("BEGIN"):
+                transaction[0] = True
+            elif sql in ("COMMIT", "ROLLBACK"):
+                transaction[0] = False
+                if sql == "COMMIT":
+                    seen.append(mode[0])
+            elif sql.startswith(("INSERT", "UPDATE", "DELETE")) and not transaction[0]:
                 seen.append(mode[0])
 
         db.set_trace_callback(follow)

@@ -161,9 +161,11 @@ class SqliteFile:
         if enclosing is not None and enclosing[0] == self.path:
             return self._within(enclosing[2], mine, enclosing[1])
         with lock.grouping:
-            lock.waiting.append(mine)
             leads, lock.leading = not lock.leading, True
-        if not leads:
+            if not leads:
+                mine.woken = threading.Event()  # only a write that waits needs one: the leader's own never does
+            lock.waiting.append(mine)
+        if mine.woken is not None:
             mine.woken.wait()  # done by a leader, or handed the lead with its write still waiting
         if not mine.done:
             with lock.grouping:
@@ -177,9 +179,9 @@ class SqliteFile:
                     following = lock.waiting[0] if lock.waiting else None
                     lock.leading = following is not None
                 for write in group:
-                    write.woken.set()
+                    write.wake()
                 if following is not None:
-                    following.woken.set()  # one thread woken to lead next, not every waiting one
+                    following.wake()  # one thread woken to lead next, not every waiting one
         if mine.error is not None:
             raise mine.error
         return mine.result  # type: ignore[no-any-return]
@@ -201,7 +203,7 @@ class SqliteFile:
                     self._commit(db, together)
                     for write in together:
                         write.done = True
-                        write.woken.set()
+                        write.wake()
                 if current != self.synchronous:
                     db.execute(f"PRAGMA synchronous={self.synchronous}")
                 failed = next((write.error for write in group if isinstance(write.error, sqlite3.Error)), None)
@@ -225,6 +227,9 @@ class SqliteFile:
         does one statement (`execute`): SQLite undoes it by itself, unless the failure ended the transaction
         (a full disk, an I/O error), which fails the group."""
         alone = len(together) == 1
+        if alone and together[0].one_statement:
+            self._commit_statement(db, together[0])
+            return
         db.execute("BEGIN IMMEDIATE")
         try:
             for write in together:
@@ -253,6 +258,18 @@ class SqliteFile:
                 db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    @staticmethod
+    def _commit_statement(db: sqlite3.Connection, write: _Write) -> None:
+        """One statement alone is its own transaction: SQLite commits it, or undoes it when it fails, with no
+        BEGIN and COMMIT of ours around it (two of a voice turn's seven statements, each a lock or a flush step
+        under the write lock). A failure that leaves a transaction open (SQLite never should) is undone."""
+        try:
+            write.result = write.work(db)
+        except Exception as exc:  # noqa: BLE001 (that writer's to raise)
+            write.error = exc
+            if db.in_transaction:
+                db.execute("ROLLBACK")
 
     @staticmethod
     def _within(db: sqlite3.Connection, write: _Write, enclosing: str) -> Any:
@@ -376,10 +393,15 @@ class _Write:
 
     def __init__(self, work: Callable[[sqlite3.Connection], Any], synchronous: str, one_statement: bool = False):
         self.work, self.synchronous, self.one_statement = work, synchronous, one_statement
-        self.woken = threading.Event()
+        self.woken: threading.Event | None = None  # set by SqliteFile._join when the write must wait for a leader
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
+
+    def wake(self) -> None:
+        """The writer waiting for this write, if one is: done, or its turn to lead."""
+        if self.woken is not None:
+            self.woken.set()
 
 
 class _FaultyConnection(Exception):
