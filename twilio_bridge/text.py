@@ -67,9 +67,9 @@ def _no_pictographs(text: str) -> str:
     return _MAYBE_PICTOGRAPH.sub(lambda m: " " if _is_pictograph(m[0]) else m[0], text)
 
 
-def for_speech(text: str) -> str:
-    """What a text-to-speech voice should read: no markdown marks, emoji or stray symbols, and HTML's entities
-    as the characters they stand for ("&amp;" is read "and", not "amp")."""
+def without_markup(text: str) -> str:
+    """The text that markdown and HTML mark up, without the marks: a link's words, bold's letters, HTML's entities
+    as their characters; emoji kept. What shows where nothing renders markup (a WhatsApp button's title)."""
     text = plain(_unescaped(text[:LONGEST_TEXT]))
     text = _LINK.sub(r"\1", text)
     text = _HEADING.sub(r"\1", text)
@@ -77,8 +77,13 @@ def for_speech(text: str) -> str:
     for _ in range(2):  # nested marks such as ***bold italic*** or **bold _italic_**
         for marks in _MARKS_SPOKEN:
             text = marks.sub(r"\2", text)
-    text = _HTML_TAG.sub("", _HTML_BREAK.sub("\n", text))
-    text = _no_pictographs(text)
+    return _HTML_TAG.sub("", _HTML_BREAK.sub("\n", text))
+
+
+def for_speech(text: str) -> str:
+    """What a text-to-speech voice should read: no markdown marks, emoji or stray symbols, and HTML's entities
+    as the characters they stand for ("&amp;" is read "and", not "amp")."""
+    text = _no_pictographs(without_markup(text))
     text = _STRAY_MARKS.sub(" ", text)
     text = text.replace("\n", " ").replace("\t", " ")
     return _SPACES.sub(" ", text).strip()

@@ -175,6 +175,19 @@ def test_titles_are_shortened_after_a_whole_word() -> None:
         assert len(fit(text, QUICK_REPLY_TITLE)) <= QUICK_REPLY_TITLE
 
 
+def test_a_buttons_title_shows_without_the_markdown_a_button_cannot_render() -> None:
+    marked = [Button("**Sí**", "/affirm"), Button("_No_, gracias", "/deny"), Button("[Ayuda](https://x.test) ✅", "/help")]
+    quick = template_types(marked, "Ver opciones")
+    assert quick is not None
+    assert [a["title"] for a in quick["twilio/quick-reply"]["actions"]] == ["Sí", "No, gracias", "Ayuda ✅"]
+    assert [a["id"] for a in quick["twilio/quick-reply"]["actions"]] == ["/affirm", "/deny", "/help"]
+    listed = template_types([*marked, Button("~~Cancelar~~ &amp; salir", "/stop")], "Ver opciones")
+    assert listed is not None
+    items = listed["twilio/list-picker"]["items"]
+    assert [(i["item"], i["description"]) for i in items][-1] == ("Cancelar & salir", "Cancelar & salir")
+    assert template_types([Button("<b></b>", "/tags"), Button("No", "/deny")], "Ver opciones") is None  # nothing to show
+
+
 def test_titles_that_shorten_alike_cannot_be_buttons() -> None:
     twins = [Button("Bloquear la tarjeta de débito", "/block_debit"),
              Button("Bloquear la tarjeta de crédito", "/block_credit")]

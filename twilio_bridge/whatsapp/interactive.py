@@ -33,6 +33,7 @@ from ..limits import (
 from ..logs import log
 from ..rasa.turn import Button
 from ..state import StateStore
+from ..text import without_markup
 from ..twilio_rest import twilio_failure
 from .replies import Outgoing, numbered_menu
 
@@ -69,20 +70,24 @@ def fit(text: str, limit: int) -> str:
 
 
 def template_types(buttons: Sequence[Button], list_label: str) -> dict[str, Any] | None:
-    """The Content API `types` for these buttons, or None when WhatsApp cannot show them as buttons."""
+    """The Content API `types` for these buttons, or None when WhatsApp cannot show them as buttons. A button
+    shows its title as it is, so markdown's marks ("**Sí**") are taken off it (`without_markup`)."""
     if not 1 <= len(buttons) <= LIST_ITEMS or any(len(b.payload) > CONTENT_ID for b in buttons):
         return None
     if len({b.payload for b in buttons}) < len(buttons):
         return None
+    shown = [without_markup(b.title) for b in buttons]
+    if not all(title.strip() for title in shown):  # a title of marks alone: WhatsApp refuses an empty one
+        return None
     if len(buttons) <= QUICK_REPLY_BUTTONS:
-        titles = [fit(b.title, QUICK_REPLY_TITLE) for b in buttons]
+        titles = [fit(title, QUICK_REPLY_TITLE) for title in shown]
         kind = {"twilio/quick-reply": {"body": QUESTION, "actions": [
             {"title": title, "id": b.payload} for title, b in zip(titles, buttons)]}}
     else:
-        titles = [fit(b.title, LIST_ITEM) for b in buttons]
+        titles = [fit(title, LIST_ITEM) for title in shown]
         kind = {"twilio/list-picker": {"body": QUESTION, "button": fit(list_label, LIST_BUTTON), "items": [
-            {"item": title, "id": b.payload, "description": fit(b.title, LIST_ITEM_DESCRIPTION)}
-            for title, b in zip(titles, buttons)]}}
+            {"item": title, "id": b.payload, "description": fit(whole, LIST_ITEM_DESCRIPTION)}
+            for title, whole, b in zip(titles, shown, buttons)]}}
     if len(set(titles)) < len(titles):  # WhatsApp refuses two buttons with one title
         return None
     return kind
