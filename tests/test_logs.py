@@ -123,3 +123,28 @@ def test_a_log_that_cannot_be_written_costs_the_line_not_the_call(phone: TwilioP
         assert call.state == "gathering"
     finally:
         configure_logging("INFO", json=True)
+
+
+def test_a_webhook_binds_nothing_beyond_its_own_request(settings, log_lines) -> None:
+    """Each request runs in a context of its own: what one bound is on no other's line, nor in the thread
+    that served it (a gthread worker's thread serves request after request)."""
+    import structlog
+
+    from twilio_bridge.app import create_app
+    from twilio_bridge.web.signature import sign
+
+    client = create_app(settings).test_client()
+    structlog.contextvars.clear_contextvars()  # what earlier tests left in this thread
+
+    def post(route: str, **params: str) -> None:
+        signature = sign(AUTH_TOKEN, "http://localhost" + route, params)
+        assert client.post(route, data=params, headers={"X-Twilio-Signature": signature}).status_code == 200
+
+    post("/webhook/twilio/voice", CallSid="CA" + "1" * 32, From="+525512345678")
+    post("/webhook/twilio/speech", CallSid="CA" + "1" * 32)  # nothing said: a reprompt, which binds `silences`
+    post("/webhook/twilio/dial-result", DialCallStatus="completed")  # binds no call_sid of its own but the form's
+    lines = [line for line in log_lines() if line["event"] == "webhook"]
+    assert [line["outcome"] for line in lines] == ["gather", "reprompt", "hangup"]
+    assert lines[1]["silences"] == 1 and "silences" not in lines[2] and "turn" not in lines[2]
+    assert "rasa_ms" in lines[0] and "rasa_ms" not in lines[1]
+    assert structlog.contextvars.get_contextvars() == {}  # this thread's own context: nothing left in it

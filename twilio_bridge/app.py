@@ -1,8 +1,11 @@
 """The application factory: what the app talks to is passed in, so tests inject their own."""
 from __future__ import annotations
 
+import contextvars
 import os
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import structlog
 from flask import Flask, Response, g, request
@@ -23,6 +26,9 @@ from .voice.relay.server import stop_relay_loop
 from .web import health, metrics_endpoint
 from .web.signature import SignatureCheck
 from .whatsapp import routes as whatsapp_routes
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 
 def create_app(settings: Settings | None = None, rasa: RasaClient | None = None,
@@ -84,11 +90,12 @@ def close_app(app: Flask, timeout: float = 15.0) -> None:
 
 
 def register_request_log(app: Flask) -> None:
-    """One summary line and one count per webhook, carrying what the route bound (call_sid, turn, rasa_ms, outcome)."""
+    """One summary line and one count per webhook, carrying what the route bound (call_sid, turn, rasa_ms, outcome),
+    and nothing an earlier request bound: each request runs in a context of its own (`in_own_context`)."""
+    app.wsgi_app = in_own_context(app.wsgi_app)  # type: ignore[method-assign]
 
     @app.before_request
     def start_request() -> None:
-        structlog.contextvars.clear_contextvars()
         g.started = time.monotonic()
 
     @app.after_request
@@ -99,3 +106,15 @@ def register_request_log(app: Flask) -> None:
         outcome = structlog.contextvars.get_contextvars().get("outcome") or f"http_{response.status_code}"
         metrics.webhook_answered(request.url_rule.rule if request.url_rule else "unmatched", outcome, seconds)
         return response
+
+
+def in_own_context(wsgi_app: WSGIApplication) -> WSGIApplication:
+    """`wsgi_app` run for each request in a new, empty contextvars context. A worker thread's own context keeps every
+    variable any request of its life has set: the log's bound values (each key a variable of its own) were cleared
+    one by one at the start of a request and looked through, all of them, on every line (a fifth of a voice turn's
+    log line, `bench/README.md`, "seventh session")."""
+
+    def run(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return contextvars.Context().run(wsgi_app, environ, start_response)
+
+    return run
