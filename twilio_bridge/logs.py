@@ -7,6 +7,7 @@ Secrets are never logged; long digit strings (cards, phone numbers) are masked.
 from __future__ import annotations
 
 import functools
+import json as json_module
 import logging
 import os
 import sys
@@ -31,7 +32,7 @@ def _kind_of_key(key: str) -> str:
 
 
 def _mask(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    for key, value in list(event.items()):
+    for key, value in event.items():  # values replaced, keys kept: the dict may change as it is read
         kind = _kind_of_key(key)
         if kind == "secret":
             event[key] = "[redacted]"
@@ -40,10 +41,22 @@ def _mask(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+_process = [os.getpid()]  # this process's id, without a system call on every line
+os.register_at_fork(after_in_child=lambda: _process.__setitem__(0, os.getpid()))
+
+
 def _pid(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     """Which gunicorn worker wrote the line: a held call's turns may be served by several."""
-    event.setdefault("pid", os.getpid())
+    event.setdefault("pid", _process[0])
     return event
+
+
+_JSON = json_module.JSONEncoder(default=repr)  # one encoder for every line, where json.dumps(default=…) makes one each
+
+
+def _json_line(_: Any, __: str, event: dict[str, Any]) -> str:
+    """The line as JSON; a value JSON cannot hold as its repr()."""
+    return _JSON.encode(event)
 
 
 _WRITE_LOCK = threading.Lock()
@@ -85,7 +98,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def _renderer(json: bool | None, stream: TextIO) -> Any:
     use_json = not stream.isatty() if json is None else json
-    return structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
+    return _json_line if use_json else structlog.dev.ConsoleRenderer(colors=False)
 
 
 def configure_logging(level: str = "INFO", json: bool | None = None, stream: TextIO | None = None) -> None:
