@@ -47,6 +47,17 @@ def test_identifiers_and_timestamps_are_not_masked(log_lines) -> None:
     assert line["timestamp"][:4].isdigit() and "*" not in line["timestamp"]
 
 
+def test_long_digit_strings_are_masked_inside_lists_mappings_and_objects(log_lines) -> None:
+    from twilio_bridge.logs import log
+
+    log.warning("probe", texts=["tarjeta 4111 1111 1111 1111", 7], form={"Body": "4111111111111111", "n": None},
+                error=ValueError("card 4111111111111111 refused"), turn=3)
+    line = next(line for line in log_lines() if line["event"] == "probe")
+    assert line["texts"] == ["tarjeta ************1111", 7]
+    assert line["form"] == {"Body": "************1111", "n": None}
+    assert line["error"] == "ValueError('card ************1111 refused')" and line["turn"] == 3
+
+
 def test_gunicorn_builds_no_access_line_that_its_logconfig_drops() -> None:
     """gunicorn builds every request's access atoms once any logconfig is set; the shipped one drops them."""
     from gunicorn.config import Config

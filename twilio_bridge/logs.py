@@ -36,9 +36,23 @@ def _mask(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         kind = _kind_of_key(key)
         if kind == "secret":
             event[key] = "[redacted]"
-        elif kind == "personal" and isinstance(value, str):
-            event[key] = mask_digits(value)
+        elif kind == "personal" and not isinstance(value, (int, float)) and value is not None:
+            event[key] = _masked(value)
     return event
+
+
+def _masked(value: Any) -> Any:
+    """A personal value with its long digit strings masked, in a list or a mapping too; anything else JSON cannot
+    hold is written as its repr(), which is masked before it is (an exception's message may hold a card number)."""
+    if isinstance(value, str):
+        return mask_digits(value)
+    if isinstance(value, (int, float)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_masked(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _masked(item) for name, item in value.items()}
+    return mask_digits(repr(value))
 
 
 _process = [os.getpid()]  # this process's id, without a system call on every line
