@@ -40,6 +40,16 @@ def test_a_good_answer_and_an_empty_one(standin: RasaStandIn) -> None:
     assert client.send("s2", "hola") == []
 
 
+def test_the_webhooks_pool_is_kept_and_found_again_when_the_manager_has_closed_it(standin: RasaStandIn) -> None:
+    client = RasaClient(standin.webhook_url, timeout=2)
+    assert client.send("s3", "hola") and client.send("s3", "hola")
+    kept = client.pool.connection_from_url(standin.webhook_url)
+    assert kept.num_connections == 1  # both messages on the pool the client keeps, and one connection of it
+    client.pool.clear()  # as the manager does to a pool it lets go: closed, with its connections
+    assert client.send("s3", "hola")[0]["recipient_id"] == "s3"
+    assert client.pool.connection_from_url(standin.webhook_url) is not kept and len(standin.received) == 3
+
+
 def test_an_answer_is_read_in_another_thread_than_the_one_that_sent_the_message(standin: RasaStandIn) -> None:
     standin.delay = 0.3
     client = RasaClient(standin.webhook_url, timeout=2)

@@ -121,6 +121,7 @@ class RasaClient:
         url = urllib3.util.parse_url(webhook_url)  # once, not per message
         self._webhook_origin = (url.host or "", url.port, url.scheme or "http")
         self._webhook_path = url.request_uri
+        self._webhook_pool = self.pool.connection_from_host(*self._webhook_origin)
 
     def send(self, sender: str, message: str, metadata: Metadata | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
         """Post one message; return Rasa's list of reply items (may be empty)."""
@@ -129,9 +130,15 @@ class RasaClient:
     def post(self, sender: str, message: str, metadata: Metadata | None = None, timeout: float | None = None) -> Reply:
         """Send one message; its answer is the Reply's to read, within `timeout` (RASA_TIMEOUT) of now."""
         body = json.dumps({"sender": sender, "message": message, "metadata": metadata or {}}).encode()
-        pool = self.pool.connection_from_host(*self._webhook_origin)
-        return self._send(pool, "POST", self._webhook_path, timeout or self.timeout, self.connect_timeout,
+        return self._send(self._webhook(), "POST", self._webhook_path, timeout or self.timeout, self.connect_timeout,
                           body=body, headers=JSON)
+
+    def _webhook(self) -> HTTPConnectionPool:
+        """The webhook's pool, kept rather than looked up in the manager on every message (a key of twenty fields
+        made and hashed each time); looked up again should the manager have closed it to make room for another."""
+        if self._webhook_pool.pool is None:  # closed
+            self._webhook_pool = self.pool.connection_from_host(*self._webhook_origin)
+        return self._webhook_pool
 
     def version(self, origin: str, timeout: float = 2.0) -> str:
         """Rasa's `GET /` greeting ('Hello from Rasa: 3.21.0'), for health checks."""
