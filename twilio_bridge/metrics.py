@@ -6,6 +6,9 @@ its samples to files in PROMETHEUS_MULTIPROC_DIR (set up by gunicorn.conf.py).
 """
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 WEBHOOKS = Counter("twilio_bridge_webhooks", "Webhooks answered, by route and outcome", ["route", "outcome"])
@@ -67,12 +70,25 @@ RELAY_INTERRUPTS = Counter("twilio_bridge_relay_interrupts", "Relay-mode replies
 
 
 def webhook_answered(route: str, outcome: str, seconds: float) -> None:
-    WEBHOOKS.labels(route, outcome).inc()
-    WEBHOOK_SECONDS.labels(route).observe(seconds)
+    count, seconds_taken = _webhook_series(route, outcome)
+    count.inc()
+    seconds_taken.observe(seconds)
 
 
 def rasa_answered(result: str, seconds: float) -> None:
-    RASA_SECONDS.labels(result).observe(seconds)
+    _rasa_series(result).observe(seconds)
+
+
+# Every webhook and every Rasa answer is counted: their series are found once, not by their labels each time.
+# Labels come from small fixed sets (the app's routes, outcomes, HTTP statuses, Rasa's results), so these stay small.
+@functools.lru_cache(maxsize=None)
+def _webhook_series(route: str, outcome: str) -> tuple[Any, Any]:
+    return WEBHOOKS.labels(route, outcome), WEBHOOK_SECONDS.labels(route)
+
+
+@functools.lru_cache(maxsize=None)
+def _rasa_series(result: str) -> Any:
+    return RASA_SECONDS.labels(result)
 
 
 def call_ended(ending: str, reason: str) -> None:
