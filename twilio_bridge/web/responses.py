@@ -15,7 +15,7 @@ def twiml(document: TwiML | str) -> Response:
 
 def render(document: TwiML) -> str:
     """The document as twilio's own `to_xml` writes it, character for character (tests/web/test_responses.py),
-    without the ElementTree that it builds and serialises on the way: a twentieth of a voice turn's work."""
+    without the ElementTree that it builds and serialises on the way (about 50 µs of a voice turn, in one process)."""
     parts = [DECLARATION]
     _write(document, parts)
     text = "".join(parts)
