@@ -111,8 +111,8 @@ def register_request_log(app: Flask) -> None:
 def in_own_context(wsgi_app: WSGIApplication) -> WSGIApplication:
     """`wsgi_app` run for each request in a new, empty contextvars context. A worker thread's own context keeps every
     variable any request of its life has set: the log's bound values (each key a variable of its own) were cleared
-    one by one at the start of a request and looked through, all of them, on every line (a fifth of a voice turn's
-    log line, `bench/README.md`, "seventh session")."""
+    one by one at the start of a request and looked through, all of them, on every line (with thirty keys bound
+    before, a line took 42 µs that now takes 23: `bench/README.md`, "seventh session")."""
 
     def run(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         return contextvars.Context().run(wsgi_app, environ, start_response)
