@@ -32,7 +32,7 @@ def _kind_of_key(key: str) -> str:
 
 
 def _mask(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    for key, value in event.items():  # values replaced, keys kept: the dict may change as it is read
+    for key, value in event.items():  # values replaced in place: the keys, and so the iteration, stay the same
         kind = _kind_of_key(key)
         if kind == "secret":
             event[key] = "[redacted]"
@@ -55,13 +55,20 @@ def _masked(value: Any) -> Any:
     return mask_digits(repr(value))
 
 
-_process = [os.getpid()]  # this process's id, without a system call on every line
-os.register_at_fork(after_in_child=lambda: _process.__setitem__(0, os.getpid()))
+_PROCESS_ID = os.getpid()  # kept, not asked for on every line (a system call); a forked worker keeps its own
+
+
+def _forked() -> None:
+    global _PROCESS_ID
+    _PROCESS_ID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _pid(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     """Which gunicorn worker wrote the line: a held call's turns may be served by several."""
-    event.setdefault("pid", _process[0])
+    event.setdefault("pid", _PROCESS_ID)
     return event
 
 

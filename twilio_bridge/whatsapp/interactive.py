@@ -77,7 +77,7 @@ def template_types(buttons: Sequence[Button], list_label: str) -> dict[str, Any]
     if len({b.payload for b in buttons}) < len(buttons):
         return None
     shown = [without_markup(b.title) for b in buttons]
-    if not all(title.strip() for title in shown):  # a title of marks alone: WhatsApp refuses an empty one
+    if not all(title.strip() for title in shown):  # markup alone ("<b></b>"): WhatsApp refuses an empty title
         return None
     if len(buttons) <= QUICK_REPLY_BUTTONS:
         titles = [fit(title, QUICK_REPLY_TITLE) for title in shown]
