@@ -36,7 +36,10 @@ QUEUE = "twilio-bridge:queue:"  # the durable queue's keys in Redis (delivery/qu
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    settings = {"VOICE_HOLD_SECONDS": "0.5", "RASA_TIMEOUT": "3", "RASA_MAX_WAIT_SECONDS": "4",
+    # A turn whose host dies while it holds is polled until RASA_MAX_WAIT_SECONDS and the deadline's grace (2 s) have
+    # passed, a poll every VOICE_HOLD_SECONDS: 6 s at 1 s a poll stays within the phone's 10 redirects in a row,
+    # where 0.5 s made 11 or 12 as the kill fell (TwilioWouldFail, once the polls got quicker).
+    settings = {"VOICE_HOLD_SECONDS": "1", "RASA_TIMEOUT": "3", "RASA_MAX_WAIT_SECONDS": "4",
                 "WHATSAPP_RETRY_WINDOW": "60", "WHATSAPP_RATE_LIMIT": "1000"}
     with cluster(tmp_path_factory.mktemp("scale-out"), 2, settings) as running:
         yield running
