@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clocks import SkewedClock
 from twilio_bridge import state
 from twilio_bridge.delivery import queue as queue_module
 from twilio_bridge.delivery.queue import JobQueue, RedisJobQueue, SqliteJobQueue
@@ -125,19 +126,6 @@ def test_on_sqlite_an_id_seen_long_ago_is_new_again_and_forgotten_ids_leave_the_
     assert taken == [2, 3]
     with sqlite3.connect(tmp_path / "queue.db") as db:
         assert db.execute("SELECT COUNT(*) FROM queue_seen").fetchone() == (0,)
-
-
-class SkewedClock:
-    """`time` as a host whose clock is `skew` seconds off sees it."""
-
-    def __init__(self, skew: float):
-        self.skew = skew
-
-    def time(self) -> float:
-        return time.time() + self.skew
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(time, name)
 
 
 @pytest.mark.parametrize("skew", [60.0, -60.0])

@@ -6,21 +6,27 @@ real defaults (hold after 4 s, give up after 30 s) against assistants answering 
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
+import pytest
+
+from tests.clocks import SkewedClock
 from tests.conftest import AUTH_TOKEN, HUMAN, LiveServer
 from tests.servers import wait_for
 from twilio_bridge.app import create_app
 from twilio_bridge.config import Settings
-from twilio_bridge.state import SqliteStore
+from twilio_bridge.state import RedisStore, SqliteStore
+from twilio_bridge.voice import holding as holding_module
 from twilio_bridge.testing.phone import PhoneCall, TwilioPhone
 from twilio_bridge.testing.standin import ASK_DIGITS, FALLBACK, GREETING, RasaStandIn
-from twilio_bridge.voice.holding import RasaWaiter
+from twilio_bridge.voice.holding import DEADLINE_GRACE, RasaWaiter
 
 HOLD = "Un momento, por favor."
 STILL_HOLDING = "Sigo con su consulta, gracias por esperar."
@@ -241,3 +247,27 @@ def test_an_ask_that_finds_no_free_slot_is_refused_not_queued_behind_its_deadlin
         waiter.pool.shutdown(wait=True)
     assert [message for message, _ in rasa.sent] == ["uno"]  # "dos" never went to Rasa, not even after its deadline
     assert all(timeout <= 0.5 for _, timeout in rasa.sent)
+
+
+@pytest.mark.parametrize("skew", [60.0, -60.0])
+def test_on_redis_a_held_turns_deadline_is_told_by_the_stores_clock_not_a_hosts(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch, skew: float) -> None:
+    """A host a minute ahead must not give up a turn another host still waits for (the caller would be handed off
+    with the answer on its way); one a minute behind must give up a turn whose worker is gone when its time is up,
+    not a minute late."""
+    store = RedisStore(redis_url, prefix=f"test-{secrets.token_hex(4)}:")
+    rasa = ScriptedRasa()  # answers only when told: from outside, the worker that asked waits as a dead one would
+    asking, polling = (RasaWaiter(rasa.post, rasa.read, store, max_in_flight=1) for _ in range(2))
+    try:
+        assert asking.ask("pending:A:1", "A", "uno", {}, wait=0.05, max_wait=1.0, extra={}) is None  # held
+        held_at = time.monotonic()
+        monkeypatch.setattr(holding_module, "time", SkewedClock(skew))  # from here on, the other host's clock
+        assert not polling.past_deadline("pending:A:1")
+        record = polling.collect("pending:A:1", longest=0.3)
+        assert record is not None and record["status"] == "waiting"  # still waiting for the answer, not given up
+        wait_for(lambda: polling.past_deadline("pending:A:1"), seconds=10)
+        assert 1.0 + DEADLINE_GRACE - 0.1 <= time.monotonic() - held_at < 1.0 + DEADLINE_GRACE + 1.5
+    finally:
+        rasa.answered.set()
+        asking.pool.shutdown(wait=True)
+        polling.pool.shutdown(wait=True)

@@ -18,7 +18,7 @@ from ..rasa.turn import AssistantTurn, Button, read_turn
 from ..state import StateStore
 from ..web.hooks import answer_storing
 from ..web.responses import twiml
-from .holding import Outcome, past_deadline
+from .holding import Outcome
 from .twiml import Voice, as_spoken, handoff_response, hold_response, turn_response
 
 CALL_TTL = 6 * 3600  # what the store keeps of a call, in either mode: longer than any call lasts
@@ -112,7 +112,7 @@ class GatherCall:
             metrics.turn_held("gave_up")
             return self.give_up("hold_lost")
         if record["status"] == "waiting":
-            if not past_deadline(record):
+            if not self.current.waiter.past_deadline(self.pending_key(turn)):
                 return self.hold(turn, hold + 1)
             log.warning("hold.expired", detail="no outcome by the deadline")
             metrics.turn_held("gave_up")

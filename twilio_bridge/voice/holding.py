@@ -7,6 +7,10 @@ hands the answer still to come to a bounded pool in this worker, which keeps wai
 RASA_MAX_WAIT_SECONDS in all. The outcome goes to the shared state store under the turn's key, so
 the poll may land on any worker or host.
 
+Whether a held turn's deadline has passed is the store's to say, not a host's clock: with the turn's record
+goes a key that expires RASA_MAX_WAIT_SECONDS (and a grace) after the hold, measured by the store (Redis's
+own clock; SQLite's host), so a poll on a host whose clock runs ahead or behind gives up neither early nor late.
+
 The pool never queues: with RASA_MAX_IN_FLIGHT requests already open, a new turn is refused at once
 ("overloaded", so the caller is handed off now rather than after a wait in a queue), and each request
 to Rasa is bounded by the time its caller has left, so none outlives the turn it answers.
@@ -84,7 +88,8 @@ class RasaWaiter:
             return self._outcome(reply, started, within=max(READ_AT_LEAST, wait - (time.monotonic() - started)))
         context = contextvars.copy_context()  # the wait logs with the call's context, and cannot leak into the pool
         try:
-            self.store.put(key, {"status": "waiting", "deadline": deadline, **extra}, self._ttl(max_wait))
+            self.store.put_many([(key, {"status": "waiting", "deadline": deadline, **extra}, self._ttl(max_wait)),
+                                 (_in_time_key(key), {"deadline": deadline}, max_wait + DEADLINE_GRACE)])
             self.pool.submit(context.run, self._hold, key, reply, started, deadline, extra, max_wait)
         except BaseException:  # the store failed, or the worker is stopping: nobody will read the answer
             reply.abandon()
@@ -117,19 +122,25 @@ class RasaWaiter:
     def collect(self, key: str, longest: float) -> dict[str, Any] | None:
         """The turn's record once it has an outcome, or still waiting after `longest` seconds (or its deadline)."""
         record = self.store.get(key)
-        if record is None:
-            return None
-        until = time.monotonic() + min(longest, max(0.0, record["deadline"] + DEADLINE_GRACE - time.time()))
+        until = time.monotonic() + longest
         while record is not None and record["status"] == "waiting" and time.monotonic() < until:
+            if self.past_deadline(key):
+                break
             time.sleep(min(POLL_STEP, max(0.0, until - time.monotonic())))
             record = self.store.get(key)
         return record
+
+    def past_deadline(self, key: str) -> bool:
+        """No outcome is coming for the turn at `key`: its deadline and the grace have passed, as the store's
+        clock tells (the key that stands for them has expired), and the worker that asked is gone, or the store
+        lost its write."""
+        return self.store.get(_in_time_key(key)) is None
 
     @staticmethod
     def _ttl(max_wait: float) -> float:
         return max_wait + KEPT_AFTER_DEADLINE
 
 
-def past_deadline(record: dict[str, Any]) -> bool:
-    """No outcome and none coming: the worker that asked is gone, or the store lost its write."""
-    return time.time() >= record["deadline"] + DEADLINE_GRACE
+def _in_time_key(key: str) -> str:
+    """The key that stands for a held turn's time to answer: it expires at the deadline and its grace."""
+    return f"{key}:in_time"
