@@ -123,31 +123,29 @@ def test_a_call_whose_state_cannot_be_stored_gets_an_apology_and_a_person(settin
         server.stop()
 
 
-class SlowToTakeOver(SqliteStore):
-    """Two retries that both found the first request's claim stale: one takes over at once, the other's next
-    step comes only once the first has claimed the key again."""
+class StaleForBoth(SqliteStore):
+    """Two retries that both read the first request's stale claim before either acts on it: whatever one does
+    next, the other has seen what it saw."""
 
     def __init__(self, path: object):
         super().__init__(path)
-        self.gave_up = threading.Barrier(2, timeout=5)
-        self.claimed_again = threading.Event()
+        self.both_read = threading.Barrier(2, timeout=5)
+        self._first_reads = 2
+        self._counting = threading.Lock()
 
-    def delete(self, key: str) -> None:
-        if self.gave_up.wait() == 0:  # both retries have given up on the first request
-            self.claimed_again.wait(5)
-        super().delete(key)
-
-    def add(self, key: str, value: dict, ttl: float) -> bool:
-        added = super().add(key, value, ttl)
-        if added:
-            self.claimed_again.set()
-        return added
+    def get(self, key: str) -> dict | None:
+        record = super().get(key)
+        with self._counting:
+            first, self._first_reads = self._first_reads > 0, self._first_reads - 1
+        if first:
+            self.both_read.wait()
+        return record
 
 
 def test_two_retries_that_take_over_from_a_dead_first_request_answer_once(tmp_path) -> None:
     """WhatsApp in TwiML mode: the first request's worker died, and two retries of the message come at once.
     One of them answers (Rasa hears the message once); the other gets that answer."""
-    store = SlowToTakeOver(tmp_path / "state.db")
+    store = StaleForBoth(tmp_path / "state.db")
     key = "whatsapp:seen:SM-retried-twice"
     store.put(key, {"claimed_at": time.time() - 20}, 60)  # its worker died
     answers: list[object] = []
