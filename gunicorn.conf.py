@@ -90,16 +90,6 @@ def _finite(raw):
     return value if math.isfinite(value) and value > 0 else None
 
 
-def _seconds(name, default):
-    """A number of seconds (empty is unset). Any other is, at start, `default` here (on_starting reports it and
-    stops); on a reload, the value already served (on_reload refuses the settings, and the workers it retires
-    must have the time their held turns were promised)."""
-    raw = os.environ.get(name) or ""
-    if not raw:
-        return default
-    return _finite(raw) or _finite(_SERVED_ENVIRONMENT.get(name) or "") or default
-
-
 def _whole(raw):
     """A whole number, at least 1, else None."""
     try:
@@ -109,13 +99,14 @@ def _whole(raw):
     return value if value >= 1 else None
 
 
-def _count(name, default):
-    """A whole number, at least 1 (empty is unset). Any other is, at start, `default` here (on_starting refuses
-    it); on a reload, the count already served (on_reload refuses the settings)."""
+def _served(name, default, parse):
+    """The setting `name` as `parse` reads it (empty is unset: `default`). A bad one is, at start, `default` here
+    (on_starting reports it and stops); on a reload, the value already served (on_reload refuses the settings,
+    and the workers it retires must keep what they were promised: a held turn's time, their counts)."""
     raw = os.environ.get(name) or ""
     if not raw:
         return default
-    return _whole(raw) or _whole(_SERVED_ENVIRONMENT.get(name) or str(default)) or default
+    return parse(raw) or parse(_SERVED_ENVIRONMENT.get(name) or "") or default
 
 
 def _bind():
@@ -132,12 +123,12 @@ def _bind():
 
 bind = _bind()
 CORES = len(os.sched_getaffinity(0))  # the cores this process may run on (a cpuset, not a --cpus quota)
-workers = _count("GUNICORN_WORKERS", CORES + 1)  # see above: one more than the cores
+workers = _served("GUNICORN_WORKERS", CORES + 1, _whole)  # see above: one more than the cores
 worker_class = "twilio_bridge.web.worker.ThreadWorker"  # gthread, a kept connection served by its thread
-threads = _count("GUNICORN_THREADS", 250)  # calls in flight per worker; see above
+threads = _served("GUNICORN_THREADS", 250, _whole)  # calls in flight per worker; see above
 backlog = 2048
 timeout = 30  # heartbeat: a worker silent this long is stuck; every webhook answers within 13 s
-graceful_timeout = int(_seconds("RASA_MAX_WAIT_SECONDS", 30)) + 5  # held turns finish on reload or stop
+graceful_timeout = int(_served("RASA_MAX_WAIT_SECONDS", 30, _finite)) + 5  # held turns finish on reload or stop
 keepalive = 5
 EXIT_MARGIN = 1.0  # seconds of graceful_timeout kept for the worker's own exit after worker_exit
 accesslog = None  # the app logs one structured line per webhook
@@ -145,18 +136,13 @@ errorlog = "-"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def _log_level():
-    """LOG_LEVEL as config.py reads it (empty is unset, spaces around it do not count). A bad one is, at start,
-    INFO here, so gunicorn's logging starts and on_starting reports it with one line; on a reload, the level
-    already served."""
-    for environment in (os.environ, _SERVED_ENVIRONMENT):
-        level = (environment.get("LOG_LEVEL") or "").strip().lower() or "info"
-        if level in LOG_LEVELS:
-            return level
-    return "info"
+def _log_level(raw):
+    """LOG_LEVEL as config.py reads it (spaces around it do not count), else None."""
+    level = raw.strip().lower()
+    return level if level in LOG_LEVELS else None
 
 
-loglevel = _log_level()
+loglevel = _served("LOG_LEVEL", "info", _log_level)  # a bad one: INFO at start, so that on_starting can report it
 logconfig_dict = gunicorn_logconfig(loglevel.upper())
 logger_class = "twilio_bridge.logs.GunicornLogger"  # builds no access line, which the logconfig drops
 
