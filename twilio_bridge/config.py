@@ -197,20 +197,23 @@ def _http_url(value: str) -> str:
     return value.rstrip("/") if not parts.path.strip("/") else value
 
 
-def _api_origin(value: str) -> str:
-    """Twilio's REST origin: the client adds each API's own path ("/2010-04-01/…"), so a path here would be
-    twice in every request, a 404 at the first reply rather than a line at start."""
-    requirement = "must be an http(s) origin such as https://api.twilio.com (no path)"
+def _origin(value: str, requirement: str) -> SplitResult:
+    """An http(s) URL with nothing after its host and port (a trailing slash aside), else ValueError(requirement)."""
     parts = _web_url(value, requirement)
     if parts.path.strip("/") or parts.query:
         raise ValueError(requirement)
+    return parts
+
+
+def _api_origin(value: str) -> str:
+    """Twilio's REST origin: the client adds each API's own path ("/2010-04-01/…"), so a path here would be
+    twice in every request, a 404 at the first reply rather than a line at start."""
+    parts = _origin(value, "must be an http(s) origin such as https://api.twilio.com (no path)")
     return f"{parts.scheme}://{parts.netloc}"
 
 
 def _public_base_url(value: str) -> str:
-    parts = _web_url(value, "must be an origin such as https://ivr.example.com (no path)")
-    if parts.path.strip("/") or parts.query:
-        raise ValueError("must be an origin such as https://ivr.example.com (no path)")
+    parts = _origin(value, "must be an origin such as https://ivr.example.com (no path)")
     if parts.username is not None or parts.password is not None:
         raise ValueError("must be an origin such as https://ivr.example.com (no user or password: it is shown in "
                          "logs and /health)")

@@ -169,4 +169,3 @@ class GatherCall:
         """`response`, once the call's state is stored for its next webhook (with the answer kept for a retry of
         this one, in the same write: web.hooks.answer_storing)."""
         return answer_storing(response, self.key, self.state, CALL_TTL)
-
