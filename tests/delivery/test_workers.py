@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,22 @@ from twilio_bridge.delivery.workers import WORKING_AT_ONCE, LaneWorkers, waiting
 from twilio_bridge.testing.standin import RasaStandIn
 
 
+@contextmanager
+def one_thread(queue: SqliteJobQueue, handle: Callable[[Job], Any]) -> Iterator[LaneWorkers]:
+    """One delivery thread running `handle` on the jobs it takes, stopped on the way out."""
+    workers = LaneWorkers(queue, handle, threads=1, poll=0.05).start()
+    try:
+        yield workers
+    finally:
+        workers.stop(5)
+
+
+def deliver_one(queue: SqliteJobQueue, workers: LaneWorkers) -> None:
+    """Ana's message SM1 queued, and the delivery thread told."""
+    queue.enqueue("SM1", "ana", {})
+    workers.wake()
+
+
 def test_a_job_is_taken_once_the_webhooks_in_hand_have_answered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(workers_module, "WEBHOOKS_FIRST", 30.0)  # long enough that only the webhooks' end can decide
     queue = SqliteJobQueue(tmp_path / "state.db")
@@ -31,17 +49,13 @@ def test_a_job_is_taken_once_the_webhooks_in_hand_have_answered(tmp_path: Path, 
         queue.finish(job)
         handled.set()
 
-    workers = LaneWorkers(queue, handle, threads=1, poll=0.05).start()
-    try:
+    with one_thread(queue, handle) as workers:
         with workers.answering():
-            queue.enqueue("SM1", "ana", {})
-            workers.wake()
+            deliver_one(queue, workers)
             wait_for(lambda: len(workers.webhooks._answered._waiters) == 1, seconds=5)  # the thread waits for this webhook
             answered.set()
         assert handled.wait(5)
         assert taken_after_answer == [True]
-    finally:
-        workers.stop(5)
 
 
 def test_a_delivery_runs_nicer_than_the_threads_that_answer_webhooks(tmp_path: Path) -> None:
@@ -56,27 +70,19 @@ def test_a_delivery_runs_nicer_than_the_threads_that_answer_webhooks(tmp_path: P
         queue.finish(job)
         handled.set()
 
-    workers = LaneWorkers(queue, handle, threads=1, poll=0.05).start()
-    try:
-        queue.enqueue("SM1", "ana", {})
-        workers.wake()
+    with one_thread(queue, handle) as workers:
+        deliver_one(queue, workers)
         assert handled.wait(5)
-    finally:
-        workers.stop(5)
     assert seen == [os.getpriority(os.PRIO_PROCESS, 0) + workers_module.DELIVERY_NICENESS]
 
 
 def test_webhooks_without_end_do_not_hold_deliveries_back_for_long(tmp_path: Path) -> None:
     queue = SqliteJobQueue(tmp_path / "state.db")
     handled = threading.Event()
-    workers = LaneWorkers(queue, lambda job: (queue.finish(job), handled.set()), threads=1, poll=0.05).start()
-    try:
+    with one_thread(queue, lambda job: (queue.finish(job), handled.set())) as workers:
         with workers.answering():  # one webhook after another, never none in hand
-            queue.enqueue("SM1", "ana", {})
-            workers.wake()
+            deliver_one(queue, workers)
             assert handled.wait(5)  # after WEBHOOKS_FIRST, not when the webhooks stop
-    finally:
-        workers.stop(5)
 
 
 def test_every_thread_can_wait_for_rasa_at_once_but_only_a_few_work_at_once(tmp_path: Path) -> None:
@@ -185,13 +191,9 @@ def test_a_delivery_gives_its_working_slot_up_only_while_rasa_thinks(tmp_path: P
         queue.finish(job)
         handled.set()
 
-    workers = LaneWorkers(queue, handle, threads=1, poll=0.05).start()
-    try:
-        queue.enqueue("SM1", "ana", {})
-        workers.wake()
+    with one_thread(queue, handle) as workers:
+        deliver_one(queue, workers)
         wait_for(lambda: len(standin.received) == 1 and workers._working._value == 1)  # type: ignore[attr-defined]
         assert not handled.is_set()  # the slot was seen free while the delivery still waited for Rasa
         assert handled.wait(5)
-    finally:
-        workers.stop(5)
     assert slots_free == [0, 0]  # held while it asked and after it read: free only while Rasa thought
