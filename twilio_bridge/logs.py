@@ -36,7 +36,7 @@ def _mask(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         kind = _kind_of_key(key)
         if kind == "secret":
             event[key] = "[redacted]"
-        elif kind == "personal" and not isinstance(value, (int, float)) and value is not None:
+        elif kind == "personal":
             event[key] = _masked(value)
     return event
 
