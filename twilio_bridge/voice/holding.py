@@ -72,7 +72,7 @@ class RasaWaiter:
         if not self.free.acquire(blocking=False):
             log.warning("rasa.overloaded", detail="every Rasa request slot of this worker is taken")
             return Outcome(None, "overloaded", 0.0, "RASA_MAX_IN_FLIGHT requests already open")
-        started, deadline = time.monotonic(), time.time() + max_wait
+        started = time.monotonic()
         try:
             reply = self._post(sender, message, metadata, max_wait)
         except RasaError as exc:
@@ -88,9 +88,10 @@ class RasaWaiter:
             return self._outcome(reply, started, within=max(READ_AT_LEAST, wait - (time.monotonic() - started)))
         context = contextvars.copy_context()  # the wait logs with the call's context, and cannot leak into the pool
         try:
-            self.store.put_many([(key, {"status": "waiting", "deadline": deadline, **extra}, self._ttl(max_wait)),
-                                 (_in_time_key(key), {"deadline": deadline}, max_wait + DEADLINE_GRACE)])
-            self.pool.submit(context.run, self._hold, key, reply, started, deadline, extra, max_wait)
+            in_time = max_wait + DEADLINE_GRACE - (time.monotonic() - started)  # from the message sent, not from now
+            self.store.put_many([(key, {"status": "waiting", **extra}, self._ttl(max_wait)),
+                                 (_in_time_key(key), {}, in_time)])
+            self.pool.submit(context.run, self._hold, key, reply, started, extra, max_wait)
         except BaseException:  # the store failed, or the worker is stopping: nobody will read the answer
             reply.abandon()
             self.free.release()
@@ -109,12 +110,11 @@ class RasaWaiter:
         finally:
             self.free.release()
 
-    def _hold(self, key: str, reply: Reply, started: float, deadline: float, extra: dict[str, Any],
-              max_wait: float) -> None:
+    def _hold(self, key: str, reply: Reply, started: float, extra: dict[str, Any], max_wait: float) -> None:
         """In the pool: the held turn's answer, read by its deadline and stored for the poll."""
         outcome = self._outcome(reply, started)
         try:
-            self.store.put(key, {**outcome.record(), "deadline": deadline, **extra}, self._ttl(max_wait))
+            self.store.put(key, {**outcome.record(), **extra}, self._ttl(max_wait))
             log.info("hold.outcome_stored", rasa_ms=round(outcome.seconds * 1000), error=outcome.error)
         except Exception:  # the poll gives up at the deadline and apologises
             log.exception("hold.store_failed")
