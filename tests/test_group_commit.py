@@ -141,7 +141,7 @@ class CommitFails:
         return self.db.in_transaction
 
     def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        if sql == "COMMIT" or (sql.startswith("INSERT") and not self.db.in_transaction):
+        if sql == "COMMIT" or (sql.startswith(("INSERT", "UPDATE", "DELETE")) and not self.db.in_transaction):
             raise sqlite3.OperationalError("disk I/O error")
         return self.db.execute(sql, *args)
 
