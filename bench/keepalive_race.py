@@ -54,7 +54,7 @@ def lost_turns(url: str, keep_alive: float, idle_limit: float, rounds: int, jitt
             client.send("CA1", "uno dos tres cuatro")
         except RasaError:
             lost += 1
-    client.pool.clear()
+    client.pool.close()
     return lost
 
 
@@ -65,7 +65,7 @@ def turn_times(url: str, idle_limit: float) -> list[float]:
         start = time.perf_counter()
         client.send("CA1", "hola")
         times.append((time.perf_counter() - start) * 1000)
-    client.pool.clear()
+    client.pool.close()
     return times[20:]  # the first ones warm up both ends
 
 

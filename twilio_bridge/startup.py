@@ -145,7 +145,7 @@ def banner(settings: Settings, source: EnvFile, origin: str) -> tuple[list[tuple
 
 
 def rasa_status(settings: Settings) -> str:
-    # No retry of a refused connection: a start-up line must not wait, nor let urllib3 warn of a retry first.
+    # No retry of a refused connection: a start-up line must not wait.
     shown = redact_url(settings.rasa_webhook_url)
     try:
         greeting = RasaClient(settings.rasa_webhook_url, 2.0, pool_size=1, connect_retries=0).version(settings.rasa_origin)

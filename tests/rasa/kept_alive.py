@@ -4,7 +4,9 @@ It answers every POST as Rasa's REST channel answers a message, on the connectio
 connection it accepted. Given `closes_after`, it plays the moment Sanic times a kept-alive connection out just as
 the next request arrives: a request that comes on a connection idle for longer than that is read, then the
 connection is closed without an answer. Idle time is read on a clock the test moves, so no test sleeps.
-Given `stalls`, it sends an answer's headers and first byte, then nothing more until the test ends.
+Given `stalls`, it sends an answer's headers and first byte, then nothing more until the test ends. Given
+`answers`, each request takes the next of them, bytes written as they are (then the connection closed if said),
+until none are left: how a test plays a server that frames, splits or garbles its answers.
 """
 from __future__ import annotations
 
@@ -57,6 +59,12 @@ class _Connection(socketserver.StreamRequestHandler):
             if answered_at is not None and closes_after is not None and self.server.clock() - answered_at > closes_after:
                 self.server.closed_on_arrival += 1
                 return  # the request was read; the connection closes with no answer
+            if self.server.answers:
+                raw, then_close = self.server.answers.pop(0)
+                self.wfile.write(raw)
+                if then_close:
+                    return
+                continue
             sender = json.loads(body or b"{}").get("sender", "default")
             answer = json.dumps([{"recipient_id": sender, "text": "ok"}]).encode()
             answered_at = self.server.clock()
@@ -72,6 +80,8 @@ class _Connection(socketserver.StreamRequestHandler):
         with self.server.lock:
             self.server.open.discard(self.connection)
         super().finish()
+        self.connection.close()  # now, not when the server thread's frame lets go of it: the client sees its close
+        self.server.finished.release()
 
 
 class KeptAliveServer(socketserver.ThreadingTCPServer):
@@ -80,11 +90,14 @@ class KeptAliveServer(socketserver.ThreadingTCPServer):
     daemon_threads = False  # server_close() waits for every connection's thread
 
     def __init__(self, clock: FakeClock, closes_after: float | None = None,
-                 tls: tuple[Path, Path] | None = None, stalls: bool = False) -> None:
+                 tls: tuple[Path, Path] | None = None, stalls: bool = False,
+                 answers: list[tuple[bytes, bool]] | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Connection)
         self.clock = clock
         self.closes_after = closes_after
         self.stalls = stalls
+        self.answers = list(answers or [])
+        self.finished = threading.Semaphore(0)  # released as each connection's handler ends and closes it
         self.ended = threading.Event()
         self.accepted: list[tuple[str, int]] = []
         self.closed_on_arrival = 0

@@ -10,7 +10,7 @@ import pytest
 from tests.rasa.kept_alive import FakeClock, KeptAliveServer
 from tests.servers import free_port
 from twilio_bridge.rasa.client import RasaClient, RasaError
-from twilio_bridge.rasa.idle_pool import IDLE_LIMIT
+from twilio_bridge.rasa.connections import IDLE_LIMIT
 from twilio_bridge.testing.standin import RasaStandIn
 
 
@@ -40,14 +40,13 @@ def test_a_good_answer_and_an_empty_one(standin: RasaStandIn) -> None:
     assert client.send("s2", "hola") == []
 
 
-def test_the_webhooks_pool_is_kept_and_found_again_when_the_manager_has_closed_it(standin: RasaStandIn) -> None:
+def test_messages_share_one_kept_connection_and_a_closed_pool_opens_another(standin: RasaStandIn) -> None:
     client = RasaClient(standin.webhook_url, timeout=2)
     assert client.send("s3", "hola") and client.send("s3", "hola")
-    kept = client.pool.connection_from_url(standin.webhook_url)
-    assert kept.num_connections == 1  # both messages on the pool the client keeps, and one connection of it
-    client.pool.clear()  # as the manager does to a pool it lets go: closed, with its connections
+    assert client.pool.opened == 1
+    client.pool.close()  # as at a worker's end
     assert client.send("s3", "hola")[0]["recipient_id"] == "s3"
-    assert client.pool.connection_from_url(standin.webhook_url) is not kept and len(standin.received) == 3
+    assert client.pool.opened == 2 and len(standin.received) == 3
 
 
 def test_an_answer_is_read_in_another_thread_than_the_one_that_sent_the_message(standin: RasaStandIn) -> None:
@@ -61,7 +60,7 @@ def test_an_answer_is_read_in_another_thread_than_the_one_that_sent_the_message(
     reader.join(5)
     assert read and read[0][0]["recipient_id"] == "CA-held"
     assert client.send("CA-held", "hola")  # the connection went back to the pool in good order
-    assert client.pool.connection_from_url(standin.webhook_url).num_connections == 1  # and was used again
+    assert client.pool.opened == 1  # and was used again
 
 
 def test_an_answer_that_begins_but_never_ends_is_a_timeout_within_the_readers_limit() -> None:
@@ -73,7 +72,7 @@ def test_an_answer_that_begins_but_never_ends_is_a_timeout_within_the_readers_li
         with pytest.raises(RasaError) as caught:
             reply.items(within=0.2)
         assert caught.value.kind == "timeout" and time.monotonic() - started < 2
-        client.pool.clear()
+        client.pool.close()
 
 
 def test_turns_share_one_connection_while_it_is_idle_less_than_the_limit() -> None:
@@ -84,7 +83,7 @@ def test_turns_share_one_connection_while_it_is_idle_less_than_the_limit() -> No
         client.send("CA1", "quiero bloquear mi tarjeta")
         clock.advance(IDLE_LIMIT - 0.5)
         client.send("CA1", "uno dos tres cuatro")
-        client.pool.clear()
+        client.pool.close()
     assert len(server.accepted) == 1
 
 
@@ -96,7 +95,7 @@ def test_a_connection_idle_for_the_limit_is_replaced_by_a_new_one() -> None:
         clock.advance(IDLE_LIMIT)
         assert client.send("CA1", "uno dos tres cuatro")[0]["text"] == "ok"
         client.send("CA1", "gracias")  # and the new one is kept
-        client.pool.clear()
+        client.pool.close()
     assert len(server.accepted) == 2
 
 
@@ -106,7 +105,7 @@ SANIC_21_KEEP_ALIVE = 5.0  # Rasa Open Source 3.6.0 to 3.6.14 close an idle conn
 @pytest.mark.parametrize("idle_limit, answered", [(IDLE_LIMIT, True), (math.inf, False)], ids=["limited", "unlimited"])
 def test_a_turn_never_goes_out_on_a_connection_rasa_is_timing_out(idle_limit: float, answered: bool) -> None:
     """The server closes a connection idle for more than 5 s only when the next request arrives on it, as Sanic
-    does when its keep-alive timeout fires while the request is on its way (urllib3 sees no FIN before sending).
+    does when its keep-alive timeout fires while the request is on its way (the client sees no FIN before sending).
     With no limit the client reuses that connection and loses the turn: what the limit exists to prevent."""
     clock = FakeClock()
     with KeptAliveServer(clock, closes_after=SANIC_21_KEEP_ALIVE) as server:
@@ -119,6 +118,6 @@ def test_a_turn_never_goes_out_on_a_connection_rasa_is_timing_out(idle_limit: fl
             with pytest.raises(RasaError) as caught:
                 client.send("CA1", "uno dos tres cuatro")
             assert caught.value.kind == "unreachable"
-        client.pool.clear()
+        client.pool.close()
     assert server.closed_on_arrival == (0 if answered else 1)
     assert len(server.accepted) == (2 if answered else 1)

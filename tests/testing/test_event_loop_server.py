@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import logging
 import subprocess
 import sys
 import threading
@@ -48,15 +47,12 @@ def test_two_requests_are_answered_on_one_connection(standin: RasaStandIn) -> No
         connection.close()
 
 
-def test_the_bridges_rasa_client_keeps_one_connection_for_many_messages(
-        standin: RasaStandIn, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="urllib3.connectionpool")
+def test_the_bridges_rasa_client_keeps_one_connection_for_many_messages(standin: RasaStandIn) -> None:
     client = RasaClient(standin.webhook_url, timeout=5)
     for message in ("/session_start", "perdí mi tarjeta", "1234", "sí"):
         assert client.send("CA1", message)
+    assert client.pool.opened == 1  # none dropped by the stand-in and replaced
     assert client.version(standin.origin) == "Hello from Rasa: 3.21.0"
-    opened = [r.getMessage() for r in caplog.records if "connection" in r.getMessage().lower()]
-    assert len(opened) == 1 and opened[0].startswith("Starting new HTTP connection"), opened  # none "Resetting dropped"
 
 
 def test_drop_mode_closes_a_kept_alive_connection_without_an_answer(standin: RasaStandIn) -> None:

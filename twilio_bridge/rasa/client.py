@@ -3,21 +3,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
-from urllib3.util import wait_for_read
-
-from .idle_pool import IDLE_LIMIT, Clock, IdleLimitedPoolManager
-
-if TYPE_CHECKING:
-    from urllib3._base_connection import BaseHTTPConnection  # what urllib3's own signatures name
-    from urllib3.connectionpool import HTTPConnectionPool
+from .connections import IDLE_LIMIT, BrokenAnswer, CannotConnect, Clock, Connection, Origin, Pool, request, target
 
 Metadata = dict[str, Any]
-JSON = {"Content-Type": "application/json"}
 
 
 class RasaError(Exception):
@@ -38,8 +29,7 @@ class Reply:
     (`arrives`) and read it (`items`, `data`), or hand it to another thread that does, within the request's
     time. So a voice turn reads a quick answer itself, and only a slow one goes to a thread that holds it."""
 
-    def __init__(self, pool: HTTPConnectionPool, conn: BaseHTTPConnection, sent_at: float, timeout: float,
-                 clock: Clock):
+    def __init__(self, pool: Pool, conn: Connection, sent_at: float, timeout: float, clock: Clock):
         self.sent_at = sent_at  # `clock()` as the request was about to be sent
         self.timeout = timeout
         self._pool, self._conn, self._clock = pool, conn, clock
@@ -51,9 +41,7 @@ class Reply:
     def arrives(self, within: float | None = None) -> bool:
         """Whether the answer, or the end of the connection, begins to come within `within` seconds (by
         default, the request's time left)."""
-        assert self._conn.sock is not None, "sent on an open connection"
-        left = self.timeout - self.elapsed()
-        return wait_for_read(self._conn.sock, timeout=max(0.0, left if within is None else within))
+        return self._conn.readable(self.timeout - self.elapsed() if within is None else within)
 
     def items(self, within: float | None = None) -> list[dict[str, Any]]:
         """Rasa's list of reply items (may be empty), as `data` reads them. Raises RasaError."""
@@ -71,57 +59,50 @@ class Reply:
         left = self.timeout - self.elapsed()
         limit = max(0.001, min(left, within) if within is not None else left)
         try:
-            self._conn.timeout = limit
-            response = self._conn.getresponse()  # the whole body, read with the connection's timeout
+            answer = self._conn.receive(self._clock() + limit, self._clock)
         except BaseException as exc:
-            self.abandon()
-            if isinstance(exc, (TimeoutError, ReadTimeoutError)):
+            self._conn.close()
+            if isinstance(exc, TimeoutError):
                 detail = (f"no answer within {self.timeout:g}s" if limit >= left
                           else f"the answer did not end within {limit:.2g}s")
                 raise RasaError("timeout", detail) from exc
-            if isinstance(exc, (HTTPError, OSError)):  # it closed or broke the connection after it had the request
+            if isinstance(exc, BrokenAnswer):
+                raise RasaError("invalid", str(exc)) from exc
+            if isinstance(exc, OSError):  # it closed or broke the connection after it had the request
                 raise RasaError("unreachable", _short(exc)) from exc
             raise
-        self._pool._put_conn(self._conn)  # closed already if Rasa said it would close it
-        if response.status != 200:
+        self._pool.put(self._conn)  # closed instead if Rasa said it would close it
+        if answer.status != 200:
             # Rasa's REST channel answers 200 even when its dialogue failed, so another status came before the
             # dialogue ran; but a 504 is a proxy in front that stopped waiting while Rasa may still be at work
-            raise RasaError("status", f"HTTP {response.status}", status=response.status,
-                            resendable=response.status != 504)
-        return response.data
+            raise RasaError("status", f"HTTP {answer.status}", status=answer.status, resendable=answer.status != 504)
+        return answer.body
 
     def abandon(self) -> None:
         """The answer will not be read: the connection is closed (Rasa goes on with the request)."""
         self._conn.close()
-        self._pool._put_conn(self._conn)  # reopened on use
 
 
 class RasaClient:
-    """One connection pool per worker; a timeout on every call.
+    """One pool of kept-alive connections to Rasa per worker; a timeout on every call.
 
-    urllib3 itself, without requests on top: Rasa is one internal origin, so requests' sessions,
-    cookies, proxies from the environment and .netrc only cost time (several times what urllib3
-    takes for the whole call to a local Rasa; bench/README.md). Every request is sent on a pooled
-    connection and its answer read from it in two steps (`post`, then `Reply.items`), so that the
-    two may happen in different threads.
-    Only a connection that never opened is retried: once Rasa has the message it may
-    have acted on it, and sending it again would run the dialogue twice. So a connection idle for
-    `idle_limit` seconds, which Rasa may be closing, is reopened rather than reused (idle_pool).
+    Every message is sent on a pooled connection and its answer read from it in two steps (`post`, then
+    `Reply.items`), so that the two may happen in different threads. Only a connection that never opened is
+    retried: once Rasa has the message it may have acted on it, and sending it again would run the dialogue
+    twice. So a connection idle for `idle_limit` seconds, which Rasa may be closing, is replaced rather than
+    reused (connections.Pool).
     """
 
-    def __init__(self, webhook_url: str, timeout: float, pool: urllib3.PoolManager | None = None,
-                 pool_size: int = 64, connect_retries: int = 1, *, idle_limit: float = IDLE_LIMIT,
-                 clock: Clock = time.monotonic):
+    def __init__(self, webhook_url: str, timeout: float, pool_size: int = 64, connect_retries: int = 1, *,
+                 idle_limit: float = IDLE_LIMIT, clock: Clock = time.monotonic):
         self.webhook_url = webhook_url
         self.timeout = timeout
         self.connect_timeout = min(2.0, timeout / 3)
-        self.pool = pool or IdleLimitedPoolManager(idle_limit, clock, num_pools=4, maxsize=pool_size)
         self.connect_retries = connect_retries
         self.clock = clock
-        url = urllib3.util.parse_url(webhook_url)  # once, not per message
-        self._webhook_origin = (url.host or "", url.port, url.scheme or "http")
-        self._webhook_path = url.request_uri
-        self._webhook_pool = self.pool.connection_from_host(*self._webhook_origin)
+        origin = Origin(webhook_url)
+        self.pool = Pool(origin, pool_size, idle_limit, clock)
+        self._webhook_head = origin.head("POST", target(webhook_url), "application/json")  # once, not per message
 
     def send(self, sender: str, message: str, metadata: Metadata | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
         """Post one message; return Rasa's list of reply items (may be empty)."""
@@ -130,15 +111,7 @@ class RasaClient:
     def post(self, sender: str, message: str, metadata: Metadata | None = None, timeout: float | None = None) -> Reply:
         """Send one message; its answer is the Reply's to read, within `timeout` (RASA_TIMEOUT) of now."""
         body = json.dumps({"sender": sender, "message": message, "metadata": metadata or {}}).encode()
-        return self._send(self._webhook(), "POST", self._webhook_path, timeout or self.timeout, self.connect_timeout,
-                          body=body, headers=JSON)
-
-    def _webhook(self) -> HTTPConnectionPool:
-        """The webhook's pool, kept rather than looked up in the manager on every message (a key of twenty fields
-        made and hashed each time); looked up again should the manager have closed it to make room for another."""
-        if self._webhook_pool.pool is None:  # closed
-            self._webhook_pool = self.pool.connection_from_host(*self._webhook_origin)
-        return self._webhook_pool
+        return self._send(self.pool, request(self._webhook_head, body), timeout or self.timeout, self.connect_timeout)
 
     def version(self, origin: str, timeout: float = 2.0) -> str:
         """Rasa's `GET /` greeting ('Hello from Rasa: 3.21.0'), for health checks."""
@@ -158,33 +131,33 @@ class RasaClient:
             raise RasaError("invalid", f"status {status!r}, not 'ok'")
         return status
 
-    def _get(self, origin: str, path: str, timeout: float) -> bytes:
-        pool = self.pool.connection_from_url(origin)
-        return self._send(pool, "GET", path, timeout, min(timeout, self.connect_timeout)).data()
+    def _get(self, url: str, path: str, timeout: float) -> bytes:
+        """A health check's GET, on a connection of its own that is closed once answered."""
+        origin = Origin(url)
+        once = Pool(origin, size=0, clock=self.clock)
+        return self._send(once, request(origin.head("GET", path)), timeout, min(timeout, self.connect_timeout)).data()
 
-    def _send(self, pool: HTTPConnectionPool, method: str, path: str, timeout: float, connect_timeout: float,
-              **request: Any) -> Reply:
+    def _send(self, pool: Pool, whole_request: bytes, timeout: float, connect_timeout: float) -> Reply:
         """The request sent on a connection of `pool`, its answer to read within `timeout`. A connection that
         never opened is tried again (`connect_retries`); one that broke while the request went out is not."""
         sent_at, retries_left = self.clock(), self.connect_retries
+        connect_timeout = min(connect_timeout, timeout)  # to connect and to send
         while True:
-            conn = pool._get_conn()  # an idle one (closed, to be reopened, if Rasa may be closing it) or a new one
-            conn.timeout = min(connect_timeout, timeout)  # to connect and to send
             try:
-                conn.request(method, path, **request)
-                return Reply(pool, conn, sent_at, timeout, self.clock)
-            except BaseException as exc:
-                conn.close()
-                pool._put_conn(conn)
-                if isinstance(exc, ConnectTimeoutError):  # it never opened (NewConnectionError too): Rasa has nothing
-                    if retries_left:
-                        retries_left -= 1
-                        continue
-                    detail = _short(exc) if isinstance(exc, NewConnectionError) else f"no connection within {conn.timeout:g}s"
-                    raise RasaError("unreachable", detail, resendable=True) from exc
-                if isinstance(exc, (HTTPError, OSError)):  # it broke while the request went out: Rasa may have it
-                    raise RasaError("unreachable", _short(exc)) from exc
-                raise
+                conn = pool.connection(connect_timeout)
+                break
+            except CannotConnect as exc:  # Rasa has nothing
+                if not retries_left:
+                    raise RasaError("unreachable", _short(exc), resendable=True) from exc
+                retries_left -= 1
+        try:
+            conn.send(whole_request, connect_timeout)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, OSError):  # it broke while the request went out: Rasa may have it
+                raise RasaError("unreachable", _short(exc)) from exc
+            raise
+        return Reply(pool, conn, sent_at, timeout, self.clock)
 
 
 def _short(exc: Exception) -> str:
