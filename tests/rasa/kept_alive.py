@@ -6,7 +6,8 @@ the next request arrives: a request that comes on a connection idle for longer t
 connection is closed without an answer. Idle time is read on a clock the test moves, so no test sleeps.
 Given `stalls`, it sends an answer's headers and first byte, then nothing more until the test ends. Given
 `answers`, each request takes the next of them, bytes written as they are (then the connection closed if said),
-until none are left: how a test plays a server that frames, splits or garbles its answers.
+until none are left: how a test plays a server that frames, splits or garbles its answers. Given `thinking`, an
+Event, every answer waits until it is set, as Rasa's does while its dialogue runs.
 """
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ class _Connection(socketserver.StreamRequestHandler):
             if answered_at is not None and closes_after is not None and self.server.clock() - answered_at > closes_after:
                 self.server.closed_on_arrival += 1
                 return  # the request was read; the connection closes with no answer
+            if self.server.thinking is not None:
+                self.server.thinking.wait(self.timeout)
             if self.server.answers:
                 raw, then_close = self.server.answers.pop(0)
                 self.wfile.write(raw)
@@ -91,12 +94,13 @@ class KeptAliveServer(socketserver.ThreadingTCPServer):
 
     def __init__(self, clock: FakeClock, closes_after: float | None = None,
                  tls: tuple[Path, Path] | None = None, stalls: bool = False,
-                 answers: list[tuple[bytes, bool]] | None = None) -> None:
+                 answers: list[tuple[bytes, bool]] | None = None, thinking: threading.Event | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Connection)
         self.clock = clock
         self.closes_after = closes_after
         self.stalls = stalls
         self.answers = list(answers or [])
+        self.thinking = thinking
         self.finished = threading.Semaphore(0)  # released as each connection's handler ends and closes it
         self.ended = threading.Event()
         self.accepted: list[tuple[str, int]] = []

@@ -3,6 +3,8 @@ it is in step with its server, and over TLS as in the clear."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from tests.ops_tools import self_signed
 from tests.rasa.kept_alive import FakeClock, KeptAliveServer
 from twilio_bridge.rasa import connections
 from twilio_bridge.rasa.client import RasaClient, RasaError
-from twilio_bridge.rasa.connections import IDLE_LIMIT
+from twilio_bridge.rasa.connections import IDLE_LIMIT, Origin
 
 REPLY = json.dumps([{"recipient_id": "CA1", "text": "¿En qué le ayudo?"}]).encode()
 
@@ -54,8 +56,9 @@ def test_an_answer_in_chunks_is_read_whole_and_keeps_the_connection() -> None:
     assert served([(chunked(REPLY[:half], REPLY[half:]), False)]) == ([json.loads(REPLY), ok("CA2")], 1)
 
 
-def test_an_answer_that_ends_with_the_connection_is_read_whole_and_the_next_message_opens_another() -> None:
-    unframed = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + REPLY
+@pytest.mark.parametrize("coding", [b"", b"Transfer-Encoding: identity\r\n"], ids=["no-length", "not-chunked"])
+def test_an_answer_that_ends_with_the_connection_is_read_whole_and_the_next_message_opens_another(coding: bytes) -> None:
+    unframed = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%s\r\n%s" % (coding, REPLY)
     assert served([(unframed, True)]) == ([json.loads(REPLY), ok("CA2")], 2)
 
 
@@ -67,6 +70,14 @@ def test_a_server_that_says_it_closes_gets_the_next_message_on_a_new_connection(
 
 def test_an_interim_answer_is_passed_over_for_the_final_one() -> None:
     assert served([(b"HTTP/1.1 100 Continue\r\n\r\n" + framed(), False)]) == ([json.loads(REPLY), ok("CA2")], 1)
+
+
+def test_a_close_after_an_interim_answer_is_a_broken_connection_and_the_message_not_sent_again() -> None:
+    with KeptAliveServer(FakeClock(), answers=[(b"HTTP/1.1 100 Continue\r\n\r\n", True)]) as server:
+        client = RasaClient(server.webhook_url, timeout=2)
+        with pytest.raises(RasaError) as caught:
+            client.send("CA1", "hola")
+    assert caught.value.kind == "unreachable" and not caught.value.resendable  # the server had it
 
 
 def test_a_second_answer_to_one_message_never_becomes_the_answer_to_the_next() -> None:
@@ -81,7 +92,8 @@ def test_a_second_answer_to_one_message_never_becomes_the_answer_to_the_next() -
     (b"HTTP/1.1 200 OK\r\nContent-Len", True, "unreachable"),  # closed within the headers
     (b"", True, "unreachable"),  # closed with no answer
     (framed(status="503 Service Unavailable"), False, "status"),
-], ids=["not-http", "cut-body", "cut-headers", "no-answer", "503"])
+    (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", True, "invalid"),
+], ids=["not-http", "cut-body", "cut-headers", "no-answer", "503", "upgrade"])
 def test_a_broken_answer_is_one_error_and_the_next_message_is_answered(answer: bytes, then_close: bool, kind: str) -> None:
     got, _ = served([(answer, then_close)])
     assert got == [kind, ok("CA2")]
@@ -125,3 +137,36 @@ def test_a_tls_server_not_trusted_is_unreachable_and_nothing_was_sent(tmp_path: 
             client.send("CA1", "hola")
     assert caught.value.kind == "unreachable" and caught.value.resendable
     assert "CERTIFICATE_VERIFY_FAILED" in caught.value.detail
+
+
+def test_over_tls_an_answer_still_to_come_is_not_taken_for_the_servers_session_tickets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TLS 1.3 sends tickets once the handshake is done: the socket is readable, with nothing from Rasa yet. Taken
+    for an answer, a voice turn would wait for it instead of holding the caller."""
+    cert, key = self_signed(tmp_path, "rasa.test", ip="127.0.0.1")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    thinking = threading.Event()
+    with KeptAliveServer(FakeClock(), tls=(cert, key), thinking=thinking) as server:
+        client = RasaClient(server.webhook_url, timeout=5)
+        reply = client.post("CA1", "hola")
+        assert not reply.arrives(within=0.3)  # Rasa is still thinking: it cannot have answered
+        thinking.set()
+        assert reply.arrives(within=5) and reply.items() == ok("CA1")
+        assert client.send("CA1", "hola") == ok("CA1") and client.pool.opened == 1
+        client.pool.close()
+
+
+def test_a_host_written_with_its_final_dot_is_checked_and_named_without_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rasa.example.` skips the resolver's search domains; the certificate and the virtual host name `rasa.example`."""
+    cert, key = self_signed(tmp_path, "rasa.test")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    connect = socket.create_connection
+    monkeypatch.setattr(socket, "create_connection",
+                        lambda address, *args: connect(("127.0.0.1" if address[0] == "rasa.test." else address[0],
+                                                        address[1]), *args))
+    with KeptAliveServer(FakeClock(), tls=(cert, key)) as server:
+        client = RasaClient(server.webhook_url.replace("127.0.0.1", "rasa.test."), timeout=2)
+        assert client.send("CA1", "hola") == ok("CA1")
+        client.pool.close()
+    assert Origin(server.webhook_url.replace("127.0.0.1", "rasa.test.")).host_header == f"rasa.test:{server.server_address[1]}"

@@ -59,10 +59,14 @@ class Origin:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
-        self.host = parts.hostname
+        self.host = parts.hostname  # as written, trailing dot and all, to be resolved
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.tls = ssl.create_default_context() if parts.scheme == "https" else None  # the system's CAs, SSL_CERT_FILE
-        self.host_header = parts.netloc.rpartition("@")[2].encode("idna").decode("ascii")
+        name = self.host.rstrip(".")  # what the certificate names and a virtual host answers to
+        self.server_name = name
+        name = name if name.isascii() else name.encode("idna").decode()
+        name = f"[{name}]" if ":" in name else name  # an IPv6 address
+        self.host_header = name + (f":{parts.port}" if parts.port else "")
 
     def head(self, method: str, target: str, content_type: str | None = None) -> bytes:
         """A request's head but for its length and the blank line that ends it (`request` adds them): written once
@@ -111,7 +115,9 @@ class _Parsing:
             self.parts, self.size, self.framed, self.headers_done = [], 0, False, False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.complete and name.lower() in (b"content-length", b"transfer-encoding"):
+        name = name.lower()
+        if not self.complete and (name == b"content-length" or
+                                  name == b"transfer-encoding" and value.rstrip().lower().endswith(b"chunked")):
             self.framed = True
 
     def on_headers_complete(self) -> None:
@@ -128,16 +134,22 @@ class _Parsing:
         self.parts.append(body)
 
     def on_message_complete(self) -> None:
-        if not self.complete and not 100 <= self.status < 200:
+        if self.complete:
+            return
+        if 100 <= self.status < 200:  # interim: a close now ends no answer
+            self.headers_done = False
+        else:
             self.complete = True
             self.keep_alive = self.parser.should_keep_alive()
 
     def feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            if self.complete:  # garbage after the answer
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if self.complete:  # what came after the answer
                 self.trailing = True
+            elif isinstance(exc, httptools.HttpParserUpgrade):  # a 101: what follows is not HTTP
+                raise BrokenAnswer("it switched protocols") from None
             elif isinstance(exc.__context__, BrokenAnswer):  # raised in a callback, which llhttp reports as its own
                 raise exc.__context__ from None
             else:
@@ -158,6 +170,7 @@ class Connection:
         self.sock = sock
         self.idle_since = 0.0
         self.reusable = False  # until an answer is read whole from a server that keeps the connection
+        self._early: bytes | None = None  # what `readable` read over TLS, for `receive`; b"" is the server's close
 
     def send(self, request: bytes, timeout: float) -> None:
         self.sock.settimeout(timeout)
@@ -165,11 +178,25 @@ class Connection:
 
     def readable(self, within: float) -> bool:
         """Whether something (an answer, or the server's close) comes within `within` seconds."""
-        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+        if self._early is not None:
             return True
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        return bool(poller.poll(max(0.0, within) * 1000))
+        if not isinstance(self.sock, ssl.SSLSocket):
+            return _polled(self.sock, within)
+        # Over TLS the socket is readable for TLS's own records too (TLS 1.3 sends its session tickets after the
+        # handshake): only what the server says, or its close, counts. It is read here and kept for `receive`.
+        until = time.monotonic() + within
+        while not self.sock.pending():
+            if not _polled(self.sock, until - time.monotonic()):
+                return False
+            self.sock.settimeout(0.0)
+            try:
+                self._early = self.sock.recv(RECEIVE_SIZE)
+            except ssl.SSLWantReadError:  # a record of TLS's own
+                continue
+            except OSError:  # broken: `receive` says how
+                return True
+            return True
+        return True
 
     def receive(self, deadline: float, clock: Clock) -> Answer:
         """The answer, whole, before `clock()` reaches `deadline`. Raises TimeoutError; OSError if the connection
@@ -177,11 +204,14 @@ class Connection:
         parsing = _Parsing()
         self.reusable = False
         while not parsing.complete:
-            left = deadline - clock()
-            if left <= 0:
-                raise TimeoutError("timed out")
-            self.sock.settimeout(left)
-            data = self.sock.recv(RECEIVE_SIZE)
+            if self._early is not None:
+                data, self._early = self._early, None
+            else:
+                left = deadline - clock()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                self.sock.settimeout(left)
+                data = self.sock.recv(RECEIVE_SIZE)
             if not data:
                 if parsing.ends_at_close():
                     return Answer(parsing.status, b"".join(parsing.parts))
@@ -244,13 +274,19 @@ class Pool:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a request goes in one send: nothing to gather
             if origin.tls is not None:
-                sock = origin.tls.wrap_socket(sock, server_hostname=origin.host)  # handshake within `timeout`
+                sock = origin.tls.wrap_socket(sock, server_hostname=origin.server_name)  # handshake within `timeout`
         except OSError as exc:
             sock.close()
             raise CannotConnect(_reason(exc, f"no TLS handshake within {timeout:g}s")) from exc
         with self._counting:
             self.opened += 1
         return Connection(sock)
+
+
+def _polled(sock: socket.socket, within: float) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(max(0.0, within) * 1000))
 
 
 def _reason(exc: OSError, timed_out: str) -> str:
