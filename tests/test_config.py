@@ -129,6 +129,7 @@ def test_the_outbound_api_token_is_long_never_echoed_and_needs_what_it_sends_wit
     ("RASA_WEBHOOK_URL", "http://localhost:99999/webhooks/rest", "must be an http(s) URL"),
     ("RASA_WEBHOOK_URL", "http://:5005/webhooks/rest", "must be an http(s) URL"),
     ("RASA_WEBHOOK_URL", "http://rasa host:5005/webhooks/rest", "must be an http(s) URL"),
+    ("RASA_WEBHOOK_URL", "http://rasa..internal:5005/webhooks/rest", "must be an http(s) URL"),
     ("ACTION_SERVER_URL", "http://localhost:web/webhook", "must be an http(s) URL"),
     ("TWILIO_API_BASE_URL", "http://[::1:5099", "must be an http(s) origin such as https://api.twilio.com (no path)"),
     ("TWILIO_API_BASE_URL", "https://api.twilio.com/2010-04-01",

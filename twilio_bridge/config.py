@@ -180,11 +180,13 @@ def _listen_address(value: str) -> str:
 
 def _web_url(value: str, requirement: str) -> SplitResult:
     """An http(s) URL with a host and a usable port, else ValueError(requirement): a port that is not a number,
-    or out of range, or a host urllib3 cannot parse would otherwise fail at the first request, as a traceback."""
+    or out of range, or a host urllib3 cannot parse or no resolver takes would otherwise fail at the first
+    request, as a traceback."""
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018  (raises for a port that is not a number from 0 to 65535)
         parse_url(value)
+        (parts.hostname or "").encode("idna")  # UnicodeError for a label empty or too long ("rasa..internal")
     except ValueError:
         raise ValueError(requirement) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:

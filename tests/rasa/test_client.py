@@ -25,11 +25,12 @@ def test_each_failure_is_one_error_kind(mode: str, kind: str, standin: RasaStand
     assert len(standin.received) == 1  # a message Rasa may have acted on is never sent twice
 
 
-def test_an_unreachable_rasa_fails_fast() -> None:
-    client = RasaClient(f"http://127.0.0.1:{free_port()}/webhooks/rest/webhook", timeout=5)
+@pytest.mark.parametrize("origin", ["http://127.0.0.1:{port}", "http://rasa..internal:{port}"], ids=["refused", "no-such-host"])
+def test_an_unreachable_rasa_fails_fast(origin: str) -> None:
+    client = RasaClient(origin.format(port=free_port()) + "/webhooks/rest/webhook", timeout=5)
     with pytest.raises(RasaError) as caught:
         client.send("sender-down", "hola")
-    assert caught.value.kind == "unreachable"
+    assert caught.value.kind == "unreachable" and caught.value.resendable
 
 
 def test_a_good_answer_and_an_empty_one(standin: RasaStandIn) -> None:
@@ -121,3 +122,19 @@ def test_a_turn_never_goes_out_on_a_connection_rasa_is_timing_out(idle_limit: fl
         client.pool.close()
     assert server.closed_on_arrival == (0 if answered else 1)
     assert len(server.accepted) == (2 if answered else 1)
+
+
+def test_a_connection_is_idle_from_when_its_answer_came_not_from_when_it_was_read() -> None:
+    """A delivery thread sees the answer arrive, then waits for a working slot before reading it: Rasa counts
+    the connection idle from its answer, and so must the pool, or the next message meets Rasa's close."""
+    clock = FakeClock()
+    with KeptAliveServer(clock, closes_after=SANIC_21_KEEP_ALIVE) as server:
+        client = RasaClient(server.webhook_url, timeout=30, clock=clock)
+        reply = client.post("CA1", "hola")
+        assert reply.arrives(within=5)
+        clock.advance(1.5)  # waiting for a working slot
+        assert reply.items()[0]["text"] == "ok"
+        clock.advance(IDLE_LIMIT - 0.1)  # under the limit since the read, 5.4 s since the answer
+        assert client.send("CA1", "uno dos tres cuatro")[0]["text"] == "ok"
+        client.pool.close()
+    assert server.closed_on_arrival == 0 and len(server.accepted) == 2

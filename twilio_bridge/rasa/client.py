@@ -59,7 +59,7 @@ class Reply:
         left = self.timeout - self.elapsed()
         limit = max(0.001, min(left, within) if within is not None else left)
         try:
-            answer = self._conn.receive(self._clock() + limit, self._clock)
+            answer = self._conn.receive(self._clock() + limit)
         except BaseException as exc:
             self._conn.close()
             if isinstance(exc, TimeoutError):

@@ -166,20 +166,30 @@ class _Parsing:
 class Connection:
     """One socket to the origin, one request at a time. It may be handed between threads, never shared."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, clock: Clock):
         self.sock = sock
+        self.clock = clock
         self.idle_since = 0.0
+        # When the answer was first seen: the server counts the connection idle from then, though the answer
+        # may be read later (a delivery thread waits for a working slot first).
+        self.answered_at: float | None = None
         self.reusable = False  # until an answer is read whole from a server that keeps the connection
         self._early: bytes | None = None  # what `readable` read over TLS, for `receive`; b"" is the server's close
 
     def send(self, request: bytes, timeout: float) -> None:
+        self.answered_at = None
         self.sock.settimeout(timeout)
         self.sock.sendall(request)
 
     def readable(self, within: float) -> bool:
         """Whether something (an answer, or the server's close) comes within `within` seconds."""
-        if self._early is not None:
-            return True
+        if self._early is None and not self._anything(within):
+            return False
+        if self.answered_at is None:
+            self.answered_at = self.clock()
+        return True
+
+    def _anything(self, within: float) -> bool:
         if not isinstance(self.sock, ssl.SSLSocket):
             return _polled(self.sock, within)
         # Over TLS the socket is readable for TLS's own records too (TLS 1.3 sends its session tickets after the
@@ -198,7 +208,7 @@ class Connection:
             return True
         return True
 
-    def receive(self, deadline: float, clock: Clock) -> Answer:
+    def receive(self, deadline: float) -> Answer:
         """The answer, whole, before `clock()` reaches `deadline`. Raises TimeoutError; OSError if the connection
         broke or closed before the answer ended; BrokenAnswer. A connection that raised is not reusable."""
         parsing = _Parsing()
@@ -207,11 +217,13 @@ class Connection:
             if self._early is not None:
                 data, self._early = self._early, None
             else:
-                left = deadline - clock()
+                left = deadline - self.clock()
                 if left <= 0:
                     raise TimeoutError("timed out")
                 self.sock.settimeout(left)
                 data = self.sock.recv(RECEIVE_SIZE)
+            if self.answered_at is None:
+                self.answered_at = self.clock()
             if not data:
                 if parsing.ends_at_close():
                     return Answer(parsing.status, b"".join(parsing.parts))
@@ -253,7 +265,7 @@ class Pool:
 
     def put(self, conn: Connection) -> None:
         if conn.reusable and len(self._idle) < self.size:
-            conn.idle_since = self.clock()
+            conn.idle_since = self.clock() if conn.answered_at is None else conn.answered_at
             self._idle.append(conn)
         else:
             conn.close()
@@ -269,7 +281,7 @@ class Pool:
         origin = self.origin
         try:
             sock = socket.create_connection((origin.host, origin.port), timeout)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a host no resolver takes ("rasa..internal")
             raise CannotConnect(_reason(exc, f"no connection within {timeout:g}s")) from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a request goes in one send: nothing to gather
@@ -280,7 +292,7 @@ class Pool:
             raise CannotConnect(_reason(exc, f"no TLS handshake within {timeout:g}s")) from exc
         with self._counting:
             self.opened += 1
-        return Connection(sock)
+        return Connection(sock, self.clock)
 
 
 def _polled(sock: socket.socket, within: float) -> bool:
@@ -289,5 +301,7 @@ def _polled(sock: socket.socket, within: float) -> bool:
     return bool(poller.poll(max(0.0, within) * 1000))
 
 
-def _reason(exc: OSError, timed_out: str) -> str:
-    return timed_out if isinstance(exc, TimeoutError) else (exc.strerror or str(exc) or type(exc).__name__)
+def _reason(exc: Exception, timed_out: str) -> str:
+    if isinstance(exc, TimeoutError):
+        return timed_out
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
