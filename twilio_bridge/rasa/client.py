@@ -71,7 +71,10 @@ class Reply:
             if isinstance(exc, OSError):  # it closed or broke the connection after it had the request
                 raise RasaError("unreachable", _short(exc)) from exc
             raise
-        self._pool.put(self._conn)  # closed instead if Rasa said it would close it
+        if answer.reusable:
+            self._pool.put(self._conn)
+        else:
+            self._conn.close()
         if answer.status != 200:
             # Rasa's REST channel answers 200 even when its dialogue failed, so another status came before the
             # dialogue ran; but a 504 is a proxy in front that stopped waiting while Rasa may still be at work

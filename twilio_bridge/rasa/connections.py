@@ -50,6 +50,11 @@ class BrokenAnswer(Exception):
 class Answer(NamedTuple):
     status: int
     body: bytes
+    reusable: bool  # read whole, in step, from a server that keeps the connection
+
+
+class _Trailing(Exception):
+    """A second message began after the answer: parsing stops there."""
 
 
 class Origin:
@@ -62,9 +67,8 @@ class Origin:
         self.host = parts.hostname  # as written, trailing dot and all, to be resolved
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.tls = ssl.create_default_context() if parts.scheme == "https" else None  # the system's CAs, SSL_CERT_FILE
-        name = self.host.rstrip(".")  # what the certificate names and a virtual host answers to
-        self.server_name = name
-        name = name if name.isascii() else name.encode("idna").decode()
+        self.server_name = self.host.rstrip(".")  # what the certificate names and a virtual host answers to
+        name = self.server_name if self.server_name.isascii() else self.server_name.encode("idna").decode()
         name = f"[{name}]" if ":" in name else name  # an IPv6 address
         self.host_header = name + (f":{parts.port}" if parts.port else "")
 
@@ -105,37 +109,30 @@ class _Parsing:
         self.framed = False  # a length or chunks say where the body ends; otherwise the server's close does
         self.headers_done = False
         self.complete = False
-        self.keep_alive = False  # read as the answer completes: llhttp forgets it once ready for the next one
+        self.keep_alive = False  # read as the answer completes (llhttp forgets it once ready for the next one)
         self.trailing = False
 
     def on_message_begin(self) -> None:
         if self.complete:
-            self.trailing = True
-        else:  # the final answer after a 1xx: only it counts
-            self.parts, self.size, self.framed, self.headers_done = [], 0, False, False
+            raise _Trailing
+        self.parts, self.size, self.framed, self.headers_done = [], 0, False, False  # after a 1xx: only the final counts
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if not self.complete and (name == b"content-length" or
-                                  name == b"transfer-encoding" and value.rstrip().lower().endswith(b"chunked")):
+        if name == b"content-length" or name == b"transfer-encoding" and value.rstrip().lower().endswith(b"chunked"):
             self.framed = True
 
     def on_headers_complete(self) -> None:
-        if not self.complete:
-            self.status = self.parser.get_status_code()
-            self.headers_done = True
+        self.status = self.parser.get_status_code()
+        self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
-        if self.complete:
-            return
         self.size += len(body)
         if self.size > LONGEST_ANSWER:
             raise BrokenAnswer(f"an answer longer than {LONGEST_ANSWER // (1024 * 1024)} MiB")
         self.parts.append(body)
 
     def on_message_complete(self) -> None:
-        if self.complete:
-            return
         if 100 <= self.status < 200:  # interim: a close now ends no answer
             self.headers_done = False
         else:
@@ -146,7 +143,7 @@ class _Parsing:
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            if self.complete:  # what came after the answer
+            if self.complete:  # something came after the answer (_Trailing, or what is not HTTP at all)
                 self.trailing = True
             elif isinstance(exc, httptools.HttpParserUpgrade):  # a 101: what follows is not HTTP
                 raise BrokenAnswer("it switched protocols") from None
@@ -159,8 +156,8 @@ class _Parsing:
         """Whether the server's close ends this answer: its headers came and nothing else says where it ends."""
         return self.headers_done and not self.framed
 
-    def reusable(self) -> bool:
-        return self.complete and self.keep_alive and not self.trailing
+    def answer(self) -> Answer:
+        return Answer(self.status, b"".join(self.parts), reusable=self.keep_alive and not self.trailing)
 
 
 class Connection:
@@ -173,7 +170,6 @@ class Connection:
         # When the answer was first seen: the server counts the connection idle from then, though the answer
         # may be read later (a delivery thread waits for a working slot first).
         self.answered_at: float | None = None
-        self.reusable = False  # until an answer is read whole from a server that keeps the connection
         self._early: bytes | None = None  # what `readable` read over TLS, for `receive`; b"" is the server's close
 
     def send(self, request: bytes, timeout: float) -> None:
@@ -203,16 +199,15 @@ class Connection:
                 self._early = self.sock.recv(RECEIVE_SIZE)
             except ssl.SSLWantReadError:  # a record of TLS's own
                 continue
-            except OSError:  # broken: `receive` says how
-                return True
-            return True
+            except OSError:
+                pass  # broken: `receive` says how
+            break
         return True
 
     def receive(self, deadline: float) -> Answer:
         """The answer, whole, before `clock()` reaches `deadline`. Raises TimeoutError; OSError if the connection
-        broke or closed before the answer ended; BrokenAnswer. A connection that raised is not reusable."""
+        broke or closed before the answer ended; BrokenAnswer. A connection that raised is not to be used again."""
         parsing = _Parsing()
-        self.reusable = False
         while not parsing.complete:
             if self._early is not None:
                 data, self._early = self._early, None
@@ -226,28 +221,26 @@ class Connection:
                 self.answered_at = self.clock()
             if not data:
                 if parsing.ends_at_close():
-                    return Answer(parsing.status, b"".join(parsing.parts))
+                    return parsing.answer()  # not reusable: it closed
                 raise ConnectionResetError("the server closed the connection before its answer ended")
             parsing.feed(data)
-        self.reusable = parsing.reusable()
-        return Answer(parsing.status, b"".join(parsing.parts))
+        return parsing.answer()
 
     def close(self) -> None:
-        self.reusable = False
         self.sock.close()
 
 
 class Pool:
-    """Kept-alive connections to one origin, the most recently used first. A connection goes back only when its
-    answer was read whole and the server keeps it; one idle for `idle_limit`, or closed by the server while idle,
-    is closed rather than reused. More than `size` may be open at once; only `size` are kept."""
+    """Kept-alive connections to one origin, the most recently used first. A connection goes back (`put`) only
+    when its answer said it may; one idle for `idle_limit`, or closed by the server while idle, is closed rather
+    than reused. More than `size` may be open at once; only `size` are kept."""
 
     def __init__(self, origin: Origin, size: int, idle_limit: float = IDLE_LIMIT, clock: Clock = time.monotonic):
         self.origin = origin
         self.size = size
         self.idle_limit = idle_limit
         self.clock = clock
-        self.opened = 0  # connections opened so far: for the tests and bench/
+        self.opened = 0  # connections opened so far, which the tests count
         self._idle: list[Connection] = []  # list.pop and .append are atomic: threads share it without a lock
         self._counting = threading.Lock()
 
@@ -264,7 +257,8 @@ class Pool:
         return self._open(connect_timeout)
 
     def put(self, conn: Connection) -> None:
-        if conn.reusable and len(self._idle) < self.size:
+        """`conn`, its answer read whole and `reusable`, kept for the next request (or closed if enough are)."""
+        if len(self._idle) < self.size:
             conn.idle_since = self.clock() if conn.answered_at is None else conn.answered_at
             self._idle.append(conn)
         else:
