@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from pathlib import Path
 
@@ -170,3 +171,20 @@ def test_a_host_written_with_its_final_dot_is_checked_and_named_without_it(
         assert client.send("CA1", "hola") == ok("CA1")
         client.pool.close()
     assert Origin(server.webhook_url.replace("127.0.0.1", "rasa.test.")).host_header == f"rasa.test:{server.server_address[1]}"
+
+
+def test_health_checks_over_tls_use_the_webhooks_origin_and_load_the_cas_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/health asks Rasa on every operator's request: loading the system's CAs each time would be file I/O per check."""
+    cert, key = self_signed(tmp_path, "rasa.test", ip="127.0.0.1")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    contexts: list[ssl.SSLContext] = []
+    make = ssl.create_default_context
+    monkeypatch.setattr(connections.ssl, "create_default_context", lambda: contexts.append(make()) or contexts[-1])
+    with KeptAliveServer(FakeClock(), tls=(cert, key)) as server:
+        client = RasaClient(server.webhook_url, timeout=2)
+        origin = server.webhook_url.split("/webhooks")[0]
+        assert [json.loads(client.version(origin))[0]["text"] for _ in range(3)] == ["ok"] * 3
+        assert client.send("CA1", "hola") == ok("CA1")
+        client.pool.close()
+    assert len(contexts) == 1 and len(server.accepted) == 4  # each check on a connection of its own, closed after

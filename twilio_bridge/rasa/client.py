@@ -106,6 +106,10 @@ class RasaClient:
         origin = Origin(webhook_url)
         self.pool = Pool(origin, pool_size, idle_limit, clock)
         self._webhook_head = origin.head("POST", target(webhook_url), "application/json")  # once, not per message
+        # The health checks' origins, each made once (over TLS, an origin loads the system's CAs): Rasa's own is
+        # the webhook's, the action server's is made on its first check.
+        parts = urlsplit(webhook_url)
+        self._origins = {f"{parts.scheme}://{parts.netloc}": origin}
 
     def send(self, sender: str, message: str, metadata: Metadata | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
         """Post one message; return Rasa's list of reply items (may be empty)."""
@@ -135,8 +139,8 @@ class RasaClient:
         return status
 
     def _get(self, url: str, path: str, timeout: float) -> bytes:
-        """A health check's GET, on a connection of its own that is closed once answered."""
-        origin = Origin(url)
+        """A health check's GET at the origin `url`, on a connection of its own that is closed once answered."""
+        origin = self._origins.get(url) or self._origins.setdefault(url, Origin(url))
         once = Pool(origin, size=0, clock=self.clock)
         return self._send(once, request(origin.head("GET", path)), timeout, min(timeout, self.connect_timeout)).data()
 
