@@ -3,9 +3,11 @@ it is in step with its server, and over TLS as in the clear."""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import ssl
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from tests.ops_tools import self_signed
 from tests.rasa.kept_alive import FakeClock, KeptAliveServer
 from twilio_bridge.rasa import connections
 from twilio_bridge.rasa.client import RasaClient, RasaError
-from twilio_bridge.rasa.connections import IDLE_LIMIT, Origin
+from twilio_bridge.rasa.connections import IDLE_LIMIT, Origin, Pool, request
 
 REPLY = json.dumps([{"recipient_id": "CA1", "text": "¿En qué le ayudo?"}]).encode()
 
@@ -148,12 +150,22 @@ def test_over_tls_an_answer_still_to_come_is_not_taken_for_the_servers_session_t
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     thinking = threading.Event()
     with KeptAliveServer(FakeClock(), tls=(cert, key), thinking=thinking) as server:
-        client = RasaClient(server.webhook_url, timeout=5)
-        reply = client.post("CA1", "hola")
-        assert not reply.arrives(within=0.3)  # Rasa is still thinking: it cannot have answered
+        pool = Pool(Origin(server.webhook_url), size=1)
+        conn = pool.connection(2.0)
+        conn.send(request(pool.origin.head("POST", "/webhooks/rest/webhook", "application/json"), b'{"sender": "CA1"}'), 2.0)
+        assert select.select([conn.sock], [], [], 5)[0]  # the tickets have come: the socket is readable
+        assert not conn.readable(0)  # and yet Rasa, still thinking, has said nothing
         thinking.set()
-        assert reply.arrives(within=5) and reply.items() == ok("CA1")
-        assert client.send("CA1", "hola") == ok("CA1") and client.pool.opened == 1
+        assert conn.readable(5)
+        answer = conn.receive(time.monotonic() + 5)
+        assert json.loads(answer.body) == ok("CA1") and answer.reusable
+        pool.put(conn)
+        assert pool.connection(2.0) is conn  # kept: the tickets read are not taken for the server's close
+        pool.close()
+        conn.close()
+        client = RasaClient(server.webhook_url, timeout=5)
+        assert client.send("CA1", "hola") == ok("CA1") and client.send("CA1", "hola") == ok("CA1")
+        assert client.pool.opened == 1
         client.pool.close()
 
 
